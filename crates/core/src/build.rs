@@ -1,0 +1,99 @@
+//! Build steps: shell commands run inside the new release before the switch,
+//! with a timeout that kills the whole process group.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// How much of a failed step's output goes into the error message.
+const ERROR_TAIL_LINES: usize = 20;
+
+/// Run `command` with `sh -c` in `dir`; every output line goes to `on_line`.
+pub fn run_build_step(
+    command: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 2>&1; {command}"))
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Build(format!("cannot start build step '{command}': {e}")))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut tail: Vec<String> = Vec::new();
+    let mut timed_out = false;
+    loop {
+        match lines_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                on_line(&line);
+                tail.push(line);
+                if tail.len() > ERROR_TAIL_LINES {
+                    tail.remove(0);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+    }
+    if timed_out {
+        let _ = rustix::process::kill_process_group(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::KILL,
+        );
+    }
+    let status = child.wait().map_err(|e| {
+        Error::Build(format!(
+            "build step '{command}' could not be waited for: {e}"
+        ))
+    })?;
+    let _ = reader.join();
+    for line in lines_rx.try_iter() {
+        on_line(&line);
+        tail.push(line);
+    }
+    let output = tail.join("\n");
+    if timed_out {
+        return Err(Error::Build(format!(
+            "build step '{command}' timed out after {}s and was killed; output:\n{output}",
+            timeout.as_secs()
+        )));
+    }
+    if !status.success() {
+        let code = status
+            .code()
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "a signal".into());
+        return Err(Error::Build(format!(
+            "build step '{command}' failed with {code}; output:\n{output}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! Carrying user content (files the running app created: uploads, saves) from
+//! one release into another. The decision per entry is a pure function; the
+//! walk applies it, writing each file under a temporary name and renaming it
+//! into place so a reader never sees half a file.
+
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+use crate::error::{Error, Result};
+use crate::manifest::{EntryKind, Manifest};
+
+/// Ending of the temporary name a file is carried under before its rename.
+const CARRY_TMP_SUFFIX: &str = ".zdeploy-carry";
+
+/// An entry of the release carried from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceEntry {
+    pub kind: EntryKind,
+    /// A deployed file of that release (in its manifest), not user content.
+    pub deployed: bool,
+    /// Changed at or after the `since` mark (always true without a mark).
+    pub recent: bool,
+    pub mtime_ns: i128,
+    pub size: u64,
+}
+
+/// The same path in the release carried to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetEntry {
+    Missing,
+    /// A deployed file of the target (or, when the target has no manifest, any
+    /// existing entry): it wins over user content.
+    Deployed(EntryKind),
+    /// User content already in the target.
+    User {
+        kind: EntryKind,
+        mtime_ns: i128,
+        size: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to do; for a folder, don't look inside.
+    Skip,
+    /// A folder present on both sides: look inside.
+    Descend,
+    /// Create it in the target (a folder: then look inside).
+    Copy,
+    /// The target's user copy is older: overwrite it.
+    Replace,
+    /// User content hidden by a deployed file at the same path: logged, not copied.
+    Shadowed,
+}
+
+/// What to do with one entry. Folders are always explored because user files
+/// live inside deployed folders (e.g. `uploads/` with a `.gitkeep`).
+pub fn decide(source: SourceEntry, target: TargetEntry) -> Action {
+    use Action::*;
+    use EntryKind::Dir;
+    if source.kind == Dir {
+        return match target {
+            TargetEntry::Missing => Copy,
+            TargetEntry::Deployed(Dir) | TargetEntry::User { kind: Dir, .. } => Descend,
+            TargetEntry::Deployed(_) if source.deployed => Skip,
+            TargetEntry::Deployed(_) => Shadowed,
+            TargetEntry::User { .. } => Skip,
+        };
+    }
+    if source.deployed || !source.recent {
+        return Skip;
+    }
+    match target {
+        TargetEntry::Missing => Copy,
+        TargetEntry::Deployed(_) => Shadowed,
+        TargetEntry::User {
+            kind,
+            mtime_ns,
+            size,
+        } if kind == source.kind => {
+            let newer =
+                source.mtime_ns > mtime_ns || (source.mtime_ns == mtime_ns && source.size != size);
+            if newer { Replace } else { Skip }
+        }
+        TargetEntry::User { .. } => Skip,
+    }
+}
+
+/// Where to carry from and to.
+pub struct Carry<'a> {
+    pub from: &'a Path,
+    /// `None`: nothing in `from` is known to be deployed (a site deployed by
+    /// other means), so all of it is user content.
+    pub from_manifest: Option<&'a Manifest>,
+    pub to: &'a Path,
+    /// `None`: whatever exists in `to` counts as deployed.
+    pub to_manifest: Option<&'a Manifest>,
+    /// Shared paths: symlinked, never carried.
+    pub skip: &'a [PathBuf],
+    /// Only files whose ctime is at or after this (ns since the epoch).
+    pub since_ns: Option<i128>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CarryReport {
+    pub copied: u64,
+    pub replaced: u64,
+    pub bytes: u64,
+    pub shadowed: Vec<PathBuf>,
+}
+
+impl CarryReport {
+    pub fn files(&self) -> u64 {
+        self.copied + self.replaced
+    }
+}
+
+fn mtime_ns(meta: &Metadata) -> i128 {
+    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+fn ctime_ns(meta: &Metadata) -> i128 {
+    meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128
+}
+
+impl Carry<'_> {
+    pub fn run(&self, progress: &mut dyn FnMut(u64)) -> Result<CarryReport> {
+        let mut report = CarryReport::default();
+        let mut seen = 0u64;
+        let mut walk = WalkDir::new(self.from)
+            .min_depth(1)
+            .follow_links(false)
+            .into_iter();
+        while let Some(item) = walk.next() {
+            let entry = match item {
+                Ok(entry) => entry,
+                // Deleted by the app while we walk: nothing left to carry.
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    let path = e.path().unwrap_or(self.from).to_path_buf();
+                    return Err(Error::io("read", path, e.into()));
+                }
+            };
+            seen += 1;
+            if seen.is_multiple_of(256) {
+                progress(seen);
+            }
+            let relative = entry
+                .path()
+                .strip_prefix(self.from)
+                .expect("under root")
+                .to_path_buf();
+            let leftover_tmp = relative.to_string_lossy().ends_with(CARRY_TMP_SUFFIX);
+            if leftover_tmp || self.skip.iter().any(|s| relative.starts_with(s)) {
+                if entry.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            let Some(kind) = EntryKind::of(meta.file_type()) else {
+                continue;
+            };
+            let source = SourceEntry {
+                kind,
+                deployed: self
+                    .from_manifest
+                    .is_some_and(|m| m.get(&relative).is_some_and(|e| e.kind == kind)),
+                recent: self.since_ns.is_none_or(|since| ctime_ns(&meta) >= since),
+                mtime_ns: mtime_ns(&meta),
+                size: meta.len(),
+            };
+            let target_path = self.to.join(&relative);
+            let target = self.target_entry(&relative, &target_path)?;
+            match decide(source, target) {
+                Action::Skip if kind == EntryKind::Dir => walk.skip_current_dir(),
+                Action::Skip | Action::Descend => {}
+                Action::Shadowed => {
+                    if kind == EntryKind::Dir {
+                        walk.skip_current_dir();
+                    }
+                    report.shadowed.push(relative);
+                }
+                Action::Copy | Action::Replace if kind == EntryKind::Dir => {
+                    match fs::create_dir(&target_path) {
+                        Ok(()) => {
+                            let _ = fs::set_permissions(
+                                &target_path,
+                                fs::Permissions::from_mode(meta.permissions().mode()),
+                            );
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Error::io("create folder", &target_path, e)),
+                    }
+                }
+                action => {
+                    if let Some(bytes) = copy_entry(entry.path(), &target_path, &meta)? {
+                        report.bytes += bytes;
+                        if action == Action::Replace {
+                            report.replaced += 1;
+                        } else {
+                            report.copied += 1;
+                        }
+                    }
+                }
+            }
+        }
+        progress(seen);
+        Ok(report)
+    }
+
+    fn target_entry(&self, relative: &Path, target_path: &Path) -> Result<TargetEntry> {
+        let meta = match fs::symlink_metadata(target_path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TargetEntry::Missing),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                // A parent is a file in the target: treat as hidden by it.
+                return Ok(TargetEntry::Deployed(EntryKind::File));
+            }
+            Err(e) => return Err(Error::io("inspect", target_path, e)),
+        };
+        let kind = EntryKind::of(meta.file_type()).unwrap_or(EntryKind::File);
+        let deployed = match self.to_manifest {
+            None => true,
+            Some(m) => m.contains(relative) || self.skip.iter().any(|s| relative.starts_with(s)),
+        };
+        Ok(if deployed {
+            TargetEntry::Deployed(kind)
+        } else {
+            TargetEntry::User {
+                kind,
+                mtime_ns: mtime_ns(&meta),
+                size: meta.len(),
+            }
+        })
+    }
+}
+
+/// Copy one file or symlink to `to` via a temporary name and a rename.
+/// `None` when the source vanished meanwhile.
+fn copy_entry(from: &Path, to: &Path, meta: &Metadata) -> Result<Option<u64>> {
+    let name = to
+        .file_name()
+        .expect("a carried path has a name")
+        .to_string_lossy();
+    let tmp = to.with_file_name(format!(".{name}{CARRY_TMP_SUFFIX}"));
+    let _ = fs::remove_file(&tmp);
+    let copied = if meta.file_type().is_symlink() {
+        match fs::read_link(from) {
+            Ok(target) => std::os::unix::fs::symlink(target, &tmp).map(|_| 0),
+            Err(e) => Err(e),
+        }
+    } else {
+        fs::copy(from, &tmp).and_then(|bytes| {
+            let file = fs::File::options().write(true).open(&tmp)?;
+            file.set_modified(meta.modified()?)?;
+            Ok(bytes)
+        })
+    };
+    match copied {
+        Ok(bytes) => {
+            fs::rename(&tmp, to).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::io("write", to, e)
+            })?;
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !from.exists() => {
+            let _ = fs::remove_file(&tmp);
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(Error::io("copy user file to", to, e))
+        }
+    }
+}
+
+/// Copy everything under `from` into `to` (created if missing), keeping what
+/// is already there unless `from` has a newer copy.
+pub fn merge_tree(from: &Path, to: &Path) -> Result<CarryReport> {
+    crate::fsx::create_dir_all(to)?;
+    let nothing_deployed = Manifest::default();
+    Carry {
+        from,
+        from_manifest: None,
+        to,
+        to_manifest: Some(&nothing_deployed),
+        skip: &[],
+        since_ns: None,
+    }
+    .run(&mut |_| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+    use EntryKind::*;
+
+    fn src(kind: EntryKind, deployed: bool, recent: bool, mtime: i128, size: u64) -> SourceEntry {
+        SourceEntry {
+            kind,
+            deployed,
+            recent,
+            mtime_ns: mtime,
+            size,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let user = |kind, mtime, size| TargetEntry::User {
+            kind,
+            mtime_ns: mtime,
+            size,
+        };
+        let cases = [
+            // user file, nothing in the target: copy
+            (src(File, false, true, 10, 1), TargetEntry::Missing, Copy),
+            // deployed file of the old release: never carried
+            (src(File, true, true, 10, 1), TargetEntry::Missing, Skip),
+            // user file under a deployed file of the new release: deployed wins
+            (
+                src(File, false, true, 10, 1),
+                TargetEntry::Deployed(File),
+                Shadowed,
+            ),
+            // user file already carried, unchanged: nothing
+            (src(File, false, true, 10, 1), user(File, 10, 1), Skip),
+            // user file rewritten since: replace
+            (src(File, false, true, 20, 1), user(File, 10, 1), Replace),
+            // same mtime, different size (a write within one clock tick): replace
+            (src(File, false, true, 10, 2), user(File, 10, 1), Replace),
+            // the target's copy is newer (written after the switch): keep it
+            (src(File, false, true, 10, 1), user(File, 20, 1), Skip),
+            // not changed since the last full carry: skip
+            (src(File, false, false, 10, 1), TargetEntry::Missing, Skip),
+            // folders are always explored
+            (
+                src(Dir, true, false, 10, 0),
+                TargetEntry::Deployed(Dir),
+                Descend,
+            ),
+            (src(Dir, false, false, 10, 0), TargetEntry::Missing, Copy),
+            (
+                src(Dir, false, true, 10, 0),
+                TargetEntry::Deployed(File),
+                Shadowed,
+            ),
+            (
+                src(Dir, true, true, 10, 0),
+                TargetEntry::Deployed(File),
+                Skip,
+            ),
+            // a user symlink is carried like a file
+            (src(Symlink, false, true, 10, 3), TargetEntry::Missing, Copy),
+            // kinds differ between user entries: leave the target alone
+            (src(File, false, true, 20, 1), user(Dir, 10, 0), Skip),
+        ];
+        for (i, (source, target, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide(source, target),
+                expected,
+                "case {i}: {source:?} -> {target:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,771 @@
+//! A deploy, step by step (DESIGN.md "One deploy"): lock, recover, resolve,
+//! materialize, carry, build, sync, switch, settle, prune. Any failure before
+//! the switch removes the new release and leaves the live one untouched.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use walkdir::WalkDir;
+
+use crate::build::run_build_step;
+use crate::carry::{Carry, CarryReport};
+use crate::error::{Error, Result};
+use crate::fsx;
+use crate::history::{Kind, Outcome, ReleaseRecord, now_ms};
+use crate::layout::Layout;
+use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
+use crate::plain;
+use crate::recover::recover;
+use crate::release::{ReleaseState, release_name};
+use crate::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
+use crate::session::{Observer, RunOptions, Session, Step, human_duration};
+use crate::shared::link_shared;
+use crate::source::extract::{Extractor, Limits};
+use crate::source::{ArchiveLocation, Source, archive, folder, git};
+use crate::switch::{Live, read_live, switch_to};
+
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
+
+/// Everything one deploy needs, validated.
+#[derive(Debug, Clone)]
+pub struct DeployPlan {
+    pub source: Source,
+    pub reference: Option<String>,
+    pub keep: usize,
+    pub drain: Duration,
+    /// How long after the switch to wait before carrying what in-flight
+    /// requests wrote into the old release.
+    pub settle: Duration,
+    pub zero_downtime: bool,
+    pub shared: Vec<PathBuf>,
+    pub build: Vec<String>,
+    pub build_timeout: Duration,
+    pub limits: Limits,
+    pub force: bool,
+}
+
+impl DeployPlan {
+    pub fn new(source: Source) -> Self {
+        DeployPlan {
+            source,
+            reference: None,
+            keep: DEFAULT_KEEP,
+            drain: DEFAULT_DRAIN,
+            settle: DEFAULT_SETTLE,
+            zero_downtime: true,
+            shared: Vec::new(),
+            build: Vec::new(),
+            build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
+            limits: Limits::default(),
+            force: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeployResult {
+    pub deployment: i64,
+    pub outcome: &'static str,
+    /// The release now live (the context itself in plain mode).
+    pub release: Option<String>,
+    pub previous: Option<String>,
+    pub commit: Option<String>,
+    pub pruned: Vec<String>,
+}
+
+/// What `resolve` found.
+pub(crate) struct Resolved {
+    pub commit: Option<String>,
+    pub message: Option<String>,
+    pub reference: Option<String>,
+    pub archive: Option<PathBuf>,
+}
+
+pub fn deploy(
+    layout: &Layout,
+    plan: &DeployPlan,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<DeployResult> {
+    let shown = plan.source.shown();
+    let session = Session::open(
+        layout,
+        Kind::Deploy,
+        options,
+        Some(&shown),
+        plan.reference.as_deref(),
+        observer,
+    )?;
+    let result = run(&session, plan);
+    session.finish(&result, |r| {
+        if r.outcome == "unchanged" {
+            Outcome::Unchanged
+        } else {
+            Outcome::Success
+        }
+    })?;
+    if let Some(dir) = downloads_to_clean(layout) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn downloads_to_clean(layout: &Layout) -> Option<PathBuf> {
+    let dir = layout.download_dir();
+    dir.exists().then_some(dir)
+}
+
+fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
+    let layout = session.layout;
+    session.step(Step::Recover, || recover(session))?;
+    let live = read_live(layout)?;
+    let resolved = session.step(Step::Resolve, || resolve(session, plan))?;
+    let live_record = match &live {
+        Live::Release(name) => session.history.release(name)?,
+        Live::Folder => session.history.release(layout.context())?,
+        Live::Nothing => None,
+    };
+    let unchanged_commit = resolved.commit.is_some()
+        && live_record.as_ref().and_then(|r| r.commit.as_ref()) == resolved.commit.as_ref();
+    if unchanged_commit && !plan.force {
+        let commit = resolved.commit.clone();
+        session.info(&format!(
+            "{} is already live at commit {}; nothing to do (--force deploys anyway)",
+            layout.context(),
+            short(commit.as_deref().unwrap_or_default())
+        ));
+        return Ok(unchanged(session, &live, commit));
+    }
+    if !plan.zero_downtime {
+        return plain::deploy_in_place(session, plan, &resolved, &live, live_record.as_ref());
+    }
+    let name = allocate_name(layout)?;
+    let release_dir = layout.release_path(&name);
+    session.history.insert_release(&ReleaseRecord {
+        name: name.clone(),
+        state: ReleaseState::Building,
+        created_ms: now_ms(),
+        source: Some(plan.source.shown()),
+        reference: resolved.reference.clone(),
+        commit: resolved.commit.clone(),
+        content_digest: None,
+        deployment_id: Some(session.id),
+        retired_ms: None,
+        carried_ms: None,
+        note: None,
+    })?;
+    let previous = match &live {
+        Live::Release(n) => Some(n.clone()),
+        _ => None,
+    };
+    session.history.set_deployment_target(
+        session.id,
+        Some(&name),
+        resolved.commit.as_deref(),
+        resolved.message.as_deref(),
+        previous.as_deref(),
+    )?;
+    let prepared = prepare(
+        session,
+        plan,
+        &resolved,
+        &live,
+        live_record.as_ref(),
+        &name,
+        &release_dir,
+    );
+    let prepared = match prepared {
+        Ok(Some(prepared)) => prepared,
+        Ok(None) => {
+            discard_release(session, &name, "unchanged content")?;
+            return Ok(unchanged(session, &live, resolved.commit.clone()));
+        }
+        Err(error) => {
+            discard_release(session, &name, &error.to_string())?;
+            return Err(error);
+        }
+    };
+    session
+        .history
+        .set_release_state(&name, ReleaseState::Complete, None)?;
+    let displaced = match live {
+        Live::Folder => Some(displaced_name(layout, &name)?),
+        _ => None,
+    };
+    if let Some(displaced) = &displaced {
+        record_displaced(session, displaced, prepared.sync_started_ms)?;
+        session
+            .history
+            .set_deployment_target(session.id, None, None, None, Some(displaced))?;
+    }
+    session.step(Step::Switch, || {
+        switch_to(layout, &name, displaced.as_deref())?;
+        Ok(())
+    })?;
+    let previous = previous.or(displaced);
+    if let Some(previous) = &previous {
+        session
+            .history
+            .mark_retired(previous, now_ms(), prepared.sync_started_ms)?;
+    }
+    session.info(&format!("{} now serves {name}", layout.context()));
+    if let Some(previous) = &previous {
+        settle(
+            session,
+            previous,
+            &name,
+            &prepared.manifest,
+            &plan.shared,
+            plan.settle,
+            prepared.sync_started_ms,
+        );
+    }
+    let pruned = session
+        .step(Step::Prune, || {
+            crate::maintenance::prune_in_session(session, plan.keep, plan.drain, &plan.shared)
+        })
+        .unwrap_or_else(|e| {
+            session.warn(&format!("prune failed (the deploy itself succeeded): {e}"));
+            Vec::new()
+        });
+    Ok(DeployResult {
+        deployment: session.id,
+        outcome: "deployed",
+        release: Some(name),
+        previous,
+        commit: resolved.commit,
+        pruned,
+    })
+}
+
+fn unchanged(session: &Session<'_>, live: &Live, commit: Option<String>) -> DeployResult {
+    let release = match live {
+        Live::Release(n) => Some(n.clone()),
+        Live::Folder => Some(session.layout.context().to_string()),
+        Live::Nothing => None,
+    };
+    let _ = session.history.set_deployment_target(
+        session.id,
+        release.as_deref(),
+        commit.as_deref(),
+        None,
+        None,
+    );
+    DeployResult {
+        deployment: session.id,
+        outcome: "unchanged",
+        release,
+        previous: None,
+        commit,
+        pruned: Vec::new(),
+    }
+}
+
+pub(crate) fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// The new release built, carried and synced, ready to switch.
+struct Prepared {
+    manifest: Manifest,
+    sync_started_ms: i64,
+}
+
+fn prepare(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    resolved: &Resolved,
+    live: &Live,
+    live_record: Option<&ReleaseRecord>,
+    name: &str,
+    release_dir: &Path,
+) -> Result<Option<Prepared>> {
+    let layout = session.layout;
+    let mut manifest = session.step(Step::Materialize, || {
+        fsx::create_dir(release_dir)?;
+        materialize(session, plan, resolved, release_dir)
+    })?;
+    let digest = manifest.content_digest();
+    let same_content = resolved.commit.is_none()
+        && live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
+    if same_content && !plan.force {
+        session.info(&format!(
+            "{} already serves this content (digest {}); nothing to do (--force deploys anyway)",
+            layout.context(),
+            short(&digest)
+        ));
+        return Ok(None);
+    }
+    record_digest(session, name, &digest)?;
+    let live_dir = live_dir(layout, live);
+    let live_manifest = match live {
+        Live::Release(n) => session.history.manifest(n)?,
+        Live::Folder => session.history.manifest(layout.context())?,
+        Live::Nothing => None,
+    };
+    let carry_started_ns = now_ns();
+    session.step(Step::Carry, || {
+        for path in &plan.shared {
+            if let Some(note) = link_shared(
+                layout,
+                release_dir,
+                live_dir.as_deref(),
+                path,
+                &mut manifest,
+            )? {
+                session.info(&note);
+            }
+        }
+        if let Some(from) = &live_dir {
+            carry_logged(
+                session,
+                Step::Carry,
+                from,
+                live_manifest.as_ref(),
+                release_dir,
+                &manifest,
+                &plan.shared,
+                None,
+            )?;
+        }
+        Ok(())
+    })?;
+    if !plan.build.is_empty() {
+        manifest = session.step(Step::Build, || build(session, plan, release_dir, manifest))?;
+    }
+    session.history.save_manifest(name, &manifest)?;
+    let sync_started_ms = now_ms();
+    if let Some(from) = &live_dir {
+        session.step(Step::Sync, || {
+            carry_logged(
+                session,
+                Step::Sync,
+                from,
+                live_manifest.as_ref(),
+                release_dir,
+                &manifest,
+                &plan.shared,
+                Some(carry_started_ns - MARK_MARGIN_NS),
+            )
+        })?;
+    }
+    Ok(Some(Prepared {
+        manifest,
+        sync_started_ms,
+    }))
+}
+
+/// Carry marks are compared with file ctimes; a second of margin covers
+/// clock granularity (carrying a file twice is harmless).
+pub(crate) const MARK_MARGIN_NS: i128 = 1_000_000_000;
+
+pub(crate) fn now_ns() -> i128 {
+    Timestamp::now().as_nanosecond()
+}
+
+pub(crate) fn live_dir(layout: &Layout, live: &Live) -> Option<PathBuf> {
+    match live {
+        Live::Release(n) => Some(layout.release_path(n)),
+        Live::Folder => Some(layout.context_path()),
+        Live::Nothing => None,
+    }
+}
+
+fn record_digest(session: &Session<'_>, name: &str, digest: &str) -> Result<()> {
+    if let Some(mut record) = session.history.release(name)? {
+        record.content_digest = Some(digest.to_string());
+        session.history.insert_release(&record)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolved> {
+    let layout = session.layout;
+    match &plan.source {
+        Source::Git { url } => {
+            let shown = plan.source.shown();
+            let reference = match &plan.reference {
+                Some(r) => r.clone(),
+                None => git::default_branch(url, &shown)?.ok_or_else(|| {
+                    Error::Source(format!("{shown} has no default branch; pass --ref"))
+                })?,
+            };
+            git::validate_ref(&reference)?;
+            session.info(&format!("fetching {shown}"));
+            git::fetch(&layout.mirror_path(), url, &shown)?;
+            let commit = git::resolve(&layout.mirror_path(), &reference, &shown)?;
+            let message = git::describe(&layout.mirror_path(), &commit);
+            session.info(&format!(
+                "{reference} is at {} {}",
+                short(&commit),
+                message.as_deref().unwrap_or("")
+            ));
+            Ok(Resolved {
+                commit: Some(commit),
+                message,
+                reference: Some(reference),
+                archive: None,
+            })
+        }
+        Source::Archive(location) => {
+            let path = match location {
+                ArchiveLocation::Path(p) => p.clone(),
+                ArchiveLocation::Url(url) => {
+                    let dir = layout.download_dir();
+                    fsx::create_dir_all(&dir)?;
+                    let dest = dir.join(format!("archive-{}", session.id));
+                    session.info(&format!("downloading {}", plan.source.shown()));
+                    archive::download(url, &plan.source.shown(), &dest, plan.limits.max_bytes)?;
+                    dest
+                }
+            };
+            Ok(Resolved {
+                commit: None,
+                message: None,
+                reference: None,
+                archive: Some(path),
+            })
+        }
+        Source::Folder(path) => {
+            check_folder_source(layout, path)?;
+            Ok(Resolved {
+                commit: None,
+                message: None,
+                reference: None,
+                archive: None,
+            })
+        }
+    }
+}
+
+/// A folder source may not contain the webroot: the copy would contain itself.
+fn check_folder_source(layout: &Layout, folder: &Path) -> Result<()> {
+    let folder =
+        std::fs::canonicalize(folder).map_err(|e| Error::io("open source folder", folder, e))?;
+    let webroot = std::fs::canonicalize(layout.webroot())
+        .map_err(|e| Error::io("open", layout.webroot(), e))?;
+    if webroot.starts_with(&folder) {
+        return Err(Error::Invalid(format!(
+            "source folder {} contains the webroot {}; deploy from a folder outside it",
+            folder.display(),
+            webroot.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Write the source into `dest` (empty, existing) and return its manifest.
+pub(crate) fn materialize(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    resolved: &Resolved,
+    dest: &Path,
+) -> Result<Manifest> {
+    let mut progress = |entries: u64, _bytes: u64| {
+        if entries.is_multiple_of(64) {
+            session.progress(Step::Materialize, entries, None);
+        }
+    };
+    let manifest = match &plan.source {
+        Source::Git { .. } => {
+            let commit = resolved
+                .commit
+                .as_deref()
+                .expect("git sources resolve to a commit");
+            let origin = format!("commit {}", short(commit));
+            let mut extractor = Extractor::new(dest, &origin, plan.limits, &mut progress);
+            git::archive_into(&session.layout.mirror_path(), commit, &mut extractor)?;
+            extractor.finish(false)?
+        }
+        Source::Archive(_) => {
+            let path = resolved
+                .archive
+                .as_deref()
+                .expect("archives resolve to a file");
+            archive::extract(path, dest, plan.limits, &mut progress)?
+        }
+        Source::Folder(path) => folder::copy(path, dest, plan.limits, &mut progress)?,
+    };
+    session.info(&format!(
+        "wrote {} entries ({} bytes) from {}",
+        manifest.len(),
+        manifest.total_bytes(),
+        plan.source.shown()
+    ));
+    Ok(manifest)
+}
+
+/// Carry user content and log what happened, shadowed files by name.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn carry_logged(
+    session: &Session<'_>,
+    step: Step,
+    from: &Path,
+    from_manifest: Option<&Manifest>,
+    to: &Path,
+    to_manifest: &Manifest,
+    shared: &[PathBuf],
+    since_ns: Option<i128>,
+) -> Result<CarryReport> {
+    let report = Carry {
+        from,
+        from_manifest,
+        to,
+        to_manifest: Some(to_manifest),
+        skip: shared,
+        since_ns,
+    }
+    .run(&mut |seen| session.progress(step, seen, None))?;
+    if report.files() > 0 {
+        session.info(&format!(
+            "{step}: carried {} user files ({} new, {} updated, {} bytes) from {}",
+            report.files(),
+            report.copied,
+            report.replaced,
+            report.bytes,
+            from.display()
+        ));
+    }
+    for path in &report.shadowed {
+        session.warn(&format!(
+            "{step}: user file {} is shadowed by a deployed file of the same path; the deployed one wins",
+            path.display()
+        ));
+    }
+    Ok(report)
+}
+
+pub(crate) fn build(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    release_dir: &Path,
+    manifest: Manifest,
+) -> Result<Manifest> {
+    let before = paths_under(release_dir)?;
+    let started_ns = now_ns();
+    let env = [
+        ("ZDEPLOY_RELEASE", release_dir.display().to_string()),
+        ("ZDEPLOY_CONTEXT", session.layout.context().to_string()),
+        (
+            "ZDEPLOY_WEBROOT",
+            session.layout.webroot().display().to_string(),
+        ),
+    ];
+    for command in &plan.build {
+        session.info(&format!("build: running {command}"));
+        let started = std::time::Instant::now();
+        run_build_step(
+            command,
+            release_dir,
+            &env,
+            plan.build_timeout,
+            &mut |line| {
+                session.debug(&format!("build | {line}"));
+            },
+        )?;
+        session.info(&format!(
+            "build: {command} finished in {}",
+            human_duration(started.elapsed())
+        ));
+    }
+    rescan_after_build(release_dir, &before, manifest, &plan.shared, started_ns)
+}
+
+fn paths_under(root: &Path) -> Result<BTreeSet<PathBuf>> {
+    let mut paths = BTreeSet::new();
+    for entry in WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
+        paths.insert(
+            entry
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_path_buf(),
+        );
+    }
+    Ok(paths)
+}
+
+/// After build steps: what they created or changed is deployed; what was
+/// user content before stays user content; what they deleted is gone.
+fn rescan_after_build(
+    root: &Path,
+    before: &BTreeSet<PathBuf>,
+    old: Manifest,
+    shared: &[PathBuf],
+    build_started_ns: i128,
+) -> Result<Manifest> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut manifest = Manifest::default();
+    let mut walk = WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
+        let relative = entry
+            .path()
+            .strip_prefix(root)
+            .expect("under root")
+            .to_path_buf();
+        if shared.iter().any(|s| relative.starts_with(s)) {
+            continue;
+        }
+        let was_user_content = before.contains(&relative) && !old.contains(&relative);
+        if was_user_content {
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io("inspect", entry.path(), e.into()))?;
+        let Some(kind) = EntryKind::of(meta.file_type()) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        let entry_record = match (kind, old.get(&relative)) {
+            (EntryKind::File, Some(prev))
+                if prev.kind == EntryKind::File && unchanged_since(&meta, build_started_ns) =>
+            {
+                prev.clone()
+            }
+            (EntryKind::File, _) => {
+                let (digest, size) =
+                    digest_file(entry.path()).map_err(|e| Error::io("read", entry.path(), e))?;
+                Entry {
+                    kind,
+                    mode,
+                    size,
+                    digest,
+                }
+            }
+            (EntryKind::Symlink, _) => {
+                let target = fsx::read_link(entry.path())?;
+                Entry {
+                    kind,
+                    mode: 0o777,
+                    size: meta.len(),
+                    digest: target.to_string_lossy().into_owned(),
+                }
+            }
+            (EntryKind::Dir, _) => Entry {
+                kind,
+                mode,
+                size: 0,
+                digest: String::new(),
+            },
+        };
+        manifest.insert(relative, entry_record);
+    }
+    Ok(manifest)
+}
+
+/// Whether a file's ctime says it was not touched after `mark_ns` (with a
+/// margin for coarse filesystem clocks).
+fn unchanged_since(meta: &std::fs::Metadata, mark_ns: i128) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime_ns = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+    ctime_ns < mark_ns - MARK_MARGIN_NS
+}
+
+/// Name the new release, waiting for the next second if the name is taken.
+pub(crate) fn allocate_name(layout: &Layout) -> Result<String> {
+    loop {
+        let now = Timestamp::now();
+        let name = release_name(layout.context(), now);
+        if fsx::metadata_if_exists(&layout.release_path(&name))?.is_none() {
+            return Ok(name);
+        }
+        let into_second = now.subsec_nanosecond().max(0) as u64;
+        std::thread::sleep(Duration::from_nanos(
+            1_000_000_000 - into_second + 1_000_000,
+        ));
+    }
+}
+
+/// The timestamped name a displaced real folder gets: the latest free second
+/// before the new release's.
+pub(crate) fn displaced_name(layout: &Layout, new_release: &str) -> Result<String> {
+    let stamp = new_release
+        .strip_prefix(layout.context())
+        .and_then(|s| s.strip_prefix('_'))
+        .and_then(crate::release::parse_stamp)
+        .map(crate::release::stamp_instant)
+        .unwrap_or_else(Timestamp::now);
+    let mut at = stamp;
+    loop {
+        at = at - jiff::SignedDuration::from_secs(1);
+        let name = release_name(layout.context(), at);
+        if fsx::metadata_if_exists(&layout.release_path(&name))?.is_none() {
+            return Ok(name);
+        }
+    }
+}
+
+/// Give the folder about to be displaced a record: its manifest if a plain
+/// deploy made it, else none (all of it then counts as user content).
+fn record_displaced(session: &Session<'_>, displaced: &str, carried_ms: i64) -> Result<()> {
+    let context = session.layout.context();
+    match session.history.release(context)? {
+        Some(_) => session.history.rename_release(context, displaced)?,
+        None => session.history.insert_release(&ReleaseRecord {
+            name: displaced.to_string(),
+            state: ReleaseState::Complete,
+            created_ms: now_ms(),
+            source: Some("the site that was in place before zdeploy".into()),
+            reference: None,
+            commit: None,
+            content_digest: None,
+            deployment_id: Some(session.id),
+            retired_ms: None,
+            carried_ms: Some(carried_ms),
+            note: None,
+        })?,
+    }
+    session.info(&format!(
+        "{context} was a real folder; it is kept as release {displaced} and its files the new source does not provide were carried as user content"
+    ));
+    Ok(())
+}
+
+/// After the switch: wait, then carry what in-flight requests wrote into the
+/// old release. Failures are logged: the new release is already live.
+pub(crate) fn settle(
+    session: &Session<'_>,
+    old: &str,
+    new: &str,
+    new_manifest: &Manifest,
+    shared: &[PathBuf],
+    wait: Duration,
+    carried_ms: i64,
+) {
+    let layout = session.layout;
+    let result = session.step(Step::Settle, || {
+        std::thread::sleep(wait);
+        let old_manifest = session.history.manifest(old)?;
+        let since = carried_ms as i128 * 1_000_000 - MARK_MARGIN_NS;
+        carry_logged(
+            session,
+            Step::Settle,
+            &layout.release_path(old),
+            old_manifest.as_ref(),
+            &layout.release_path(new),
+            new_manifest,
+            shared,
+            Some(since),
+        )
+    });
+    if let Err(e) = result {
+        session.warn(&format!("settle: could not carry late writes from {old}: {e}; they stay in {old} and are carried again before it is pruned"));
+    }
+}
+
+/// Remove a release this run created and mark it failed.
+pub(crate) fn discard_release(session: &Session<'_>, name: &str, why: &str) -> Result<()> {
+    crate::maintenance::delete_release_dir(session.layout, name)?;
+    session
+        .history
+        .set_release_state(name, ReleaseState::Failed, Some(why))?;
+    session.history.drop_manifest(name)
+}

@@ -1,0 +1,26 @@
+//! zdeploy's engine: zero-downtime releases of a web app served from a
+//! document root. Synchronous, no HTTP: the binary adds the CLI and the agent.
+
+pub mod build;
+pub mod carry;
+pub mod deploy;
+pub mod error;
+pub mod failpoint;
+pub mod fsx;
+pub mod history;
+pub mod inventory;
+pub mod layout;
+pub mod lock;
+pub mod maintenance;
+pub mod manifest;
+mod plain;
+pub mod recover;
+pub mod release;
+pub mod retention;
+pub mod rollback;
+pub mod session;
+pub mod shared;
+pub mod source;
+pub mod switch;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,196 @@
+//! Retention applied (`prune`), releases renamed out of retention (`keep`),
+//! and the one way a release folder is deleted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::deploy::{MARK_MARGIN_NS, carry_logged, live_dir};
+use crate::error::{Error, Result};
+use crate::fsx;
+use crate::history::{Kind, Outcome, now_ms};
+use crate::inventory::releases_on_disk;
+use crate::layout::Layout;
+use crate::release::{ReleaseState, validate_kept_name};
+use crate::retention::{Candidate, choose_prunable};
+use crate::session::{Observer, RunOptions, Session, Step};
+use crate::switch::{Live, read_live, switch_to};
+
+/// Delete a release folder: renamed into the trash first (so a half-deleted
+/// folder never looks like a release), then removed.
+pub fn delete_release_dir(layout: &Layout, name: &str) -> Result<()> {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let path = layout.release_path(name);
+    if fsx::metadata_if_exists(&path)?.is_none() {
+        return Ok(());
+    }
+    let trash = layout.trash_dir();
+    fsx::create_dir_all(&trash)?;
+    let doomed = trash.join(format!(
+        "{name}.{}.{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    fsx::rename(&path, &doomed)?;
+    fsx::remove_dir_all(&doomed)
+}
+
+/// Apply retention inside a run that holds the lock; returns what was pruned.
+pub fn prune_in_session(
+    session: &Session<'_>,
+    keep: usize,
+    drain: Duration,
+    shared: &[PathBuf],
+) -> Result<Vec<String>> {
+    let layout = session.layout;
+    let live = read_live(layout)?;
+    let mut candidates = Vec::new();
+    for release in releases_on_disk(layout)? {
+        let Some(stamp) = release.stamp() else {
+            continue;
+        };
+        let record = session.history.release(&release.name)?;
+        if record
+            .as_ref()
+            .is_some_and(|r| r.state == ReleaseState::Building)
+        {
+            continue;
+        }
+        candidates.push(Candidate {
+            live: live == Live::Release(release.name.clone()),
+            name: release.name,
+            stamp,
+            retired_ms: record.and_then(|r| r.retired_ms),
+        });
+    }
+    let chosen = choose_prunable(&candidates, keep, drain, now_ms());
+    let live_path = live_dir(layout, &live);
+    let live_manifest = match &live {
+        Live::Release(n) => session.history.manifest(n)?,
+        Live::Folder => session.history.manifest(layout.context())?,
+        Live::Nothing => None,
+    };
+    for name in &chosen {
+        let record = session.history.release(name)?;
+        // A release that was live may hold late writes: carry them first.
+        if let (Some(to), Some(to_manifest), Some(record)) = (&live_path, &live_manifest, &record)
+            && record.retired_ms.is_some()
+        {
+            let since = record
+                .carried_ms
+                .map(|ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS);
+            let from_manifest = session.history.manifest(name)?;
+            carry_logged(
+                session,
+                Step::Prune,
+                &layout.release_path(name),
+                from_manifest.as_ref(),
+                to,
+                to_manifest,
+                shared,
+                since,
+            )?;
+        }
+        delete_release_dir(layout, name)?;
+        if record.is_some() {
+            session
+                .history
+                .set_release_state(name, ReleaseState::Pruned, None)?;
+            session.history.drop_manifest(name)?;
+        }
+        session.info(&format!("pruned {name}"));
+    }
+    Ok(chosen)
+}
+
+/// `zdeploy prune`: retention on demand.
+pub fn prune(
+    layout: &Layout,
+    keep: usize,
+    drain: Duration,
+    shared: &[PathBuf],
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<Vec<String>> {
+    let session = Session::open(layout, Kind::Prune, options, None, None, observer)?;
+    let result = session
+        .step(Step::Recover, || crate::recover::recover(&session))
+        .and_then(|_| {
+            session.step(Step::Prune, || {
+                prune_in_session(&session, keep, drain, shared)
+            })
+        });
+    session.finish(&result, |_| Outcome::Success)?;
+    result
+}
+
+/// `zdeploy keep RELEASE NAME`: rename a release to `<context>_NAME` so
+/// retention never touches it. The live release is renamed without a moment
+/// where the context does not resolve.
+pub fn keep(
+    layout: &Layout,
+    release: &str,
+    name: &str,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<String> {
+    validate_kept_name(name)?;
+    let session = Session::open(layout, Kind::Prune, options, None, None, observer)?;
+    let result = keep_in_session(&session, release, name);
+    session.finish(&result, |_| Outcome::Success)?;
+    result
+}
+
+fn keep_in_session(session: &Session<'_>, release: &str, name: &str) -> Result<String> {
+    let layout = session.layout;
+    session.step(Step::Recover, || crate::recover::recover(session))?;
+    let release = resolve_release_name(layout, release)?;
+    let new_name = format!("{}_{name}", layout.context());
+    if fsx::metadata_if_exists(&layout.release_path(&new_name))?.is_some() {
+        return Err(Error::Invalid(format!(
+            "cannot keep {release} as {new_name}: {new_name} already exists"
+        )));
+    }
+    let old_path = layout.release_path(&release);
+    let new_path = layout.release_path(&new_name);
+    if read_live(layout)? == Live::Release(release.clone()) {
+        // Put a symlink at the new name pointing to itself, then exchange: the
+        // folder takes the new name and the old name becomes a symlink to it,
+        // so `<context>` -> old name -> new name resolves throughout.
+        fsx::symlink(Path::new(&new_name), &new_path)?;
+        fsx::exchange(&old_path, &new_path)?;
+        switch_to(layout, &new_name, None)?;
+        fsx::remove_file(&old_path)?;
+    } else {
+        fsx::rename(&old_path, &new_path)?;
+    }
+    fsx::fsync_dir(layout.webroot())?;
+    session.history.rename_release(&release, &new_name)?;
+    session.info(&format!(
+        "kept {release} as {new_name}; retention will never remove it"
+    ));
+    Ok(new_name)
+}
+
+/// Accept a release by full name or by the part after `<context>_`.
+pub fn resolve_release_name(layout: &Layout, given: &str) -> Result<String> {
+    let releases = releases_on_disk(layout)?;
+    let wanted = [given.to_string(), format!("{}_{given}", layout.context())];
+    releases
+        .iter()
+        .find(|r| wanted.contains(&r.name))
+        .map(|r| r.name.clone())
+        .ok_or_else(|| {
+            let names: Vec<_> = releases.iter().map(|r| r.name.as_str()).collect();
+            Error::Invalid(format!(
+                "no release '{given}' of {} in {} (releases: {})",
+                layout.context(),
+                layout.webroot().display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+}

@@ -1,0 +1,221 @@
+//! Plain mode (`zero_downtime = false`, the seed's checkbox off): the context
+//! is a real folder updated in place. Converting from the release layout
+//! swaps a full copy of the live release in with one exchange, keeping user
+//! content; converting back is the first-deploy-over-a-folder path.
+
+use crate::carry::merge_tree;
+use crate::deploy::{
+    DeployPlan, DeployResult, MARK_MARGIN_NS, Resolved, carry_logged, materialize, now_ns, short,
+};
+use crate::error::Result;
+use crate::fsx;
+use crate::history::{ReleaseRecord, now_ms};
+use crate::manifest::{EntryKind, Manifest};
+use crate::release::ReleaseState;
+use crate::session::{Session, Step};
+use crate::shared::link_shared;
+use crate::switch::Live;
+
+pub(crate) fn deploy_in_place(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    resolved: &Resolved,
+    live: &Live,
+    live_record: Option<&ReleaseRecord>,
+) -> Result<DeployResult> {
+    let layout = session.layout;
+    let context = layout.context().to_string();
+    let context_path = layout.context_path();
+    let mut previous = None;
+    let mut live_record = live_record.cloned();
+    match live {
+        Live::Release(release) => {
+            session.step(Step::Switch, || {
+                convert_to_plain(session, release, &plan.shared)
+            })?;
+            previous = Some(release.clone());
+            live_record = session.history.release(&context)?;
+        }
+        Live::Nothing => fsx::create_dir(&context_path)?,
+        Live::Folder => {}
+    }
+    let staging = layout.staging_path();
+    if fsx::metadata_if_exists(&staging)?.is_some() {
+        fsx::remove_dir_all(&staging)?;
+    }
+    let new_manifest = session.step(Step::Materialize, || {
+        fsx::create_dir(&staging)?;
+        materialize(session, plan, resolved, &staging)
+    })?;
+    let digest = new_manifest.content_digest();
+    let unchanged = resolved.commit.is_none()
+        && live_record
+            .as_ref()
+            .and_then(|r| r.content_digest.as_deref())
+            == Some(digest.as_str());
+    if unchanged && !plan.force {
+        fsx::remove_dir_all(&staging)?;
+        session.info(&format!(
+            "{context} already serves this content (digest {}); nothing to do",
+            short(&digest)
+        ));
+        return Ok(DeployResult {
+            deployment: session.id,
+            outcome: "unchanged",
+            release: Some(context),
+            previous: None,
+            commit: None,
+            pruned: Vec::new(),
+        });
+    }
+    let old_manifest = session.history.manifest(&context)?;
+    let mut manifest = session.step(Step::Switch, || {
+        apply_in_place(session, &staging, &new_manifest, old_manifest.as_ref())?;
+        let mut manifest = new_manifest.clone();
+        for path in &plan.shared {
+            if let Some(note) = link_shared(
+                layout,
+                &context_path,
+                Some(&context_path),
+                path,
+                &mut manifest,
+            )? {
+                session.info(&note);
+            }
+        }
+        Ok(manifest)
+    })?;
+    fsx::remove_dir_all(&staging)?;
+    if !plan.build.is_empty() {
+        manifest = session.step(Step::Build, || {
+            crate::deploy::build(session, plan, &context_path, manifest)
+        })?;
+    }
+    session.history.insert_release(&ReleaseRecord {
+        name: context.clone(),
+        state: ReleaseState::Complete,
+        created_ms: now_ms(),
+        source: Some(plan.source.shown()),
+        reference: resolved.reference.clone(),
+        commit: resolved.commit.clone(),
+        content_digest: Some(digest),
+        deployment_id: Some(session.id),
+        retired_ms: None,
+        carried_ms: None,
+        note: Some("plain mode: the context folder itself".into()),
+    })?;
+    session.history.save_manifest(&context, &manifest)?;
+    session.history.set_deployment_target(
+        session.id,
+        Some(&context),
+        resolved.commit.as_deref(),
+        resolved.message.as_deref(),
+        previous.as_deref(),
+    )?;
+    session.info(&format!("{context} updated in place (plain mode)"));
+    let pruned = session.step(Step::Prune, || {
+        crate::maintenance::prune_in_session(session, plan.keep, plan.drain, &plan.shared)
+    })?;
+    Ok(DeployResult {
+        deployment: session.id,
+        outcome: "deployed",
+        release: Some(context),
+        previous,
+        commit: resolved.commit.clone(),
+        pruned,
+    })
+}
+
+/// Replace the `<context>` symlink by a real folder holding a copy of the
+/// live release, in one exchange.
+fn convert_to_plain(
+    session: &Session<'_>,
+    release: &str,
+    shared: &[std::path::PathBuf],
+) -> Result<()> {
+    let layout = session.layout;
+    let tmp = layout.plain_tmp_path();
+    let release_dir = layout.release_path(release);
+    let copy_started_ns = now_ns();
+    merge_tree(&release_dir, &tmp)?;
+    fsx::exchange(&tmp, &layout.context_path())?;
+    crate::failpoint::hit("plain.exchanged");
+    fsx::remove_file(&tmp)?;
+    fsx::fsync_dir(layout.webroot())?;
+    let record = session.history.release(release)?;
+    let manifest = session.history.manifest(release)?;
+    if let Some(mut record) = record {
+        record.name = layout.context().to_string();
+        record.note = Some("plain mode: the context folder itself".into());
+        session.history.insert_release(&record)?;
+    }
+    if let Some(manifest) = &manifest {
+        session.history.save_manifest(layout.context(), manifest)?;
+    }
+    let carried_ms = (copy_started_ns / 1_000_000) as i64;
+    session
+        .history
+        .mark_retired(release, now_ms(), carried_ms)?;
+    session.info(&format!(
+        "converted {} to plain mode: it is now a real folder copied from {release}",
+        layout.context()
+    ));
+    let target_manifest = manifest.unwrap_or_default();
+    carry_logged(
+        session,
+        Step::Switch,
+        &release_dir,
+        session.history.manifest(release)?.as_ref(),
+        &layout.context_path(),
+        &target_manifest,
+        shared,
+        Some(copy_started_ns - MARK_MARGIN_NS),
+    )?;
+    Ok(())
+}
+
+/// Move the staged source into the context file by file (each a rename), then
+/// remove what the previous deploy deployed and this one does not.
+fn apply_in_place(
+    session: &Session<'_>,
+    staging: &std::path::Path,
+    new: &Manifest,
+    old: Option<&Manifest>,
+) -> Result<()> {
+    let context_path = session.layout.context_path();
+    for (path, entry) in new.iter() {
+        let dest = context_path.join(path);
+        let existing = fsx::metadata_if_exists(&dest)?;
+        match entry.kind {
+            EntryKind::Dir => match existing {
+                Some(meta) if meta.is_dir() => {}
+                Some(_) => {
+                    fsx::remove_file(&dest)?;
+                    fsx::create_dir(&dest)?;
+                }
+                None => fsx::create_dir(&dest)?,
+            },
+            EntryKind::File | EntryKind::Symlink => {
+                if existing.is_some_and(|m| m.is_dir()) {
+                    session.warn(&format!(
+                        "{} is a folder in the site but a file in the source; the folder is left as it is",
+                        path.display()
+                    ));
+                    continue;
+                }
+                fsx::rename(&staging.join(path), &dest)?;
+            }
+        }
+    }
+    if let Some(old) = old {
+        let gone: Vec<_> = old.iter().filter(|(p, _)| !new.contains(p)).collect();
+        for (path, entry) in gone.into_iter().rev() {
+            let dest = context_path.join(path);
+            let _ = match entry.kind {
+                EntryKind::Dir => std::fs::remove_dir(&dest),
+                _ => std::fs::remove_file(&dest),
+            };
+        }
+    }
+    Ok(())
+}

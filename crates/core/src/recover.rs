@@ -1,0 +1,110 @@
+//! Step `recover`: undo what a killed run left behind, using only facts (the
+//! lock is ours, so every "running" record is dead).
+
+use crate::error::Result;
+use crate::fsx;
+use crate::history::now_ms;
+use crate::maintenance::delete_release_dir;
+use crate::release::ReleaseState;
+use crate::session::Session;
+use crate::switch::{Live, read_live};
+
+pub fn recover(session: &Session<'_>) -> Result<()> {
+    let layout = session.layout;
+    let history = &session.history;
+
+    // A folder at the switch's temporary name is a site displaced by an
+    // exchange whose follow-up rename never ran: give it its release name.
+    let tmp = layout.switch_tmp_path();
+    if let Some(meta) = fsx::metadata_if_exists(&tmp)? {
+        if meta.is_dir() && !meta.file_type().is_symlink() {
+            let name = match history
+                .deployments(1000)?
+                .into_iter()
+                .find(|d| d.outcome == "running" && d.previous.is_some())
+            {
+                Some(d) => d.previous.expect("filtered on previous"),
+                None => crate::deploy::displaced_name(
+                    layout,
+                    &crate::release::release_name(layout.context(), jiff::Timestamp::now()),
+                )?,
+            };
+            fsx::rename(&tmp, &layout.release_path(&name))?;
+            session.warn(&format!(
+                "recovered the displaced site left at {} as release {name}",
+                tmp.display()
+            ));
+        } else {
+            fsx::remove_file(&tmp)?;
+        }
+    }
+    // A plain-mode conversion killed before or after its exchange.
+    let plain_tmp = layout.plain_tmp_path();
+    if let Some(meta) = fsx::metadata_if_exists(&plain_tmp)? {
+        if meta.file_type().is_symlink() {
+            fsx::remove_file(&plain_tmp)?;
+        } else {
+            fsx::remove_dir_all(&plain_tmp)?;
+        }
+        session.info("removed an unfinished conversion to plain mode");
+    }
+
+    let live = read_live(layout)?;
+    let interrupted: Vec<_> = history
+        .deployments(1000)?
+        .into_iter()
+        .filter(|d| d.outcome == "running" && d.id != session.id)
+        .collect();
+    for release in history.releases()? {
+        if release.state != ReleaseState::Building {
+            continue;
+        }
+        if live == Live::Release(release.name.clone()) {
+            // Killed after the switch: the release is whole and serving.
+            history.set_release_state(&release.name, ReleaseState::Complete, None)?;
+            let previous = interrupted
+                .iter()
+                .find(|d| d.release.as_deref() == Some(&release.name))
+                .and_then(|d| d.previous.clone().map(|p| (p, d.started_ms)));
+            if let Some((previous, started_ms)) = previous
+                && history
+                    .release(&previous)?
+                    .is_some_and(|r| r.retired_ms.is_none())
+            {
+                history.mark_retired(&previous, now_ms(), started_ms)?;
+            }
+            session.warn(&format!(
+                "{} went live before its deploy was killed; marked complete",
+                release.name
+            ));
+        } else {
+            delete_release_dir(layout, &release.name)?;
+            history.set_release_state(
+                &release.name,
+                ReleaseState::Failed,
+                Some("interrupted while building; removed"),
+            )?;
+            history.drop_manifest(&release.name)?;
+            session.warn(&format!(
+                "removed {}, left half-built by an interrupted deploy",
+                release.name
+            ));
+        }
+    }
+    let count = history.interrupt_running_except(session.id)?;
+    if count > 0 {
+        session.warn(&format!(
+            "{count} earlier run(s) were killed before they finished; marked interrupted"
+        ));
+    }
+    for leftover in [
+        layout.trash_dir(),
+        layout.staging_path(),
+        layout.download_dir(),
+    ] {
+        if fsx::metadata_if_exists(&leftover)?.is_some() {
+            fsx::remove_dir_all(&leftover)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Git sources through the git CLI (it carries the user's SSH keys and credential
+//! helpers): a bare mirror under the state dir fetched incrementally, refs
+//! resolved to commits, and `git archive` streamed into the release.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::source::archive::extract_tar;
+use crate::source::extract::Extractor;
+
+/// Transports git may use, for the URL we give and anything it follows.
+const ALLOWED_PROTOCOLS: &str = "https:ssh:git:file";
+
+/// A git command with the caller's `GIT_*` environment cleared and prompts off.
+pub fn git() -> Command {
+    let mut command = Command::new("git");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Run git, returning stdout; on failure the error holds git's own words
+/// with credentials removed.
+fn run(mut command: Command, what: &str, url: Option<(&str, &str)>) -> Result<String> {
+    let output = command
+        .output()
+        .map_err(|e| Error::Source(format!("cannot run git to {what}: {e} (is git installed?)")))?;
+    if !output.status.success() {
+        let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if let Some((url, shown_url)) = url {
+            stderr = stderr.replace(url, shown_url);
+        }
+        let stderr = super::redact_credentials(&stderr);
+        let detail = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Error::Source(format!("cannot {what}: {detail}")));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Check a ref the user gave before git ever sees it.
+pub fn validate_ref(reference: &str) -> Result<()> {
+    let bad = reference.is_empty()
+        || reference.starts_with('-')
+        || reference.contains("..")
+        || reference.contains("@{")
+        || reference.contains(':')
+        || reference
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^?*[\\".contains(c));
+    if bad {
+        return Err(Error::Invalid(format!(
+            "invalid ref '{}': give a branch, tag or commit id",
+            reference.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Fetch every branch and tag of `url` into the bare mirror at `mirror`
+/// (created on first use); later fetches transfer only what is new.
+pub fn fetch(mirror: &Path, url: &str, shown_url: &str) -> Result<()> {
+    if !mirror.join("HEAD").exists() {
+        let mut init = git();
+        init.args(["init", "--quiet", "--bare", "--end-of-options"])
+            .arg(mirror);
+        run(init, "create the git mirror", Some((url, shown_url)))?;
+    }
+    let mut fetch = git();
+    fetch
+        .arg("--git-dir")
+        .arg(mirror)
+        .args([
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--force",
+            "--no-write-fetch-head",
+            "--end-of-options",
+            url,
+        ])
+        .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
+    run(fetch, &format!("fetch {shown_url}"), Some((url, shown_url))).map(|_| ())
+}
+
+/// The remote's default branch (what HEAD points to), if it says.
+pub fn default_branch(url: &str, shown_url: &str) -> Result<Option<String>> {
+    let mut ls = git();
+    ls.args(["ls-remote", "--symref", "--end-of-options", url, "HEAD"]);
+    let out = run(
+        ls,
+        &format!("read the default branch of {shown_url}"),
+        Some((url, shown_url)),
+    )?;
+    Ok(out.lines().find_map(|line| {
+        line.strip_prefix("ref: refs/heads/")
+            .and_then(|rest| rest.split('\t').next())
+            .map(str::to_string)
+    }))
+}
+
+/// The commit a remote ref points to, without fetching (`git ls-remote`).
+pub fn remote_head(url: &str, shown_url: &str, reference: &str) -> Result<Option<String>> {
+    validate_ref(reference)?;
+    let mut ls = git();
+    ls.args(["ls-remote", "--end-of-options", url]);
+    let out = run(
+        ls,
+        &format!("list the refs of {shown_url}"),
+        Some((url, shown_url)),
+    )?;
+    let wanted = [
+        format!("refs/heads/{reference}"),
+        format!("refs/tags/{reference}^{{}}"),
+        format!("refs/tags/{reference}"),
+        reference.to_string(),
+    ];
+    let refs: Vec<(&str, &str)> = out.lines().filter_map(|l| l.split_once('\t')).collect();
+    Ok(wanted.iter().find_map(|w| {
+        refs.iter()
+            .find(|(_, name)| name == w)
+            .map(|(id, _)| id.to_string())
+    }))
+}
+
+fn verify(mirror: &Path, spec: &str) -> Option<String> {
+    let mut rev = git();
+    rev.arg("--git-dir")
+        .arg(mirror)
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{spec}^{{commit}}"));
+    let out = rev.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Resolve a branch, tag or commit id to a commit of the mirror.
+pub fn resolve(mirror: &Path, reference: &str, shown_url: &str) -> Result<String> {
+    validate_ref(reference)?;
+    let candidates = [
+        format!("refs/heads/{reference}"),
+        format!("refs/tags/{reference}"),
+    ];
+    let by_name = candidates.iter().find_map(|c| verify(mirror, c));
+    let by_id = || {
+        let is_hex = reference.len() >= 4
+            && reference.len() <= 64
+            && reference.chars().all(|c| c.is_ascii_hexdigit());
+        if is_hex || reference.starts_with("refs/") {
+            verify(mirror, reference)
+        } else {
+            None
+        }
+    };
+    by_name.or_else(by_id).ok_or_else(|| {
+        let branches = branches(mirror).unwrap_or_default();
+        let listed = if branches.is_empty() {
+            "none".to_string()
+        } else {
+            branches.join(", ")
+        };
+        Error::Source(format!(
+            "ref '{reference}' not found in {shown_url} (branches: {listed})"
+        ))
+    })
+}
+
+pub fn branches(mirror: &Path) -> Result<Vec<String>> {
+    let mut list = git();
+    list.arg("--git-dir").arg(mirror).args([
+        "for-each-ref",
+        "--format=%(refname:short)",
+        "refs/heads/",
+    ]);
+    let out = run(list, "list branches", None)?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// One line about a commit for the history: "subject (author)".
+pub fn describe(mirror: &Path, commit: &str) -> Option<String> {
+    let mut show = git();
+    show.arg("--git-dir").arg(mirror).args([
+        "show",
+        "-s",
+        "--format=%s (%an)",
+        "--end-of-options",
+        commit,
+    ]);
+    let out = show.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Stream `git archive` of `commit` into the extractor.
+pub fn archive_into(mirror: &Path, commit: &str, extractor: &mut Extractor<'_>) -> Result<()> {
+    let mut archive = git();
+    archive
+        .arg("--git-dir")
+        .arg(mirror)
+        .args(["archive", "--format=tar", "--end-of-options", commit])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = archive
+        .spawn()
+        .map_err(|e| Error::Source(format!("cannot run git archive: {e}")))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let result = extract_tar(&format!("commit {commit}"), stdout, extractor);
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Source(format!("git archive failed: {e}")))?;
+    result?;
+    if !status.success() {
+        return Err(Error::Source(format!(
+            "git archive of {commit} failed: {}",
+            stderr.trim()
+        )));
+    }
+    Ok(())
+}
