@@ -1,3 +1,12 @@
-fn main() {
-    println!("Hello, world!");
+//! The `zdeploy` binary: parse, run, map the outcome to an exit code.
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod output;
+mod units;
+
+fn main() -> std::process::ExitCode {
+    exit::run()
 }

@@ -1,1 +1,15 @@
-//! Integration tests: they drive the built `zdeploy` binary.
+//! Integration tests: they drive the built `zdeploy` binary against real git
+//! repositories, archives and folders made at test time.
+
+mod support;
+
+mod archives;
+mod cli;
+mod concurrency;
+mod config;
+mod crash;
+mod git_sources;
+mod hostile;
+mod modes;
+mod releases;
+mod user_content;

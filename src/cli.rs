@@ -1,0 +1,284 @@
+//! The command line: clap definitions, and the one place that turns a parsed
+//! command into an `AppConfig` and runs it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+use crate::config::{self, AppConfig, ConfigFile, Overrides, UsageError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zdeploy",
+    version,
+    about = "Zero-downtime deployments for PHP and static sites served from a document root",
+    args_override_self = true,
+    after_help = "Exit codes: 0 success (or nothing to do), 1 deploy failed, 2 bad usage or config, \
+                  3 another deploy holds the lock, 4 source unusable, 5 webroot or filesystem problem."
+)]
+pub struct Cli {
+    /// Config file (default: $ZDEPLOY_CONFIG, ./zdeploy.toml, /etc/zdeploy/zdeploy.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print every log line, build output included
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a new release and switch to it atomically.
+    ///
+    /// Ad hoc: `zdeploy deploy --webroot DIR SOURCE` (SOURCE is a git URL or
+    /// path, an archive path or http(s) URL, or a folder). With a config:
+    /// `zdeploy deploy [APP]`.
+    Deploy(DeployArgs),
+    /// Switch back to the previous release, or the one named.
+    ///
+    /// `zdeploy rollback [APP] [RELEASE]`.
+    Rollback(RollbackArgs),
+    /// List the releases on disk.
+    Releases(InspectArgs),
+    /// Show what is live and the last deployments.
+    Status(StatusArgs),
+    /// Show a deployment's full log (the latest by default).
+    ///
+    /// `zdeploy log [APP] [ID]`.
+    Log(LogArgs),
+    /// Delete releases beyond the retention policy now.
+    Prune(PruneArgs),
+    /// Rename a release to <context>_NAME so retention never removes it.
+    ///
+    /// `zdeploy keep [APP] RELEASE NAME`.
+    Keep(KeepArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// Where the app lives, for ad-hoc use without a config file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Folder that holds the contexts (ad hoc; the config is then not read)
+    #[arg(long, value_name = "DIR")]
+    pub webroot: Option<PathBuf>,
+    /// Context: the name the web server serves inside the webroot [default: ROOT]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RetentionArgs {
+    /// Releases to keep, counting the live one [default: 3]
+    #[arg(long, value_name = "N")]
+    pub keep: Option<i64>,
+    /// Keep a release at least this long after it stops being live [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub drain: Option<String>,
+    /// Path shared by all releases, kept under the state dir (repeatable)
+    #[arg(long = "shared", value_name = "PATH")]
+    pub shared: Vec<String>,
+    /// Wait after the switch before carrying late writes from the old release [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub settle: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// APP from the config, or SOURCE with --webroot
+    #[arg(value_name = "APP|SOURCE")]
+    pub positional: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Source, overriding the app's
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Treat a local SOURCE as this kind instead of guessing
+    #[arg(long, value_name = "git|archive|folder")]
+    pub source_kind: Option<String>,
+    /// Branch, tag or commit to deploy [default: the remote's default branch]
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Build command run inside the new release before the switch (repeatable)
+    #[arg(long = "build", value_name = "CMD")]
+    pub build: Vec<String>,
+    /// Time limit for each build command [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub build_timeout: Option<String>,
+    /// Update the context folder in place instead (plain mode)
+    #[arg(long, conflicts_with = "zero_downtime")]
+    pub no_zero_downtime: bool,
+    /// Use releases and an atomic switch (the default; overrides the config)
+    #[arg(long)]
+    pub zero_downtime: bool,
+    /// Largest archive (bytes written in all) [default: 8GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_archive_size: Option<String>,
+    /// Most entries an archive may have [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_archive_entries: Option<i64>,
+    /// Deploy even if the live release already has this commit or content
+    #[arg(long)]
+    pub force: bool,
+    /// Queue behind a running deploy instead of failing
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// [APP] [RELEASE]
+    #[arg(value_name = "APP|RELEASE", num_args = 0..=2)]
+    pub positional: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Path shared by all releases (repeatable)
+    #[arg(long = "shared", value_name = "PATH")]
+    pub shared: Vec<String>,
+    /// Wait after the switch before carrying late writes [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub settle: Option<String>,
+    /// Queue behind a running deploy instead of failing
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub inspect: InspectArgs,
+    /// How many deployments to show
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// [APP] [ID]
+    #[arg(value_name = "APP|ID", num_args = 0..=2)]
+    pub positional: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Queue behind a running deploy instead of failing
+    #[arg(long)]
+    pub wait: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeepArgs {
+    /// [APP] RELEASE NAME
+    #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+    pub positional: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Queue behind a running deploy instead of failing
+    #[arg(long)]
+    pub wait: bool,
+}
+
+impl TargetArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            webroot: self.webroot.clone(),
+            context: self.context.clone(),
+            ..Overrides::default()
+        }
+    }
+}
+
+impl RetentionArgs {
+    pub fn apply(&self, overrides: &mut Overrides) {
+        overrides.keep = self.keep;
+        overrides.drain = self.drain.clone();
+        overrides.shared = self.shared.clone();
+        overrides.settle = self.settle.clone();
+    }
+}
+
+/// The app a command works on: ad hoc with --webroot, else from the config.
+pub fn select_app(
+    config_path: Option<&std::path::Path>,
+    app: Option<&str>,
+    overrides: &Overrides,
+) -> anyhow::Result<AppConfig> {
+    if overrides.webroot.is_some() {
+        if let Some(app) = app {
+            return Err(UsageError(format!(
+                "unexpected argument '{app}': with --webroot no app is read from the config"
+            ))
+            .into());
+        }
+        return Ok(config::ad_hoc(overrides)?);
+    }
+    let path = config::discover(config_path)?;
+    Ok(ConfigFile::load(&path)?.app(app, overrides)?)
+}
+
+/// Split `[APP] REST...` where APP is optional: with a config, a first
+/// argument that names an app is the app.
+pub fn split_app<'a>(
+    config_path: Option<&std::path::Path>,
+    target: &TargetArgs,
+    positional: &'a [String],
+    rest_len: std::ops::RangeInclusive<usize>,
+) -> Result<(Option<&'a str>, &'a [String]), UsageError> {
+    let Some((first, rest)) = positional.split_first() else {
+        return Ok((None, positional));
+    };
+    if target.webroot.is_some() {
+        return Ok((None, positional));
+    }
+    let too_many = positional.len() > *rest_len.end();
+    let names_app = too_many || {
+        let path = config::discover(config_path)?;
+        ConfigFile::load(&path)?.has_app(first)
+    };
+    if names_app && rest_len.contains(&rest.len()) {
+        Ok((Some(first.as_str()), rest))
+    } else {
+        Ok((None, positional))
+    }
+}

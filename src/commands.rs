@@ -1,0 +1,366 @@
+//! What each subcommand does, given its parsed arguments.
+
+use std::path::Path;
+
+use anyhow::Result;
+use zdeploy_core::history::History;
+use zdeploy_core::inventory;
+use zdeploy_core::layout::Layout;
+use zdeploy_core::lock::LockWait;
+use zdeploy_core::maintenance;
+use zdeploy_core::rollback::{RollbackPlan, rollback};
+use zdeploy_core::session::RunOptions;
+use zdeploy_core::switch::{Live, read_live};
+
+use crate::cli::{
+    DeployArgs, InspectArgs, KeepArgs, LogArgs, PruneArgs, RollbackArgs, StatusArgs, select_app,
+    split_app,
+};
+use crate::config::UsageError;
+use crate::output::Console;
+use crate::units::human_size;
+
+fn run_options(wait: bool) -> RunOptions {
+    RunOptions {
+        trigger: "cli".into(),
+        wait: if wait {
+            LockWait::Queue
+        } else {
+            LockWait::Fail
+        },
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Result<()> {
+    let mut overrides = args.target.overrides();
+    args.retention.apply(&mut overrides);
+    overrides.source_kind = args.source_kind.clone();
+    overrides.reference = args.reference.clone();
+    overrides.build = args.build.clone();
+    overrides.build_timeout = args.build_timeout.clone();
+    overrides.max_archive_size = args.max_archive_size.clone();
+    overrides.max_archive_entries = args.max_archive_entries;
+    overrides.zero_downtime = match (args.zero_downtime, args.no_zero_downtime) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let app = if args.target.webroot.is_some() {
+        overrides.source = args.source.clone().or(args.positional.clone());
+        if args.source.is_some() && args.positional.is_some() {
+            return Err(UsageError("give the source once: as SOURCE or as --source".into()).into());
+        }
+        None
+    } else {
+        overrides.source = args.source.clone();
+        args.positional.as_deref()
+    };
+    let app = select_app(config, app, &overrides)?;
+    let plan = app.deploy_plan(args.force)?;
+    let result =
+        zdeploy_core::deploy::deploy(&app.layout, &plan, &run_options(args.wait), console)?;
+    if args.json {
+        return print_json(&result);
+    }
+    match result.outcome {
+        "unchanged" => println!(
+            "{} unchanged: {} is already live",
+            app.layout.context(),
+            result.release.as_deref().unwrap_or("it")
+        ),
+        _ => println!(
+            "{} -> {} (deployment #{}{})",
+            app.layout.context(),
+            result.release.as_deref().unwrap_or("?"),
+            result.deployment,
+            result
+                .commit
+                .as_deref()
+                .map(|c| format!(", commit {}", &c[..c.len().min(12)]))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(())
+}
+
+pub fn rollback_command(
+    config: Option<&Path>,
+    args: &RollbackArgs,
+    console: &Console,
+) -> Result<()> {
+    let (app, rest) = split_app(config, &args.target, &args.positional, 0..=1)?;
+    if rest.len() > 1 {
+        return Err(UsageError(format!("too many arguments: {}", rest.join(" "))).into());
+    }
+    let mut overrides = args.target.overrides();
+    overrides.shared = args.shared.clone();
+    overrides.settle = args.settle.clone();
+    let app = select_app(config, app, &overrides)?;
+    let plan = RollbackPlan {
+        target: rest.first().cloned(),
+        shared: app.shared.clone(),
+        settle: app.settle,
+    };
+    let result = rollback(&app.layout, &plan, &run_options(args.wait), console)?;
+    if args.json {
+        return print_json(&result);
+    }
+    println!(
+        "{} -> {} (was {})",
+        app.layout.context(),
+        result.release,
+        result.previous
+    );
+    Ok(())
+}
+
+fn open_history(layout: &Layout) -> Result<Option<History>> {
+    layout.check_webroot()?;
+    let path = layout.history_path();
+    Ok(if path.exists() {
+        Some(History::open(&path)?)
+    } else {
+        None
+    })
+}
+
+pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
+    let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
+    let history = open_history(&app.layout)?;
+    let list = inventory::list(&app.layout, history.as_ref())?;
+    if args.json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!(
+            "no releases of {} in {}",
+            app.layout.context(),
+            app.layout.webroot().display()
+        );
+        return Ok(());
+    }
+    let width = list.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "  {:width$}  {:<10}  {:<20}  {:<12}  {:>10}",
+        "NAME", "STATE", "CREATED", "COMMIT", "SIZE"
+    );
+    for release in &list {
+        println!(
+            "{} {:width$}  {:<10}  {:<20}  {:<12}  {:>10}",
+            if release.live { "*" } else { " " },
+            release.name,
+            if release.kind == "kept" {
+                format!("{} (kept)", release.state)
+            } else {
+                release.state.clone()
+            },
+            release.created.as_deref().unwrap_or("-"),
+            release
+                .commit
+                .as_deref()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("-"),
+            human_size(release.size)
+        );
+    }
+    Ok(())
+}
+
+pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
+    let inspect = &args.inspect;
+    let app = select_app(config, inspect.app.as_deref(), &inspect.target.overrides())?;
+    let history = open_history(&app.layout)?;
+    let live = match read_live(&app.layout)? {
+        Live::Release(name) => Some(name),
+        Live::Folder => Some(app.layout.context().to_string()),
+        Live::Nothing => None,
+    };
+    let live_record = match (&history, &live) {
+        (Some(h), Some(name)) => h.release(name)?,
+        _ => None,
+    };
+    let deployments = match &history {
+        Some(h) => h.deployments(args.limit)?,
+        None => Vec::new(),
+    };
+    if inspect.json {
+        return print_json(&serde_json::json!({
+            "webroot": app.layout.webroot(),
+            "context": app.layout.context(),
+            "live": live,
+            "live_release": live_record,
+            "deployments": deployments,
+        }));
+    }
+    match (&live, &live_record) {
+        (Some(name), Some(record)) => println!(
+            "{} in {}: live {name}{}",
+            app.layout.context(),
+            app.layout.webroot().display(),
+            record
+                .commit
+                .as_deref()
+                .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
+                .unwrap_or_default()
+        ),
+        (Some(name), None) => println!(
+            "{} in {}: live {name}",
+            app.layout.context(),
+            app.layout.webroot().display()
+        ),
+        (None, _) => println!(
+            "{} in {}: nothing deployed yet",
+            app.layout.context(),
+            app.layout.webroot().display()
+        ),
+    }
+    if !deployments.is_empty() {
+        println!("recent deployments:");
+    }
+    for d in &deployments {
+        let took = d
+            .finished_ms
+            .map(|f| format!("{:.1}s", (f - d.started_ms) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        let started = jiff::Timestamp::from_millisecond(d.started_ms)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!(
+            "  #{:<4} {:<8} {:<11} {started}  {:>6}  {}{}",
+            d.id,
+            d.kind,
+            d.outcome,
+            took,
+            d.release.as_deref().unwrap_or("-"),
+            d.error
+                .as_deref()
+                .map(|e| format!("  ({})", e.lines().next().unwrap_or("")))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
+    let is_id = |s: &str| s.parse::<i64>().is_ok();
+    let (app, rest): (Option<&str>, &[String]) = match args.positional.as_slice() {
+        [] => (None, &[]),
+        [one] if is_id(one) => (None, &args.positional[..]),
+        [one] => (Some(one.as_str()), &[]),
+        [app, _] => (Some(app.as_str()), &args.positional[1..]),
+        _ => return Err(UsageError("too many arguments; zdeploy log [APP] [ID]".into()).into()),
+    };
+    let id = match rest.first() {
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|_| UsageError(format!("invalid deployment id '{text}'")))?,
+        ),
+        None => None,
+    };
+    let app = select_app(config, app, &args.target.overrides())?;
+    let Some(history) = open_history(&app.layout)? else {
+        return Err(UsageError(format!("no deployments of {} yet", app.layout.context())).into());
+    };
+    let deployment = match id {
+        Some(id) => history.deployment(id)?,
+        None => history.deployments(1)?.into_iter().next(),
+    }
+    .ok_or_else(|| {
+        UsageError(format!(
+            "no deployment {} of {}",
+            id.map(|i| format!("#{i}")).unwrap_or_default(),
+            app.layout.context()
+        ))
+    })?;
+    let steps = history.steps(deployment.id)?;
+    let logs = history.logs(deployment.id)?;
+    if args.json {
+        return print_json(
+            &serde_json::json!({ "deployment": deployment, "steps": steps, "log": logs }),
+        );
+    }
+    println!(
+        "deployment #{} ({}, trigger {}): {}{}",
+        deployment.id,
+        deployment.kind,
+        deployment.trigger,
+        deployment.outcome,
+        deployment
+            .release
+            .as_deref()
+            .map(|r| format!(" -> {r}"))
+            .unwrap_or_default()
+    );
+    if let Some(source) = &deployment.source {
+        println!(
+            "source: {source}{}",
+            deployment
+                .reference
+                .as_deref()
+                .map(|r| format!(" @ {r}"))
+                .unwrap_or_default()
+        );
+    }
+    println!("steps:");
+    for step in &steps {
+        println!(
+            "  {:<12} {:>7}ms  {}",
+            step.name, step.duration_ms, step.outcome
+        );
+    }
+    println!("log:");
+    for line in &logs {
+        let at = jiff::Timestamp::from_millisecond(line.at_ms)
+            .map(|t| t.strftime("%H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        println!("  {at} {:<5} {}", line.level, line.message);
+    }
+    if let Some(error) = &deployment.error {
+        println!("error: {error}");
+    }
+    Ok(())
+}
+
+pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Result<()> {
+    let mut overrides = args.target.overrides();
+    args.retention.apply(&mut overrides);
+    let app = select_app(config, args.app.as_deref(), &overrides)?;
+    let pruned = maintenance::prune(
+        &app.layout,
+        app.keep,
+        app.drain,
+        &app.shared,
+        &run_options(args.wait),
+        console,
+    )?;
+    if args.json {
+        return print_json(&serde_json::json!({ "pruned": pruned }));
+    }
+    if pruned.is_empty() {
+        println!(
+            "nothing to prune (keep {}, drain {}s)",
+            app.keep,
+            app.drain.as_secs()
+        );
+    }
+    for name in pruned {
+        println!("pruned {name}");
+    }
+    Ok(())
+}
+
+pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result<()> {
+    let (app, rest) = split_app(config, &args.target, &args.positional, 2..=2)?;
+    let [release, name] = rest else {
+        return Err(UsageError("usage: zdeploy keep [APP] RELEASE NAME".into()).into());
+    };
+    let app = select_app(config, app, &args.target.overrides())?;
+    let kept = maintenance::keep(&app.layout, release, name, &run_options(args.wait), console)?;
+    println!("kept {kept}");
+    Ok(())
+}

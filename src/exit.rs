@@ -1,0 +1,69 @@
+//! Running a parsed command and the one mapping from errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use zdeploy_core::ErrorKind;
+
+use crate::cli::{Cli, Command};
+use crate::commands;
+use crate::config::UsageError;
+use crate::output::{Console, Verbosity};
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_BUSY: u8 = 3;
+pub const EXIT_SOURCE: u8 = 4;
+pub const EXIT_FILESYSTEM: u8 = 5;
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
+    let console = Console::new(verbosity);
+    let config = cli.config.as_deref();
+    let result = match &cli.command {
+        Command::Deploy(args) => commands::deploy(config, args, &console),
+        Command::Rollback(args) => commands::rollback_command(config, args, &console),
+        Command::Releases(args) => commands::releases(config, args),
+        Command::Status(args) => commands::status(config, args),
+        Command::Log(args) => commands::log(config, args),
+        Command::Prune(args) => commands::prune(config, args, &console),
+        Command::Keep(args) => commands::keep(config, args, &console),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "zdeploy",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        return EXIT_USAGE;
+    }
+    match error
+        .downcast_ref::<zdeploy_core::Error>()
+        .map(|e| e.kind())
+    {
+        Some(ErrorKind::Invalid) => EXIT_USAGE,
+        Some(ErrorKind::Busy) => EXIT_BUSY,
+        Some(ErrorKind::Source) => EXIT_SOURCE,
+        Some(ErrorKind::Filesystem) => EXIT_FILESYSTEM,
+        Some(ErrorKind::Failed) | None => EXIT_FAILED,
+    }
+}

@@ -1,0 +1,95 @@
+//! What a person sees while zdeploy works: a spinner with counts per step on
+//! a terminal, plain log lines otherwise, all on stderr so stdout stays data.
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use zdeploy_core::session::{Level, Observer, Step, human_duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+pub struct Console {
+    verbosity: Verbosity,
+    bar: RefCell<Option<ProgressBar>>,
+    terminal: bool,
+}
+
+impl Console {
+    pub fn new(verbosity: Verbosity) -> Self {
+        Console {
+            verbosity,
+            bar: RefCell::new(None),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn print(&self, line: &str) {
+        match self.bar.borrow().as_ref() {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Observer for Console {
+    fn step_started(&self, step: Step) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        if self.terminal {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:>11} {msg} {elapsed}")
+                    .expect("valid template"),
+            );
+            bar.set_prefix(step.as_str());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            *self.bar.borrow_mut() = Some(bar);
+        } else if self.verbosity == Verbosity::Verbose {
+            eprintln!("[{step}] started");
+        }
+    }
+
+    fn step_finished(&self, step: Step, elapsed: Duration, ok: bool) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+        if self.verbosity == Verbosity::Verbose
+            || (self.terminal && self.verbosity == Verbosity::Normal)
+        {
+            let mark = if ok { "done" } else { "FAILED" };
+            eprintln!("[{step}] {mark} in {}", human_duration(elapsed));
+        }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let show = match level {
+            Level::Debug => self.verbosity == Verbosity::Verbose,
+            Level::Info | Level::Warn => self.verbosity >= Verbosity::Normal,
+        };
+        if show {
+            let prefix = if level == Level::Warn {
+                "warning: "
+            } else {
+                ""
+            };
+            self.print(&format!("{prefix}{message}"));
+        }
+    }
+
+    fn progress(&self, _step: Step, done: u64, total: Option<u64>) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.set_message(match total {
+                Some(total) => format!("{done}/{total} entries"),
+                None => format!("{done} entries"),
+            });
+        }
+    }
+}

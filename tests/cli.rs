@@ -1,0 +1,75 @@
+//! The command line itself: help on every command, completions, quiet output.
+
+use crate::support::{Site, Zdeploy, write_files};
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        "deploy",
+        "rollback",
+        "releases",
+        "status",
+        "log",
+        "prune",
+        "keep",
+        "completions",
+    ] {
+        let out = Zdeploy::new().args([command, "--help"]).success();
+        assert!(
+            out.stdout.contains("Usage: zdeploy"),
+            "{command}: {}",
+            out.stdout
+        );
+    }
+    let out = Zdeploy::new().arg("--help").success();
+    assert!(out.stdout.contains("Exit codes"), "{}", out.stdout);
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef zdeploy"),
+        ("fish", "complete -c zdeploy"),
+    ] {
+        let out = Zdeploy::new().args(["completions", shell]).success();
+        assert!(
+            out.stdout.contains(marker),
+            "{shell}: {}",
+            &out.stdout[..out.stdout.len().min(200)]
+        );
+        assert!(
+            out.stdout.contains("rollback"),
+            "{shell} completes subcommands"
+        );
+    }
+}
+
+#[test]
+fn quiet_prints_nothing_on_stderr_and_non_terminals_get_plain_lines() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "x")]);
+    let out = site.deploy(&app).arg("-q").success();
+    assert_eq!(out.stderr, "", "quiet");
+    assert!(out.stdout.contains("ROOT -> ROOT_"), "{}", out.stdout);
+    write_files(&app, &[("index.php", "y")]);
+    let out = site.deploy(&app).arg("-v").success();
+    assert!(out.stderr.contains("[materialize] done"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains('\u{1b}'),
+        "no terminal escapes when not on a terminal"
+    );
+}
+
+#[test]
+fn deploy_json_output_is_data() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "x")]);
+    let out = site.deploy(&app).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(result["outcome"], "deployed");
+    assert_eq!(result["release"], site.live_release().as_str());
+    assert_eq!(result["deployment"], 1);
+}

@@ -1,0 +1,202 @@
+//! The config file: apps by name, flags overriding keys, and errors that
+//! name the file, the line and the fix.
+
+use crate::support::{Site, Zdeploy, write_files};
+
+fn write_config(site: &Site, text: &str) -> std::path::PathBuf {
+    let path = site.path("zdeploy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn apps_from_the_config_deploy_by_name_and_flags_override_keys() {
+    let site = Site::new();
+    let shop = site.path("shop");
+    let blog = site.path("blog");
+    write_files(&shop, &[("index.php", "shop")]);
+    write_files(&blog, &[("index.php", "blog")]);
+    let config = write_config(
+        &site,
+        &format!(
+            "[apps.shop]\nwebroot = \"{w}\"\nsource = \"{s}\"\nkeep = 2\ndrain = \"0s\"\nsettle = \"0s\"\n\n[apps.blog]\nwebroot = \"{w}\"\ncontext = \"blog\"\nsource = \"{b}\"\nsettle = \"0s\"\n",
+            w = site.webroot.display(),
+            s = shop.display(),
+            b = blog.display()
+        ),
+    );
+    Zdeploy::new()
+        .args(["deploy", "shop", "--config"])
+        .arg(&config)
+        .success();
+    Zdeploy::new()
+        .arg("deploy")
+        .arg("blog")
+        .env("ZDEPLOY_CONFIG", &config)
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(site.webroot.join("ROOT/index.php")).unwrap(),
+        "shop"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.webroot.join("blog/index.php")).unwrap(),
+        "blog"
+    );
+
+    // ./zdeploy.toml is found from the working directory
+    let out = Zdeploy::new()
+        .args(["deploy", "--json"])
+        .current_dir(site.dir.path())
+        .fails_with(2);
+    assert!(
+        out.stderr.contains("several apps (blog, shop)"),
+        "{}",
+        out.stderr
+    );
+
+    for i in 0..3 {
+        write_files(&shop, &[("index.php", &format!("shop {i}"))]);
+        Zdeploy::new()
+            .args(["deploy", "shop"])
+            .current_dir(site.dir.path())
+            .success();
+    }
+    let shop_releases: Vec<_> = std::fs::read_dir(&site.webroot)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ROOT_"))
+        .collect();
+    assert_eq!(shop_releases.len(), 2, "keep = 2 from the config");
+    write_files(&shop, &[("index.php", "shop 9")]);
+    Zdeploy::new()
+        .args(["deploy", "shop", "--keep", "1"])
+        .current_dir(site.dir.path())
+        .success();
+    let count = std::fs::read_dir(&site.webroot)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ROOT_"))
+        .count();
+    assert_eq!(count, 1, "--keep overrides the config");
+    // The blog context's releases are not the shop's.
+    assert!(site.webroot.join("blog").exists());
+    let releases = Zdeploy::new()
+        .args(["releases", "blog", "--json"])
+        .current_dir(site.dir.path())
+        .success();
+    let list: serde_json::Value = serde_json::from_str(&releases.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn config_errors_name_the_file_line_and_fix() {
+    let site = Site::new();
+    let cases = [
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ndrain = \"5x\"\n",
+            ":4: apps.a.drain",
+            "unknown unit 'x'",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsorce = \"x\"\n",
+            ":3",
+            "unknown field `sorce`",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nkeep = 0\nsource = \"/tmp\"\n",
+            ":3: apps.a.keep",
+            "at least 1",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\ncontext = \"a/b\"\n",
+            ":3: apps.a.context",
+            "invalid context",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nkeep = \"three\"\n",
+            ":3",
+            "invalid type",
+        ),
+        ("[apps.a\nwebroot = 1\n", ":1", ""),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"ext::sh -c x\"\n",
+            ":3: apps.a.source",
+            "not allowed",
+        ),
+        ("[apps.a]\nwebroot = \"/tmp\"\n", "", "has no source"),
+        ("[apps.a]\nsource = \"/tmp\"\n", "", "has no webroot"),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild_timeout = \"10\"\n",
+            ":4: apps.a.build_timeout",
+            "missing unit",
+        ),
+    ];
+    for (text, location, message) in cases {
+        let config = write_config(&site, text);
+        let out = Zdeploy::new()
+            .arg("deploy")
+            .arg("--config")
+            .arg(&config)
+            .fails_with(2);
+        let expected_location = format!("{}{location}", config.display());
+        assert!(
+            out.stderr.contains(&expected_location),
+            "{text:?}: wanted {expected_location} in {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(message),
+            "{text:?}: wanted {message} in {}",
+            out.stderr
+        );
+    }
+    let out = Zdeploy::new()
+        .args(["deploy", "--config"])
+        .arg(site.path("missing.toml"))
+        .fails_with(2);
+    assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
+    let out = Zdeploy::new()
+        .args(["deploy", "nope", "--config"])
+        .arg(write_config(&site, "[apps.a]\nwebroot=\"/tmp\"\n"))
+        .fails_with(2);
+    assert!(out.stderr.contains("no app 'nope'"), "{}", out.stderr);
+    let empty = site.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Zdeploy::new()
+        .arg("deploy")
+        .current_dir(&empty)
+        .fails_with(2);
+    assert!(
+        out.stderr.contains("no config file found"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn flags_reject_bad_values() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "x")]);
+    for (flag, value, message) in [
+        ("--drain", "5x", "unknown unit"),
+        ("--keep", "0", "at least 1"),
+        ("--max-archive-size", "lots", "invalid size"),
+        ("--source-kind", "svn", "unknown source kind"),
+        ("--shared", "../up", "invalid shared path"),
+        ("--shared", "/abs", "invalid shared path"),
+    ] {
+        let out = site.deploy(&app).args([flag, value]).fails_with(2);
+        assert!(
+            out.stderr.contains(message),
+            "{flag} {value}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(flag),
+            "{flag} {value}: the flag is named: {}",
+            out.stderr
+        );
+    }
+    assert!(site.releases().is_empty());
+}

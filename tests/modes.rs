@@ -1,0 +1,157 @@
+//! The first deploy over a site deployed by other means, plain mode and the
+//! conversions between layouts, and build steps.
+
+use crate::support::{Site, write_files};
+
+#[test]
+fn first_deploy_over_an_existing_site_keeps_its_files() {
+    let site = Site::new();
+    write_files(
+        &site.context(),
+        &[
+            ("index.php", "legacy"),
+            ("legacy-only.php", "old code"),
+            ("uploads/photo.jpg", "user photo"),
+        ],
+    );
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "new")]);
+    let out = site.deploy(&app).success();
+    assert!(out.stderr.contains("was a real folder"), "{}", out.stderr);
+    let live = site.live_release();
+    assert_eq!(site.read("index.php"), "new");
+    assert_eq!(
+        site.read("uploads/photo.jpg"),
+        "user photo",
+        "user content carried"
+    );
+    assert_eq!(
+        site.read("legacy-only.php"),
+        "old code",
+        "files the source lacks are kept"
+    );
+    let releases = site.releases();
+    assert_eq!(releases.len(), 2, "{releases:?}");
+    let displaced = releases.iter().find(|r| **r != live).unwrap();
+    assert!(
+        displaced < &live,
+        "the old site sorts before the new release"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.webroot.join(displaced).join("index.php")).unwrap(),
+        "legacy"
+    );
+    // And it can be rolled back to.
+    site.zdeploy("rollback").args(["--settle", "0s"]).success();
+    assert_eq!(site.read("index.php"), "legacy");
+}
+
+#[test]
+fn plain_mode_updates_the_folder_in_place() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1"), ("old.php", "old")]);
+    site.deploy(&app).arg("--no-zero-downtime").success();
+    let meta = std::fs::symlink_metadata(site.context()).unwrap();
+    assert!(
+        meta.is_dir() && !meta.file_type().is_symlink(),
+        "ROOT is a real folder"
+    );
+    std::fs::write(site.context().join("upload.txt"), "user").unwrap();
+
+    std::fs::remove_file(app.join("old.php")).unwrap();
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).arg("--no-zero-downtime").success();
+    assert_eq!(site.read("index.php"), "v2");
+    assert!(
+        !site.context().join("old.php").exists(),
+        "files removed from the source are removed"
+    );
+    assert_eq!(site.read("upload.txt"), "user");
+    assert!(site.releases().is_empty());
+    let out = site.zdeploy("rollback").fails_with(2);
+    assert!(out.stderr.contains("plain mode"), "{}", out.stderr);
+}
+
+#[test]
+fn switching_modes_converts_the_layout_keeping_user_content() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1"), ("dropped.php", "d")]);
+    site.deploy(&app).arg("--no-zero-downtime").success();
+    std::fs::write(site.context().join("plain-upload.txt"), "from plain").unwrap();
+
+    // plain -> zero downtime
+    std::fs::remove_file(app.join("dropped.php")).unwrap();
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).success();
+    site.live_release();
+    assert_eq!(site.read("index.php"), "v2");
+    assert_eq!(site.read("plain-upload.txt"), "from plain");
+    assert!(
+        !site.context().join("dropped.php").exists(),
+        "the plain manifest says dropped.php was deployed, not user content"
+    );
+    std::fs::write(site.context().join("zd-upload.txt"), "from zd").unwrap();
+
+    // zero downtime -> plain
+    write_files(&app, &[("index.php", "v3")]);
+    site.deploy(&app).arg("--no-zero-downtime").success();
+    let meta = std::fs::symlink_metadata(site.context()).unwrap();
+    assert!(meta.is_dir() && !meta.file_type().is_symlink());
+    assert_eq!(site.read("index.php"), "v3");
+    assert_eq!(site.read("plain-upload.txt"), "from plain");
+    assert_eq!(site.read("zd-upload.txt"), "from zd");
+}
+
+#[test]
+fn a_failing_build_removes_the_new_release_and_keeps_the_live_one() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app).success();
+    let before = site.snapshot();
+    write_files(&app, &[("index.php", "v2")]);
+    let out = site
+        .deploy(&app)
+        .args([
+            "--build",
+            "echo half-done > partial.txt",
+            "--build",
+            "echo 'composer: lock file mismatch' >&2; exit 7",
+        ])
+        .fails_with(1);
+    assert!(out.stderr.contains("exit code 7"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("composer: lock file mismatch"),
+        "the output is in the error: {}",
+        out.stderr
+    );
+    assert_eq!(site.snapshot(), before);
+    assert_eq!(site.read("index.php"), "v1");
+}
+
+#[test]
+fn a_build_that_times_out_is_killed_with_its_children() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app).success();
+    let before = site.snapshot();
+    let marker = site.path("child-survived");
+    write_files(&app, &[("index.php", "v2")]);
+    let script = format!("(sleep 3; touch {}) & sleep 60", marker.display());
+    let started = std::time::Instant::now();
+    let out = site
+        .deploy(&app)
+        .args(["--build", &script, "--build-timeout", "1s"])
+        .fails_with(1);
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the timeout was enforced"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(!marker.exists(), "the whole process group was killed");
+    assert_eq!(site.snapshot(), before);
+}

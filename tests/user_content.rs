@@ -1,0 +1,203 @@
+//! User content: files the running app created are carried into every new
+//! release; shared paths are linked; deployed files win and the log says so.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::support::archive::{self, Item};
+use crate::support::git::Repo;
+use crate::support::{Site, versioned_app, write_files};
+
+#[test]
+fn user_files_are_carried_for_git_archive_and_folder_sources() {
+    let site = Site::new();
+    // git
+    let repo = Repo::new(site.dir.path(), "app");
+    repo.write("index.php", "v1").write("scores/.gitkeep", "");
+    repo.commit("c1");
+    site.deploy(repo.url()).success();
+    std::fs::write(site.context().join("scores/alice.json"), "{\"score\":42}").unwrap();
+    std::fs::create_dir_all(site.context().join("uploads/2026/11")).unwrap();
+    std::fs::write(site.context().join("uploads/2026/11/cat.jpg"), "meow").unwrap();
+    repo.write("index.php", "v2");
+    repo.commit("c2");
+    site.deploy(repo.url()).success();
+    assert_eq!(site.read("index.php"), "v2");
+    assert_eq!(site.read("scores/alice.json"), "{\"score\":42}");
+    assert_eq!(site.read("uploads/2026/11/cat.jpg"), "meow");
+
+    // then an archive, then a folder: the same user files follow along
+    let tarball = site.path("v3.tar.gz");
+    archive::tar_gz(
+        &tarball,
+        &[
+            Item::File("index.php", b"v3"),
+            Item::File("scores/.gitkeep", b""),
+        ],
+    );
+    site.deploy(&tarball).success();
+    assert_eq!(site.read("index.php"), "v3");
+    assert_eq!(site.read("scores/alice.json"), "{\"score\":42}");
+    let folder = site.path("v4");
+    write_files(&folder, &[("index.php", "v4")]);
+    site.deploy(&folder).success();
+    assert_eq!(site.read("index.php"), "v4");
+    assert_eq!(site.read("uploads/2026/11/cat.jpg"), "meow");
+    assert_eq!(site.read("scores/alice.json"), "{\"score\":42}");
+}
+
+#[test]
+fn a_deployed_file_wins_over_a_user_file_and_the_log_says_so() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app).success();
+    std::fs::write(site.context().join("config.php"), "user's own").unwrap();
+    write_files(&app, &[("config.php", "deployed")]);
+    let out = site.deploy(&app).success();
+    assert_eq!(site.read("config.php"), "deployed");
+    assert!(
+        out.stderr.contains("config.php is shadowed"),
+        "{}",
+        out.stderr
+    );
+    let log = site.zdeploy("log").success();
+    assert!(
+        log.stdout.contains("config.php is shadowed"),
+        "{}",
+        log.stdout
+    );
+}
+
+#[test]
+fn shared_paths_live_once_and_are_linked_into_every_release() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1"), ("data/saves/.keep", "")]);
+    site.deploy(&app).args(["--shared", "data/saves"]).success();
+    let link = site.context().join("data/saves");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    std::fs::write(link.join("slot1.sav"), "progress").unwrap();
+    let store = site
+        .webroot
+        .join(".zdeploy/ROOT/shared/data/saves/slot1.sav");
+    assert_eq!(std::fs::read_to_string(&store).unwrap(), "progress");
+
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).args(["--shared", "data/saves"]).success();
+    assert_eq!(site.read("data/saves/slot1.sav"), "progress");
+    assert_eq!(
+        std::fs::read_link(site.context().join("data/saves")).unwrap(),
+        Path::new("../../.zdeploy/ROOT/shared/data/saves")
+    );
+}
+
+#[test]
+fn declaring_a_shared_path_later_moves_existing_user_files_into_it() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app).success();
+    std::fs::create_dir_all(site.context().join("data/saves")).unwrap();
+    std::fs::write(site.context().join("data/saves/old.sav"), "old progress").unwrap();
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).args(["--shared", "data/saves"]).success();
+    assert_eq!(site.read("data/saves/old.sav"), "old progress");
+    assert!(
+        std::fs::symlink_metadata(site.context().join("data/saves"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn builds_files_are_deployed_files_not_user_content() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app)
+        .args(["--build", "echo built > built.txt"])
+        .success();
+    assert_eq!(site.read("built.txt"), "built\n");
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).success();
+    assert!(
+        !site.context().join("built.txt").exists(),
+        "a build output is not carried as user content"
+    );
+}
+
+/// The headline guarantee: a process keeps writing user files into ROOT while
+/// 50 deploys and 10 rollbacks run; every file it wrote is in the live release.
+#[test]
+fn user_files_written_during_many_deploys_and_rollbacks_are_all_kept() {
+    let site = Site::new();
+    let app = site.path("app");
+    versioned_app(&app, "v0", 5);
+    site.deploy(&app).success();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let root = site.context();
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("upload-{n:06}.txt");
+                // Through the symlink, as the app would; a write that fails
+                // (never expected) is not counted as written.
+                if std::fs::write(root.join("uploads").join(&name), format!("content {n}")).is_ok()
+                {
+                    written.push((name, n));
+                }
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            written
+        })
+    };
+    let mut rollbacks = 0;
+    for i in 1..=50 {
+        versioned_app(&app, &format!("v{i}"), 5);
+        site.deploy(&app)
+            .args(["--settle", "50ms", "--drain", "2s", "--keep", "3"])
+            .success();
+        if i % 5 == 0 {
+            site.zdeploy("rollback")
+                .args(["--settle", "50ms"])
+                .success();
+            rollbacks += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert_eq!(rollbacks, 10);
+    assert!(
+        written.len() > 100,
+        "the writer ran throughout ({} files)",
+        written.len()
+    );
+    let uploads = site.context().join("uploads");
+    let mut missing = Vec::new();
+    for (name, n) in &written {
+        match std::fs::read_to_string(uploads.join(name)) {
+            Ok(content) => assert_eq!(content, format!("content {n}"), "{name} intact"),
+            Err(_) => missing.push(name.clone()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} user files lost: {:?}",
+        missing.len(),
+        written.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
