@@ -361,14 +361,14 @@ fn resolve(
     };
     let keep = match pick(flags.keep, &raw.keep) {
         None => DEFAULT_KEEP,
-        Some((n, _)) if n >= 1 && n <= 10_000 => n as usize,
+        Some((n, _)) if (1..=10_000).contains(&n) => n as usize,
         Some((n, span)) => {
             return Err(origin
                 .error(
                     "keep",
                     "--keep",
                     span,
-                    &format!("keep must be at least 1 (the live release), got {n}"),
+                    &format!("keep must be at least 1 (the live release) and at most 10000, got {n}"),
                 )
                 .into());
         }

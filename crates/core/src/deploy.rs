@@ -599,11 +599,7 @@ fn rescan_after_build(
 ) -> Result<Manifest> {
     use std::os::unix::fs::PermissionsExt;
     let mut manifest = Manifest::default();
-    let mut walk = WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter();
-    while let Some(entry) = walk.next() {
+    for entry in WalkDir::new(root).min_depth(1).follow_links(false) {
         let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
         let relative = entry
             .path()
@@ -695,7 +691,7 @@ pub(crate) fn displaced_name(layout: &Layout, new_release: &str) -> Result<Strin
         .unwrap_or_else(Timestamp::now);
     let mut at = stamp;
     loop {
-        at = at - jiff::SignedDuration::from_secs(1);
+        at -= jiff::SignedDuration::from_secs(1);
         let name = release_name(layout.context(), at);
         if fsx::metadata_if_exists(&layout.release_path(&name))?.is_none() {
             return Ok(name);

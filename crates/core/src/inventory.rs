@@ -134,13 +134,13 @@ fn info(
     stamp: Option<i64>,
 ) -> ReleaseInfo {
     let (size, files) = disk_usage(&layout.release_path(name));
-    let created_ms = record
-        .as_ref()
-        .map(|r| r.created_ms)
-        .or(stamp.map(|s| s * 1000));
+    // A timestamped name is the creation time; otherwise the record knows.
+    let created_ms = stamp
+        .map(|s| s * 1000)
+        .or(record.as_ref().map(|r| r.created_ms));
     let created = created_ms
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string());
+        .and_then(|ms| jiff::Timestamp::from_second(ms.div_euclid(1000)).ok())
+        .map(|t| t.to_string());
     ReleaseInfo {
         name: name.to_string(),
         live,

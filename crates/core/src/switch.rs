@@ -3,7 +3,7 @@
 //! real folder, renameat2(RENAME_EXCHANGE) swaps it for the symlink, so there
 //! is never an instant without a complete app.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -85,7 +85,7 @@ pub fn switch_to(layout: &Layout, release: &str, displaced_name: Option<&str>) -
 
 /// Remove a leftover switch symlink; a leftover *folder* there is a displaced
 /// site that a killed run did not finish moving, so it is never deleted here.
-fn clear_tmp(tmp: &PathBuf) -> Result<()> {
+fn clear_tmp(tmp: &Path) -> Result<()> {
     match fsx::metadata_if_exists(tmp)? {
         None => Ok(()),
         Some(meta) if meta.file_type().is_symlink() => fsx::remove_file(tmp),

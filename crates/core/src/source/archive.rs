@@ -47,10 +47,11 @@ fn sniff(path: &Path, file: &mut File) -> Result<Format> {
             Format::TarGz
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Format::TarZst
-        } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        } else if (head.len() >= 262 && &head[257..262] == b"ustar")
+            || (head.len() >= 512 && tar_header_checksum_ok(head))
+        {
+            // ustar/GNU magic, or an old-style (v7) header with a valid checksum
             Format::Tar
-        } else if head.len() >= 512 && tar_header_checksum_ok(head) {
-            Format::Tar // old-style (v7) tar without the ustar magic
         } else {
             return Err(Error::Source(format!(
                 "{} is not a zip, tar, tar.gz or tar.zst archive (unrecognised content)",
