@@ -250,23 +250,15 @@ impl Carry<'_> {
 /// Copy one file or symlink to `to` via a temporary name and a rename.
 /// `None` when the source vanished meanwhile.
 fn copy_entry(from: &Path, to: &Path, meta: &Metadata) -> Result<Option<u64>> {
-    let name = to
-        .file_name()
-        .expect("a carried path has a name")
-        .to_string_lossy();
+    let name = to.file_name().expect("a carried path has a name").to_string_lossy();
     let tmp = to.with_file_name(format!(".{name}{CARRY_TMP_SUFFIX}"));
-    let _ = fs::remove_file(&tmp);
     let copied = if meta.file_type().is_symlink() {
-        match fs::read_link(from) {
-            Ok(target) => std::os::unix::fs::symlink(target, &tmp).map(|_| 0),
-            Err(e) => Err(e),
-        }
-    } else {
-        fs::copy(from, &tmp).and_then(|bytes| {
-            let file = fs::File::options().write(true).open(&tmp)?;
-            file.set_modified(meta.modified()?)?;
-            Ok(bytes)
+        fs::read_link(from).and_then(|target| {
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp).map(|_| 0)
         })
+    } else {
+        copy_file(from, &tmp, meta)
     };
     match copied {
         Ok(bytes) => {
@@ -285,6 +277,35 @@ fn copy_entry(from: &Path, to: &Path, meta: &Metadata) -> Result<Option<u64>> {
             Err(Error::io("copy user file to", to, e))
         }
     }
+}
+
+/// Copy content, permissions and mtime with one open on each side (the
+/// kernel copies the bytes: copy_file_range, a reflink where supported).
+fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut source = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(from)?;
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)
+    };
+    let mut target = match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // A temporary left by a killed run.
+            fs::remove_file(to)?;
+            create()?
+        }
+        other => other?,
+    };
+    let bytes = io::copy(&mut source, &mut target)?;
+    target.set_permissions(fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
+    target.set_modified(meta.modified()?)?;
+    Ok(bytes)
 }
 
 /// Copy everything under `from` into `to` (created if missing), keeping what

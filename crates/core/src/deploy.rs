@@ -200,10 +200,23 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
             .history
             .set_deployment_target(session.id, None, None, None, Some(displaced))?;
     }
-    session.step(Step::Switch, || {
-        switch_to(layout, &name, displaced.as_deref())?;
-        Ok(())
-    })?;
+    let switched = session.step(Step::Switch, || {
+        // New files must be on disk before a name points at them.
+        rustix::fs::syncfs(fsx::open(layout.webroot())?)
+            .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
+        switch_to(layout, &name, displaced.as_deref())
+    });
+    if let Err(error) = switched {
+        // The rename may have happened before a later part failed: only a
+        // release that did not go live is discarded.
+        if read_live(layout)? != Live::Release(name.clone()) {
+            if let Some(displaced) = &displaced {
+                session.history.rename_release(displaced, layout.context())?;
+            }
+            discard_release(session, &name, &error.to_string())?;
+        }
+        return Err(error);
+    }
     let previous = previous.or(displaced);
     if let Some(previous) = &previous {
         session

@@ -80,6 +80,7 @@ pub enum Kind {
     Deploy,
     Rollback,
     Prune,
+    Keep,
 }
 
 impl Kind {
@@ -88,6 +89,7 @@ impl Kind {
             Kind::Deploy => "deploy",
             Kind::Rollback => "rollback",
             Kind::Prune => "prune",
+            Kind::Keep => "keep",
         }
     }
 }

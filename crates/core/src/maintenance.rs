@@ -135,7 +135,7 @@ pub fn keep(
     observer: &dyn Observer,
 ) -> Result<String> {
     validate_kept_name(name)?;
-    let session = Session::open(layout, Kind::Prune, options, None, None, observer)?;
+    let session = Session::open(layout, Kind::Keep, options, None, None, observer)?;
     let result = keep_in_session(&session, release, name);
     session.finish(&result, |_| Outcome::Success)?;
     result
