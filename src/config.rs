@@ -137,6 +137,17 @@ impl AppConfig {
                 None => "no source given: zdeploy deploy --webroot DIR SOURCE".to_string(),
             });
         };
+        if self.reference.is_some() && source.kind() != SourceKind::Git {
+            return usage(format!(
+                "{}a ref only applies to git sources; {} is {} source",
+                self.origin,
+                source.shown(),
+                match source.kind() {
+                    SourceKind::Archive => "an archive",
+                    _ => "a folder",
+                }
+            ));
+        }
         let mut plan = DeployPlan::new(source);
         plan.reference = self.reference.clone();
         plan.keep = self.keep;
@@ -368,7 +379,9 @@ fn resolve(
                     "keep",
                     "--keep",
                     span,
-                    &format!("keep must be at least 1 (the live release) and at most 10000, got {n}"),
+                    &format!(
+                        "keep must be at least 1 (the live release) and at most 10000, got {n}"
+                    ),
                 )
                 .into());
         }

@@ -331,3 +331,17 @@ fn a_missing_source_is_refused() {
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     assert_eq!(site.snapshot(), before);
 }
+
+#[test]
+fn a_ref_for_a_folder_or_archive_is_refused() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "x")]);
+    let out = site.deploy(&app).args(["--ref", "main"]).fails_with(2);
+    assert!(
+        out.stderr.contains("only applies to git sources"),
+        "{}",
+        out.stderr
+    );
+    assert!(site.releases().is_empty());
+}

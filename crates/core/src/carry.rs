@@ -250,7 +250,10 @@ impl Carry<'_> {
 /// Copy one file or symlink to `to` via a temporary name and a rename.
 /// `None` when the source vanished meanwhile.
 fn copy_entry(from: &Path, to: &Path, meta: &Metadata) -> Result<Option<u64>> {
-    let name = to.file_name().expect("a carried path has a name").to_string_lossy();
+    let name = to
+        .file_name()
+        .expect("a carried path has a name")
+        .to_string_lossy();
     let tmp = to.with_file_name(format!(".{name}{CARRY_TMP_SUFFIX}"));
     let copied = if meta.file_type().is_symlink() {
         fs::read_link(from).and_then(|target| {
@@ -303,7 +306,9 @@ fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<u64> {
         other => other?,
     };
     let bytes = io::copy(&mut source, &mut target)?;
-    target.set_permissions(fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
+    target.set_permissions(fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))?;
     target.set_modified(meta.modified()?)?;
     Ok(bytes)
 }

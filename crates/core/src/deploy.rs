@@ -122,10 +122,9 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     session.step(Step::Recover, || recover(session))?;
     let live = read_live(layout)?;
     let resolved = session.step(Step::Resolve, || resolve(session, plan))?;
-    let live_record = match &live {
-        Live::Release(name) => session.history.release(name)?,
-        Live::Folder => session.history.release(layout.context())?,
-        Live::Nothing => None,
+    let live_record = match live.record_name(layout) {
+        Some(name) => session.history.release(name)?,
+        None => None,
     };
     let unchanged_commit = resolved.commit.is_some()
         && live_record.as_ref().and_then(|r| r.commit.as_ref()) == resolved.commit.as_ref();
@@ -211,7 +210,9 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         // release that did not go live is discarded.
         if read_live(layout)? != Live::Release(name.clone()) {
             if let Some(displaced) = &displaced {
-                session.history.rename_release(displaced, layout.context())?;
+                session
+                    .history
+                    .rename_release(displaced, layout.context())?;
             }
             discard_release(session, &name, &error.to_string())?;
         }
@@ -254,11 +255,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
 }
 
 fn unchanged(session: &Session<'_>, live: &Live, commit: Option<String>) -> DeployResult {
-    let release = match live {
-        Live::Release(n) => Some(n.clone()),
-        Live::Folder => Some(session.layout.context().to_string()),
-        Live::Nothing => None,
-    };
+    let release = live.record_name(session.layout).map(str::to_string);
     let _ = session.history.set_deployment_target(
         session.id,
         release.as_deref(),
@@ -312,12 +309,8 @@ fn prepare(
         return Ok(None);
     }
     record_digest(session, name, &digest)?;
-    let live_dir = live_dir(layout, live);
-    let live_manifest = match live {
-        Live::Release(n) => session.history.manifest(n)?,
-        Live::Folder => session.history.manifest(layout.context())?,
-        Live::Nothing => None,
-    };
+    let live_dir = live.dir(layout);
+    let live_manifest = live_manifest(session, live)?;
     let carry_started_ns = now_ns();
     session.step(Step::Carry, || {
         for path in &plan.shared {
@@ -378,11 +371,10 @@ pub(crate) fn now_ns() -> i128 {
     Timestamp::now().as_nanosecond()
 }
 
-pub(crate) fn live_dir(layout: &Layout, live: &Live) -> Option<PathBuf> {
-    match live {
-        Live::Release(n) => Some(layout.release_path(n)),
-        Live::Folder => Some(layout.context_path()),
-        Live::Nothing => None,
+pub(crate) fn live_manifest(session: &Session<'_>, live: &Live) -> Result<Option<Manifest>> {
+    match live.record_name(session.layout) {
+        Some(name) => session.history.manifest(name),
+        None => Ok(None),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::deploy::{MARK_MARGIN_NS, carry_logged, live_dir};
+use crate::deploy::{MARK_MARGIN_NS, carry_logged, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{Kind, Outcome, now_ms};
@@ -64,11 +64,11 @@ pub fn prune_in_session(
         });
     }
     let chosen = choose_prunable(&candidates, keep, drain, now_ms());
-    let live_path = live_dir(layout, &live);
-    let live_manifest = match &live {
-        Live::Release(n) => session.history.manifest(n)?,
-        Live::Folder => session.history.manifest(layout.context())?,
-        Live::Nothing => None,
+    let live_path = live.dir(layout);
+    let live_manifest = match (live_manifest(session, &live)?, &live_path) {
+        (Some(manifest), _) => Some(manifest),
+        (None, Some(path)) => Some(crate::manifest::Manifest::of_tree(path)),
+        (None, None) => None,
     };
     for name in &chosen {
         let record = session.history.release(name)?;

@@ -94,6 +94,33 @@ impl Manifest {
         self.entries.retain(|p, _| !p.starts_with(path));
     }
 
+    /// Every entry under `root` (kinds only, no digests): for a release the
+    /// history has no manifest of, where everything present counts as deployed.
+    pub fn of_tree(root: &Path) -> Manifest {
+        let mut manifest = Manifest::default();
+        let entries = walkdir::WalkDir::new(root).min_depth(1).follow_links(false);
+        for entry in entries.into_iter().flatten() {
+            let Some(kind) = EntryKind::of(entry.file_type()) else {
+                continue;
+            };
+            let relative = entry
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_path_buf();
+            manifest.insert(
+                relative,
+                Entry {
+                    kind,
+                    mode: 0,
+                    size: 0,
+                    digest: String::new(),
+                },
+            );
+        }
+        manifest
+    }
+
     /// One digest for the whole content: equal digests mean equal deployed trees.
     pub fn content_digest(&self) -> String {
         let mut hasher = Sha256::new();

@@ -98,7 +98,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let target_manifest = session
         .history
         .manifest(&target)?
-        .unwrap_or_else(|| manifest_of_everything(&target_dir));
+        .unwrap_or_else(|| Manifest::of_tree(&target_dir));
     let carry_started_ns = now_ns();
     session.step(Step::Carry, || {
         carry_logged(
@@ -180,35 +180,4 @@ fn previous_release(session: &Session<'_>, current: &str) -> Result<String> {
         "no earlier release of {} to roll back to (name one: zdeploy releases lists them)",
         session.layout.context()
     )))
-}
-
-/// A manifest listing every entry under `root`, for releases the history
-/// has no manifest of.
-fn manifest_of_everything(root: &std::path::Path) -> Manifest {
-    let mut manifest = Manifest::default();
-    for entry in walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        let Some(kind) = crate::manifest::EntryKind::of(entry.file_type()) else {
-            continue;
-        };
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .expect("under root")
-            .to_path_buf();
-        manifest.insert(
-            relative,
-            crate::manifest::Entry {
-                kind,
-                mode: 0,
-                size: 0,
-                digest: String::new(),
-            },
-        );
-    }
-    manifest
 }

@@ -76,10 +76,6 @@ pub trait Observer {
     fn progress(&self, _step: Step, _done: u64, _total: Option<u64>) {}
 }
 
-/// An observer that shows nothing.
-pub struct Silent;
-impl Observer for Silent {}
-
 /// Who runs and why, for the lock note and the history.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

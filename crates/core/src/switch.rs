@@ -3,7 +3,7 @@
 //! real folder, renameat2(RENAME_EXCHANGE) swaps it for the symlink, so there
 //! is never an instant without a complete app.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -19,6 +19,27 @@ pub enum Live {
     Release(String),
     /// A real folder (plain mode, or a site deployed by other means).
     Folder,
+}
+
+impl Live {
+    /// The name the history records the live release under: the release, or
+    /// the context itself for a real folder (plain mode).
+    pub fn record_name<'a>(&'a self, layout: &'a Layout) -> Option<&'a str> {
+        match self {
+            Live::Release(name) => Some(name),
+            Live::Folder => Some(layout.context()),
+            Live::Nothing => None,
+        }
+    }
+
+    /// Where the live files are.
+    pub fn dir(&self, layout: &Layout) -> Option<PathBuf> {
+        match self {
+            Live::Release(name) => Some(layout.release_path(name)),
+            Live::Folder => Some(layout.context_path()),
+            Live::Nothing => None,
+        }
+    }
 }
 
 pub fn read_live(layout: &Layout) -> Result<Live> {

@@ -114,30 +114,6 @@ pub fn default_branch(url: &str, shown_url: &str) -> Result<Option<String>> {
     }))
 }
 
-/// The commit a remote ref points to, without fetching (`git ls-remote`).
-pub fn remote_head(url: &str, shown_url: &str, reference: &str) -> Result<Option<String>> {
-    validate_ref(reference)?;
-    let mut ls = git();
-    ls.args(["ls-remote", "--end-of-options", url]);
-    let out = run(
-        ls,
-        &format!("list the refs of {shown_url}"),
-        Some((url, shown_url)),
-    )?;
-    let wanted = [
-        format!("refs/heads/{reference}"),
-        format!("refs/tags/{reference}^{{}}"),
-        format!("refs/tags/{reference}"),
-        reference.to_string(),
-    ];
-    let refs: Vec<(&str, &str)> = out.lines().filter_map(|l| l.split_once('\t')).collect();
-    Ok(wanted.iter().find_map(|w| {
-        refs.iter()
-            .find(|(_, name)| name == w)
-            .map(|(id, _)| id.to_string())
-    }))
-}
-
 fn verify(mirror: &Path, spec: &str) -> Option<String> {
     let mut rev = git();
     rev.arg("--git-dir")
