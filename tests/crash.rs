@@ -235,3 +235,33 @@ fn killing_deploys_and_rollbacks_at_random_moments_leaves_root_whole() {
     }
     eprintln!("random kill trials used seed {seed}");
 }
+
+/// Regression: a deploy killed right after its switch never marked the old
+/// release as retired, so the next prune deleted it without carrying what
+/// in-flight requests had written there.
+#[test]
+fn late_writes_survive_a_deploy_killed_right_after_its_switch() {
+    let site = Site::new();
+    let app = site.path("app");
+    versioned_app(&app, "v1", FILES);
+    site.deploy(&app).success();
+    let old = site.live_release();
+    versioned_app(&app, "v2", FILES);
+    let out = site
+        .deploy(&app)
+        .env("ZDEPLOY_FAILPOINT", "switch.renamed")
+        .run();
+    assert_eq!(out.code, None, "{}", out.stderr);
+    assert_ne!(site.live_release(), old, "the switch happened");
+    std::fs::write(
+        site.webroot.join(&old).join("uploads/in-flight.txt"),
+        "late",
+    )
+    .unwrap();
+    versioned_app(&app, "v3", FILES);
+    site.deploy(&app)
+        .args(["--keep", "1", "--drain", "0s"])
+        .success();
+    assert!(!site.webroot.join(&old).exists(), "pruned");
+    assert_eq!(site.read("uploads/in-flight.txt"), "late");
+}

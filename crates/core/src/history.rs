@@ -467,9 +467,13 @@ impl History {
     /// Record that `name` stopped being live at `retired_ms`, its user content
     /// fully carried as of `carried_ms`.
     pub fn mark_retired(&self, name: &str, retired_ms: i64, carried_ms: i64) -> Result<()> {
+        // A release zdeploy has no record of (made by hand, then rolled back
+        // to) gets one, so retention knows it was live.
         self.conn
             .execute(
-                "UPDATE releases SET retired_ms = ?2, carried_ms = ?3 WHERE name = ?1",
+                "INSERT INTO releases (name, state, created_ms, retired_ms, carried_ms)
+                 VALUES (?1, 'complete', ?2, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET retired_ms = excluded.retired_ms, carried_ms = excluded.carried_ms",
                 params![name, retired_ms, carried_ms],
             )
             .map_err(|e| self.fail(e))?;

@@ -55,41 +55,40 @@ pub fn recover(session: &Session<'_>) -> Result<()> {
         .into_iter()
         .filter(|d| d.outcome == "running" && d.id != session.id)
         .collect();
+    // A run killed after its switch never recorded that the release it
+    // switched away from stopped being live; without that, prune would treat
+    // it as never live and delete it without carrying late writes out of it.
+    for run in &interrupted {
+        let (Some(release), Some(previous)) = (&run.release, &run.previous) else {
+            continue;
+        };
+        let switched = live == Live::Release(release.clone());
+        let unrecorded = history
+            .release(previous)?
+            .is_none_or(|r| r.retired_ms.is_none());
+        if switched && unrecorded && previous != release {
+            history.mark_retired(previous, now_ms(), run.started_ms)?;
+            session.warn(&format!(
+                "run #{} was killed after switching to {release}; {previous} now drains like any retired release",
+                run.id
+            ));
+        }
+    }
     for release in history.releases()? {
-        if release.state != ReleaseState::Building {
+        if release.state != ReleaseState::Building || live == Live::Release(release.name.clone()) {
             continue;
         }
-        if live == Live::Release(release.name.clone()) {
-            // Killed after the switch: the release is whole and serving.
-            history.set_release_state(&release.name, ReleaseState::Complete, None)?;
-            let previous = interrupted
-                .iter()
-                .find(|d| d.release.as_deref() == Some(&release.name))
-                .and_then(|d| d.previous.clone().map(|p| (p, d.started_ms)));
-            if let Some((previous, started_ms)) = previous
-                && history
-                    .release(&previous)?
-                    .is_some_and(|r| r.retired_ms.is_none())
-            {
-                history.mark_retired(&previous, now_ms(), started_ms)?;
-            }
-            session.warn(&format!(
-                "{} went live before its deploy was killed; marked complete",
-                release.name
-            ));
-        } else {
-            delete_release_dir(layout, &release.name)?;
-            history.set_release_state(
-                &release.name,
-                ReleaseState::Failed,
-                Some("interrupted while building; removed"),
-            )?;
-            history.drop_manifest(&release.name)?;
-            session.warn(&format!(
-                "removed {}, left half-built by an interrupted deploy",
-                release.name
-            ));
-        }
+        delete_release_dir(layout, &release.name)?;
+        history.set_release_state(
+            &release.name,
+            ReleaseState::Failed,
+            Some("interrupted while building; removed"),
+        )?;
+        history.drop_manifest(&release.name)?;
+        session.warn(&format!(
+            "removed {}, left half-built by an interrupted deploy",
+            release.name
+        ));
     }
     let count = history.interrupt_running_except(session.id)?;
     if count > 0 {
