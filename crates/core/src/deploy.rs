@@ -106,15 +106,10 @@ pub fn deploy(
             Outcome::Success
         }
     })?;
-    if let Some(dir) = downloads_to_clean(layout) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    // A downloaded archive is only needed during the run (recover removes
+    // it when a run is killed).
+    let _ = std::fs::remove_dir_all(layout.download_dir());
     result
-}
-
-fn downloads_to_clean(layout: &Layout) -> Option<PathBuf> {
-    let dir = layout.download_dir();
-    dir.exists().then_some(dir)
 }
 
 fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
