@@ -3,17 +3,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests drive real git and drop privileges with setpriv (util-linux).
+# The tests drive real git, drop privileges with setpriv (util-linux), and
+# serve deploys under load with real nginx and PHP-FPM.
 needed=()
 command -v git >/dev/null || needed+=(git)
 command -v setpriv >/dev/null || needed+=(util-linux)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
+command -v php-fpm8.2 >/dev/null || [ -x /usr/sbin/php-fpm8.2 ] || needed+=(php8.2-fpm)
 if [ ${#needed[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: please install: ${needed[*]}" >&2
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${needed[@]}"
 fi
+# nginx and php-fpm live in /usr/sbin, which a plain user's PATH may lack.
+export PATH="$PATH:/usr/sbin"
 
 cargo test --workspace --all-targets

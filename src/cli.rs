@@ -57,6 +57,10 @@ pub enum Command {
     ///
     /// `zdeploy keep [APP] RELEASE NAME`.
     Keep(KeepArgs),
+    /// Print a web server config for the app that keeps PHP on one release per request.
+    ///
+    /// `zdeploy webserver nginx [APP]`.
+    Webserver(WebserverArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -205,6 +209,31 @@ pub struct PruneArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WebServer {
+    Nginx,
+}
+
+#[derive(Debug, Args)]
+pub struct WebserverArgs {
+    /// Which server
+    #[arg(value_enum)]
+    pub server: WebServer,
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Address and port to listen on
+    #[arg(long, value_name = "ADDR", default_value = crate::webserver::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// server_name
+    #[arg(long, value_name = "NAME", default_value = "_")]
+    pub server_name: String,
+    /// PHP-FPM socket path or host:port [default: the app's php_fpm.address, else /run/php/php8.2-fpm.sock]
+    #[arg(long, value_name = "ADDR")]
+    pub php_fpm: Option<String>,
 }
 
 #[derive(Debug, Args)]

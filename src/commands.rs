@@ -13,8 +13,8 @@ use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
 
 use crate::cli::{
-    DeployArgs, InspectArgs, KeepArgs, LogArgs, PruneArgs, RollbackArgs, StatusArgs, select_app,
-    split_app,
+    DeployArgs, InspectArgs, KeepArgs, LogArgs, PruneArgs, RollbackArgs, StatusArgs, WebServer,
+    WebserverArgs, select_app, split_app,
 };
 use crate::config::UsageError;
 use crate::output::Console;
@@ -362,5 +362,26 @@ pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result
     let app = select_app(config, app, &args.target.overrides())?;
     let kept = maintenance::keep(&app.layout, release, name, &run_options(args.wait), console)?;
     println!("kept {kept}");
+    Ok(())
+}
+
+pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
+    let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
+    let php_fpm = args
+        .php_fpm
+        .clone()
+        .or(app.php_fpm_address.clone())
+        .unwrap_or_else(|| crate::webserver::DEFAULT_PHP_FPM.to_string());
+    let text = match args.server {
+        WebServer::Nginx => crate::webserver::nginx(
+            &app.layout,
+            &crate::webserver::NginxOptions {
+                listen: &args.listen,
+                server_name: &args.server_name,
+                php_fpm: &php_fpm,
+            },
+        )?,
+    };
+    print!("{text}");
     Ok(())
 }

@@ -86,6 +86,13 @@ struct RawApp {
     build_timeout: Option<Spanned<String>>,
     max_archive_size: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
+    php_fpm: Option<RawPhpFpm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhpFpm {
+    address: Option<String>,
 }
 
 /// Flags that override (or, ad hoc, replace) an app's config keys.
@@ -124,6 +131,8 @@ pub struct AppConfig {
     pub limits: Limits,
     /// "<config path>: " for messages about the app's keys; empty ad hoc.
     pub origin: String,
+    /// PHP-FPM's socket path or host:port, for the web server config.
+    pub php_fpm_address: Option<String>,
 }
 
 impl AppConfig {
@@ -479,5 +488,6 @@ fn resolve(
         build_timeout,
         limits,
         origin: origin.prefix(),
+        php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
     })
 }

@@ -33,6 +33,7 @@ pub fn run() -> ExitCode {
         Command::Log(args) => commands::log(config, args),
         Command::Prune(args) => commands::prune(config, args, &console),
         Command::Keep(args) => commands::keep(config, args, &console),
+        Command::Webserver(args) => commands::webserver(config, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

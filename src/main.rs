@@ -6,6 +6,7 @@ mod config;
 mod exit;
 mod output;
 mod units;
+mod webserver;
 
 fn main() -> std::process::ExitCode {
     exit::run()

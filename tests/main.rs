@@ -12,4 +12,5 @@ mod git_sources;
 mod hostile;
 mod modes;
 mod releases;
+mod serving;
 mod user_content;

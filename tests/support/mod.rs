@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod git;
 pub mod http;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -1,0 +1,299 @@
+//! Zero downtime under load, measured against real nginx and PHP-FPM serving
+//! the config `zdeploy webserver nginx` writes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::servers::{Nginx, PhpFpm, free_port, request};
+use crate::support::{Site, Zdeploy};
+
+/// A PHP app whose page includes two PHP files and a data file that must all
+/// come from one version; every version names its files differently, so a
+/// mixed or half-updated tree fails or shows.
+fn php_app(root: &Path, version: &str) {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root.join("inc")).unwrap();
+    std::fs::create_dir_all(root.join("saves")).unwrap();
+    std::fs::write(root.join("saves/.keep"), "").unwrap();
+    std::fs::write(
+        root.join("index.php"),
+        format!(
+            "<?php\nusleep(15000);\nrequire __DIR__ . '/inc/a_{version}.php';\nrequire __DIR__ . '/inc/b_{version}.php';\n\
+             $data = trim(file_get_contents(__DIR__ . '/data_{version}.txt'));\n\
+             echo \"page={version} a=$a b=$b data=$data\";\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join(format!("inc/a_{version}.php")),
+        format!("<?php $a = '{version}';\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join(format!("inc/b_{version}.php")),
+        format!("<?php $b = '{version}';\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join(format!("data_{version}.txt")),
+        format!("{version}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("save.php"),
+        "<?php\n$id = preg_replace('/[^0-9a-z-]/', '', $_GET['id'] ?? '');\n\
+         if ($id === '') { http_response_code(400); exit; }\n\
+         file_put_contents(__DIR__ . \"/saves/$id.txt\", \"saved $id\");\necho \"ok $id\";\n",
+    )
+    .unwrap();
+}
+
+/// The version a page shows, or why it is torn.
+fn page_version(body: &str) -> Result<String, String> {
+    let fields: Vec<(&str, &str)> = body
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let values: Vec<&str> = fields.iter().map(|(_, v)| *v).collect();
+    match values.first() {
+        Some(first) if fields.len() == 4 && values.iter().all(|v| v == first) => {
+            Ok(first.to_string())
+        }
+        _ => Err(body.to_string()),
+    }
+}
+
+struct Sample {
+    started: Instant,
+    outcome: Result<(u16, String), String>,
+}
+
+struct Op {
+    started: Instant,
+    finished: Instant,
+    version: String,
+}
+
+#[test]
+fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
+    let site = Site::new();
+    let app = site.path("app");
+    php_app(&app, "v0");
+    let deploy_args = ["--keep", "2", "--drain", "1s", "--settle", "200ms"];
+    site.deploy(&app).args(deploy_args).success();
+
+    let fpm = PhpFpm::start(&site.path("fpm"), 4);
+    let port = free_port();
+    let config = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&site.webroot)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    assert!(
+        config.contains("$realpath_root$fastcgi_script_name"),
+        "{config}"
+    );
+    let nginx = Nginx::start(&site.path("nginx"), &config, port);
+    assert_eq!(
+        request(nginx.port, "GET", "/").unwrap(),
+        (200, "page=v0 a=v0 b=v0 data=v0".to_string())
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let mut readers = Vec::new();
+    // More clients than PHP workers: every worker stays busy.
+    for _ in 0..6 {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        readers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let outcome = request(port, "GET", "/").map_err(|e| e.to_string());
+                samples.lock().unwrap().push(Sample { started, outcome });
+            }
+        }));
+    }
+    let saver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut saved = Vec::new();
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("save-{n}");
+                match request(port, "POST", &format!("/save.php?id={id}")) {
+                    Ok((200, body)) if body == format!("ok {id}") => saved.push(id),
+                    other => failures.push(format!("{id}: {other:?}")),
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (saved, failures)
+        })
+    };
+
+    let mut ops = Vec::new();
+    let mut deploys = 0;
+    let mut rollbacks = 0;
+    let mut history: Vec<String> = vec!["v0".into()];
+    for i in 1..=100 {
+        let version = format!("v{i}");
+        php_app(&app, &version);
+        let started = Instant::now();
+        site.zdeploy("deploy")
+            .args(deploy_args)
+            .arg(&app)
+            .arg("-q")
+            .success();
+        ops.push(Op {
+            started,
+            finished: Instant::now(),
+            version: version.clone(),
+        });
+        history.push(version);
+        deploys += 1;
+        if i % 5 == 0 {
+            let started = Instant::now();
+            site.zdeploy("rollback")
+                .args(["--settle", "200ms", "-q"])
+                .success();
+            history.pop();
+            let back = history.last().unwrap().clone();
+            ops.push(Op {
+                started,
+                finished: Instant::now(),
+                version: back,
+            });
+            rollbacks += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let (saved, save_failures) = saver.join().unwrap();
+    let samples = Arc::try_unwrap(samples).ok().unwrap().into_inner().unwrap();
+
+    let (mut failed, mut torn, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+    for sample in &samples {
+        let body = match &sample.outcome {
+            Ok((200, body)) => body,
+            other => {
+                failed.push(format!("{other:?}"));
+                continue;
+            }
+        };
+        let version = match page_version(body) {
+            Ok(v) => v,
+            Err(body) => {
+                torn.push(body);
+                continue;
+            }
+        };
+        // Allowed: the version live when the request started, or the one an
+        // operation running then was switching to.
+        let done = ops.iter().rev().find(|op| op.finished <= sample.started);
+        let mut allowed = vec![
+            done.map(|op| op.version.clone())
+                .unwrap_or_else(|| "v0".into()),
+        ];
+        if let Some(running) = ops
+            .iter()
+            .find(|op| op.started <= sample.started && sample.started < op.finished)
+        {
+            allowed.push(running.version.clone());
+        }
+        if !allowed.contains(&version) {
+            stale.push(format!("{version} not in {allowed:?}"));
+        }
+    }
+    eprintln!(
+        "{deploys} deploys, {rollbacks} rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves",
+        samples.len(),
+        failed.len(),
+        torn.len(),
+        stale.len(),
+        saved.len()
+    );
+    assert_eq!((deploys, rollbacks), (100, 20));
+    assert!(
+        samples.len() > 1000,
+        "the load ran throughout: {} requests",
+        samples.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        torn.is_empty(),
+        "{} torn pages, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(5)]
+    );
+    assert!(
+        stale.is_empty(),
+        "{} stale pages, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+    assert!(
+        save_failures.is_empty(),
+        "{} saves failed: {:?}",
+        save_failures.len(),
+        &save_failures[..save_failures.len().min(5)]
+    );
+    assert!(saved.len() > 100, "the saver ran throughout");
+    let saves = site.context().join("saves");
+    let missing: Vec<_> = saved
+        .iter()
+        .filter(|id| {
+            std::fs::read_to_string(saves.join(format!("{id}.txt")))
+                .ok()
+                .as_deref()
+                != Some(&format!("saved {id}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} saves lost or damaged: {:?}",
+        missing.len(),
+        saved.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+#[test]
+fn webserver_refuses_values_nginx_would_misread() {
+    let site = Site::new();
+    for (flag, value) in [
+        ("--listen", "80; include /etc/passwd"),
+        ("--server-name", "a$b"),
+        ("--php-fpm", "/run/x.sock;"),
+    ] {
+        let out = Zdeploy::new()
+            .args(["webserver", "nginx", "--webroot"])
+            .arg(&site.webroot)
+            .args([flag, value])
+            .fails_with(2);
+        assert!(
+            out.stderr.contains("nginx would misread"),
+            "{flag}: {}",
+            out.stderr
+        );
+    }
+    let odd = site.path("web$root");
+    std::fs::create_dir(&odd).unwrap();
+    let out = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&odd)
+        .fails_with(2);
+    assert!(out.stderr.contains("webroot"), "{}", out.stderr);
+}

@@ -1,0 +1,193 @@
+//! Real web servers for tests: PHP-FPM and nginx started on loopback from
+//! temporary configs, their output forwarded with a prefix, killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (nginx cannot report a port it chose).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (with its output forwarded) when dropped.
+pub struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn spawn(name: &'static str, command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e} (run scripts/test.sh to install it)"));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("[{name}] {line}");
+                }
+            });
+        }
+        Server { child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn running_as_root() -> bool {
+    super::running_as_root()
+}
+
+pub struct PhpFpm {
+    pub socket: PathBuf,
+    _server: Server,
+}
+
+impl PhpFpm {
+    /// PHP-FPM with `workers` static workers on a socket in `dir`.
+    pub fn start(dir: &Path, workers: usize) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("php-fpm.sock");
+        let user = if running_as_root() {
+            "user = root\ngroup = root\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "[global]\npid = {d}/php-fpm.pid\nerror_log = /proc/self/fd/2\ndaemonize = no\n\n\
+             [web]\n{user}listen = {s}\nlisten.mode = 0666\npm = static\npm.max_children = {workers}\n\
+             catch_workers_output = yes\nrequest_terminate_timeout = 30s\n",
+            d = dir.display(),
+            s = socket.display()
+        );
+        let path = dir.join("php-fpm.conf");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(php_fpm_binary());
+        command.args(["--nodaemonize", "--fpm-config"]).arg(&path);
+        if running_as_root() {
+            command.arg("--allow-to-run-as-root");
+        }
+        let server = Server::spawn("php-fpm", &mut command);
+        wait_for(|| socket.exists(), "php-fpm socket");
+        PhpFpm {
+            socket,
+            _server: server,
+        }
+    }
+}
+
+fn php_fpm_binary() -> String {
+    for candidate in ["php-fpm8.2", "/usr/sbin/php-fpm8.2", "php-fpm"] {
+        if Command::new(candidate)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return candidate.to_string();
+        }
+    }
+    panic!("php-fpm is not installed: run scripts/test.sh");
+}
+
+pub struct Nginx {
+    pub port: u16,
+    _server: Server,
+}
+
+impl Nginx {
+    /// nginx serving `site` (a server block) from a config under `dir`.
+    pub fn start(dir: &Path, site: &str, port: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("site.conf"), site).unwrap();
+        std::fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params"))
+            .expect("nginx is installed");
+        let user = if running_as_root() {
+            "user root;\n"
+        } else {
+            ""
+        };
+        let d = dir.display();
+        let config = format!(
+            "{user}daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log stderr warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  fastcgi_temp_path {d}/fastcgi;\n\
+             proxy_temp_path {d}/proxy;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             include /etc/nginx/mime.types;\n  include {d}/site.conf;\n}}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config).unwrap();
+        let server = Server::spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(&path),
+        );
+        wait_for(
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "nginx port",
+        );
+        Nginx {
+            port,
+            _server: server,
+        }
+    }
+}
+
+#[track_caller]
+fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.0 request (so the body ends at close); returns status and body.
+pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
