@@ -67,6 +67,7 @@ fn page_version(body: &str) -> Result<String, String> {
 
 struct Sample {
     started: Instant,
+    finished: Instant,
     outcome: Result<(u16, String), String>,
 }
 
@@ -113,7 +114,12 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let outcome = request(port, "GET", "/").map_err(|e| e.to_string());
-                samples.lock().unwrap().push(Sample { started, outcome });
+                let finished = Instant::now();
+                samples.lock().unwrap().push(Sample {
+                    started,
+                    finished,
+                    outcome,
+                });
             }
         }));
     }
