@@ -201,19 +201,19 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
                 continue;
             }
         };
-        // Allowed: the version live when the request started, or the one an
-        // operation running then was switching to.
+        // Allowed: a version that was live at some instant of the request:
+        // the one live when it started, or one an operation switched to
+        // while it ran. Anything else is stale (or from the future).
         let done = ops.iter().rev().find(|op| op.finished <= sample.started);
         let mut allowed = vec![
             done.map(|op| op.version.clone())
                 .unwrap_or_else(|| "v0".into()),
         ];
-        if let Some(running) = ops
-            .iter()
-            .find(|op| op.started <= sample.started && sample.started < op.finished)
-        {
-            allowed.push(running.version.clone());
-        }
+        allowed.extend(
+            ops.iter()
+                .filter(|op| op.started < sample.finished && op.finished > sample.started)
+                .map(|op| op.version.clone()),
+        );
         if !allowed.contains(&version) {
             stale.push(format!("{version} not in {allowed:?}"));
         }
