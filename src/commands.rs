@@ -103,8 +103,8 @@ pub fn rollback_command(
     let app = select_app(config, app, &overrides)?;
     let plan = RollbackPlan {
         target: rest.first().cloned(),
-        shared: app.shared.clone(),
-        settle: app.settle,
+        shared: app.policy.shared.clone(),
+        settle: app.policy.settle,
     };
     let result = rollback(&app.layout, &plan, &run_options(args.wait), console)?;
     if args.json {
@@ -332,9 +332,9 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
     let app = select_app(config, args.app.as_deref(), &overrides)?;
     let pruned = maintenance::prune(
         &app.layout,
-        app.keep,
-        app.drain,
-        &app.shared,
+        app.policy.keep,
+        app.policy.drain,
+        &app.policy.shared,
         &run_options(args.wait),
         console,
     )?;
@@ -344,8 +344,8 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
     if pruned.is_empty() {
         println!(
             "nothing to prune (keep {}, drain {}s)",
-            app.keep,
-            app.drain.as_secs()
+            app.policy.keep,
+            app.policy.drain.as_secs()
         );
     }
     for name in pruned {

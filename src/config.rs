@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use zdeploy_core::ErrorKind;
-use zdeploy_core::deploy::{DEFAULT_SETTLE, DeployPlan};
+use zdeploy_core::deploy::{DEFAULT_SETTLE, DeployPlan, Policy};
 use zdeploy_core::layout::Layout;
 use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
 use zdeploy_core::shared::validate_shared_path;
@@ -121,14 +121,7 @@ pub struct AppConfig {
     pub layout: Layout,
     pub source: Option<Source>,
     pub reference: Option<String>,
-    pub keep: usize,
-    pub drain: Duration,
-    pub settle: Duration,
-    pub zero_downtime: bool,
-    pub shared: Vec<PathBuf>,
-    pub build: Vec<String>,
-    pub build_timeout: Duration,
-    pub limits: Limits,
+    pub policy: Policy,
     /// "<config path>: " for messages about the app's keys; empty ad hoc.
     pub origin: String,
     /// PHP-FPM's socket path or host:port, for the web server config.
@@ -157,18 +150,12 @@ impl AppConfig {
                 }
             ));
         }
-        let mut plan = DeployPlan::new(source);
-        plan.reference = self.reference.clone();
-        plan.keep = self.keep;
-        plan.drain = self.drain;
-        plan.settle = self.settle;
-        plan.zero_downtime = self.zero_downtime;
-        plan.shared = self.shared.clone();
-        plan.build = self.build.clone();
-        plan.build_timeout = self.build_timeout;
-        plan.limits = self.limits;
-        plan.force = force;
-        Ok(plan)
+        Ok(DeployPlan {
+            source,
+            reference: self.reference.clone(),
+            policy: self.policy.clone(),
+            force,
+        })
     }
 }
 
@@ -479,14 +466,16 @@ fn resolve(
         layout,
         source,
         reference,
-        keep,
-        drain,
-        settle,
-        zero_downtime: flags.zero_downtime.or(raw.zero_downtime).unwrap_or(true),
-        shared,
-        build,
-        build_timeout,
-        limits,
+        policy: Policy {
+            keep,
+            drain,
+            settle,
+            zero_downtime: flags.zero_downtime.or(raw.zero_downtime).unwrap_or(true),
+            shared,
+            build,
+            build_timeout,
+            limits,
+        },
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
     })

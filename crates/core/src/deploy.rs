@@ -28,11 +28,10 @@ use crate::switch::{Live, read_live, switch_to};
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
 
-/// Everything one deploy needs, validated.
+/// How an app's releases are made and kept: the part of its settings that
+/// every deploy uses, whatever the source.
 #[derive(Debug, Clone)]
-pub struct DeployPlan {
-    pub source: Source,
-    pub reference: Option<String>,
+pub struct Policy {
     pub keep: usize,
     pub drain: Duration,
     /// How long after the switch to wait before carrying what in-flight
@@ -43,14 +42,11 @@ pub struct DeployPlan {
     pub build: Vec<String>,
     pub build_timeout: Duration,
     pub limits: Limits,
-    pub force: bool,
 }
 
-impl DeployPlan {
-    pub fn new(source: Source) -> Self {
-        DeployPlan {
-            source,
-            reference: None,
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
             keep: DEFAULT_KEEP,
             drain: DEFAULT_DRAIN,
             settle: DEFAULT_SETTLE,
@@ -59,9 +55,17 @@ impl DeployPlan {
             build: Vec::new(),
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
             limits: Limits::default(),
-            force: false,
         }
     }
+}
+
+/// Everything one deploy needs, validated.
+#[derive(Debug, Clone)]
+pub struct DeployPlan {
+    pub source: Source,
+    pub reference: Option<String>,
+    pub policy: Policy,
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -132,7 +136,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         ));
         return Ok(unchanged(session, &live, commit));
     }
-    if !plan.zero_downtime {
+    if !plan.policy.zero_downtime {
         return plain::deploy_in_place(session, plan, &resolved, &live, live_record.as_ref());
     }
     let name = allocate_name(layout)?;
@@ -226,14 +230,19 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
             previous,
             &name,
             &prepared.manifest,
-            &plan.shared,
-            plan.settle,
+            &plan.policy.shared,
+            plan.policy.settle,
             prepared.sync_started_ms,
         );
     }
     let pruned = session
         .step(Step::Prune, || {
-            crate::maintenance::prune_in_session(session, plan.keep, plan.drain, &plan.shared)
+            crate::maintenance::prune_in_session(
+                session,
+                plan.policy.keep,
+                plan.policy.drain,
+                &plan.policy.shared,
+            )
         })
         .unwrap_or_else(|e| {
             session.warn(&format!("prune failed (the deploy itself succeeded): {e}"));
@@ -308,7 +317,7 @@ fn prepare(
     let live_manifest = live_manifest(session, live)?;
     let carry_started_ns = now_ns();
     session.step(Step::Carry, || {
-        for path in &plan.shared {
+        for path in &plan.policy.shared {
             if let Some(note) = link_shared(
                 layout,
                 release_dir,
@@ -327,13 +336,13 @@ fn prepare(
                 live_manifest.as_ref(),
                 release_dir,
                 &manifest,
-                &plan.shared,
+                &plan.policy.shared,
                 None,
             )?;
         }
         Ok(())
     })?;
-    if !plan.build.is_empty() {
+    if !plan.policy.build.is_empty() {
         manifest = session.step(Step::Build, || build(session, plan, release_dir, manifest))?;
     }
     session.history.save_manifest(name, &manifest)?;
@@ -347,7 +356,7 @@ fn prepare(
                 live_manifest.as_ref(),
                 release_dir,
                 &manifest,
-                &plan.shared,
+                &plan.policy.shared,
                 Some(carry_started_ns - MARK_MARGIN_NS),
             )
         })?;
@@ -417,7 +426,12 @@ pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolv
                     fsx::create_dir_all(&dir)?;
                     let dest = dir.join(format!("archive-{}", session.id));
                     session.info(&format!("downloading {}", plan.source.shown()));
-                    archive::download(url, &plan.source.shown(), &dest, plan.limits.max_bytes)?;
+                    archive::download(
+                        url,
+                        &plan.source.shown(),
+                        &dest,
+                        plan.policy.limits.max_bytes,
+                    )?;
                     dest
                 }
             };
@@ -475,7 +489,7 @@ pub(crate) fn materialize(
                 .as_deref()
                 .expect("git sources resolve to a commit");
             let origin = format!("commit {}", short(commit));
-            let mut extractor = Extractor::new(dest, &origin, plan.limits, &mut progress);
+            let mut extractor = Extractor::new(dest, &origin, plan.policy.limits, &mut progress);
             git::archive_into(&session.layout.mirror_path(), commit, &mut extractor)?;
             extractor.finish(false)?
         }
@@ -484,9 +498,9 @@ pub(crate) fn materialize(
                 .archive
                 .as_deref()
                 .expect("archives resolve to a file");
-            archive::extract(path, dest, plan.limits, &mut progress)?
+            archive::extract(path, dest, plan.policy.limits, &mut progress)?
         }
-        Source::Folder(path) => folder::copy(path, dest, plan.limits, &mut progress)?,
+        Source::Folder(path) => folder::copy(path, dest, plan.policy.limits, &mut progress)?,
     };
     session.info(&format!(
         "wrote {} entries ({} bytes) from {}",
@@ -553,14 +567,14 @@ pub(crate) fn build(
             session.layout.webroot().display().to_string(),
         ),
     ];
-    for command in &plan.build {
+    for command in &plan.policy.build {
         session.info(&format!("build: running {command}"));
         let started = std::time::Instant::now();
         run_build_step(
             command,
             release_dir,
             &env,
-            plan.build_timeout,
+            plan.policy.build_timeout,
             &mut |line| {
                 session.debug(&format!("build | {line}"));
             },
@@ -570,7 +584,13 @@ pub(crate) fn build(
             human_duration(started.elapsed())
         ));
     }
-    rescan_after_build(release_dir, &before, manifest, &plan.shared, started_ns)
+    rescan_after_build(
+        release_dir,
+        &before,
+        manifest,
+        &plan.policy.shared,
+        started_ns,
+    )
 }
 
 fn paths_under(root: &Path) -> Result<BTreeSet<PathBuf>> {

@@ -31,7 +31,7 @@ pub(crate) fn deploy_in_place(
     match live {
         Live::Release(release) => {
             session.step(Step::Switch, || {
-                convert_to_plain(session, release, &plan.shared)
+                convert_to_plain(session, release, &plan.policy.shared)
             })?;
             previous = Some(release.clone());
             live_record = session.history.release(&context)?;
@@ -72,7 +72,7 @@ pub(crate) fn deploy_in_place(
     let mut manifest = session.step(Step::Switch, || {
         apply_in_place(session, &staging, &new_manifest, old_manifest.as_ref())?;
         let mut manifest = new_manifest.clone();
-        for path in &plan.shared {
+        for path in &plan.policy.shared {
             if let Some(note) = link_shared(
                 layout,
                 &context_path,
@@ -86,7 +86,7 @@ pub(crate) fn deploy_in_place(
         Ok(manifest)
     })?;
     fsx::remove_dir_all(&staging)?;
-    if !plan.build.is_empty() {
+    if !plan.policy.build.is_empty() {
         manifest = session.step(Step::Build, || {
             crate::deploy::build(session, plan, &context_path, manifest)
         })?;
@@ -114,7 +114,12 @@ pub(crate) fn deploy_in_place(
     )?;
     session.info(&format!("{context} updated in place (plain mode)"));
     let pruned = session.step(Step::Prune, || {
-        crate::maintenance::prune_in_session(session, plan.keep, plan.drain, &plan.shared)
+        crate::maintenance::prune_in_session(
+            session,
+            plan.policy.keep,
+            plan.policy.drain,
+            &plan.policy.shared,
+        )
     })?;
     Ok(DeployResult {
         deployment: session.id,
