@@ -303,3 +303,80 @@ fn webserver_refuses_values_nginx_would_misread() {
         .fails_with(2);
     assert!(out.stderr.contains("webroot"), "{}", out.stderr);
 }
+
+/// The bundled example, served for real: a high score saved through the game's
+/// API survives a deploy that adds a level.
+#[test]
+fn the_bubble_shooter_example_keeps_its_high_scores_across_deploys() {
+    let site = Site::new();
+    let app = site.path("bubble-shooter");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bubble-shooter");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&example)
+        .arg(&app)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    site.deploy(&app).success();
+
+    let fpm = PhpFpm::start(&site.path("fpm"), 2);
+    let port = free_port();
+    let config = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&site.webroot)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    let nginx = Nginx::start(&site.path("nginx"), &config, port);
+    let (status, page) = request(nginx.port, "GET", "/").unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("01-meadow") && !page.contains("04-glacier"),
+        "{page}"
+    );
+    let (status, body) = request(nginx.port, "POST", "/api/scores.php?x=1").unwrap();
+    assert_eq!(status, 400, "a score without a name is refused: {body}");
+    let saved = save_score(nginx.port, "Alice", 4200);
+    assert!(saved.contains("\"Alice\""), "{saved}");
+
+    std::fs::write(
+        app.join("levels/04-glacier.json"),
+        r#"{"name": "Glacier", "rows": ["BBBB"]}"#,
+    )
+    .unwrap();
+    site.deploy(&app).success();
+    let (_, page) = request(nginx.port, "GET", "/").unwrap();
+    assert!(
+        page.contains("04-glacier"),
+        "the new level is served: {page}"
+    );
+    let (status, scores) = request(nginx.port, "GET", "/api/scores.php").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        scores.contains("\"Alice\"") && scores.contains("4200"),
+        "{scores}"
+    );
+    let (status, _) = request(nginx.port, "GET", "/.zdeploy/ROOT/history.sqlite").unwrap();
+    assert!(
+        matches!(status, 403 | 404),
+        "the state dir is never served: {status}"
+    );
+}
+
+fn save_score(port: u16, name: &str, score: u32) -> String {
+    use std::io::{Read, Write};
+    let body = format!("name={name}&score={score}&level=01-meadow");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/scores.php HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    response
+}

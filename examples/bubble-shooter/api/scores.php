@@ -10,7 +10,7 @@ if ($_SERVER['REQUEST_METHOD'] === 'POST') {
     $name = trim((string)($_POST['name'] ?? ''));
     $score = filter_var($_POST['score'] ?? null, FILTER_VALIDATE_INT, ['options' => ['min_range' => 0, 'max_range' => 10000000]]);
     $level = preg_replace('/[^A-Za-z0-9_-]/', '', (string)($_POST['level'] ?? ''));
-    if ($name === '' || mb_strlen($name) > 20 || $score === false || $level === '') {
+    if (!preg_match('/^.{1,20}$/u', $name) || $score === false || $level === '') {
         http_response_code(400);
         echo json_encode(['error' => 'name (1-20 characters), score and level are required']);
         exit;
