@@ -4,12 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The tests drive real git, drop privileges with setpriv (util-linux), and
-# serve deploys under load with real nginx and PHP-FPM.
+# serve deploys under load with real nginx, Apache and PHP-FPM.
 needed=()
 command -v git >/dev/null || needed+=(git)
 command -v setpriv >/dev/null || needed+=(util-linux)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v php-fpm8.2 >/dev/null || [ -x /usr/sbin/php-fpm8.2 ] || needed+=(php8.2-fpm)
+command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || needed+=(apache2)
 if [ ${#needed[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: please install: ${needed[*]}" >&2

@@ -77,6 +77,12 @@ pub struct TargetArgs {
     /// Context: the name the web server serves inside the webroot [default: ROOT]
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Behind Apache: the file its vhost includes for the document root, rewritten at each switch
+    #[arg(long, value_name = "FILE")]
+    pub apache_include: Option<PathBuf>,
+    /// Behind Apache: the graceful reload command [default: apachectl -k graceful]
+    #[arg(long, value_name = "CMD")]
+    pub apache_reload: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -214,6 +220,7 @@ pub struct PruneArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum WebServer {
     Nginx,
+    Apache,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +260,8 @@ impl TargetArgs {
         Overrides {
             webroot: self.webroot.clone(),
             context: self.context.clone(),
+            apache_include: self.apache_include.clone(),
+            apache_reload: self.apache_reload.clone(),
             ..Overrides::default()
         }
     }

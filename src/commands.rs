@@ -105,6 +105,7 @@ pub fn rollback_command(
         target: rest.first().cloned(),
         shared: app.policy.shared.clone(),
         settle: app.policy.settle,
+        apache: app.policy.apache.clone(),
     };
     let result = rollback(&app.layout, &plan, &run_options(args.wait), console)?;
     if args.json {
@@ -335,6 +336,7 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
         app.policy.keep,
         app.policy.drain,
         &app.policy.shared,
+        app.policy.apache.as_ref(),
         &run_options(args.wait),
         console,
     )?;
@@ -360,7 +362,14 @@ pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result
         return Err(UsageError("usage: zdeploy keep [APP] RELEASE NAME".into()).into());
     };
     let app = select_app(config, app, &args.target.overrides())?;
-    let kept = maintenance::keep(&app.layout, release, name, &run_options(args.wait), console)?;
+    let kept = maintenance::keep(
+        &app.layout,
+        release,
+        name,
+        app.policy.apache.as_ref(),
+        &run_options(args.wait),
+        console,
+    )?;
     println!("kept {kept}");
     Ok(())
 }
@@ -381,6 +390,38 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
                 php_fpm: &php_fpm,
             },
         )?,
+        WebServer::Apache => {
+            let Some(switch) = &app.policy.apache else {
+                return Err(UsageError(
+                    "Apache needs the include file its vhost reads the document root from: pass --apache-include FILE or set apache.include".into(),
+                )
+                .into());
+            };
+            let text = crate::webserver::apache(
+                &app.layout,
+                switch,
+                &crate::webserver::ApacheOptions {
+                    listen: &args.listen,
+                    server_name: &args.server_name,
+                    php_fpm: &php_fpm,
+                },
+            )?;
+            // The vhost's Include must exist before Apache loads it.
+            match read_live(&app.layout)? {
+                Live::Release(name) => {
+                    switch.point_at(&app.layout, &name)?;
+                    eprintln!(
+                        "wrote {} for the live release {name}",
+                        switch.include.display()
+                    );
+                }
+                _ => eprintln!(
+                    "nothing is deployed yet: the first deploy writes {} and reloads Apache",
+                    switch.include.display()
+                ),
+            }
+            text
+        }
     };
     print!("{text}");
     Ok(())

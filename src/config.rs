@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use zdeploy_core::ErrorKind;
+use zdeploy_core::apache::ApacheSwitch;
 use zdeploy_core::deploy::{DEFAULT_SETTLE, DeployPlan, Policy};
 use zdeploy_core::layout::Layout;
 use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
@@ -87,6 +88,15 @@ struct RawApp {
     max_archive_size: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
     php_fpm: Option<RawPhpFpm>,
+    webserver: Option<Spanned<String>>,
+    apache: Option<Spanned<RawApache>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApache {
+    include: Option<String>,
+    reload: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +122,9 @@ pub struct Overrides {
     pub build_timeout: Option<String>,
     pub max_archive_size: Option<String>,
     pub max_archive_entries: Option<i64>,
+    pub webserver: Option<String>,
+    pub apache_include: Option<PathBuf>,
+    pub apache_reload: Option<String>,
 }
 
 /// One app, validated.
@@ -461,6 +474,8 @@ fn resolve(
                 .into());
         }
     }
+    let zero_downtime = flags.zero_downtime.or(raw.zero_downtime).unwrap_or(true);
+    let apache = apache_switch(raw, flags, origin, zero_downtime)?;
     Ok(AppConfig {
         name,
         layout,
@@ -470,13 +485,84 @@ fn resolve(
             keep,
             drain,
             settle,
-            zero_downtime: flags.zero_downtime.or(raw.zero_downtime).unwrap_or(true),
+            zero_downtime,
             shared,
             build,
             build_timeout,
             limits,
+            apache,
         },
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
     })
+}
+
+/// Behind Apache the include file and reload command; `apache.include` (or
+/// `--apache-include`) implies `webserver = "apache"`.
+fn apache_switch(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+    zero_downtime: bool,
+) -> Result<Option<ApacheSwitch>, ConfigError> {
+    let (server, server_span) = match pick(flags.webserver.clone(), &raw.webserver) {
+        Some((name, span)) => (Some(name), span),
+        None => (None, None),
+    };
+    let table = raw.apache.as_ref();
+    let table_span = table.map(|t| t.span());
+    let include = flags
+        .apache_include
+        .clone()
+        .or_else(|| table.and_then(|t| t.get_ref().include.as_ref().map(PathBuf::from)));
+    let reload = flags
+        .apache_reload
+        .clone()
+        .or_else(|| table.and_then(|t| t.get_ref().reload.clone()))
+        .unwrap_or_else(|| zdeploy_core::apache::DEFAULT_RELOAD.to_string());
+    let apache = match (server.as_deref(), include) {
+        (Some("nginx"), Some(_)) => {
+            return Err(origin
+                .error(
+                    "apache",
+                    "--apache-include",
+                    table_span,
+                    "an Apache include is set but webserver is nginx",
+                )
+                .into());
+        }
+        (Some("nginx"), None) | (None, None) => None,
+        (Some("apache") | None, Some(include)) => {
+            let include = std::path::absolute(&include).unwrap_or(include);
+            Some(ApacheSwitch { include, reload })
+        }
+        (Some("apache"), None) => {
+            return Err(origin
+                .error(
+                    "webserver",
+                    "--webserver",
+                    server_span,
+                    "Apache needs the include file its vhost reads the document root from: set apache.include (or --apache-include)",
+                )
+                .into());
+        }
+        (Some(other), _) => {
+            return Err(origin
+                .error(
+                    "webserver",
+                    "--webserver",
+                    server_span,
+                    &format!("unknown web server '{other}'; use nginx or apache"),
+                )
+                .into());
+        }
+    };
+    if apache.is_some() && !zero_downtime {
+        return Err(UsageError(format!(
+            "{}plain mode serves the context folder itself: point Apache's DocumentRoot at it and leave the apache include unset",
+            origin.prefix()
+        ))
+        .into());
+    }
+    Ok(apache)
 }

@@ -1,7 +1,7 @@
 //! The first deploy over a site deployed by other means, plain mode and the
 //! conversions between layouts, and build steps.
 
-use crate::support::{Site, write_files};
+use crate::support::{Site, Zdeploy, write_files};
 
 #[test]
 fn first_deploy_over_an_existing_site_keeps_its_files() {
@@ -154,4 +154,151 @@ fn a_build_that_times_out_is_killed_with_its_children() {
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert!(!marker.exists(), "the whole process group was killed");
     assert_eq!(site.snapshot(), before);
+}
+
+/// Behind Apache without a real Apache: the reload command records each call.
+fn apache_flags(site: &Site, reload: &str) -> Vec<String> {
+    vec![
+        "--apache-include".into(),
+        site.path("apache-root.conf").display().to_string(),
+        "--apache-reload".into(),
+        reload.into(),
+    ]
+}
+
+fn include_names(site: &Site) -> String {
+    let text = std::fs::read_to_string(site.path("apache-root.conf")).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("DocumentRoot"))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn apache_follows_each_switch_and_a_failed_reload_switches_back() {
+    let site = Site::new();
+    let app = site.path("app");
+    let calls = site.path("reloads");
+    let reload = format!("echo reload >> {}", calls.display());
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app)
+        .args(apache_flags(&site, &reload))
+        .success();
+    let first = site.live_release();
+    assert!(
+        include_names(&site).contains(&first),
+        "{}",
+        include_names(&site)
+    );
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app)
+        .args(apache_flags(&site, &reload))
+        .success();
+    assert!(include_names(&site).contains(&site.live_release()));
+    site.zdeploy("rollback")
+        .args(["--settle", "0s"])
+        .args(apache_flags(&site, &reload))
+        .success();
+    assert!(
+        include_names(&site).contains(&first),
+        "rollback moves Apache too"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap().lines().count(),
+        3,
+        "one reload per switch"
+    );
+
+    let before = site.snapshot();
+    write_files(&app, &[("index.php", "v3")]);
+    let out = site
+        .deploy(&app)
+        .args(apache_flags(
+            &site,
+            "echo 'AH00526: Syntax error' >&2; exit 1",
+        ))
+        .fails_with(1);
+    assert!(
+        out.stderr.contains("apache reload failed") && out.stderr.contains("AH00526"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(site.live_release(), first, "switched back");
+    assert!(include_names(&site).contains(&first), "include restored");
+    assert_eq!(site.snapshot(), before, "the new release was removed");
+}
+
+#[test]
+fn a_deploy_killed_before_apache_was_told_is_caught_up_by_the_next_run() {
+    let site = Site::new();
+    let app = site.path("app");
+    let calls = site.path("reloads");
+    let reload = format!("echo reload >> {}", calls.display());
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app)
+        .args(apache_flags(&site, &reload))
+        .success();
+    write_files(&app, &[("index.php", "v2")]);
+    let out = site
+        .deploy(&app)
+        .args(apache_flags(&site, &reload))
+        .env("ZDEPLOY_FAILPOINT", "switch.renamed")
+        .run();
+    assert_eq!(out.code, None, "{}", out.stderr);
+    let live = site.live_release();
+    assert!(
+        !include_names(&site).contains(&live),
+        "Apache still on the old release"
+    );
+    site.zdeploy("prune")
+        .args(apache_flags(&site, &reload))
+        .success();
+    assert!(
+        include_names(&site).contains(&live),
+        "recover pointed Apache at the live release"
+    );
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn apache_settings_are_checked() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    let out = site
+        .deploy(&app)
+        .args(apache_flags(&site, "true"))
+        .arg("--no-zero-downtime")
+        .fails_with(2);
+    assert!(
+        out.stderr
+            .contains("plain mode serves the context folder itself"),
+        "{}",
+        out.stderr
+    );
+    let out = Zdeploy::new()
+        .args(["webserver", "apache", "--webroot"])
+        .arg(&site.webroot)
+        .fails_with(2);
+    assert!(out.stderr.contains("--apache-include"), "{}", out.stderr);
+    let config = site.path("zdeploy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\nwebserver = \"apache\"\n",
+            site.webroot.display(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    let out = Zdeploy::new()
+        .args(["deploy", "--config"])
+        .arg(&config)
+        .fails_with(2);
+    assert!(
+        out.stderr.contains(":4: apps.a.webserver") && out.stderr.contains("apache.include"),
+        "{}",
+        out.stderr
+    );
+    assert!(site.releases().is_empty());
 }

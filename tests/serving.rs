@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::servers::{Nginx, PhpFpm, free_port, request};
+use crate::support::servers::{Apache, Nginx, PhpFpm, free_port, request};
 use crate::support::{Site, Zdeploy};
 
 /// A PHP app whose page includes two PHP files and a data file that must all
@@ -77,37 +77,92 @@ struct Op {
     version: String,
 }
 
-#[test]
-fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
-    let site = Site::new();
-    let app = site.path("app");
-    php_app(&app, "v0");
-    let deploy_args = ["--keep", "2", "--drain", "1s", "--settle", "200ms"];
-    site.deploy(&app).args(deploy_args).success();
+/// What a load run saw.
+struct LoadReport {
+    deploys: usize,
+    rollbacks: usize,
+    requests: usize,
+    failed: Vec<String>,
+    torn: Vec<String>,
+    stale: Vec<String>,
+    saved: Vec<String>,
+    save_failures: Vec<String>,
+}
 
-    let fpm = PhpFpm::start(&site.path("fpm"), 4);
-    let port = free_port();
-    let config = Zdeploy::new()
-        .args(["webserver", "nginx", "--webroot"])
-        .arg(&site.webroot)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
-    assert!(
-        config.contains("$realpath_root$fastcgi_script_name"),
-        "{config}"
-    );
-    let nginx = Nginx::start(&site.path("nginx"), &config, port);
-    assert_eq!(
-        request(nginx.port, "GET", "/").unwrap(),
-        (200, "page=v0 a=v0 b=v0 data=v0".to_string())
-    );
+impl LoadReport {
+    #[track_caller]
+    fn assert_zero_downtime(&self, site: &Site) {
+        eprintln!(
+            "{} deploys, {} rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves",
+            self.deploys,
+            self.rollbacks,
+            self.requests,
+            self.failed.len(),
+            self.torn.len(),
+            self.stale.len(),
+            self.saved.len()
+        );
+        let first = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>();
+        assert_eq!((self.deploys, self.rollbacks), (100, 20));
+        assert!(
+            self.requests > 1000,
+            "the load ran throughout: {} requests",
+            self.requests
+        );
+        assert!(
+            self.failed.is_empty(),
+            "{} failed requests, e.g. {:?}",
+            self.failed.len(),
+            first(&self.failed)
+        );
+        assert!(
+            self.torn.is_empty(),
+            "{} torn pages, e.g. {:?}",
+            self.torn.len(),
+            first(&self.torn)
+        );
+        assert!(
+            self.stale.is_empty(),
+            "{} stale pages, e.g. {:?}",
+            self.stale.len(),
+            first(&self.stale)
+        );
+        assert!(
+            self.save_failures.is_empty(),
+            "{} saves failed: {:?}",
+            self.save_failures.len(),
+            first(&self.save_failures)
+        );
+        assert!(self.saved.len() > 100, "the saver ran throughout");
+        let saves = site.context().join("saves");
+        let missing: Vec<_> = self
+            .saved
+            .iter()
+            .filter(|id| {
+                std::fs::read_to_string(saves.join(format!("{id}.txt")))
+                    .ok()
+                    .as_deref()
+                    != Some(&format!("saved {id}"))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} saves lost or damaged: {:?}",
+            missing.len(),
+            self.saved.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+}
 
+/// Keep every PHP worker busy (6 readers for 4 workers) and a saver posting,
+/// while 100 deploys and 20 rollbacks run with keep 2; `extra` goes to every
+/// deploy and rollback.
+fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> LoadReport {
+    let deploy_args = ["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"];
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let mut readers = Vec::new();
-    // More clients than PHP workers: every worker stays busy.
     for _ in 0..6 {
         let (stop, samples) = (stop.clone(), samples.clone());
         readers.push(std::thread::spawn(move || {
@@ -143,17 +198,16 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
     };
 
     let mut ops = Vec::new();
-    let mut deploys = 0;
-    let mut rollbacks = 0;
+    let (mut deploys, mut rollbacks) = (0, 0);
     let mut history: Vec<String> = vec!["v0".into()];
     for i in 1..=100 {
         let version = format!("v{i}");
-        php_app(&app, &version);
+        php_app(app, &version);
         let started = Instant::now();
         site.zdeploy("deploy")
             .args(deploy_args)
-            .arg(&app)
-            .arg("-q")
+            .args(extra)
+            .arg(app)
             .success();
         ops.push(Op {
             started,
@@ -166,6 +220,7 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
             let started = Instant::now();
             site.zdeploy("rollback")
                 .args(["--settle", "200ms", "-q"])
+                .args(extra)
                 .success();
             history.pop();
             let back = history.last().unwrap().clone();
@@ -218,61 +273,88 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
             stale.push(format!("{version} not in {allowed:?}"));
         }
     }
-    eprintln!(
-        "{deploys} deploys, {rollbacks} rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves",
-        samples.len(),
-        failed.len(),
-        torn.len(),
-        stale.len(),
-        saved.len()
-    );
-    assert_eq!((deploys, rollbacks), (100, 20));
+    LoadReport {
+        deploys,
+        rollbacks,
+        requests: samples.len(),
+        failed,
+        torn,
+        stale,
+        saved,
+        save_failures,
+    }
+}
+
+#[test]
+fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
+    let site = Site::new();
+    let app = site.path("app");
+    php_app(&app, "v0");
+    site.deploy(&app).success();
+    let fpm = PhpFpm::start(&site.path("fpm"), 4);
+    let port = free_port();
+    let config = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&site.webroot)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
     assert!(
-        samples.len() > 1000,
-        "the load ran throughout: {} requests",
-        samples.len()
+        config.contains("$realpath_root$fastcgi_script_name"),
+        "{config}"
     );
-    assert!(
-        failed.is_empty(),
-        "{} failed requests, e.g. {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
+    let nginx = Nginx::start(&site.path("nginx"), &config, port);
+    assert_eq!(
+        request(nginx.port, "GET", "/").unwrap(),
+        (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
+    deploy_under_load(&site, &app, nginx.port, &[]).assert_zero_downtime(&site);
+}
+
+#[test]
+fn apache_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
+    let site = Site::new();
+    // Apache's children run as www-data and must reach the webroot.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = site.path("app");
+    php_app(&app, "v0");
+    site.deploy(&app).success();
+    let fpm = PhpFpm::start(&site.path("fpm"), 4);
+    let port = free_port();
+    let include = site.path("apache-root.conf");
+    let apache_dir = site.path("apache");
+    let reload = format!("kill -USR1 $(cat {}/apache.pid)", apache_dir.display());
+    let extra = vec![
+        "--apache-include".to_string(),
+        include.display().to_string(),
+        "--apache-reload".to_string(),
+        reload.clone(),
+    ];
+    let config = Zdeploy::new()
+        .args(["webserver", "apache", "--webroot"])
+        .arg(&site.webroot)
+        .args(&extra)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
     assert!(
-        torn.is_empty(),
-        "{} torn pages, e.g. {:?}",
-        torn.len(),
-        &torn[..torn.len().min(5)]
+        config.contains(&format!("Include \"{}\"", include.display())),
+        "{config}"
     );
-    assert!(
-        stale.is_empty(),
-        "{} stale pages, e.g. {:?}",
-        stale.len(),
-        &stale[..stale.len().min(5)]
+    let apache = Apache::start(&apache_dir, &config, port);
+    assert_eq!(apache.reload_command, reload);
+    assert_eq!(
+        request(apache.port, "GET", "/").unwrap(),
+        (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
+    deploy_under_load(&site, &app, apache.port, &extra).assert_zero_downtime(&site);
+    let include_text = std::fs::read_to_string(&include).unwrap();
     assert!(
-        save_failures.is_empty(),
-        "{} saves failed: {:?}",
-        save_failures.len(),
-        &save_failures[..save_failures.len().min(5)]
-    );
-    assert!(saved.len() > 100, "the saver ran throughout");
-    let saves = site.context().join("saves");
-    let missing: Vec<_> = saved
-        .iter()
-        .filter(|id| {
-            std::fs::read_to_string(saves.join(format!("{id}.txt")))
-                .ok()
-                .as_deref()
-                != Some(&format!("saved {id}"))
-        })
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} saves lost or damaged: {:?}",
-        missing.len(),
-        saved.len(),
-        &missing[..missing.len().min(10)]
+        include_text.contains(&site.live_release()),
+        "the include names the live release: {include_text}"
     );
 }
 

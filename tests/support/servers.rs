@@ -191,3 +191,58 @@ pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, Str
         .unwrap_or_default();
     Ok((status, body))
 }
+
+pub struct Apache {
+    pub port: u16,
+    /// Makes this Apache reread its config gracefully (SIGUSR1).
+    pub reload_command: String,
+    _server: Server,
+}
+
+impl Apache {
+    /// Apache (mpm_event, mod_proxy_fcgi) serving `site` (a vhost) on `port`.
+    pub fn start(dir: &Path, site: &str, port: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("site.conf"), site).unwrap();
+        let d = dir.display();
+        let user = if running_as_root() {
+            "User www-data\nGroup www-data\n"
+        } else {
+            ""
+        };
+        let modules = [
+            "mpm_event",
+            "authz_core",
+            "dir",
+            "mime",
+            "proxy",
+            "proxy_fcgi",
+        ]
+        .iter()
+        .map(|m| format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"))
+        .collect::<String>();
+        let config = format!(
+            "ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/apache.pid\nMutex file:{d} default\n{modules}{user}\
+             ServerName localhost\nErrorLog /proc/self/fd/2\nLogLevel warn\nListen 127.0.0.1:{port}\n\
+             TypesConfig /etc/mime.types\nInclude {d}/site.conf\n"
+        );
+        let path = dir.join("apache2.conf");
+        std::fs::write(&path, config).unwrap();
+        let server = Server::spawn(
+            "apache",
+            Command::new("apache2")
+                .arg("-f")
+                .arg(&path)
+                .arg("-DFOREGROUND"),
+        );
+        wait_for(
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "apache port",
+        );
+        Apache {
+            port,
+            reload_command: format!("kill -USR1 $(cat {d}/apache.pid)"),
+            _server: server,
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! Build steps: shell commands run inside the new release before the switch,
-//! with a timeout that kills the whole process group.
+//! Shell commands zdeploy runs (build steps inside the new release, a web
+//! server reload), with a timeout that kills the whole process group.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -8,20 +8,19 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// How much of a failed step's output goes into the error message.
 const ERROR_TAIL_LINES: usize = 20;
 
-/// Run `command` with `sh -c` in `dir`; every output line goes to `on_line`.
-pub fn run_build_step(
+/// Run `command` with `sh -c` in `dir`; every output line goes to
+/// `on_line`. The error says why, with the last lines of output.
+pub fn run_command(
     command: &str,
     dir: &Path,
     env: &[(&str, String)],
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
-) -> Result<()> {
+) -> Result<(), String> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("exec 2>&1; {command}"))
@@ -32,7 +31,7 @@ pub fn run_build_step(
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .map_err(|e| Error::Build(format!("cannot start build step '{command}': {e}")))?;
+        .map_err(|e| format!("cannot start '{command}': {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (lines_tx, lines_rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -69,11 +68,9 @@ pub fn run_build_step(
             rustix::process::Signal::KILL,
         );
     }
-    let status = child.wait().map_err(|e| {
-        Error::Build(format!(
-            "build step '{command}' could not be waited for: {e}"
-        ))
-    })?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("'{command}' could not be waited for: {e}"))?;
     let _ = reader.join();
     for line in lines_rx.try_iter() {
         on_line(&line);
@@ -81,19 +78,17 @@ pub fn run_build_step(
     }
     let output = tail.join("\n");
     if timed_out {
-        return Err(Error::Build(format!(
-            "build step '{command}' timed out after {}s and was killed; output:\n{output}",
+        return Err(format!(
+            "'{command}' timed out after {}s and was killed; output:\n{output}",
             timeout.as_secs()
-        )));
+        ));
     }
     if !status.success() {
         let code = status
             .code()
             .map(|c| format!("exit code {c}"))
             .unwrap_or_else(|| "a signal".into());
-        return Err(Error::Build(format!(
-            "build step '{command}' failed with {code}; output:\n{output}"
-        )));
+        return Err(format!("'{command}' failed with {code}; output:\n{output}"));
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use walkdir::WalkDir;
 
-use crate::build::run_build_step;
+use crate::apache::ApacheSwitch;
+use crate::build::run_command;
 use crate::carry::{Carry, CarryReport};
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -42,6 +43,8 @@ pub struct Policy {
     pub build: Vec<String>,
     pub build_timeout: Duration,
     pub limits: Limits,
+    /// Behind Apache: the include file and reload command to follow switches.
+    pub apache: Option<ApacheSwitch>,
 }
 
 impl Default for Policy {
@@ -55,6 +58,7 @@ impl Default for Policy {
             build: Vec::new(),
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
             limits: Limits::default(),
+            apache: None,
         }
     }
 }
@@ -118,7 +122,9 @@ pub fn deploy(
 
 fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     let layout = session.layout;
-    session.step(Step::Recover, || recover(session))?;
+    session.step(Step::Recover, || {
+        recover(session, plan.policy.apache.as_ref())
+    })?;
     let live = read_live(layout)?;
     let resolved = session.step(Step::Resolve, || resolve(session, plan))?;
     let live_record = match live.record_name(layout) {
@@ -202,7 +208,11 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         // New files must be on disk before a name points at them.
         rustix::fs::syncfs(fsx::open(layout.webroot())?)
             .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
-        switch_to(layout, &name, displaced.as_deref())
+        switch_to(layout, &name, displaced.as_deref())?;
+        match &plan.policy.apache {
+            Some(apache) => tell_apache(session, apache, &name, previous.as_deref()),
+            None => Ok(()),
+        }
     });
     if let Err(error) = switched {
         // The rename may have happened before a later part failed: only a
@@ -570,7 +580,7 @@ pub(crate) fn build(
     for command in &plan.policy.build {
         session.info(&format!("build: running {command}"));
         let started = std::time::Instant::now();
-        run_build_step(
+        run_command(
             command,
             release_dir,
             &env,
@@ -578,7 +588,8 @@ pub(crate) fn build(
             &mut |line| {
                 session.debug(&format!("build | {line}"));
             },
-        )?;
+        )
+        .map_err(|why| Error::Build(format!("build step {why}")))?;
         session.info(&format!(
             "build: {command} finished in {}",
             human_duration(started.elapsed())
@@ -775,6 +786,30 @@ pub(crate) fn settle(
     if let Err(e) = result {
         session.warn(&format!("settle: could not carry late writes from {old}: {e}; they stay in {old} and are carried again before it is pruned"));
     }
+}
+
+/// Behind Apache, point its include at the new live release and reload
+/// gracefully. If Apache cannot be told, switch back so the symlink and
+/// Apache agree, and fail.
+pub(crate) fn tell_apache(
+    session: &Session<'_>,
+    apache: &ApacheSwitch,
+    new: &str,
+    previous: Option<&str>,
+) -> Result<()> {
+    let layout = session.layout;
+    if let Err(error) = apache.point_at(layout, new).and_then(|_| apache.reload()) {
+        if let Some(previous) = previous {
+            apache.point_at(layout, previous)?;
+            switch_to(layout, previous, None)?;
+            session.warn(&format!(
+                "switched back to {previous}: Apache could not be reloaded"
+            ));
+        }
+        return Err(error);
+    }
+    session.info(&format!("Apache reloaded to serve {new}"));
+    Ok(())
 }
 
 /// Remove a release this run created and mark it failed.

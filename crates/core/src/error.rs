@@ -27,6 +27,9 @@ pub enum Error {
     /// A build step failed or timed out.
     #[error("{0}")]
     Build(String),
+    /// The web server could not be told about a switch.
+    #[error("{0}")]
+    Server(String),
     /// The webroot is missing, not a folder or not writable.
     #[error("{0}")]
     Webroot(String),
@@ -62,7 +65,7 @@ impl Error {
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Source(_) => ErrorKind::Source,
             Error::Busy(_) => ErrorKind::Busy,
-            Error::Build(_) => ErrorKind::Failed,
+            Error::Build(_) | Error::Server(_) => ErrorKind::Failed,
             Error::Io { .. } | Error::Webroot(_) | Error::History { .. } => ErrorKind::Filesystem,
         }
     }

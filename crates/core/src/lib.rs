@@ -1,6 +1,7 @@
 //! zdeploy's engine: zero-downtime releases of a web app served from a
 //! document root. Synchronous, no HTTP: the binary adds the CLI and the agent.
 
+pub mod apache;
 pub mod build;
 pub mod carry;
 pub mod deploy;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::apache::ApacheSwitch;
 use crate::deploy::{MARK_MARGIN_NS, carry_logged, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -109,12 +110,13 @@ pub fn prune(
     keep: usize,
     drain: Duration,
     shared: &[PathBuf],
+    apache: Option<&ApacheSwitch>,
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<Vec<String>> {
     let session = Session::open(layout, Kind::Prune, options, None, None, observer)?;
     let result = session
-        .step(Step::Recover, || crate::recover::recover(&session))
+        .step(Step::Recover, || crate::recover::recover(&session, apache))
         .and_then(|_| {
             session.step(Step::Prune, || {
                 prune_in_session(&session, keep, drain, shared)
@@ -131,19 +133,25 @@ pub fn keep(
     layout: &Layout,
     release: &str,
     name: &str,
+    apache: Option<&ApacheSwitch>,
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<String> {
     validate_kept_name(name)?;
     let session = Session::open(layout, Kind::Keep, options, None, None, observer)?;
-    let result = keep_in_session(&session, release, name);
+    let result = keep_in_session(&session, release, name, apache);
     session.finish(&result, |_| Outcome::Success)?;
     result
 }
 
-fn keep_in_session(session: &Session<'_>, release: &str, name: &str) -> Result<String> {
+fn keep_in_session(
+    session: &Session<'_>,
+    release: &str,
+    name: &str,
+    apache: Option<&ApacheSwitch>,
+) -> Result<String> {
     let layout = session.layout;
-    session.step(Step::Recover, || crate::recover::recover(session))?;
+    session.step(Step::Recover, || crate::recover::recover(session, apache))?;
     let release = resolve_release_name(layout, release)?;
     let new_name = format!("{}_{name}", layout.context());
     if fsx::metadata_if_exists(&layout.release_path(&new_name))?.is_some() {
@@ -160,6 +168,11 @@ fn keep_in_session(session: &Session<'_>, release: &str, name: &str) -> Result<S
         fsx::symlink(Path::new(&new_name), &new_path)?;
         fsx::exchange(&old_path, &new_path)?;
         switch_to(layout, &new_name, None)?;
+        if let Some(apache) = apache {
+            // Apache serves the old name through the symlink until it reloads.
+            apache.point_at(layout, &new_name)?;
+            apache.reload()?;
+        }
         fsx::remove_file(&old_path)?;
     } else {
         fsx::rename(&old_path, &new_path)?;

@@ -1,6 +1,7 @@
 //! Step `recover`: undo what a killed run left behind, using only facts (the
 //! lock is ours, so every "running" record is dead).
 
+use crate::apache::ApacheSwitch;
 use crate::error::Result;
 use crate::fsx;
 use crate::history::now_ms;
@@ -9,7 +10,7 @@ use crate::release::ReleaseState;
 use crate::session::Session;
 use crate::switch::{Live, read_live};
 
-pub fn recover(session: &Session<'_>) -> Result<()> {
+pub fn recover(session: &Session<'_>, apache: Option<&ApacheSwitch>) -> Result<()> {
     let layout = session.layout;
     let history = &session.history;
 
@@ -88,6 +89,17 @@ pub fn recover(session: &Session<'_>) -> Result<()> {
         session.warn(&format!(
             "removed {}, left half-built by an interrupted deploy",
             release.name
+        ));
+    }
+    // Behind Apache, a run killed between the switch and the reload left
+    // Apache on the old release: make it follow the symlink again.
+    if let (Some(apache), Live::Release(name)) = (apache, &live)
+        && apache.current() != Some(layout.release_path(name))
+    {
+        apache.point_at(layout, name)?;
+        apache.reload()?;
+        session.warn(&format!(
+            "Apache was not serving the live release; pointed it at {name} and reloaded"
         ));
     }
     let count = history.interrupt_running_except(session.id)?;

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::deploy::{MARK_MARGIN_NS, carry_logged, now_ns, settle};
+use crate::apache::ApacheSwitch;
+use crate::deploy::{MARK_MARGIN_NS, carry_logged, now_ns, settle, tell_apache};
 use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome, now_ms};
 use crate::inventory::releases_on_disk;
@@ -27,6 +28,7 @@ pub struct RollbackPlan {
     pub target: Option<String>,
     pub shared: Vec<PathBuf>,
     pub settle: Duration,
+    pub apache: Option<ApacheSwitch>,
 }
 
 pub fn rollback(
@@ -43,7 +45,9 @@ pub fn rollback(
 
 fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let layout = session.layout;
-    session.step(Step::Recover, || crate::recover::recover(session))?;
+    session.step(Step::Recover, || {
+        crate::recover::recover(session, plan.apache.as_ref())
+    })?;
     let current = match read_live(layout)? {
         Live::Release(name) => name,
         Live::Folder => {
@@ -126,7 +130,11 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         )
     })?;
     session.step(Step::Switch, || {
-        switch_to(layout, &target, None).map(|_| ())
+        switch_to(layout, &target, None)?;
+        match &plan.apache {
+            Some(apache) => tell_apache(session, apache, &target, Some(&current)),
+            None => Ok(()),
+        }
     })?;
     session
         .history
