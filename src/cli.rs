@@ -83,6 +83,9 @@ pub struct TargetArgs {
     /// Behind Apache: the graceful reload command [default: apachectl -k graceful]
     #[arg(long, value_name = "CMD")]
     pub apache_reload: Option<String>,
+    /// Reset PHP-FPM's opcache over FastCGI at this socket or host:port after each switch
+    #[arg(long, value_name = "ADDR")]
+    pub opcache_reset: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -262,6 +265,7 @@ impl TargetArgs {
             context: self.context.clone(),
             apache_include: self.apache_include.clone(),
             apache_reload: self.apache_reload.clone(),
+            opcache_reset: self.opcache_reset.clone(),
             ..Overrides::default()
         }
     }

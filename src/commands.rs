@@ -103,9 +103,7 @@ pub fn rollback_command(
     let app = select_app(config, app, &overrides)?;
     let plan = RollbackPlan {
         target: rest.first().cloned(),
-        shared: app.policy.shared.clone(),
-        settle: app.policy.settle,
-        apache: app.policy.apache.clone(),
+        policy: app.policy.clone(),
     };
     let result = rollback(&app.layout, &plan, &run_options(args.wait), console)?;
     if args.json {

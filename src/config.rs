@@ -103,6 +103,8 @@ struct RawApache {
 #[serde(deny_unknown_fields)]
 struct RawPhpFpm {
     address: Option<String>,
+    #[serde(default)]
+    opcache_reset: bool,
 }
 
 /// Flags that override (or, ad hoc, replace) an app's config keys.
@@ -125,6 +127,8 @@ pub struct Overrides {
     pub webserver: Option<String>,
     pub apache_include: Option<PathBuf>,
     pub apache_reload: Option<String>,
+    /// `--opcache-reset ADDR`: reset PHP-FPM's opcache there after each switch.
+    pub opcache_reset: Option<String>,
 }
 
 /// One app, validated.
@@ -491,6 +495,7 @@ fn resolve(
             build_timeout,
             limits,
             apache,
+            opcache_reset: opcache_reset(raw, flags),
         },
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
@@ -565,4 +570,23 @@ fn apache_switch(
         .into());
     }
     Ok(apache)
+}
+
+/// `php_fpm = { address, opcache_reset = true }`, or `--opcache-reset ADDR`.
+fn opcache_reset(raw: &RawApp, flags: &Overrides) -> Option<zdeploy_core::fastcgi::Address> {
+    use zdeploy_core::fastcgi::Address;
+    if let Some(address) = &flags.opcache_reset {
+        return Some(Address::parse(address));
+    }
+    match &raw.php_fpm {
+        Some(RawPhpFpm {
+            opcache_reset: true,
+            address,
+        }) => Some(Address::parse(
+            address
+                .as_deref()
+                .unwrap_or(crate::webserver::DEFAULT_PHP_FPM),
+        )),
+        _ => None,
+    }
 }

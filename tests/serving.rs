@@ -462,3 +462,87 @@ fn save_score(port: u16, name: &str, score: u32) -> String {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     response
 }
+
+#[test]
+fn opcache_is_reset_over_fastcgi_after_a_switch() {
+    let site = Site::new();
+    let app = site.path("app");
+    let status_page = "<?php\n$s = opcache_get_status(false);\necho json_encode(['enabled' => $s !== false && $s['opcache_enabled'], 'manual_restarts' => $s ? $s['opcache_statistics']['manual_restarts'] : -1]);\n";
+    crate::support::write_files(
+        &app,
+        &[
+            ("index.php", "<?php echo 'v1';"),
+            ("status.php", status_page),
+        ],
+    );
+    site.deploy(&app).success();
+    let fpm = PhpFpm::start(&site.path("fpm"), 2);
+    let port = free_port();
+    let config = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&site.webroot)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    let nginx = Nginx::start(&site.path("nginx"), &config, port);
+    let restarts = || -> i64 {
+        let (status, body) = request(nginx.port, "GET", "/status.php").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let value: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+        assert_eq!(value["enabled"], true, "php-fpm runs with opcache: {body}");
+        value["manual_restarts"].as_i64().unwrap()
+    };
+    let before = restarts();
+    crate::support::write_files(&app, &[("index.php", "<?php echo 'v1b';")]);
+    site.deploy(&app).success();
+    assert_eq!(
+        restarts(),
+        before,
+        "without --opcache-reset nothing resets it"
+    );
+    crate::support::write_files(&app, &[("index.php", "<?php echo 'v2';")]);
+    let out = site
+        .deploy(&app)
+        .arg("--opcache-reset")
+        .arg(&fpm.socket)
+        .success();
+    assert!(
+        out.stderr.contains("reset PHP-FPM's opcache"),
+        "{}",
+        out.stderr
+    );
+    // The reset takes effect when no script runs; a request or two later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while restarts() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "opcache statistics never showed the reset"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::fs::read_dir(site.webroot.join(".zdeploy/ROOT"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("opcache-reset")),
+        "the throwaway script is removed"
+    );
+
+    // An unreachable PHP-FPM is reported, never fatal to a switched deploy.
+    crate::support::write_files(&app, &[("index.php", "<?php echo 'v3';")]);
+    let out = site
+        .deploy(&app)
+        .args(["--opcache-reset", "127.0.0.1:1"])
+        .success();
+    assert!(
+        out.stderr.contains("cannot reach PHP-FPM at 127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        request(nginx.port, "GET", "/").unwrap(),
+        (200, "v3".to_string())
+    );
+}

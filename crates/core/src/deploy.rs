@@ -45,6 +45,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Behind Apache: the include file and reload command to follow switches.
     pub apache: Option<ApacheSwitch>,
+    /// Reset PHP-FPM's opcache at this address after each switch.
+    pub opcache_reset: Option<crate::fastcgi::Address>,
 }
 
 impl Default for Policy {
@@ -59,6 +61,7 @@ impl Default for Policy {
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
             limits: Limits::default(),
             apache: None,
+            opcache_reset: None,
         }
     }
 }
@@ -240,8 +243,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
             previous,
             &name,
             &prepared.manifest,
-            &plan.policy.shared,
-            plan.policy.settle,
+            &plan.policy,
             prepared.sync_started_ms,
         );
     }
@@ -763,13 +765,12 @@ pub(crate) fn settle(
     old: &str,
     new: &str,
     new_manifest: &Manifest,
-    shared: &[PathBuf],
-    wait: Duration,
+    policy: &Policy,
     carried_ms: i64,
 ) {
     let layout = session.layout;
     let result = session.step(Step::Settle, || {
-        std::thread::sleep(wait);
+        std::thread::sleep(policy.settle);
         let old_manifest = session.history.manifest(old)?;
         let since = carried_ms as i128 * 1_000_000 - MARK_MARGIN_NS;
         carry_logged(
@@ -779,12 +780,18 @@ pub(crate) fn settle(
             old_manifest.as_ref(),
             &layout.release_path(new),
             new_manifest,
-            shared,
+            &policy.shared,
             Some(since),
         )
     });
     if let Err(e) = result {
         session.warn(&format!("settle: could not carry late writes from {old}: {e}; they stay in {old} and are carried again before it is pruned"));
+    }
+    if let Some(address) = &policy.opcache_reset {
+        match crate::opcache::reset(layout, address) {
+            Ok(()) => session.info(&format!("settle: reset PHP-FPM's opcache at {address}")),
+            Err(e) => session.warn(&format!("settle: {e} (the deploy itself succeeded)")),
+        }
     }
 }
 

@@ -1,11 +1,7 @@
 //! Rollback: steps lock, recover, carry, sync, switch and settle with an
 //! existing release as the target.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::apache::ApacheSwitch;
-use crate::deploy::{MARK_MARGIN_NS, carry_logged, now_ns, settle, tell_apache};
+use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, now_ns, settle, tell_apache};
 use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome, now_ms};
 use crate::inventory::releases_on_disk;
@@ -26,9 +22,7 @@ pub struct RollbackResult {
 pub struct RollbackPlan {
     /// `None`: the newest release older than the live one.
     pub target: Option<String>,
-    pub shared: Vec<PathBuf>,
-    pub settle: Duration,
-    pub apache: Option<ApacheSwitch>,
+    pub policy: Policy,
 }
 
 pub fn rollback(
@@ -46,7 +40,7 @@ pub fn rollback(
 fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let layout = session.layout;
     session.step(Step::Recover, || {
-        crate::recover::recover(session, plan.apache.as_ref())
+        crate::recover::recover(session, plan.policy.apache.as_ref())
     })?;
     let current = match read_live(layout)? {
         Live::Release(name) => name,
@@ -112,7 +106,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
             current_manifest.as_ref(),
             &target_dir,
             &target_manifest,
-            &plan.shared,
+            &plan.policy.shared,
             None,
         )
     })?;
@@ -125,13 +119,13 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
             current_manifest.as_ref(),
             &target_dir,
             &target_manifest,
-            &plan.shared,
+            &plan.policy.shared,
             Some(carry_started_ns - MARK_MARGIN_NS),
         )
     })?;
     session.step(Step::Switch, || {
         switch_to(layout, &target, None)?;
-        match &plan.apache {
+        match &plan.policy.apache {
             Some(apache) => tell_apache(session, apache, &target, Some(&current)),
             None => Ok(()),
         }
@@ -146,8 +140,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         &current,
         &target,
         &target_manifest,
-        &plan.shared,
-        plan.settle,
+        &plan.policy,
         sync_started_ms,
     );
     Ok(RollbackResult {
