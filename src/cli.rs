@@ -61,6 +61,11 @@ pub enum Command {
     ///
     /// `zdeploy webserver nginx [APP]`.
     Webserver(WebserverArgs),
+    /// Check what zero downtime needs on this server, through the real web server.
+    ///
+    /// Places a short-lived probe script in the live release and asks for it
+    /// at --url; exits 1 when something would break zero downtime.
+    Doctor(DoctorArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -244,6 +249,23 @@ pub struct WebserverArgs {
     /// PHP-FPM socket path or host:port [default: the app's php_fpm.address, else /run/php/php8.2-fpm.sock]
     #[arg(long, value_name = "ADDR")]
     pub php_fpm: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Where the site is served
+    #[arg(long, default_value = "http://127.0.0.1/")]
+    pub url: String,
+    /// The drain to check against PHP's time limits [default: the app's, else 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub drain: Option<String>,
+    /// Print the findings as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

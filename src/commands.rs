@@ -13,8 +13,8 @@ use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
 
 use crate::cli::{
-    DeployArgs, InspectArgs, KeepArgs, LogArgs, PruneArgs, RollbackArgs, StatusArgs, WebServer,
-    WebserverArgs, select_app, split_app,
+    DeployArgs, DoctorArgs, InspectArgs, KeepArgs, LogArgs, PruneArgs, RollbackArgs, StatusArgs,
+    WebServer, WebserverArgs, select_app, split_app,
 };
 use crate::config::UsageError;
 use crate::output::Console;
@@ -422,5 +422,23 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
         }
     };
     print!("{text}");
+    Ok(())
+}
+
+pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<()> {
+    let mut overrides = args.target.overrides();
+    overrides.drain = args.drain.clone();
+    let app = select_app(config, args.app.as_deref(), &overrides)?;
+    let findings = crate::doctor::examine(&app.layout, &args.url, app.policy.drain)?;
+    if args.json {
+        print_json(&findings)?;
+    } else {
+        crate::doctor::print(&findings);
+    }
+    if crate::doctor::has_problem(&findings) {
+        return Err(anyhow::anyhow!(
+            "zero downtime is not assured on this server: see the fixes above"
+        ));
+    }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn run() -> ExitCode {
         Command::Prune(args) => commands::prune(config, args, &console),
         Command::Keep(args) => commands::keep(config, args, &console),
         Command::Webserver(args) => commands::webserver(config, args),
+        Command::Doctor(args) => commands::doctor(config, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

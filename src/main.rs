@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod config;
+mod doctor;
 mod exit;
 mod output;
 mod units;

@@ -546,3 +546,114 @@ fn opcache_is_reset_over_fastcgi_after_a_switch() {
         (200, "v3".to_string())
     );
 }
+
+/// Start nginx for `site` from `zdeploy webserver nginx`, edited by `edit`.
+fn nginx_for(site: &Site, fpm: &PhpFpm, edit: impl Fn(String) -> String) -> Nginx {
+    let port = free_port();
+    let config = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&site.webroot)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    Nginx::start(&site.path(&format!("nginx-{port}")), &edit(config), port)
+}
+
+fn doctor(site: &Site, nginx: &Nginx, drain: &str) -> crate::support::Output {
+    site.zdeploy("doctor")
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}/", nginx.port),
+            "--drain",
+            drain,
+        ])
+        .run()
+}
+
+#[test]
+fn doctor_passes_the_generated_config_and_names_what_breaks_zero_downtime() {
+    let site = Site::new();
+    let app = site.path("app");
+    php_app(&app, "v1");
+    site.deploy(&app).success();
+    let fpm = PhpFpm::start(&site.path("fpm"), 2);
+
+    let good = nginx_for(&site, &fpm, |c| c);
+    let out = doctor(&site, &good, "60s");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("ok      [php-path] PHP is handed the release path"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("[exposure] old releases and the state dir are not served"),
+        "{}",
+        out.stdout
+    );
+    let probes = std::fs::read_dir(site.context())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("zdeploy-probe"))
+        .count();
+    assert_eq!(probes, 0, "the probe is removed");
+
+    let out = doctor(&site, &good, "5s");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("PROBLEM [drain]") && out.stdout.contains("max_execution_time"),
+        "{}",
+        out.stdout
+    );
+
+    let usual = nginx_for(&site, &fpm, |c| {
+        c.replace("$realpath_root", "$document_root")
+    });
+    let out = doctor(&site, &usual, "60s");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("PROBLEM [php-path] PHP is handed the symlinked path"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("PROBLEM [document-root]"),
+        "{}",
+        out.stdout
+    );
+
+    let webroot = site.webroot.display().to_string();
+    let exposed = nginx_for(&site, &fpm, |c| {
+        c.replace(
+            &format!("root \"{webroot}/ROOT\""),
+            &format!("root \"{webroot}\""),
+        )
+    });
+    let out = doctor(&site, &exposed, "60s");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(out.stdout.contains("PROBLEM [exposure]"), "{}", out.stdout);
+
+    let live = site.live_release();
+    std::fs::write(
+        site.context().join("config.php"),
+        format!("<?php\n$cache = '{webroot}/{live}/cache';\n"),
+    )
+    .unwrap();
+    let out = doctor(&site, &good, "60s");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("PROBLEM [hard-coded]") && out.stdout.contains("config.php:2"),
+        "{}",
+        out.stdout
+    );
+}
