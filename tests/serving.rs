@@ -2,80 +2,11 @@
 //! the config `zdeploy webserver nginx` writes.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::load::{Load, Op, judge, php_app};
 use crate::support::servers::{Apache, Nginx, PhpFpm, free_port, request};
 use crate::support::{Site, Zdeploy};
-
-/// A PHP app whose page includes two PHP files and a data file that must all
-/// come from one version; every version names its files differently, so a
-/// mixed or half-updated tree fails or shows.
-fn php_app(root: &Path, version: &str) {
-    let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(root.join("inc")).unwrap();
-    std::fs::create_dir_all(root.join("saves")).unwrap();
-    std::fs::write(root.join("saves/.keep"), "").unwrap();
-    std::fs::write(
-        root.join("index.php"),
-        format!(
-            "<?php\nusleep(15000);\nrequire __DIR__ . '/inc/a_{version}.php';\nrequire __DIR__ . '/inc/b_{version}.php';\n\
-             $data = trim(file_get_contents(__DIR__ . '/data_{version}.txt'));\n\
-             echo \"page={version} a=$a b=$b data=$data\";\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join(format!("inc/a_{version}.php")),
-        format!("<?php $a = '{version}';\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join(format!("inc/b_{version}.php")),
-        format!("<?php $b = '{version}';\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join(format!("data_{version}.txt")),
-        format!("{version}\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("save.php"),
-        "<?php\n$id = preg_replace('/[^0-9a-z-]/', '', $_GET['id'] ?? '');\n\
-         if ($id === '') { http_response_code(400); exit; }\n\
-         file_put_contents(__DIR__ . \"/saves/$id.txt\", \"saved $id\");\necho \"ok $id\";\n",
-    )
-    .unwrap();
-}
-
-/// The version a page shows, or why it is torn.
-fn page_version(body: &str) -> Result<String, String> {
-    let fields: Vec<(&str, &str)> = body
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
-    let values: Vec<&str> = fields.iter().map(|(_, v)| *v).collect();
-    match values.first() {
-        Some(first) if fields.len() == 4 && values.iter().all(|v| v == first) => {
-            Ok(first.to_string())
-        }
-        _ => Err(body.to_string()),
-    }
-}
-
-struct Sample {
-    started: Instant,
-    finished: Instant,
-    outcome: Result<(u16, String), String>,
-}
-
-struct Op {
-    started: Instant,
-    finished: Instant,
-    version: String,
-}
 
 /// What a load run saw.
 struct LoadReport {
@@ -160,43 +91,7 @@ impl LoadReport {
 /// deploy and rollback.
 fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> LoadReport {
     let deploy_args = ["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"];
-    let stop = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
-    let mut readers = Vec::new();
-    for _ in 0..6 {
-        let (stop, samples) = (stop.clone(), samples.clone());
-        readers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let outcome = request(port, "GET", "/").map_err(|e| e.to_string());
-                let finished = Instant::now();
-                samples.lock().unwrap().push(Sample {
-                    started,
-                    finished,
-                    outcome,
-                });
-            }
-        }));
-    }
-    let saver = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut saved = Vec::new();
-            let mut failures = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let id = format!("save-{n}");
-                match request(port, "POST", &format!("/save.php?id={id}")) {
-                    Ok((200, body)) if body == format!("ok {id}") => saved.push(id),
-                    other => failures.push(format!("{id}: {other:?}")),
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (saved, failures)
-        })
-    };
-
+    let load = Load::start(port, 6, true);
     let mut ops = Vec::new();
     let (mut deploys, mut rollbacks) = (0, 0);
     let mut history: Vec<String> = vec!["v0".into()];
@@ -233,53 +128,15 @@ fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> Lo
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for reader in readers {
-        reader.join().unwrap();
-    }
-    let (saved, save_failures) = saver.join().unwrap();
-    let samples = Arc::try_unwrap(samples).ok().unwrap().into_inner().unwrap();
-
-    let (mut failed, mut torn, mut stale) = (Vec::new(), Vec::new(), Vec::new());
-    for sample in &samples {
-        let body = match &sample.outcome {
-            Ok((200, body)) => body,
-            other => {
-                failed.push(format!("{other:?}"));
-                continue;
-            }
-        };
-        let version = match page_version(body) {
-            Ok(v) => v,
-            Err(body) => {
-                torn.push(body);
-                continue;
-            }
-        };
-        // Allowed: a version that was live at some instant of the request:
-        // the one live when it started, or one an operation switched to
-        // while it ran. Anything else is stale (or from the future).
-        let done = ops.iter().rev().find(|op| op.finished <= sample.started);
-        let mut allowed = vec![
-            done.map(|op| op.version.clone())
-                .unwrap_or_else(|| "v0".into()),
-        ];
-        allowed.extend(
-            ops.iter()
-                .filter(|op| op.started < sample.finished && op.finished > sample.started)
-                .map(|op| op.version.clone()),
-        );
-        if !allowed.contains(&version) {
-            stale.push(format!("{version} not in {allowed:?}"));
-        }
-    }
+    let (samples, saved, save_failures) = load.finish();
+    let verdict = judge(&samples, &ops, "v0");
     LoadReport {
         deploys,
         rollbacks,
         requests: samples.len(),
-        failed,
-        torn,
-        stale,
+        failed: verdict.failed,
+        torn: verdict.torn,
+        stale: verdict.stale,
         saved,
         save_failures,
     }

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod git;
 pub mod http;
+pub mod load;
 pub mod servers;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,283 @@
+//! Benchmark: the same load and deploy schedule, side by side in one run,
+//! against zdeploy (nginx and Apache) and the methods users would otherwise
+//! pick: rsync into a real ROOT, deleting and replacing ROOT, and a symlink
+//! switch served with `$document_root`. Run it with `bench/zero-downtime`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::load::{Load, Op, Sample, judge, percentile, php_app};
+use support::servers::{Apache, Nginx, PhpFpm, free_port, request};
+use support::{Site, Zdeploy};
+
+const READERS: usize = 6;
+const PHP_WORKERS: usize = 4;
+const IDLE: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    ZdeployNginx,
+    ZdeployApache,
+    RsyncInPlace,
+    DeleteAndReplace,
+    SymlinkDocumentRoot,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::ZdeployNginx => "zdeploy + nginx",
+            Method::ZdeployApache => "zdeploy + Apache",
+            Method::RsyncInPlace => "rsync --delete into ROOT",
+            Method::DeleteAndReplace => "delete and replace ROOT",
+            Method::SymlinkDocumentRoot => "symlink + $document_root",
+        }
+    }
+}
+
+#[track_caller]
+fn sh(command: &str) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "`{command}` failed");
+}
+
+/// Everything a method needs to deploy and be served.
+struct Bench {
+    site: Site,
+    app: std::path::PathBuf,
+    zdeploy_extra: Vec<String>,
+    release: usize,
+}
+
+impl Bench {
+    fn deploy(&mut self, method: Method) {
+        let webroot = self.site.webroot.display().to_string();
+        let app = self.app.display().to_string();
+        match method {
+            Method::ZdeployNginx | Method::ZdeployApache => {
+                self.site
+                    .zdeploy("deploy")
+                    .args(["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"])
+                    .args(&self.zdeploy_extra)
+                    .arg(&self.app)
+                    .success();
+            }
+            Method::RsyncInPlace => sh(&format!("rsync -a --delete '{app}/' '{webroot}/ROOT/'")),
+            Method::DeleteAndReplace => sh(&format!(
+                "rm -rf '{webroot}/ROOT' && cp -a '{app}' '{webroot}/ROOT'"
+            )),
+            Method::SymlinkDocumentRoot => {
+                self.release += 1;
+                let n = self.release;
+                sh(&format!(
+                    "cp -a '{app}' '{webroot}/rel{n}' && ln -sfn 'rel{n}' '{webroot}/ROOT.tmp' && mv -T '{webroot}/ROOT.tmp' '{webroot}/ROOT'"
+                ));
+                if n > 2 {
+                    sh(&format!("rm -rf '{webroot}/rel{}'", n - 2));
+                }
+            }
+        }
+    }
+}
+
+enum Server {
+    Nginx(Nginx),
+    Apache(Apache),
+}
+
+impl Server {
+    fn port(&self) -> u16 {
+        match self {
+            Server::Nginx(n) => n.port,
+            Server::Apache(a) => a.port,
+        }
+    }
+}
+
+fn serve(method: Method, bench: &mut Bench, fpm: &PhpFpm) -> Server {
+    let port = free_port();
+    let webroot = &bench.site.webroot;
+    let listen = format!("127.0.0.1:{port}");
+    if method == Method::ZdeployApache {
+        let dir = bench.site.path("apache");
+        let include = bench.site.path("apache-root.conf").display().to_string();
+        bench.zdeploy_extra = vec![
+            "--apache-include".into(),
+            include,
+            "--apache-reload".into(),
+            format!("kill -USR1 $(cat {}/apache.pid)", dir.display()),
+        ];
+        let config = Zdeploy::new()
+            .args(["webserver", "apache", "--webroot"])
+            .arg(webroot)
+            .args(&bench.zdeploy_extra)
+            .args(["--listen", &listen, "--php-fpm"])
+            .arg(&fpm.socket)
+            .success()
+            .stdout;
+        return Server::Apache(Apache::start(&dir, &config, port));
+    }
+    let config = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(webroot)
+        .args(["--listen", &listen, "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    let config = if method == Method::ZdeployNginx {
+        config
+    } else {
+        config.replace("$realpath_root", "$document_root")
+    };
+    Server::Nginx(Nginx::start(&bench.site.path("nginx"), &config, port))
+}
+
+struct Row {
+    method: Method,
+    deploys: usize,
+    requests: usize,
+    failed: usize,
+    torn: usize,
+    stale: usize,
+    idle: (Duration, Duration),
+    during: (Duration, Duration),
+}
+
+fn run(method: Method, deploys: usize) -> Row {
+    let mut bench = Bench {
+        site: Site::new(),
+        app: std::path::PathBuf::new(),
+        zdeploy_extra: Vec::new(),
+        release: 0,
+    };
+    // Apache's children run as www-data and must reach the webroot.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        bench.site.dir.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    bench.app = bench.site.path("app");
+    php_app(&bench.app, "v0");
+    let fpm = PhpFpm::start(&bench.site.path("fpm"), PHP_WORKERS);
+    if matches!(method, Method::ZdeployNginx | Method::ZdeployApache) {
+        bench.site.deploy(&bench.app).arg("-q").success();
+    }
+    if !matches!(method, Method::ZdeployNginx | Method::ZdeployApache) {
+        // The other methods' first deploy puts v0 in place.
+        bench.deploy(method);
+    }
+    let server = serve(method, &mut bench, &fpm);
+    let port = server.port();
+    assert_eq!(
+        request(port, "GET", "/").map(|(s, _)| s).unwrap_or(0),
+        200,
+        "{} serves v0",
+        method.name()
+    );
+
+    let idle = Load::start(port, READERS, false);
+    std::thread::sleep(IDLE);
+    let (idle_samples, _, _) = idle.finish();
+
+    let load = Load::start(port, READERS, false);
+    let mut ops = Vec::new();
+    for i in 1..=deploys {
+        let version = format!("v{i}");
+        php_app(&bench.app, &version);
+        let started = Instant::now();
+        bench.deploy(method);
+        ops.push(Op {
+            started,
+            finished: Instant::now(),
+            version,
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (samples, _, _) = load.finish();
+    let verdict = judge(&samples, &ops, "v0");
+    if std::env::var_os("ZDEPLOY_BENCH_SHOW").is_some() {
+        for example in verdict.failed.iter().chain(&verdict.torn).chain(&verdict.stale).take(3) {
+            eprintln!("  {}: {}", method.name(), example.chars().take(300).collect::<String>());
+        }
+    }
+    let latency = |s: &[Sample]| (percentile(s, 50.0), percentile(s, 99.0));
+    drop(server);
+    Row {
+        method,
+        deploys,
+        requests: samples.len(),
+        failed: verdict.failed.len(),
+        torn: verdict.torn.len(),
+        stale: verdict.stale.len(),
+        idle: latency(&idle_samples),
+        during: latency(&samples),
+    }
+}
+
+fn percent(part: usize, whole: usize) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; our own arguments are method filters.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let deploys: usize = std::env::var("ZDEPLOY_BENCH_DEPLOYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let methods = [
+        Method::ZdeployNginx,
+        Method::ZdeployApache,
+        Method::RsyncInPlace,
+        Method::DeleteAndReplace,
+        Method::SymlinkDocumentRoot,
+    ];
+    println!(
+        "{deploys} deploys per method under {READERS} clients on {PHP_WORKERS} PHP-FPM workers (page: 15 ms of PHP, 2 includes, 1 data file)\n"
+    );
+    println!(
+        "| method | deploys | requests | failed | torn | stale | p50 idle ms | p50 deploying ms | p99 idle ms | p99 deploying ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for method in methods {
+        if !filters.is_empty() && !filters.iter().any(|f| method.name().contains(f.as_str())) {
+            continue;
+        }
+        let row = run(method, deploys);
+        println!(
+            "| {} | {} | {} | {} ({}) | {} ({}) | {} ({}) | {} | {} | {} | {} |",
+            row.method.name(),
+            row.deploys,
+            row.requests,
+            row.failed,
+            percent(row.failed, row.requests),
+            row.torn,
+            percent(row.torn, row.requests),
+            row.stale,
+            percent(row.stale, row.requests),
+            ms(row.idle.0),
+            ms(row.during.0),
+            ms(row.idle.1),
+            ms(row.during.1),
+        );
+    }
+}
