@@ -150,7 +150,7 @@ struct Row {
     during: (Duration, Duration),
 }
 
-fn run(method: Method, deploys: usize) -> Row {
+fn run(method: Method, deploys: usize, interval: Duration) -> Row {
     let mut bench = Bench {
         site: Site::new(),
         app: std::path::PathBuf::new(),
@@ -189,7 +189,11 @@ fn run(method: Method, deploys: usize) -> Row {
 
     let load = Load::start(port, READERS, false);
     let mut ops = Vec::new();
+    let schedule = Instant::now();
     for i in 1..=deploys {
+        // The same schedule for every method: deploy i starts at i intervals.
+        let due = schedule + interval * i as u32;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let version = format!("v{i}");
         php_app(&bench.app, &version);
         let started = Instant::now();
@@ -204,8 +208,18 @@ fn run(method: Method, deploys: usize) -> Row {
     let (samples, _, _) = load.finish();
     let verdict = judge(&samples, &ops, "v0");
     if std::env::var_os("ZDEPLOY_BENCH_SHOW").is_some() {
-        for example in verdict.failed.iter().chain(&verdict.torn).chain(&verdict.stale).take(3) {
-            eprintln!("  {}: {}", method.name(), example.chars().take(300).collect::<String>());
+        for example in verdict
+            .failed
+            .iter()
+            .chain(&verdict.torn)
+            .chain(&verdict.stale)
+            .take(3)
+        {
+            eprintln!(
+                "  {}: {}",
+                method.name(),
+                example.chars().take(300).collect::<String>()
+            );
         }
     }
     let latency = |s: &[Sample]| (percentile(s, 50.0), percentile(s, 99.0));
@@ -244,6 +258,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
+    let interval = Duration::from_millis(
+        std::env::var("ZDEPLOY_BENCH_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500),
+    );
     let methods = [
         Method::ZdeployNginx,
         Method::ZdeployApache,
@@ -252,7 +272,8 @@ fn main() {
         Method::SymlinkDocumentRoot,
     ];
     println!(
-        "{deploys} deploys per method under {READERS} clients on {PHP_WORKERS} PHP-FPM workers (page: 15 ms of PHP, 2 includes, 1 data file)\n"
+        "{deploys} deploys per method, one every {} ms, under {READERS} clients on {PHP_WORKERS} PHP-FPM workers (page: 15 ms of PHP, 2 includes, 1 data file)\n",
+        interval.as_millis()
     );
     println!(
         "| method | deploys | requests | failed | torn | stale | p50 idle ms | p50 deploying ms | p99 idle ms | p99 deploying ms |"
@@ -262,7 +283,7 @@ fn main() {
         if !filters.is_empty() && !filters.iter().any(|f| method.name().contains(f.as_str())) {
             continue;
         }
-        let row = run(method, deploys);
+        let row = run(method, deploys, interval);
         println!(
             "| {} | {} | {} | {} ({}) | {} ({}) | {} ({}) | {} | {} | {} | {} |",
             row.method.name(),
