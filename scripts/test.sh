@@ -11,6 +11,9 @@ command -v setpriv >/dev/null || needed+=(util-linux)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v php-fpm8.2 >/dev/null || [ -x /usr/sbin/php-fpm8.2 ] || needed+=(php8.2-fpm)
 command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || needed+=(apache2)
+# WordPress (Debian's package) is deployed as a large real app, on MariaDB.
+[ -f /usr/share/wordpress/wp-settings.php ] || needed+=(wordpress)
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || needed+=(mariadb-server)
 if [ ${#needed[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: please install: ${needed[*]}" >&2

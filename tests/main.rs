@@ -14,3 +14,4 @@ mod modes;
 mod releases;
 mod serving;
 mod user_content;
+mod wordpress;

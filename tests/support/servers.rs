@@ -175,7 +175,7 @@ pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, Str
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
@@ -245,4 +245,74 @@ impl Apache {
             _server: server,
         }
     }
+}
+
+pub struct MariaDb {
+    pub socket: PathBuf,
+    _server: Server,
+}
+
+impl MariaDb {
+    /// MariaDB on a socket in `dir`, with database `wp` for user `wp`/`wp`.
+    pub fn start(dir: &Path) -> Self {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let status = Command::new("mariadb-install-db")
+            .args([
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-server is installed (scripts/test.sh)");
+        assert!(status.success(), "mariadb-install-db failed");
+        let socket = dir.join("mariadb.sock");
+        let mut command = Command::new("mariadbd");
+        command
+            .args(["--user=root", "--skip-networking"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()));
+        let server = Server::spawn("mariadb", &mut command);
+        wait_for(|| socket.exists(), "mariadb socket");
+        let sql = "CREATE DATABASE wp; CREATE USER 'wp'@'localhost' IDENTIFIED BY 'wp'; GRANT ALL ON wp.* TO 'wp'@'localhost';";
+        let status = Command::new("mariadb")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-u", "root", "-e", sql])
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating the wp database failed");
+        MariaDb {
+            socket,
+            _server: server,
+        }
+    }
+}
+
+/// A form POST over HTTP/1.0; returns status and body.
+pub fn post_form(port: u16, path: &str, form: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
