@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::load::{Load, Op, judge, php_app};
-use crate::support::servers::{Apache, Nginx, PhpFpm, free_port, request};
+use crate::support::servers::{Apache, Nginx, PhpFpm, free_port, request, zdeploy_nginx_config};
 use crate::support::{Site, Zdeploy};
 
 /// What a load run saw.
@@ -150,13 +150,7 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
     site.deploy(&app).success();
     let fpm = PhpFpm::start(&site.path("fpm"), 4);
     let port = free_port();
-    let config = Zdeploy::new()
-        .args(["webserver", "nginx", "--webroot"])
-        .arg(&site.webroot)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let config = zdeploy_nginx_config(&site, &fpm, port);
     assert!(
         config.contains("$realpath_root$fastcgi_script_name"),
         "{config}"
@@ -261,13 +255,7 @@ fn the_bubble_shooter_example_keeps_its_high_scores_across_deploys() {
 
     let fpm = PhpFpm::start(&site.path("fpm"), 2);
     let port = free_port();
-    let config = Zdeploy::new()
-        .args(["webserver", "nginx", "--webroot"])
-        .arg(&site.webroot)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let config = zdeploy_nginx_config(&site, &fpm, port);
     let nginx = Nginx::start(&site.path("nginx"), &config, port);
     let (status, page) = request(nginx.port, "GET", "/").unwrap();
     assert_eq!(status, 200, "{page}");
@@ -335,13 +323,7 @@ fn opcache_is_reset_over_fastcgi_after_a_switch() {
     site.deploy(&app).success();
     let fpm = PhpFpm::start(&site.path("fpm"), 2);
     let port = free_port();
-    let config = Zdeploy::new()
-        .args(["webserver", "nginx", "--webroot"])
-        .arg(&site.webroot)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let config = zdeploy_nginx_config(&site, &fpm, port);
     let nginx = Nginx::start(&site.path("nginx"), &config, port);
     let restarts = || -> i64 {
         let (status, body) = request(nginx.port, "GET", "/status.php").unwrap();
@@ -407,13 +389,7 @@ fn opcache_is_reset_over_fastcgi_after_a_switch() {
 /// Start nginx for `site` from `zdeploy webserver nginx`, edited by `edit`.
 fn nginx_for(site: &Site, fpm: &PhpFpm, edit: impl Fn(String) -> String) -> Nginx {
     let port = free_port();
-    let config = Zdeploy::new()
-        .args(["webserver", "nginx", "--webroot"])
-        .arg(&site.webroot)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let config = zdeploy_nginx_config(site, fpm, port);
     Nginx::start(&site.path(&format!("nginx-{port}")), &edit(config), port)
 }
 

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::Site;
 use crate::support::git::Repo;
 use crate::support::load::{Load, Op, judge};
-use crate::support::servers::{MariaDb, Nginx, PhpFpm, free_port, post_form, request};
-use crate::support::{Site, Zdeploy};
+use crate::support::servers::{
+    MariaDb, Nginx, PhpFpm, free_port, post_form, request, zdeploy_nginx_config,
+};
 
 const WORDPRESS: &str = "/usr/share/wordpress";
 
@@ -109,13 +111,7 @@ fn wordpress_deploys_from_git_under_load_keeping_uploads() {
     assert!(files > 1000, "a large app: {files} entries");
 
     let fpm = PhpFpm::start(&site.path("fpm"), 4);
-    let config = Zdeploy::new()
-        .args(["webserver", "nginx", "--webroot"])
-        .arg(&site.webroot)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let config = zdeploy_nginx_config(&site, &fpm, port);
     let nginx = Nginx::start(&site.path("nginx"), &config, port);
     let form = "weblog_title=zdeploy&user_name=admin&admin_password=Correct-Horse-9&admin_password2=Correct-Horse-9&pw_weak=1&admin_email=admin%40example.com&blog_public=0";
     let (status, body) = post_form(nginx.port, "/wp-admin/install.php?step=2", form).unwrap();

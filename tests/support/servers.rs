@@ -316,3 +316,14 @@ pub fn post_form(port: u16, path: &str, form: &str) -> std::io::Result<(u16, Str
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// The nginx site `zdeploy webserver nginx` writes for `site`, on `port`.
+pub fn zdeploy_nginx_config(site: &super::Site, fpm: &PhpFpm, port: u16) -> String {
+    super::Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(&site.webroot)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout
+}
