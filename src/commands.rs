@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use zdeploy_core::deploy::short;
 use zdeploy_core::history::History;
 use zdeploy_core::inventory;
 use zdeploy_core::layout::Layout;
@@ -18,6 +19,7 @@ use crate::cli::{
 };
 use crate::config::UsageError;
 use crate::output::Console;
+use crate::output::out;
 use crate::units::human_size;
 
 fn run_options(wait: bool) -> RunOptions {
@@ -32,7 +34,7 @@ fn run_options(wait: bool) -> RunOptions {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -68,12 +70,12 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
         return print_json(&result);
     }
     match result.outcome {
-        "unchanged" => println!(
+        "unchanged" => out!(
             "{} unchanged: {} is already live",
             app.layout.context(),
             result.release.as_deref().unwrap_or("it")
         ),
-        _ => println!(
+        _ => out!(
             "{} -> {} (deployment #{}{})",
             app.layout.context(),
             result.release.as_deref().unwrap_or("?"),
@@ -81,7 +83,7 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
             result
                 .commit
                 .as_deref()
-                .map(|c| format!(", commit {}", &c[..c.len().min(12)]))
+                .map(|c| format!(", commit {}", short(c)))
                 .unwrap_or_default()
         ),
     }
@@ -109,7 +111,7 @@ pub fn rollback_command(
     if args.json {
         return print_json(&result);
     }
-    println!(
+    out!(
         "{} -> {} (was {})",
         app.layout.context(),
         result.release,
@@ -136,7 +138,7 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
         return print_json(&list);
     }
     if list.is_empty() {
-        println!(
+        out!(
             "no releases of {} in {}",
             app.layout.context(),
             app.layout.webroot().display()
@@ -144,12 +146,16 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
         return Ok(());
     }
     let width = list.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    out!(
         "  {:width$}  {:<10}  {:<20}  {:<12}  {:>10}",
-        "NAME", "STATE", "CREATED", "COMMIT", "SIZE"
+        "NAME",
+        "STATE",
+        "CREATED",
+        "COMMIT",
+        "SIZE"
     );
     for release in &list {
-        println!(
+        out!(
             "{} {:width$}  {:<10}  {:<20}  {:<12}  {:>10}",
             if release.live { "*" } else { " " },
             release.name,
@@ -159,11 +165,7 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
                 release.state.clone()
             },
             release.created.as_deref().unwrap_or("-"),
-            release
-                .commit
-                .as_deref()
-                .map(|c| &c[..c.len().min(12)])
-                .unwrap_or("-"),
+            release.commit.as_deref().map(short).unwrap_or("-"),
             human_size(release.size)
         );
     }
@@ -197,29 +199,29 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
         }));
     }
     match (&live, &live_record) {
-        (Some(name), Some(record)) => println!(
+        (Some(name), Some(record)) => out!(
             "{} in {}: live {name}{}",
             app.layout.context(),
             app.layout.webroot().display(),
             record
                 .commit
                 .as_deref()
-                .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
+                .map(|c| format!(" (commit {})", short(c)))
                 .unwrap_or_default()
         ),
-        (Some(name), None) => println!(
+        (Some(name), None) => out!(
             "{} in {}: live {name}",
             app.layout.context(),
             app.layout.webroot().display()
         ),
-        (None, _) => println!(
+        (None, _) => out!(
             "{} in {}: nothing deployed yet",
             app.layout.context(),
             app.layout.webroot().display()
         ),
     }
     if !deployments.is_empty() {
-        println!("recent deployments:");
+        out!("recent deployments:");
     }
     for d in &deployments {
         let took = d
@@ -229,7 +231,7 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
         let started = jiff::Timestamp::from_millisecond(d.started_ms)
             .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        println!(
+        out!(
             "  #{:<4} {:<8} {:<11} {started}  {:>6}  {}{}",
             d.id,
             d.kind,
@@ -283,7 +285,7 @@ pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
             &serde_json::json!({ "deployment": deployment, "steps": steps, "log": logs }),
         );
     }
-    println!(
+    out!(
         "deployment #{} ({}, trigger {}): {}{}",
         deployment.id,
         deployment.kind,
@@ -296,7 +298,7 @@ pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
             .unwrap_or_default()
     );
     if let Some(source) = &deployment.source {
-        println!(
+        out!(
             "source: {source}{}",
             deployment
                 .reference
@@ -305,22 +307,24 @@ pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    println!("steps:");
+    out!("steps:");
     for step in &steps {
-        println!(
+        out!(
             "  {:<12} {:>7}ms  {}",
-            step.name, step.duration_ms, step.outcome
+            step.name,
+            step.duration_ms,
+            step.outcome
         );
     }
-    println!("log:");
+    out!("log:");
     for line in &logs {
         let at = jiff::Timestamp::from_millisecond(line.at_ms)
             .map(|t| t.strftime("%H:%M:%S%.3f").to_string())
             .unwrap_or_default();
-        println!("  {at} {:<5} {}", line.level, line.message);
+        out!("  {at} {:<5} {}", line.level, line.message);
     }
     if let Some(error) = &deployment.error {
-        println!("error: {error}");
+        out!("error: {error}");
     }
     Ok(())
 }
@@ -342,14 +346,14 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
         return print_json(&serde_json::json!({ "pruned": pruned }));
     }
     if pruned.is_empty() {
-        println!(
+        out!(
             "nothing to prune (keep {}, drain {}s)",
             app.policy.keep,
             app.policy.drain.as_secs()
         );
     }
     for name in pruned {
-        println!("pruned {name}");
+        out!("pruned {name}");
     }
     Ok(())
 }
@@ -368,7 +372,7 @@ pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result
         &run_options(args.wait),
         console,
     )?;
-    println!("kept {kept}");
+    out!("kept {kept}");
     Ok(())
 }
 
@@ -382,7 +386,7 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
     let text = match args.server {
         WebServer::Nginx => crate::webserver::nginx(
             &app.layout,
-            &crate::webserver::NginxOptions {
+            &crate::webserver::SiteOptions {
                 listen: &args.listen,
                 server_name: &args.server_name,
                 php_fpm: &php_fpm,
@@ -398,7 +402,7 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
             let text = crate::webserver::apache(
                 &app.layout,
                 switch,
-                &crate::webserver::ApacheOptions {
+                &crate::webserver::SiteOptions {
                     listen: &args.listen,
                     server_name: &args.server_name,
                     php_fpm: &php_fpm,
@@ -421,7 +425,7 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
             text
         }
     };
-    print!("{text}");
+    out!("{}", text.trim_end_matches('\n'));
     Ok(())
 }
 

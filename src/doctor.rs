@@ -9,6 +9,8 @@ use serde::Serialize;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::switch::{Live, read_live};
 
+use crate::output::out;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -315,9 +317,9 @@ pub fn print(findings: &[Finding]) {
             Severity::Warning => "warning",
             Severity::Problem => "PROBLEM",
         };
-        println!("{label} [{}] {}", f.check, f.message);
+        out!("{label} [{}] {}", f.check, f.message);
         if let Some(fix) = &f.fix {
-            println!("        fix: {fix}");
+            out!("        fix: {fix}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a terminal, plain log lines otherwise, all on stderr so stdout stays data.
 
 use std::cell::RefCell;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -91,5 +91,24 @@ impl Observer for Console {
                 None => format!("{done} entries"),
             });
         }
+    }
+}
+
+/// `println!` for results on stdout: when the reader went away
+/// (`zdeploy releases | head -1`), stop quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {error}");
+        std::process::exit(crate::exit::EXIT_FILESYSTEM.into());
     }
 }

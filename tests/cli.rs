@@ -73,3 +73,26 @@ fn deploy_json_output_is_data() {
     assert_eq!(result["release"], site.live_release().as_str());
     assert_eq!(result["deployment"], 1);
 }
+
+/// Regression: `zdeploy status | head -1` panicked with "failed printing to
+/// stdout: Broken pipe" once the reader had gone.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "x")]);
+    site.deploy(&app).success();
+    for command in ["status", "releases", "log"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut run = site.zdeploy(command).command();
+        let output = run
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{command}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+    }
+}

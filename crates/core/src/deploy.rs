@@ -289,7 +289,8 @@ fn unchanged(session: &Session<'_>, live: &Live, commit: Option<String>) -> Depl
     }
 }
 
-pub(crate) fn short(commit: &str) -> &str {
+/// A commit id or digest as people read it: the first 12 characters.
+pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
 
