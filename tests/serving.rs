@@ -4,14 +4,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::load::{Load, Op, judge, php_app};
-use crate::support::servers::{Apache, Nginx, PhpFpm, free_port, request, zdeploy_nginx_config};
+use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
+use crate::support::servers::{
+    Apache, Nginx, PhpFpm, free_port, post_form, request, zdeploy_nginx_config,
+};
 use crate::support::{Site, Zdeploy};
 
 /// What a load run saw.
 struct LoadReport {
-    deploys: usize,
-    rollbacks: usize,
+    /// Deploys and rollbacks run.
+    operations: usize,
     requests: usize,
     failed: Vec<String>,
     torn: Vec<String>,
@@ -24,9 +26,8 @@ impl LoadReport {
     #[track_caller]
     fn assert_zero_downtime(&self, site: &Site) {
         eprintln!(
-            "{} deploys, {} rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves",
-            self.deploys,
-            self.rollbacks,
+            "{} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves",
+            self.operations,
             self.requests,
             self.failed.len(),
             self.torn.len(),
@@ -34,7 +35,7 @@ impl LoadReport {
             self.saved.len()
         );
         let first = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>();
-        assert_eq!((self.deploys, self.rollbacks), (100, 20));
+        assert_eq!(self.operations, 120, "100 deploys and 20 rollbacks");
         assert!(
             self.requests > 1000,
             "the load ran throughout: {} requests",
@@ -92,47 +93,28 @@ impl LoadReport {
 fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> LoadReport {
     let deploy_args = ["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"];
     let load = Load::start(port, 6, true);
-    let mut ops = Vec::new();
-    let (mut deploys, mut rollbacks) = (0, 0);
-    let mut history: Vec<String> = vec!["v0".into()];
-    for i in 1..=100 {
-        let version = format!("v{i}");
-        php_app(app, &version);
-        let started = Instant::now();
-        site.zdeploy("deploy")
-            .args(deploy_args)
-            .args(extra)
-            .arg(app)
-            .success();
-        ops.push(Op {
-            started,
-            finished: Instant::now(),
-            version: version.clone(),
-        });
-        history.push(version);
-        deploys += 1;
-        if i % 5 == 0 {
-            let started = Instant::now();
+    let ops = deploys_and_rollbacks(
+        100,
+        |version| {
+            php_app(app, version);
+            site.zdeploy("deploy")
+                .args(deploy_args)
+                .args(extra)
+                .arg(app)
+                .success();
+        },
+        || {
             site.zdeploy("rollback")
                 .args(["--settle", "200ms", "-q"])
                 .args(extra)
                 .success();
-            history.pop();
-            let back = history.last().unwrap().clone();
-            ops.push(Op {
-                started,
-                finished: Instant::now(),
-                version: back,
-            });
-            rollbacks += 1;
-        }
-    }
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (samples, saved, save_failures) = load.finish();
     let verdict = judge(&samples, &ops, "v0");
     LoadReport {
-        deploys,
-        rollbacks,
+        operations: ops.len(),
         requests: samples.len(),
         failed: verdict.failed,
         torn: verdict.torn,
@@ -265,7 +247,13 @@ fn the_bubble_shooter_example_keeps_its_high_scores_across_deploys() {
     );
     let (status, body) = request(nginx.port, "POST", "/api/scores.php?x=1").unwrap();
     assert_eq!(status, 400, "a score without a name is refused: {body}");
-    let saved = save_score(nginx.port, "Alice", 4200);
+    let (status, saved) = post_form(
+        nginx.port,
+        "/api/scores.php",
+        "name=Alice&score=4200&level=01-meadow",
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{saved}");
     assert!(saved.contains("\"Alice\""), "{saved}");
 
     std::fs::write(
@@ -290,22 +278,6 @@ fn the_bubble_shooter_example_keeps_its_high_scores_across_deploys() {
         matches!(status, 403 | 404),
         "the state dir is never served: {status}"
     );
-}
-
-fn save_score(port: u16, name: &str, score: u32) -> String {
-    use std::io::{Read, Write};
-    let body = format!("name={name}&score={score}&level=01-meadow");
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST /api/scores.php HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
-    response
 }
 
 #[test]

@@ -2,12 +2,11 @@
 //! release; shared paths are linked; deployed files win and the log says so.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::support::archive::{self, Item};
 use crate::support::git::Repo;
-use crate::support::{Site, versioned_app, write_files};
+use crate::support::{Site, Uploader, assert_all_uploads_kept, versioned_app, write_files};
 
 #[test]
 fn user_files_are_carried_for_git_archive_and_folder_sources() {
@@ -143,27 +142,7 @@ fn user_files_written_during_many_deploys_and_rollbacks_are_all_kept() {
     versioned_app(&app, "v0", 5);
     site.deploy(&app).success();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let root = site.context();
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut written = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("upload-{n:06}.txt");
-                // Through the symlink, as the app would; a write that fails
-                // (never expected) is not counted as written.
-                if std::fs::write(root.join("uploads").join(&name), format!("content {n}")).is_ok()
-                {
-                    written.push((name, n));
-                }
-                n += 1;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            written
-        })
-    };
+    let uploader = Uploader::start(site.context().join("uploads"), Duration::from_millis(5));
     let mut rollbacks = 0;
     for i in 1..=50 {
         versioned_app(&app, &format!("v{i}"), 5);
@@ -177,29 +156,9 @@ fn user_files_written_during_many_deploys_and_rollbacks_are_all_kept() {
             rollbacks += 1;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().unwrap();
+    let written = uploader.finish();
     assert_eq!(rollbacks, 10);
-    assert!(
-        written.len() > 100,
-        "the writer ran throughout ({} files)",
-        written.len()
-    );
-    let uploads = site.context().join("uploads");
-    let mut missing = Vec::new();
-    for (name, n) in &written {
-        match std::fs::read_to_string(uploads.join(name)) {
-            Ok(content) => assert_eq!(content, format!("content {n}"), "{name} intact"),
-            Err(_) => missing.push(name.clone()),
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} of {} user files lost: {:?}",
-        missing.len(),
-        written.len(),
-        &missing[..missing.len().min(10)]
-    );
+    assert_all_uploads_kept(&site.context().join("uploads"), &written, 100);
 }
 
 #[test]

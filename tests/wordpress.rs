@@ -4,16 +4,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::Site;
 use crate::support::git::Repo;
-use crate::support::load::{Load, Op, judge};
+use crate::support::load::{Load, deploys_and_rollbacks, judge};
 use crate::support::servers::{
     MariaDb, Nginx, PhpFpm, free_port, post_form, request, zdeploy_nginx_config,
 };
+use crate::support::{Site, Uploader, assert_all_uploads_kept};
 
 const WORDPRESS: &str = "/usr/share/wordpress";
 
@@ -131,59 +129,28 @@ fn wordpress_deploys_from_git_under_load_keeping_uploads() {
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
     let uploads = site.context().join("wp-content/uploads");
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut written = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("photo-{n}.jpg");
-                if std::fs::write(uploads.join(&name), format!("jpeg {n}")).is_ok() {
-                    written.push(name);
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            written
-        })
-    };
+    let uploader = Uploader::start(uploads.clone(), Duration::from_millis(100));
     let load = Load::start(nginx.port, 6, false);
-    let mut ops = Vec::new();
-    let mut history = vec!["v0".to_string()];
-    for i in 1..=20 {
-        let version = format!("v{i}");
-        theme(&repo, &version);
-        repo.commit(&version);
-        let started = Instant::now();
-        site.zdeploy("deploy")
-            .args(["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"])
-            .arg(repo.url())
-            .success();
-        ops.push(Op {
-            started,
-            finished: Instant::now(),
-            version: version.clone(),
-        });
-        history.push(version);
-        if i % 5 == 0 {
-            let started = Instant::now();
+    let ops = deploys_and_rollbacks(
+        20,
+        |version| {
+            theme(&repo, version);
+            repo.commit(version);
+            site.zdeploy("deploy")
+                .args(["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"])
+                .arg(repo.url())
+                .success();
+        },
+        || {
             site.zdeploy("rollback")
                 .args(["--settle", "200ms", "-q"])
                 .success();
-            history.pop();
-            ops.push(Op {
-                started,
-                finished: Instant::now(),
-                version: history.last().unwrap().clone(),
-            });
-        }
-    }
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (samples, _, _) = load.finish();
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().unwrap();
+    let written = uploader.finish();
     let verdict = judge(&samples, &ops, "v0");
     eprintln!(
         "wordpress: {} requests, {} failed, {} torn, {} stale, {} uploads",
@@ -209,18 +176,7 @@ fn wordpress_deploys_from_git_under_load_keeping_uploads() {
         "{:?}",
         &verdict.stale[..verdict.stale.len().min(5)]
     );
-    let uploads = site.context().join("wp-content/uploads");
-    let missing: Vec<_> = written
-        .iter()
-        .filter(|name| !uploads.join(name).exists())
-        .collect();
-    assert!(
-        written.len() > 50 && missing.is_empty(),
-        "{} of {} uploads lost: {:?}",
-        missing.len(),
-        written.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_uploads_kept(&uploads, &written, 50);
     let (status, _) = request(nginx.port, "GET", "/wp-login.php").unwrap();
     assert_eq!(status, 200, "WordPress itself still works");
 }

@@ -79,6 +79,40 @@ pub struct Op {
     pub version: String,
 }
 
+/// `count` deploys with a rollback after every fifth, timed for `judge`:
+/// `deploy(version)` makes `version` live, `rollback()` goes one back.
+pub fn deploys_and_rollbacks(
+    count: usize,
+    mut deploy: impl FnMut(&str),
+    mut rollback: impl FnMut(),
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut history = vec!["v0".to_string()];
+    for i in 1..=count {
+        let version = format!("v{i}");
+        let started = Instant::now();
+        deploy(&version);
+        ops.push(Op {
+            started,
+            finished: Instant::now(),
+            version: version.clone(),
+        });
+        history.push(version);
+        if i % 5 == 0 {
+            let started = Instant::now();
+            rollback();
+            history.pop();
+            let back = history.last().expect("v0 stays").clone();
+            ops.push(Op {
+                started,
+                finished: Instant::now(),
+                version: back,
+            });
+        }
+    }
+    ops
+}
+
 type Saves = (Vec<String>, Vec<String>);
 
 pub struct Load {

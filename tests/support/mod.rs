@@ -281,3 +281,63 @@ pub fn running_as_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// A stand-in for an app's users: writes a new file into `dir` (through the
+/// context symlink, as the app would) every `every`, until finished.
+pub struct Uploader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(String, String)>>,
+}
+
+impl Uploader {
+    pub fn start(dir: PathBuf, every: std::time::Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut n = 0u64;
+            while !stopping.load(Ordering::Relaxed) {
+                let (name, content) = (format!("upload-{n:06}.txt"), format!("content {n}"));
+                // A write that fails (never expected) is not counted as written.
+                if std::fs::write(dir.join(&name), &content).is_ok() {
+                    written.push((name, content));
+                }
+                n += 1;
+                std::thread::sleep(every);
+            }
+            written
+        });
+        Uploader { stop, thread }
+    }
+
+    /// Stop and return every (name, content) written.
+    pub fn finish(self) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Assert that every file an `Uploader` wrote is in `dir`, intact.
+#[track_caller]
+pub fn assert_all_uploads_kept(dir: &Path, written: &[(String, String)], at_least: usize) {
+    assert!(
+        written.len() > at_least,
+        "the uploader ran throughout ({} files)",
+        written.len()
+    );
+    let lost: Vec<&String> = written
+        .iter()
+        .filter(|(name, content)| {
+            std::fs::read_to_string(dir.join(name)).ok().as_ref() != Some(content)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} uploads lost or damaged: {:?}",
+        lost.len(),
+        written.len(),
+        &lost[..lost.len().min(10)]
+    );
+}

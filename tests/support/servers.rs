@@ -171,11 +171,27 @@ fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
 
 /// One HTTP/1.0 request (so the body ends at close); returns status and body.
 pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    send(port, method, path, None)
+}
+
+/// A form POST; returns status and body.
+pub fn post_form(port: u16, path: &str, form: &str) -> std::io::Result<(u16, String)> {
+    send(port, "POST", path, Some(form))
+}
+
+fn send(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let content_type = if form.is_some() {
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+    } else {
+        ""
+    };
+    let body = form.unwrap_or("");
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
@@ -291,30 +307,6 @@ impl MariaDb {
             _server: server,
         }
     }
-}
-
-/// A form POST over HTTP/1.0; returns status and body.
-pub fn post_form(port: u16, path: &str, form: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// The nginx site `zdeploy webserver nginx` writes for `site`, on `port`.
