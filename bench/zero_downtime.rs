@@ -52,7 +52,6 @@ fn sh(command: &str) {
 struct Bench {
     site: Site,
     app: std::path::PathBuf,
-    zdeploy_extra: Vec<String>,
     release: usize,
 }
 
@@ -65,7 +64,6 @@ impl Bench {
                 self.site
                     .zdeploy("deploy")
                     .args(["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"])
-                    .args(&self.zdeploy_extra)
                     .arg(&self.app)
                     .success();
             }
@@ -101,23 +99,15 @@ impl Server {
     }
 }
 
-fn serve(method: Method, bench: &mut Bench, fpm: &PhpFpm) -> Server {
+fn serve(method: Method, bench: &Bench, fpm: &PhpFpm) -> Server {
     let port = free_port();
     let webroot = &bench.site.webroot;
     let listen = format!("127.0.0.1:{port}");
     if method == Method::ZdeployApache {
         let dir = bench.site.path("apache");
-        let include = bench.site.path("apache-root.conf").display().to_string();
-        bench.zdeploy_extra = vec![
-            "--apache-include".into(),
-            include,
-            "--apache-reload".into(),
-            format!("kill -USR1 $(cat {}/apache.pid)", dir.display()),
-        ];
         let config = Zdeploy::new()
             .args(["webserver", "apache", "--webroot"])
             .arg(webroot)
-            .args(&bench.zdeploy_extra)
             .args(["--listen", &listen, "--php-fpm"])
             .arg(&fpm.socket)
             .success()
@@ -154,7 +144,6 @@ fn run(method: Method, deploys: usize, interval: Duration) -> Row {
     let mut bench = Bench {
         site: Site::new(),
         app: std::path::PathBuf::new(),
-        zdeploy_extra: Vec::new(),
         release: 0,
     };
     // Apache's children run as www-data and must reach the webroot.
@@ -174,7 +163,7 @@ fn run(method: Method, deploys: usize, interval: Duration) -> Row {
         // The other methods' first deploy puts v0 in place.
         bench.deploy(method);
     }
-    let server = serve(method, &mut bench, &fpm);
+    let server = serve(method, &bench, &fpm);
     let port = server.port();
     assert_eq!(
         request(port, "GET", "/").map(|(s, _)| s).unwrap_or(0),

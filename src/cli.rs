@@ -82,12 +82,12 @@ pub struct TargetArgs {
     /// Context: the name the web server serves inside the webroot [default: ROOT]
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// Behind Apache: the file its vhost includes for the document root, rewritten at each switch
+    /// The web server in front of the app: nginx, or apache (zdeploy then keeps its map current) [default: nginx]
+    #[arg(long, value_name = "nginx|apache")]
+    pub webserver: Option<String>,
+    /// Behind Apache: the text map its vhost reads the live release from, rewritten at each switch [default: apache.map in the state dir]
     #[arg(long, value_name = "FILE")]
-    pub apache_include: Option<PathBuf>,
-    /// Behind Apache: the graceful reload command [default: apachectl -k graceful]
-    #[arg(long, value_name = "CMD")]
-    pub apache_reload: Option<String>,
+    pub apache_map: Option<PathBuf>,
     /// Reset PHP-FPM's opcache over FastCGI at this socket or host:port after each switch
     #[arg(long, value_name = "ADDR")]
     pub opcache_reset: Option<String>,
@@ -145,6 +145,18 @@ pub struct DeployArgs {
     /// Most entries an archive may have [default: 1000000]
     #[arg(long, value_name = "N")]
     pub max_archive_entries: Option<i64>,
+    /// After the switch, GET this URL; if it does not answer --health-status in time, switch back
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
+    /// Status the health URL must answer [default: 200]
+    #[arg(long, value_name = "CODE")]
+    pub health_status: Option<i64>,
+    /// Time the health URL has to answer, retries included, and limit of --health-before [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Before the switch, run this shell command inside the new release; it must exit 0
+    #[arg(long, value_name = "CMD")]
+    pub health_before: Option<String>,
     /// Deploy even if the live release already has this commit or content
     #[arg(long)]
     pub force: bool,
@@ -285,8 +297,8 @@ impl TargetArgs {
         Overrides {
             webroot: self.webroot.clone(),
             context: self.context.clone(),
-            apache_include: self.apache_include.clone(),
-            apache_reload: self.apache_reload.clone(),
+            webserver: self.webserver.clone(),
+            apache_map: self.apache_map.clone(),
             opcache_reset: self.opcache_reset.clone(),
             ..Overrides::default()
         }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use zdeploy_core::apache::ApacheMap;
 use zdeploy_core::deploy::short;
 use zdeploy_core::history::History;
 use zdeploy_core::inventory;
@@ -47,6 +48,12 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
     overrides.build_timeout = args.build_timeout.clone();
     overrides.max_archive_size = args.max_archive_size.clone();
     overrides.max_archive_entries = args.max_archive_entries;
+    overrides.health = crate::config::RawHealth {
+        url: args.health_url.clone(),
+        expect_status: args.health_status,
+        timeout: args.health_timeout.clone(),
+        before: args.health_before.clone(),
+    };
     overrides.zero_downtime = match (args.zero_downtime, args.no_zero_downtime) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -393,34 +400,33 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
             },
         )?,
         WebServer::Apache => {
-            let Some(switch) = &app.policy.apache else {
-                return Err(UsageError(
-                    "Apache needs the include file its vhost reads the document root from: pass --apache-include FILE or set apache.include".into(),
-                )
-                .into());
-            };
+            let map = app.policy.apache.clone().unwrap_or(ApacheMap {
+                path: app.layout.apache_map(),
+            });
             let text = crate::webserver::apache(
                 &app.layout,
-                switch,
+                &map,
                 &crate::webserver::SiteOptions {
                     listen: &args.listen,
                     server_name: &args.server_name,
                     php_fpm: &php_fpm,
                 },
             )?;
-            // The vhost's Include must exist before Apache loads it.
+            // The map names the live release from now on; while nothing is
+            // deployed it holds no entry, and its existence tells later
+            // deploys that Apache reads it.
             match read_live(&app.layout)? {
                 Live::Release(name) => {
-                    switch.point_at(&app.layout, &name)?;
+                    map.point_at(&app.layout, &name)?;
+                    eprintln!("wrote {} for the live release {name}", map.path.display());
+                }
+                _ => {
+                    map.create_empty(&app.layout)?;
                     eprintln!(
-                        "wrote {} for the live release {name}",
-                        switch.include.display()
+                        "nothing is deployed yet: the first deploy writes the live release into {}",
+                        map.path.display()
                     );
                 }
-                _ => eprintln!(
-                    "nothing is deployed yet: the first deploy writes {} and reloads Apache",
-                    switch.include.display()
-                ),
             }
             text
         }

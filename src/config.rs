@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use zdeploy_core::ErrorKind;
-use zdeploy_core::apache::ApacheSwitch;
+use zdeploy_core::apache::ApacheMap;
 use zdeploy_core::deploy::{DEFAULT_SETTLE, DeployPlan, Policy};
+use zdeploy_core::health::HealthCheck;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
 use zdeploy_core::shared::validate_shared_path;
@@ -65,8 +66,17 @@ fn usage<T>(message: impl Into<String>) -> Result<T, UsageError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    agent: Option<RawAgent>,
     #[serde(default)]
     apps: BTreeMap<String, RawApp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,13 +100,35 @@ struct RawApp {
     php_fpm: Option<RawPhpFpm>,
     webserver: Option<Spanned<String>>,
     apache: Option<Spanned<RawApache>>,
+    health: Option<Spanned<RawHealth>>,
+    interval: Option<Spanned<String>>,
+    webhook_secret_file: Option<Spanned<String>>,
+    webhook_secret_env: Option<Spanned<String>>,
+    notify: Option<Spanned<RawNotify>>,
+}
+
+/// `health = { url, expect_status, timeout, before }`, or the `--health-*` flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub url: Option<String>,
+    pub expect_status: Option<i64>,
+    pub timeout: Option<String>,
+    pub before: Option<String>,
+}
+
+/// `notify = { url, on = ["success", "failure"] }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: String,
+    on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApache {
-    include: Option<String>,
-    reload: Option<String>,
+    map: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,10 +157,10 @@ pub struct Overrides {
     pub max_archive_size: Option<String>,
     pub max_archive_entries: Option<i64>,
     pub webserver: Option<String>,
-    pub apache_include: Option<PathBuf>,
-    pub apache_reload: Option<String>,
+    pub apache_map: Option<PathBuf>,
     /// `--opcache-reset ADDR`: reset PHP-FPM's opcache there after each switch.
     pub opcache_reset: Option<String>,
+    pub health: RawHealth,
 }
 
 /// One app, validated.
@@ -143,6 +175,56 @@ pub struct AppConfig {
     pub origin: String,
     /// PHP-FPM's socket path or host:port, for the web server config.
     pub php_fpm_address: Option<String>,
+    /// What the agent does for this app.
+    pub automation: Automation,
+}
+
+/// The agent's settings of one app.
+#[derive(Debug, Clone, Default)]
+pub struct Automation {
+    /// Check the remote this often and deploy what changed.
+    pub interval: Option<Duration>,
+    /// Where the webhook secret is read from; webhooks are refused without one.
+    pub webhook_secret: Option<SecretSource>,
+    pub notify: Option<Notify>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    /// The secret, trimmed; an empty or unreadable one is an error that says where.
+    pub fn read(&self) -> Result<String, UsageError> {
+        let (text, origin) = match self {
+            SecretSource::File(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    UsageError(format!("cannot read secret {}: {e}", path.display()))
+                })?,
+                path.display().to_string(),
+            ),
+            SecretSource::Env(name) => (
+                std::env::var(name)
+                    .map_err(|_| UsageError(format!("environment variable {name} is not set")))?,
+                format!("${name}"),
+            ),
+        };
+        let secret = text.trim().to_string();
+        if secret.is_empty() {
+            return usage(format!("the secret in {origin} is empty"));
+        }
+        Ok(secret)
+    }
+}
+
+/// Where to tell about deploys, and which outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub url: String,
+    pub on_success: bool,
+    pub on_failure: bool,
 }
 
 impl AppConfig {
@@ -240,7 +322,21 @@ pub fn discover(explicit: Option<&Path>) -> Result<PathBuf, UsageError> {
 pub struct ConfigFile {
     path: PathBuf,
     text: String,
+    agent: RawAgent,
     apps: BTreeMap<String, RawApp>,
+}
+
+pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:9470";
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `[agent]` table, validated.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: std::net::SocketAddr,
+    /// Bearer token for API mutations, read from `token_file`.
+    pub token: Option<String>,
+    /// How long SIGTERM waits for a running deploy before abandoning it.
+    pub shutdown_timeout: Duration,
 }
 
 impl ConfigFile {
@@ -266,7 +362,73 @@ impl ConfigFile {
         Ok(ConfigFile {
             path: path.to_path_buf(),
             text,
+            agent: raw.agent.unwrap_or_default(),
             apps: raw.apps,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `[agent]` table; `listen` overrides its address. Listening beyond
+    /// loopback without a token is refused: anyone could deploy.
+    pub fn agent(&self, listen: Option<&str>) -> Result<AgentConfig, UsageError> {
+        let raw = &self.agent;
+        let at = |span: Option<Range<usize>>, key: &str, message: &str| match span {
+            Some(span) => {
+                let line = self.text[..span.start.min(self.text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1;
+                UsageError(format!(
+                    "{}:{line}: agent.{key}: {message}",
+                    self.path.display()
+                ))
+            }
+            None => UsageError(format!("--listen: {message}")),
+        };
+        let (text, span) = match (listen, &raw.listen) {
+            (Some(flag), _) => (flag.to_string(), None),
+            (None, Some(value)) => (value.get_ref().clone(), Some(value.span())),
+            (None, None) => (DEFAULT_AGENT_LISTEN.to_string(), None),
+        };
+        let listen: std::net::SocketAddr = text.parse().map_err(|_| {
+            at(
+                span.clone(),
+                "listen",
+                &format!("'{text}' is not an address:port such as 127.0.0.1:9470"),
+            )
+        })?;
+        let token = match &raw.token_file {
+            None => None,
+            Some(file) => {
+                let source = SecretSource::File(PathBuf::from(file.get_ref()));
+                Some(
+                    source
+                        .read()
+                        .map_err(|e| at(Some(file.span()), "token_file", &e.0))?,
+                )
+            }
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(at(
+                span,
+                "listen",
+                &format!(
+                    "the agent listens on {listen}, beyond loopback, only with a token: set agent.token_file"
+                ),
+            ));
+        }
+        let shutdown_timeout = match &raw.shutdown_timeout {
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+            Some(value) => parse_duration(value.get_ref())
+                .map_err(|e| at(Some(value.span()), "shutdown_timeout", &e))?,
+        };
+        Ok(AgentConfig {
+            listen,
+            token,
+            shutdown_timeout,
         })
     }
 
@@ -478,8 +640,10 @@ fn resolve(
                 .into());
         }
     }
+    let health = health(raw, flags, origin)?;
+    let automation = automation(raw, origin)?;
     let zero_downtime = flags.zero_downtime.or(raw.zero_downtime).unwrap_or(true);
-    let apache = apache_switch(raw, flags, origin, zero_downtime)?;
+    let apache = apache_map(raw, flags, origin, &layout, zero_downtime)?;
     Ok(AppConfig {
         name,
         layout,
@@ -494,63 +658,191 @@ fn resolve(
             build,
             build_timeout,
             limits,
+            health,
             apache,
             opcache_reset: opcache_reset(raw, flags),
         },
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
+        automation,
     })
 }
 
-/// Behind Apache the include file and reload command; `apache.include` (or
-/// `--apache-include`) implies `webserver = "apache"`.
-fn apache_switch(
+/// `health = { … }` merged with the `--health-*` flags.
+fn health(
     raw: &RawApp,
     flags: &Overrides,
     origin: &Origin<'_>,
+) -> Result<Option<HealthCheck>, UsageError> {
+    let (file, span) = match &raw.health {
+        Some(table) => (table.get_ref().clone(), Some(table.span())),
+        None => (RawHealth::default(), None),
+    };
+    let given = &flags.health;
+    let url = given.url.clone().or(file.url);
+    let before = given.before.clone().or(file.before);
+    if url.is_none() && before.is_none() {
+        if given.expect_status.is_some() || given.timeout.is_some() || span.is_some() {
+            return Err(origin.error(
+                "health",
+                "--health-url",
+                span,
+                "a health check needs a url (checked after the switch) or a before command",
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(url) = &url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(origin.error(
+            "health",
+            "--health-url",
+            span,
+            &format!("health url must be http:// or https://, got '{url}'"),
+        ));
+    }
+    let expect_status = match given.expect_status.or(file.expect_status) {
+        None => 200,
+        Some(code @ 100..=599) => code as u16,
+        Some(code) => {
+            return Err(origin.error(
+                "health",
+                "--health-status",
+                span,
+                &format!("expect_status must be an HTTP status (100-599), got {code}"),
+            ));
+        }
+    };
+    let timeout = match given.timeout.clone().or(file.timeout) {
+        None => zdeploy_core::health::DEFAULT_TIMEOUT,
+        Some(text) => parse_duration(&text)
+            .map_err(|e| origin.error("health", "--health-timeout", span.clone(), &e))?,
+    };
+    Ok(Some(HealthCheck {
+        url,
+        expect_status,
+        timeout,
+        before,
+    }))
+}
+
+/// `interval`, `webhook_secret_file`/`webhook_secret_env` and `notify`.
+fn automation(raw: &RawApp, origin: &Origin<'_>) -> Result<Automation, UsageError> {
+    let interval = match &raw.interval {
+        None => None,
+        Some(text) => {
+            let span = Some(text.span());
+            let every = parse_duration(text.get_ref())
+                .map_err(|e| origin.error("interval", "interval", span.clone(), &e))?;
+            if every < Duration::from_secs(1) {
+                return Err(origin.error(
+                    "interval",
+                    "interval",
+                    span,
+                    "the interval must be at least 1s",
+                ));
+            }
+            Some(every)
+        }
+    };
+    let webhook_secret = match (&raw.webhook_secret_file, &raw.webhook_secret_env) {
+        (Some(_), Some(env)) => {
+            return Err(origin.error(
+                "webhook_secret_env",
+                "webhook_secret_env",
+                Some(env.span()),
+                "set webhook_secret_file or webhook_secret_env, not both",
+            ));
+        }
+        (Some(file), None) => Some(SecretSource::File(PathBuf::from(file.get_ref()))),
+        (None, Some(env)) => Some(SecretSource::Env(env.get_ref().clone())),
+        (None, None) => None,
+    };
+    let notify = match &raw.notify {
+        None => None,
+        Some(table) => {
+            let span = Some(table.span());
+            let RawNotify { url, on } = table.get_ref();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(origin.error(
+                    "notify",
+                    "notify",
+                    span,
+                    &format!("notify url must be http:// or https://, got '{url}'"),
+                ));
+            }
+            let on = on
+                .clone()
+                .unwrap_or_else(|| vec!["success".into(), "failure".into()]);
+            if let Some(bad) = on
+                .iter()
+                .find(|o| !matches!(o.as_str(), "success" | "failure"))
+            {
+                return Err(origin.error(
+                    "notify",
+                    "notify",
+                    span,
+                    &format!("notify.on takes \"success\" and \"failure\", got '{bad}'"),
+                ));
+            }
+            Some(Notify {
+                url: url.clone(),
+                on_success: on.iter().any(|o| o == "success"),
+                on_failure: on.iter().any(|o| o == "failure"),
+            })
+        }
+    };
+    Ok(Automation {
+        interval,
+        webhook_secret,
+        notify,
+    })
+}
+
+/// Behind Apache the map its vhost reads the live release from: `apache.map`
+/// (or `--apache-map`), by default `apache.map` in the context's state dir.
+/// Setting the map implies `webserver = "apache"`, and so does a default map
+/// that exists (`zdeploy webserver apache` made it): ad-hoc runs that forget
+/// `--webserver apache` still keep Apache on the live release.
+fn apache_map(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+    layout: &Layout,
     zero_downtime: bool,
-) -> Result<Option<ApacheSwitch>, ConfigError> {
+) -> Result<Option<ApacheMap>, ConfigError> {
     let (server, server_span) = match pick(flags.webserver.clone(), &raw.webserver) {
         Some((name, span)) => (Some(name), span),
         None => (None, None),
     };
     let table = raw.apache.as_ref();
     let table_span = table.map(|t| t.span());
-    let include = flags
-        .apache_include
+    let map = flags
+        .apache_map
         .clone()
-        .or_else(|| table.and_then(|t| t.get_ref().include.as_ref().map(PathBuf::from)));
-    let reload = flags
-        .apache_reload
-        .clone()
-        .or_else(|| table.and_then(|t| t.get_ref().reload.clone()))
-        .unwrap_or_else(|| zdeploy_core::apache::DEFAULT_RELOAD.to_string());
-    let apache = match (server.as_deref(), include) {
+        .or_else(|| table.and_then(|t| t.get_ref().map.as_ref().map(PathBuf::from)));
+    let apache = match (server.as_deref(), map) {
         (Some("nginx"), Some(_)) => {
             return Err(origin
                 .error(
                     "apache",
-                    "--apache-include",
+                    "--apache-map",
                     table_span,
-                    "an Apache include is set but webserver is nginx",
+                    "an Apache map is set but webserver is nginx",
                 )
                 .into());
         }
-        (Some("nginx"), None) | (None, None) => None,
-        (Some("apache") | None, Some(include)) => {
-            let include = std::path::absolute(&include).unwrap_or(include);
-            Some(ApacheSwitch { include, reload })
-        }
-        (Some("apache"), None) => {
-            return Err(origin
-                .error(
-                    "webserver",
-                    "--webserver",
-                    server_span,
-                    "Apache needs the include file its vhost reads the document root from: set apache.include (or --apache-include)",
-                )
-                .into());
-        }
+        (Some("nginx"), None) => None,
+        (None, None) if !zero_downtime || !layout.apache_map().exists() => None,
+        (Some("apache") | None, Some(path)) => Some(ApacheMap {
+            path: std::path::absolute(&path).unwrap_or(path),
+        }),
+        // Plain mode serves the context folder itself: nothing to map.
+        (Some("apache"), None) if !zero_downtime => None,
+        (Some("apache") | None, None) => Some(ApacheMap {
+            path: layout.apache_map(),
+        }),
         (Some(other), _) => {
             return Err(origin
                 .error(
@@ -564,7 +856,7 @@ fn apache_switch(
     };
     if apache.is_some() && !zero_downtime {
         return Err(UsageError(format!(
-            "{}plain mode serves the context folder itself: point Apache's DocumentRoot at it and leave the apache include unset",
+            "{}plain mode serves the context folder itself: point Apache's DocumentRoot at it and leave apache.map unset",
             origin.prefix()
         ))
         .into());

@@ -160,7 +160,7 @@ pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Findin
             Severity::Problem,
             "php-path",
             format!("PHP is handed the symlinked path {sees}: its realpath cache and opcache keep old code after a switch and fail once old releases are pruned"),
-            "nginx: after `include fastcgi_params;` set `fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;` and `fastcgi_param DOCUMENT_ROOT $realpath_root;`; Apache: keep DocumentRoot in an include that zdeploy rewrites (--apache-include)",
+            "nginx: after `include fastcgi_params;` set `fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;` and `fastcgi_param DOCUMENT_ROOT $realpath_root;`; Apache: use the vhost `zdeploy webserver apache` prints (a mod_rewrite map that zdeploy keeps on the live release)",
         ));
     } else if sees.starts_with(&format!("{release_path}/")) {
         findings.push(Finding::ok(

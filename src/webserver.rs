@@ -2,10 +2,10 @@
 //! context symlink once per request (`$realpath_root`), so PHP-FPM's realpath
 //! cache and opcache key each script by its release path: a request runs
 //! wholly on one release and never on a pruned one. Apache hands PHP the path
-//! it was given, so its document root is the release's real path, kept in an
-//! include that zdeploy rewrites at each switch.
+//! it was given, so its vhost maps each request to the live release's real
+//! folder through a text map that zdeploy rewrites at each switch.
 
-use zdeploy_core::apache::ApacheSwitch;
+use zdeploy_core::apache::ApacheMap;
 use zdeploy_core::layout::Layout;
 
 use crate::config::UsageError;
@@ -115,14 +115,15 @@ server {{
 
 pub fn apache(
     layout: &Layout,
-    switch: &ApacheSwitch,
+    map: &ApacheMap,
     options: &SiteOptions<'_>,
 ) -> Result<String, UsageError> {
     let webroot = utf8(layout.webroot(), "webroot")?;
-    let include = utf8(&switch.include, "include")?;
-    let check = |what, value, placement| check("Apache", "\"\\<>", what, value, placement);
+    let map_path = utf8(&map.path, "map path")?;
+    // `$` and `%` would be read as back-references or variables by mod_rewrite.
+    let check = |what, value, placement| check("Apache", "\"\\<>$%", what, value, placement);
     check("webroot", webroot, Placement::Quoted)?;
-    check("include path", include, Placement::Quoted)?;
+    check("map path", map_path, Placement::Quoted)?;
     check("php-fpm address", options.php_fpm, Placement::Quoted)?;
     check("listen address", options.listen, Placement::Bare)?;
     check("server name", options.server_name, Placement::Bare)?;
@@ -140,15 +141,21 @@ pub fn apache(
         "_" => String::new(),
         name => format!("    ServerName {name}\n"),
     };
-    let (context, reload) = (layout.context(), &switch.reload);
+    let context = layout.context();
+    let live = format!("{webroot}/${{zdeploy:{context}|{context}}}");
     Ok(format!(
         r#"# Apache vhost for {webroot}/{context}, written by `zdeploy webserver apache`.
-# Apache hands PHP the path it was given, so the document root is the live
-# release's real path, kept in {include}
-# and rewritten by zdeploy at each switch, followed by: {reload}
-# Needs mod_proxy_fcgi, and Apache listening on {address}.
+# Apache hands PHP the path it was given, so every request is mapped to the
+# live release's real folder, named in {map_path}:
+# zdeploy rewrites that map at each switch and Apache rereads it when it
+# changes, so no reload is needed. Needs mod_rewrite and mod_proxy_fcgi, and
+# Apache listening on {address}.
 <VirtualHost {address}>
-{server_name}    Include "{include}"
+{server_name}    DocumentRoot "{webroot}/{context}"
+    RewriteEngine On
+    RewriteMap zdeploy "txt:{map_path}"
+    RewriteRule "^/(.*)$" "{live}/$1" [E=ZDEPLOY_RELEASE:{live}]
+    ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "%{{reqenv:ZDEPLOY_RELEASE}}"
     DirectoryIndex index.php index.html
     <Directory "{webroot}">
         Options FollowSymLinks

@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod crash;
 mod git_sources;
+mod health;
 mod hostile;
 mod modes;
 mod releases;

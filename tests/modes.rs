@@ -156,75 +156,61 @@ fn a_build_that_times_out_is_killed_with_its_children() {
     assert_eq!(site.snapshot(), before);
 }
 
-/// Behind Apache without a real Apache: the reload command records each call.
-fn apache_flags(site: &Site, reload: &str) -> Vec<String> {
-    vec![
-        "--apache-include".into(),
-        site.path("apache-root.conf").display().to_string(),
-        "--apache-reload".into(),
-        reload.into(),
-    ]
+/// Behind Apache without a real Apache: the map zdeploy keeps current.
+fn apache_flags(map: &std::path::Path) -> Vec<String> {
+    vec!["--apache-map".into(), map.display().to_string()]
 }
 
-fn include_names(site: &Site) -> String {
-    let text = std::fs::read_to_string(site.path("apache-root.conf")).unwrap();
+/// The release the map names for ROOT.
+fn map_names(map: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(map).unwrap();
     text.lines()
-        .find(|l| l.starts_with("DocumentRoot"))
-        .unwrap()
-        .to_string()
+        .find_map(|l| l.strip_prefix("ROOT "))
+        .map(str::to_string)
 }
 
 #[test]
-fn apache_follows_each_switch_and_a_failed_reload_switches_back() {
+fn apache_follows_each_switch_and_an_unwritable_map_switches_back() {
     let site = Site::new();
     let app = site.path("app");
-    let calls = site.path("reloads");
-    let reload = format!("echo reload >> {}", calls.display());
+    let map = site.path("apache/ROOT.map");
     write_files(&app, &[("index.php", "v1")]);
-    site.deploy(&app)
-        .args(apache_flags(&site, &reload))
-        .success();
+    site.deploy(&app).args(apache_flags(&map)).success();
     let first = site.live_release();
-    assert!(
-        include_names(&site).contains(&first),
-        "{}",
-        include_names(&site)
-    );
+    assert_eq!(map_names(&map), Some(first.clone()));
     write_files(&app, &[("index.php", "v2")]);
-    site.deploy(&app)
-        .args(apache_flags(&site, &reload))
-        .success();
-    assert!(include_names(&site).contains(&site.live_release()));
+    site.deploy(&app).args(apache_flags(&map)).success();
+    assert_eq!(map_names(&map), Some(site.live_release()));
     site.zdeploy("rollback")
         .args(["--settle", "0s"])
-        .args(apache_flags(&site, &reload))
+        .args(apache_flags(&map))
         .success();
-    assert!(
-        include_names(&site).contains(&first),
+    assert_eq!(
+        map_names(&map),
+        Some(first.clone()),
         "rollback moves Apache too"
     );
+    site.zdeploy("keep")
+        .args([&first, "golden"])
+        .args(apache_flags(&map))
+        .success();
     assert_eq!(
-        std::fs::read_to_string(&calls).unwrap().lines().count(),
-        3,
-        "one reload per switch"
+        map_names(&map).as_deref(),
+        Some("ROOT_golden"),
+        "keep renames it in the map"
     );
 
+    // A map that cannot be written (its folder is a file) switches back.
     let before = site.snapshot();
+    let blocked = site.path("blocked");
+    std::fs::write(&blocked, "a file, not a folder").unwrap();
     write_files(&app, &[("index.php", "v3")]);
     let out = site
         .deploy(&app)
-        .args(apache_flags(
-            &site,
-            "echo 'AH00526: Syntax error' >&2; exit 1",
-        ))
-        .fails_with(1);
-    assert!(
-        out.stderr.contains("apache reload failed") && out.stderr.contains("AH00526"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(site.live_release(), first, "switched back");
-    assert!(include_names(&site).contains(&first), "include restored");
+        .args(apache_flags(&blocked.join("ROOT.map")))
+        .fails_with(5);
+    assert!(out.stderr.contains("blocked"), "{}", out.stderr);
+    assert_eq!(site.live_release(), "ROOT_golden", "switched back");
     assert_eq!(site.snapshot(), before, "the new release was removed");
 }
 
@@ -232,42 +218,59 @@ fn apache_follows_each_switch_and_a_failed_reload_switches_back() {
 fn a_deploy_killed_before_apache_was_told_is_caught_up_by_the_next_run() {
     let site = Site::new();
     let app = site.path("app");
-    let calls = site.path("reloads");
-    let reload = format!("echo reload >> {}", calls.display());
+    let map = site.path("ROOT.map");
     write_files(&app, &[("index.php", "v1")]);
-    site.deploy(&app)
-        .args(apache_flags(&site, &reload))
-        .success();
+    site.deploy(&app).args(apache_flags(&map)).success();
     write_files(&app, &[("index.php", "v2")]);
     let out = site
         .deploy(&app)
-        .args(apache_flags(&site, &reload))
+        .args(apache_flags(&map))
         .env("ZDEPLOY_FAILPOINT", "switch.renamed")
         .run();
     assert_eq!(out.code, None, "{}", out.stderr);
     let live = site.live_release();
-    assert!(
-        !include_names(&site).contains(&live),
+    assert_ne!(
+        map_names(&map),
+        Some(live.clone()),
         "Apache still on the old release"
     );
-    site.zdeploy("prune")
-        .args(apache_flags(&site, &reload))
-        .success();
-    assert!(
-        include_names(&site).contains(&live),
+    site.zdeploy("prune").args(apache_flags(&map)).success();
+    assert_eq!(
+        map_names(&map),
+        Some(live),
         "recover pointed Apache at the live release"
     );
-    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn a_map_made_by_zdeploy_webserver_apache_is_kept_current_without_flags() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    let out = Zdeploy::new()
+        .args(["webserver", "apache", "--webroot"])
+        .arg(&site.webroot)
+        .success();
+    let map = site.webroot.join(".zdeploy/ROOT/apache.map");
+    assert!(
+        out.stdout.contains(&format!("txt:{}", map.display())),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(map_names(&map), None, "nothing deployed yet");
+    site.deploy(&app).success();
+    assert_eq!(map_names(&map), Some(site.live_release()));
 }
 
 #[test]
 fn apache_settings_are_checked() {
     let site = Site::new();
     let app = site.path("app");
+    let map = site.path("ROOT.map");
     write_files(&app, &[("index.php", "v1")]);
     let out = site
         .deploy(&app)
-        .args(apache_flags(&site, "true"))
+        .args(apache_flags(&map))
         .arg("--no-zero-downtime")
         .fails_with(2);
     assert!(
@@ -276,16 +279,24 @@ fn apache_settings_are_checked() {
         "{}",
         out.stderr
     );
+    let out = site
+        .deploy(&app)
+        .args(apache_flags(&map))
+        .args(["--webserver", "nginx"])
+        .fails_with(2);
+    assert!(out.stderr.contains("webserver is nginx"), "{}", out.stderr);
     let out = Zdeploy::new()
         .args(["webserver", "apache", "--webroot"])
         .arg(&site.webroot)
+        .arg("--apache-map")
+        .arg(site.path("a$b.map"))
         .fails_with(2);
-    assert!(out.stderr.contains("--apache-include"), "{}", out.stderr);
+    assert!(out.stderr.contains("map path"), "{}", out.stderr);
     let config = site.path("zdeploy.toml");
     std::fs::write(
         &config,
         format!(
-            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\nwebserver = \"apache\"\n",
+            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\napache = {{ include = \"/etc/x.conf\" }}\n",
             site.webroot.display(),
             app.display()
         ),
@@ -296,7 +307,7 @@ fn apache_settings_are_checked() {
         .arg(&config)
         .fails_with(2);
     assert!(
-        out.stderr.contains(":4: apps.a.webserver") && out.stderr.contains("apache.include"),
+        out.stderr.contains(":4:") && out.stderr.contains("include"),
         "{}",
         out.stderr
     );

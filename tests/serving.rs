@@ -156,38 +156,30 @@ fn apache_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() 
     site.deploy(&app).success();
     let fpm = PhpFpm::start(&site.path("fpm"), 4);
     let port = free_port();
-    let include = site.path("apache-root.conf");
-    let apache_dir = site.path("apache");
-    let reload = format!("kill -USR1 $(cat {}/apache.pid)", apache_dir.display());
-    let extra = vec![
-        "--apache-include".to_string(),
-        include.display().to_string(),
-        "--apache-reload".to_string(),
-        reload.clone(),
-    ];
+    // As a new user would: print the vhost (which writes the map for the
+    // live release), start Apache with it, then deploy with no extra flags.
     let config = Zdeploy::new()
         .args(["webserver", "apache", "--webroot"])
         .arg(&site.webroot)
-        .args(&extra)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
         .arg(&fpm.socket)
         .success()
         .stdout;
+    let map = site.webroot.join(".zdeploy/ROOT/apache.map");
     assert!(
-        config.contains(&format!("Include \"{}\"", include.display())),
+        config.contains(&format!("txt:{}", map.display())),
         "{config}"
     );
-    let apache = Apache::start(&apache_dir, &config, port);
-    assert_eq!(apache.reload_command, reload);
+    let apache = Apache::start(&site.path("apache"), &config, port);
     assert_eq!(
         request(apache.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &app, apache.port, &extra).assert_zero_downtime(&site);
-    let include_text = std::fs::read_to_string(&include).unwrap();
+    deploy_under_load(&site, &app, apache.port, &[]).assert_zero_downtime(&site);
+    let map_text = std::fs::read_to_string(&map).unwrap();
     assert!(
-        include_text.contains(&site.live_release()),
-        "the include names the live release: {include_text}"
+        map_text.contains(&format!("ROOT {}\n", site.live_release())),
+        "the map names the live release: {map_text}"
     );
 }
 

@@ -210,13 +210,11 @@ fn send(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Res
 
 pub struct Apache {
     pub port: u16,
-    /// Makes this Apache reread its config gracefully (SIGUSR1).
-    pub reload_command: String,
     _server: Server,
 }
 
 impl Apache {
-    /// Apache (mpm_event, mod_proxy_fcgi) serving `site` (a vhost) on `port`.
+    /// Apache (mpm_event, mod_rewrite, mod_proxy_fcgi) serving `site` (a vhost) on `port`.
     pub fn start(dir: &Path, site: &str, port: u16) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("site.conf"), site).unwrap();
@@ -233,6 +231,7 @@ impl Apache {
             "mime",
             "proxy",
             "proxy_fcgi",
+            "rewrite",
         ]
         .iter()
         .map(|m| format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"))
@@ -257,7 +256,6 @@ impl Apache {
         );
         Apache {
             port,
-            reload_command: format!("kill -USR1 $(cat {d}/apache.pid)"),
             _server: server,
         }
     }

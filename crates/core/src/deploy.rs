@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use walkdir::WalkDir;
 
-use crate::apache::ApacheSwitch;
+use crate::apache::ApacheMap;
 use crate::build::run_command;
 use crate::carry::{Carry, CarryReport};
 use crate::error::{Error, Result};
@@ -43,8 +43,10 @@ pub struct Policy {
     pub build: Vec<String>,
     pub build_timeout: Duration,
     pub limits: Limits,
-    /// Behind Apache: the include file and reload command to follow switches.
-    pub apache: Option<ApacheSwitch>,
+    /// Checks before and after the switch; a failed check after it switches back.
+    pub health: Option<crate::health::HealthCheck>,
+    /// Behind Apache: the map its vhost reads the live release from.
+    pub apache: Option<ApacheMap>,
     /// Reset PHP-FPM's opcache at this address after each switch.
     pub opcache_reset: Option<crate::fastcgi::Address>,
 }
@@ -60,6 +62,7 @@ impl Default for Policy {
             build: Vec::new(),
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
             limits: Limits::default(),
+            health: None,
             apache: None,
             opcache_reset: None,
         }
@@ -231,12 +234,29 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         return Err(error);
     }
     let previous = previous.or(displaced);
+    let switched_ms = now_ms();
     if let Some(previous) = &previous {
         session
             .history
-            .mark_retired(previous, now_ms(), prepared.sync_started_ms)?;
+            .mark_retired(previous, switched_ms, prepared.sync_started_ms)?;
     }
     session.info(&format!("{} now serves {name}", layout.context()));
+    if let Some(url) = plan.policy.health.as_ref().and_then(|h| h.url.as_ref()) {
+        let healthy = session.step(Step::Health, || {
+            let health = plan.policy.health.as_ref().expect("checked above");
+            health.check_url(url).map_err(Error::Health)
+        });
+        if let Err(error) = healthy {
+            return Err(switch_back_unhealthy(
+                session,
+                &name,
+                previous.as_deref(),
+                &plan.policy,
+                switched_ms,
+                error,
+            ));
+        }
+    }
     if let Some(previous) = &previous {
         settle(
             session,
@@ -357,6 +377,15 @@ fn prepare(
     })?;
     if !plan.policy.build.is_empty() {
         manifest = session.step(Step::Build, || build(session, plan, release_dir, manifest))?;
+    }
+    if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
+        session.step(Step::Check, || {
+            health
+                .check_release(release_dir, &mut |line| {
+                    session.debug(&format!("check | {line}"));
+                })
+                .map_err(|why| Error::Health(format!("the check before the switch {why}")))
+        })?;
     }
     session.history.save_manifest(name, &manifest)?;
     let sync_started_ms = now_ms();
@@ -796,28 +825,83 @@ pub(crate) fn settle(
     }
 }
 
-/// Behind Apache, point its include at the new live release and reload
-/// gracefully. If Apache cannot be told, switch back so the symlink and
-/// Apache agree, and fail.
+/// Behind Apache, point its map at the new live release. If the map cannot
+/// be written, switch back so the symlink and Apache agree, and fail.
 pub(crate) fn tell_apache(
     session: &Session<'_>,
-    apache: &ApacheSwitch,
+    apache: &ApacheMap,
     new: &str,
     previous: Option<&str>,
 ) -> Result<()> {
     let layout = session.layout;
-    if let Err(error) = apache.point_at(layout, new).and_then(|_| apache.reload()) {
+    if let Err(error) = apache.point_at(layout, new) {
         if let Some(previous) = previous {
             apache.point_at(layout, previous)?;
             switch_to(layout, previous, None)?;
             session.warn(&format!(
-                "switched back to {previous}: Apache could not be reloaded"
+                "switched back to {previous}: Apache's map could not be written"
             ));
         }
         return Err(error);
     }
-    session.info(&format!("Apache reloaded to serve {new}"));
+    session.info(&format!("Apache's map now names {new}"));
     Ok(())
+}
+
+/// The new release failed its health check after going live: put the
+/// previous release back (with what users wrote meanwhile), mark the new one
+/// failed so rollbacks skip it, and return the error that says so.
+fn switch_back_unhealthy(
+    session: &Session<'_>,
+    failed: &str,
+    previous: Option<&str>,
+    policy: &Policy,
+    switched_ms: i64,
+    error: Error,
+) -> Error {
+    let Some(previous) = previous else {
+        session.warn(&format!(
+            "{failed} failed its health check and there is no earlier release to go back to; it stays live"
+        ));
+        return error;
+    };
+    let layout = session.layout;
+    let back = (|| -> Result<()> {
+        switch_to(layout, previous, None)?;
+        if let Some(apache) = &policy.apache {
+            apache.point_at(layout, previous)?;
+        }
+        session.history.mark_live(previous)?;
+        session
+            .history
+            .mark_retired(failed, now_ms(), switched_ms)?;
+        session.history.set_release_state(
+            failed,
+            ReleaseState::Failed,
+            Some(&error.to_string()),
+        )?;
+        session.info(&format!(
+            "{} serves {previous} again; {failed} is marked failed and rollbacks skip it",
+            layout.context()
+        ));
+        let previous_manifest = match session.history.manifest(previous)? {
+            Some(manifest) => manifest,
+            None => Manifest::of_tree(&layout.release_path(previous)),
+        };
+        settle(
+            session,
+            failed,
+            previous,
+            &previous_manifest,
+            policy,
+            switched_ms,
+        );
+        Ok(())
+    })();
+    match back {
+        Ok(()) => Error::Health(format!("{error}; switched back to {previous}")),
+        Err(e) => Error::Health(format!("{error}; switching back to {previous} failed: {e}")),
+    }
 }
 
 /// Remove a release this run created and mark it failed.

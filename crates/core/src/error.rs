@@ -27,9 +27,12 @@ pub enum Error {
     /// A build step failed or timed out.
     #[error("{0}")]
     Build(String),
-    /// The web server could not be told about a switch.
+    /// The web server or PHP-FPM could not be told about a switch.
     #[error("{0}")]
     Server(String),
+    /// A health check before or after the switch failed.
+    #[error("{0}")]
+    Health(String),
     /// The webroot is missing, not a folder or not writable.
     #[error("{0}")]
     Webroot(String),
@@ -65,7 +68,7 @@ impl Error {
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Source(_) => ErrorKind::Source,
             Error::Busy(_) => ErrorKind::Busy,
-            Error::Build(_) | Error::Server(_) => ErrorKind::Failed,
+            Error::Build(_) | Error::Server(_) | Error::Health(_) => ErrorKind::Failed,
             Error::Io { .. } | Error::Webroot(_) | Error::History { .. } => ErrorKind::Filesystem,
         }
     }

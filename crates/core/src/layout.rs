@@ -69,6 +69,11 @@ impl Layout {
         self.state_root().join(&self.context)
     }
 
+    /// Behind Apache, the default text map naming the live release.
+    pub fn apache_map(&self) -> PathBuf {
+        self.state_dir().join("apache.map")
+    }
+
     pub fn lock_path(&self) -> PathBuf {
         self.state_dir().join("lock")
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fastcgi;
 pub mod fsx;
+pub mod health;
 pub mod history;
 pub mod inventory;
 pub mod layout;

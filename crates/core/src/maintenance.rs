@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::apache::ApacheSwitch;
+use crate::apache::ApacheMap;
 use crate::deploy::{MARK_MARGIN_NS, carry_logged, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -110,7 +110,7 @@ pub fn prune(
     keep: usize,
     drain: Duration,
     shared: &[PathBuf],
-    apache: Option<&ApacheSwitch>,
+    apache: Option<&ApacheMap>,
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<Vec<String>> {
@@ -133,7 +133,7 @@ pub fn keep(
     layout: &Layout,
     release: &str,
     name: &str,
-    apache: Option<&ApacheSwitch>,
+    apache: Option<&ApacheMap>,
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<String> {
@@ -148,7 +148,7 @@ fn keep_in_session(
     session: &Session<'_>,
     release: &str,
     name: &str,
-    apache: Option<&ApacheSwitch>,
+    apache: Option<&ApacheMap>,
 ) -> Result<String> {
     let layout = session.layout;
     session.step(Step::Recover, || crate::recover::recover(session, apache))?;
@@ -169,9 +169,8 @@ fn keep_in_session(
         fsx::exchange(&old_path, &new_path)?;
         switch_to(layout, &new_name, None)?;
         if let Some(apache) = apache {
-            // Apache serves the old name through the symlink until it reloads.
+            // Apache serves the old name, now a symlink, until the map changes.
             apache.point_at(layout, &new_name)?;
-            apache.reload()?;
         }
         fsx::remove_file(&old_path)?;
     } else {

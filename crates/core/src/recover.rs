@@ -1,7 +1,7 @@
 //! Step `recover`: undo what a killed run left behind, using only facts (the
 //! lock is ours, so every "running" record is dead).
 
-use crate::apache::ApacheSwitch;
+use crate::apache::ApacheMap;
 use crate::error::Result;
 use crate::fsx;
 use crate::history::now_ms;
@@ -10,7 +10,7 @@ use crate::release::ReleaseState;
 use crate::session::Session;
 use crate::switch::{Live, read_live};
 
-pub fn recover(session: &Session<'_>, apache: Option<&ApacheSwitch>) -> Result<()> {
+pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> {
     let layout = session.layout;
     let history = &session.history;
 
@@ -91,15 +91,14 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheSwitch>) -> Result<(
             release.name
         ));
     }
-    // Behind Apache, a run killed between the switch and the reload left
+    // Behind Apache, a run killed between the switch and the map write left
     // Apache on the old release: make it follow the symlink again.
     if let (Some(apache), Live::Release(name)) = (apache, &live)
-        && apache.current() != Some(layout.release_path(name))
+        && apache.current(layout).as_ref() != Some(name)
     {
         apache.point_at(layout, name)?;
-        apache.reload()?;
         session.warn(&format!(
-            "Apache was not serving the live release; pointed it at {name} and reloaded"
+            "Apache's map did not name the live release; pointed it at {name}"
         ));
     }
     let count = history.interrupt_running_except(session.id)?;

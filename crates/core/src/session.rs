@@ -21,8 +21,10 @@ pub enum Step {
     Materialize,
     Carry,
     Build,
+    Check,
     Sync,
     Switch,
+    Health,
     Settle,
     Prune,
 }
@@ -36,8 +38,10 @@ impl Step {
             Step::Materialize => "materialize",
             Step::Carry => "carry",
             Step::Build => "build",
+            Step::Check => "check",
             Step::Sync => "sync",
             Step::Switch => "switch",
+            Step::Health => "health",
             Step::Settle => "settle",
             Step::Prune => "prune",
         }
