@@ -38,7 +38,7 @@ pub enum Command {
     /// Ad hoc: `zdeploy deploy --webroot DIR SOURCE` (SOURCE is a git URL or
     /// path, an archive path or http(s) URL, or a folder). With a config:
     /// `zdeploy deploy [APP]`.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Switch back to the previous release, or the one named.
     ///
     /// `zdeploy rollback [APP] [RELEASE]`.
@@ -66,6 +66,11 @@ pub enum Command {
     /// Places a short-lived probe script in the live release and asks for it
     /// at --url; exits 1 when something would break zero downtime.
     Doctor(DoctorArgs),
+    /// Run the agent: auto-deploy on an interval and on push, API, dashboard, metrics.
+    ///
+    /// One process for every app in the config. SIGTERM stops it (a running
+    /// deploy finishes within agent.shutdown_timeout), SIGHUP rereads the config.
+    Agent(AgentArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -278,6 +283,25 @@ pub struct DoctorArgs {
     /// Print the findings as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address to listen on, overriding agent.listen [default: 127.0.0.1:9470]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Log lines on stderr as human text or JSON objects
+    #[arg(long, value_name = "human|json", default_value = "human")]
+    pub log_format: LogFormat,
+    /// Validate the config (apps, secrets, token), print what would run, and exit
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Args)]

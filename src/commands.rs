@@ -15,8 +15,8 @@ use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
 
 use crate::cli::{
-    DeployArgs, DoctorArgs, InspectArgs, KeepArgs, LogArgs, PruneArgs, RollbackArgs, StatusArgs,
-    WebServer, WebserverArgs, select_app, split_app,
+    AgentArgs, DeployArgs, DoctorArgs, InspectArgs, KeepArgs, LogArgs, LogFormat, PruneArgs,
+    RollbackArgs, StatusArgs, WebServer, WebserverArgs, select_app, split_app,
 };
 use crate::config::UsageError;
 use crate::output::Console;
@@ -451,4 +451,28 @@ pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+pub fn agent(config: Option<&Path>, args: &AgentArgs, quiet: bool, verbose: bool) -> Result<()> {
+    let path = crate::config::discover(config)?;
+    if args.check {
+        let report = crate::agent::check(&path, args.listen.as_deref())?;
+        out!("{}", report.trim_end());
+        return Ok(());
+    }
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::WARN,
+        (_, true) => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(level)
+        .with_target(false);
+    match args.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    crate::agent::run(&path, args.listen.as_deref())
 }

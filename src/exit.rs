@@ -35,6 +35,7 @@ pub fn run() -> ExitCode {
         Command::Keep(args) => commands::keep(config, args, &console),
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),
+        Command::Agent(args) => commands::agent(config, args, cli.quiet, cli.verbose),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -1,5 +1,6 @@
 //! The `zdeploy` binary: parse, run, map the outcome to an exit code.
 
+mod agent;
 mod cli;
 mod commands;
 mod config;
@@ -7,6 +8,7 @@ mod doctor;
 mod exit;
 mod output;
 mod units;
+mod web;
 mod webserver;
 
 fn main() -> std::process::ExitCode {

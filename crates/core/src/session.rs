@@ -73,6 +73,8 @@ impl Level {
 
 /// Receives what a run does, for display. Every method has a no-op default.
 pub trait Observer {
+    /// The run has its history record (after the lock was taken).
+    fn opened(&self, _deployment: i64) {}
     fn step_started(&self, _step: Step) {}
     fn step_finished(&self, _step: Step, _elapsed: Duration, _ok: bool) {}
     fn log(&self, _level: Level, _message: &str) {}
@@ -120,6 +122,7 @@ impl<'a> Session<'a> {
         let lock = lock?;
         let history = History::open(&layout.history_path())?;
         let id = history.start_deployment(kind, &options.trigger, source, reference)?;
+        observer.opened(id);
         history.record_step(
             id,
             Step::Lock.as_str(),

@@ -127,6 +127,41 @@ fn verify(mirror: &Path, spec: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The commit `reference` (a branch or tag; the default branch when `None`)
+/// points to on the remote, asked with `git ls-remote` (no fetch). `None`
+/// when the remote has no such ref; a commit id is its own answer.
+pub fn remote_head(url: &str, reference: Option<&str>, shown_url: &str) -> Result<Option<String>> {
+    // Asked for, then looked for in this order: a branch wins over a tag,
+    // and an annotated tag's `^{}` line names its commit.
+    let (asked, wanted) = match reference {
+        None => (vec!["HEAD".to_string()], vec!["HEAD".to_string()]),
+        Some(r) => {
+            validate_ref(r)?;
+            if r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Ok(Some(r.to_ascii_lowercase()));
+            }
+            let (branch, tag) = (format!("refs/heads/{r}"), format!("refs/tags/{r}"));
+            let peeled = format!("{tag}^{{}}");
+            (vec![branch.clone(), tag.clone()], vec![branch, peeled, tag])
+        }
+    };
+    let mut ls = git();
+    ls.args(["ls-remote", "--end-of-options", url]).args(&asked);
+    let out = run(
+        ls,
+        &format!("ask {shown_url} for its head"),
+        Some((url, shown_url)),
+    )?;
+    let lines: Vec<(&str, &str)> = out.lines().filter_map(|l| l.split_once('\t')).collect();
+    let found = wanted.iter().find_map(|pattern| {
+        lines
+            .iter()
+            .find(|(_, name)| name == pattern)
+            .map(|(id, _)| id.to_string())
+    });
+    Ok(found)
+}
+
 /// Resolve a branch, tag or commit id to a commit of the mirror.
 pub fn resolve(mirror: &Path, reference: &str, shown_url: &str) -> Result<String> {
     validate_ref(reference)?;

@@ -1,0 +1,555 @@
+//! The agent's HTTP API (JSON): apps, releases, deployments with their logs
+//! (streamed live as server-sent events), and the actions deploy, rollback,
+//! keep and prune. Mutations need the bearer token when one is configured,
+//! a JSON body (so a cross-site form cannot post one), and without a token a
+//! loopback Host (so a rebound DNS name cannot either).
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio_stream::StreamExt;
+use zdeploy_core::history::History;
+use zdeploy_core::rollback::RollbackPlan;
+
+use super::app::{App, Event, Trigger};
+use super::runner::{Finished, failed, report, run_streamed};
+use super::{Agent, SharedAgent};
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// An answer that says what went wrong, as `{"error": "…"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.message}));
+        if self.status == StatusCode::UNAUTHORIZED {
+            (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+pub fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
+}
+
+pub fn find_app(agent: &Agent, name: &str) -> Result<std::sync::Arc<App>, ApiError> {
+    agent
+        .app(name)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no app '{name}'")))
+}
+
+/// Check a mutation's credentials and form; `Err` is the answer to send.
+pub fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send actions as JSON (Content-Type: application/json)",
+        ));
+    }
+    match agent.token() {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                Ok(())
+            } else {
+                tracing::warn!("API action refused: missing or wrong bearer token");
+                Err(error(
+                    StatusCode::UNAUTHORIZED,
+                    "this action needs the agent's bearer token",
+                ))
+            }
+        }
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+            if matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+                Ok(())
+            } else {
+                Err(error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "without a token, actions are taken only for a loopback Host, not '{host}'"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn open_history(app: &App) -> Result<Option<History>, ApiError> {
+    let path = app.config().layout.history_path();
+    if !path.exists() {
+        return Ok(None);
+    }
+    History::open(&path)
+        .map(Some)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// What the dashboard and `GET /api/apps` show of one app.
+pub fn summary(app: &App) -> Value {
+    let config = app.config();
+    let history = open_history(app).ok().flatten();
+    let live = zdeploy_core::switch::read_live(&config.layout).ok();
+    let live_name = live
+        .as_ref()
+        .and_then(|l| l.record_name(&config.layout))
+        .map(str::to_string);
+    let live_record = match (&history, &live_name) {
+        (Some(h), Some(name)) => h.release(name).ok().flatten(),
+        _ => None,
+    };
+    let live_deployment = match (&history, live_record.as_ref().and_then(|r| r.deployment_id)) {
+        (Some(h), Some(id)) => h.deployment(id).ok().flatten(),
+        _ => None,
+    };
+    let (running, pending) = app.activity();
+    json!({
+        "name": app.name,
+        "webroot": config.layout.webroot(),
+        "context": config.layout.context(),
+        "source": config.source.as_ref().map(|s| s.shown()),
+        "ref": config.reference,
+        "interval_s": config.automation.interval.map(|d| d.as_secs()),
+        "webhooks": app.secret().is_some(),
+        "live": live_name.as_ref().map(|name| json!({
+            "release": name,
+            "commit": live_record.as_ref().and_then(|r| r.commit.clone()),
+            "created_ms": live_record.as_ref().map(|r| r.created_ms),
+            "message": live_deployment.as_ref().and_then(|d| d.message.clone()),
+        })),
+        "running": running.map(|id| json!({"deployment": id})),
+        "pending": pending.map(|t| t.describe()),
+        "poll": app.poll_status(),
+    })
+}
+
+pub async fn apps(State(agent): State<SharedAgent>) -> Json<Value> {
+    Json(Value::Array(
+        agent.apps().iter().map(|a| summary(a)).collect(),
+    ))
+}
+
+pub async fn app(State(agent): State<SharedAgent>, Path(name): Path<String>) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    Ok(Json(summary(&app)).into_response())
+}
+
+pub async fn releases(State(agent): State<SharedAgent>, Path(name): Path<String>) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    let list = tokio::task::spawn_blocking(move || {
+        let history = open_history(&app)?;
+        zdeploy_core::inventory::list(&app.config().layout, history.as_ref())
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(list).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+pub async fn deployments(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    let Some(history) = open_history(&app)? else {
+        return Ok(Json(json!([])).into_response());
+    };
+    let list = history
+        .deployments(query.limit.unwrap_or(50).min(1000))
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(list).into_response())
+}
+
+fn deployment_detail(app: &App, id: i64) -> Result<Value, ApiError> {
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no deployment {id} of '{}'", app.name),
+        )
+    };
+    let history = open_history(app)?.ok_or_else(not_found)?;
+    let internal = |e: zdeploy_core::Error| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let record = history
+        .deployment(id)
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    Ok(json!({
+        "deployment": record,
+        "steps": history.steps(id).map_err(internal)?,
+        "log": history.logs(id).map_err(internal)?,
+    }))
+}
+
+pub async fn deployment(
+    State(agent): State<SharedAgent>,
+    Path((name, id)): Path<(String, i64)>,
+) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    Ok(Json(deployment_detail(&app, id)?).into_response())
+}
+
+fn sse_event(event: &Event) -> Result<SseEvent, Infallible> {
+    let name = match event {
+        Event::Queued { .. } => "queued",
+        Event::Started { .. } => "started",
+        Event::Step { .. } => "step",
+        Event::Log { .. } => "log",
+        Event::Finished { .. } => "finished",
+        Event::Poll { .. } => "poll",
+    };
+    Ok(SseEvent::default()
+        .event(name)
+        .data(serde_json::to_string(event).unwrap_or_default()))
+}
+
+/// Every event of the app as it happens (the dashboard's feed).
+pub async fn events(State(agent): State<SharedAgent>, Path(name): Path<String>) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    let mut live = app.subscribe();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(256);
+    let stopped = agent.stopped();
+    tokio::spawn(async move {
+        tokio::pin!(stopped);
+        loop {
+            let event = tokio::select! {
+                event = live.recv() => event,
+                _ = &mut stopped => return,
+            };
+            match event {
+                Ok(event) => {
+                    if sender.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|e| sse_event(&e));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// One deployment's log: what is recorded so far, then live lines until it
+/// finishes. A finished deployment's stream ends at once.
+pub async fn deployment_log(
+    State(agent): State<SharedAgent>,
+    Path((name, id)): Path<(String, i64)>,
+) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    // Subscribe first, so no line falls between the history and the stream.
+    let mut live = app.subscribe();
+    let detail = deployment_detail(&app, id)?;
+    let recorded: Vec<Event> = detail["log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(seq, line)| Event::Log {
+            deployment: id,
+            seq: seq as u64,
+            at_ms: line["at_ms"].as_i64().unwrap_or_default(),
+            level: line["level"].as_str().unwrap_or_default().to_string(),
+            message: line["message"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    let record = &detail["deployment"];
+    let running = record["outcome"] == "running";
+    let done = Event::Finished {
+        deployment: Some(id),
+        outcome: record["outcome"].as_str().unwrap_or_default().to_string(),
+        release: record["release"].as_str().map(str::to_string),
+        error: record["error"].as_str().map(str::to_string),
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(256);
+    let mut stopped = Box::pin(agent.stopped());
+    tokio::spawn(async move {
+        let seen = recorded.len() as u64;
+        for event in recorded {
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+        if !running {
+            let _ = sender.send(done).await;
+            return;
+        }
+        // A run by the CLI sends no live events: its end shows in the history.
+        let mut check = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            let event = tokio::select! {
+                event = live.recv() => event,
+                _ = &mut stopped => return,
+                _ = check.tick() => {
+                    match deployment_detail(&app, id) {
+                        Ok(detail) if detail["deployment"]["outcome"] != "running" => {
+                            let record = &detail["deployment"];
+                            let _ = sender.send(Event::Finished {
+                                deployment: Some(id),
+                                outcome: record["outcome"].as_str().unwrap_or_default().to_string(),
+                                release: record["release"].as_str().map(str::to_string),
+                                error: record["error"].as_str().map(str::to_string),
+                            }).await;
+                            return;
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            match event {
+                Ok(event) if event.deployment() == Some(id) => {
+                    if matches!(event, Event::Log { seq, .. } if seq < seen) {
+                        continue; // already sent from the history
+                    }
+                    let last = matches!(event, Event::Finished { .. });
+                    if sender.send(event).await.is_err() || last {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|e| sse_event(&e));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    release: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepBody {
+    release: String,
+    name: String,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+pub async fn deploy(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    authorize(&agent, &headers)?;
+    let app = find_app(&agent, &name)?;
+    let body: DeployBody = parse_body(&body)?;
+    if agent.is_stopping() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        ));
+    }
+    let mut trigger = Trigger::new("api");
+    trigger.force = body.force;
+    app.trigger(trigger);
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response())
+}
+
+/// Run a maintenance action now (waiting for the lock) and answer its result.
+async fn act(
+    agent: SharedAgent,
+    app: std::sync::Arc<App>,
+    kind: &'static str,
+    work: impl Fn(
+        &App,
+        &zdeploy_core::session::RunOptions,
+        &dyn zdeploy_core::session::Observer,
+    ) -> zdeploy_core::Result<(Value, Option<String>)>
+    + Send
+    + 'static,
+) -> ApiResult {
+    if agent.is_stopping() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        ));
+    }
+    let started = Instant::now();
+    let (worker_agent, worker_app) = (agent.clone(), app.clone());
+    let (finished, answer) = tokio::task::spawn_blocking(move || {
+        let (id, result) = run_streamed(
+            &worker_agent,
+            &worker_app,
+            kind,
+            "api",
+            |options, observer| work(&worker_app, options, observer),
+        );
+        match result {
+            Ok((value, release)) => (
+                Finished {
+                    deployment: id,
+                    outcome: "success".into(),
+                    release,
+                    commit: None,
+                    error: None,
+                },
+                Ok(value),
+            ),
+            Err(e) => {
+                let status = match e.kind() {
+                    zdeploy_core::ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    zdeploy_core::ErrorKind::Busy => StatusCode::CONFLICT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (failed(id, &e), Err(error(status, e.to_string())))
+            }
+        }
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    report(&agent, &app, kind, &finished, started.elapsed());
+    answer.map(|value| Json(value).into_response())
+}
+
+pub async fn rollback(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    authorize(&agent, &headers)?;
+    let app = find_app(&agent, &name)?;
+    let body: RollbackBody = parse_body(&body)?;
+    act(agent, app, "rollback", move |app, options, observer| {
+        let config = app.config();
+        let plan = RollbackPlan {
+            target: body.release.clone(),
+            policy: config.policy.clone(),
+        };
+        let done = zdeploy_core::rollback::rollback(&config.layout, &plan, options, observer)?;
+        let release = done.release.clone();
+        Ok((json!(done), Some(release)))
+    })
+    .await
+}
+
+pub async fn keep(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    authorize(&agent, &headers)?;
+    let app = find_app(&agent, &name)?;
+    let body: KeepBody = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad JSON body: {e} (send release and name)"),
+        )
+    })?;
+    act(agent, app, "keep", move |app, options, observer| {
+        let config = app.config();
+        let kept = zdeploy_core::maintenance::keep(
+            &config.layout,
+            &body.release,
+            &body.name,
+            config.policy.apache.as_ref(),
+            options,
+            observer,
+        )?;
+        Ok((json!({"kept": kept}), None))
+    })
+    .await
+}
+
+pub async fn prune(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize(&agent, &headers)?;
+    let app = find_app(&agent, &name)?;
+    act(agent, app, "prune", move |app, options, observer| {
+        let config = app.config();
+        let pruned = zdeploy_core::maintenance::prune(
+            &config.layout,
+            config.policy.keep,
+            config.policy.drain,
+            &config.policy.shared,
+            config.policy.apache.as_ref(),
+            options,
+            observer,
+        )?;
+        Ok((json!({"pruned": pruned}), None))
+    })
+    .await
+}
+
+pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
+    let ages: Vec<(String, f64)> = agent
+        .apps()
+        .iter()
+        .filter_map(|app| {
+            let created = summary(app)["live"]["created_ms"].as_i64()?;
+            let age = (zdeploy_core::history::now_ms() - created) as f64 / 1000.0;
+            Some((app.name.clone(), age))
+        })
+        .collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        agent.metrics.render(&ages),
+    )
+        .into_response()
+}

@@ -1,0 +1,278 @@
+//! One app as the agent holds it: its config, its trigger queue (triggers
+//! that arrive while a deploy runs coalesce into at most one more deploy),
+//! its live event stream, and what the poller last saw.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use zdeploy_core::history::now_ms;
+
+use crate::config::AppConfig;
+
+/// Delivery ids remembered per app, to ignore a webhook delivered twice.
+const REMEMBERED_DELIVERIES: usize = 1000;
+/// Live events buffered for a slow subscriber before it misses some.
+const EVENT_BUFFER: usize = 1024;
+
+/// What asked for a deploy.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Trigger {
+    /// "poll", "webhook github", "api", …
+    pub source: String,
+    /// The commit the trigger named, when it named one.
+    pub commit: Option<String>,
+    pub force: bool,
+    /// Further triggers folded into this one while a deploy ran.
+    pub coalesced: u32,
+}
+
+impl Trigger {
+    pub fn new(source: impl Into<String>) -> Self {
+        Trigger {
+            source: source.into(),
+            commit: None,
+            force: false,
+            coalesced: 0,
+        }
+    }
+
+    /// For the history: "agent: webhook github (+3 coalesced)".
+    pub fn describe(&self) -> String {
+        match self.coalesced {
+            0 => format!("agent: {}", self.source),
+            n => format!("agent: {} (+{n} coalesced)", self.source),
+        }
+    }
+}
+
+/// A live event of one app, sent to dashboards and log streams.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Queued {
+        trigger: String,
+    },
+    Started {
+        deployment: i64,
+        kind: String,
+        trigger: String,
+    },
+    Step {
+        deployment: i64,
+        step: String,
+        state: String,
+        elapsed_ms: Option<u64>,
+    },
+    Log {
+        deployment: i64,
+        /// The line's place in the deployment's log (0 first).
+        seq: u64,
+        at_ms: i64,
+        level: String,
+        message: String,
+    },
+    Finished {
+        deployment: Option<i64>,
+        outcome: String,
+        release: Option<String>,
+        error: Option<String>,
+    },
+    Poll {
+        ok: bool,
+        error: Option<String>,
+    },
+}
+
+impl Event {
+    /// The deployment an event belongs to, if any.
+    pub fn deployment(&self) -> Option<i64> {
+        match self {
+            Event::Started { deployment, .. }
+            | Event::Step { deployment, .. }
+            | Event::Log { deployment, .. } => Some(*deployment),
+            Event::Finished { deployment, .. } => *deployment,
+            Event::Queued { .. } | Event::Poll { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Option<Trigger>,
+    /// The deployment running now (`Some(None)` before it has a record).
+    running: Option<Option<i64>>,
+}
+
+/// What the poller last saw, for the dashboard and the API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollStatus {
+    pub last_ms: Option<i64>,
+    pub remote_commit: Option<String>,
+    pub error: Option<String>,
+    pub failures: u32,
+}
+
+pub struct App {
+    pub name: String,
+    config: RwLock<Arc<AppConfig>>,
+    /// The webhook secret, read when the config was (re)loaded.
+    secret: RwLock<Option<String>>,
+    queue: Mutex<Queue>,
+    /// Woken when a trigger is queued or the agent stops.
+    pub wake: Notify,
+    events: broadcast::Sender<Event>,
+    deliveries: Mutex<VecDeque<String>>,
+    poll: Mutex<PollStatus>,
+    /// Set when SIGHUP dropped the app from the config.
+    removed: AtomicBool,
+}
+
+impl App {
+    pub fn new(name: String, config: AppConfig, secret: Option<String>) -> Arc<Self> {
+        Arc::new(App {
+            name,
+            config: RwLock::new(Arc::new(config)),
+            secret: RwLock::new(secret),
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            deliveries: Mutex::default(),
+            poll: Mutex::default(),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn config(&self) -> Arc<AppConfig> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    pub fn secret(&self) -> Option<String> {
+        self.secret.read().expect("secret lock").clone()
+    }
+
+    /// New config and secret after SIGHUP; a running deploy keeps the old one.
+    pub fn replace(&self, config: AppConfig, secret: Option<String>) {
+        *self.config.write().expect("config lock") = Arc::new(config);
+        *self.secret.write().expect("secret lock") = secret;
+    }
+
+    pub fn remove(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Queue a deploy. While one is pending, the newer trigger replaces it
+    /// and counts the older as coalesced. Returns false if it was folded in.
+    pub fn trigger(&self, trigger: Trigger) -> bool {
+        let mut queue = self.queue.lock().expect("queue lock");
+        let fresh = queue.pending.is_none();
+        let merged = match queue.pending.take() {
+            None => trigger,
+            Some(older) => Trigger {
+                force: trigger.force || older.force,
+                coalesced: older.coalesced + 1 + trigger.coalesced,
+                ..trigger
+            },
+        };
+        self.emit(Event::Queued {
+            trigger: merged.describe(),
+        });
+        queue.pending = Some(merged);
+        drop(queue);
+        self.wake.notify_one();
+        fresh
+    }
+
+    /// Take the pending trigger and mark a deploy running.
+    pub fn start_next(&self) -> Option<Trigger> {
+        let mut queue = self.queue.lock().expect("queue lock");
+        let next = queue.pending.take()?;
+        queue.running = Some(None);
+        Some(next)
+    }
+
+    pub fn set_running_id(&self, id: i64) {
+        self.queue.lock().expect("queue lock").running = Some(Some(id));
+    }
+
+    pub fn finish_running(&self) {
+        self.queue.lock().expect("queue lock").running = None;
+    }
+
+    /// `(running deployment, pending trigger)`.
+    pub fn activity(&self) -> (Option<Option<i64>>, Option<Trigger>) {
+        let queue = self.queue.lock().expect("queue lock");
+        (queue.running, queue.pending.clone())
+    }
+
+    pub fn is_busy(&self) -> bool {
+        let queue = self.queue.lock().expect("queue lock");
+        queue.running.is_some() || queue.pending.is_some()
+    }
+
+    pub fn emit(&self, event: Event) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.events.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Remember a webhook delivery id; false if it was seen before.
+    pub fn first_delivery(&self, id: &str) -> bool {
+        let mut seen = self.deliveries.lock().expect("deliveries lock");
+        if seen.iter().any(|d| d == id) {
+            return false;
+        }
+        if seen.len() == REMEMBERED_DELIVERIES {
+            seen.pop_front();
+        }
+        seen.push_back(id.to_string());
+        true
+    }
+
+    pub fn poll_status(&self) -> PollStatus {
+        self.poll.lock().expect("poll lock").clone()
+    }
+
+    pub fn poll_succeeded(&self, commit: Option<String>) {
+        let mut poll = self.poll.lock().expect("poll lock");
+        let recovered = poll.error.is_some();
+        *poll = PollStatus {
+            last_ms: Some(now_ms()),
+            remote_commit: commit,
+            error: None,
+            failures: 0,
+        };
+        drop(poll);
+        if recovered {
+            self.emit(Event::Poll {
+                ok: true,
+                error: None,
+            });
+        }
+    }
+
+    /// Record a failed poll; returns how many failed in a row.
+    pub fn poll_failed(&self, error: String) -> u32 {
+        let mut poll = self.poll.lock().expect("poll lock");
+        poll.last_ms = Some(now_ms());
+        poll.error = Some(error.clone());
+        poll.failures += 1;
+        let failures = poll.failures;
+        drop(poll);
+        self.emit(Event::Poll {
+            ok: false,
+            error: Some(error),
+        });
+        failures
+    }
+}

@@ -1,0 +1,128 @@
+//! Counters and a duration histogram, rendered in the Prometheus text format
+//! at `GET /metrics`. Gauges that the history already knows (live release
+//! age) are computed at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds of the deploy duration buckets, in seconds.
+const DURATION_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    deploys: BTreeMap<(String, String), u64>,
+    durations: BTreeMap<String, Histogram>,
+    poll_errors: BTreeMap<String, u64>,
+    webhook_rejections: BTreeMap<(String, String), u64>,
+    lock_waits: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().expect("metrics lock"))
+    }
+
+    pub fn deploy_finished(&self, app: &str, outcome: &str, seconds: f64) {
+        self.with(|m| {
+            *m.deploys
+                .entry((app.to_string(), outcome.to_string()))
+                .or_default() += 1;
+            let histogram = m.durations.entry(app.to_string()).or_default();
+            for (bound, count) in DURATION_BUCKETS.iter().zip(histogram.counts.iter_mut()) {
+                if seconds <= *bound {
+                    *count += 1;
+                }
+            }
+            histogram.count += 1;
+            histogram.sum += seconds;
+        });
+    }
+
+    pub fn poll_error(&self, app: &str) {
+        self.with(|m| *m.poll_errors.entry(app.to_string()).or_default() += 1);
+    }
+
+    pub fn webhook_rejected(&self, app: &str, reason: &str) {
+        self.with(|m| {
+            *m.webhook_rejections
+                .entry((app.to_string(), reason.to_string()))
+                .or_default() += 1;
+        });
+    }
+
+    pub fn lock_waited(&self, app: &str) {
+        self.with(|m| *m.lock_waits.entry(app.to_string()).or_default() += 1);
+    }
+
+    /// The text format; `live_ages` are (app, seconds since the live release was made).
+    pub fn render(&self, live_ages: &[(String, f64)]) -> String {
+        let mut out = String::new();
+        self.with(|m| {
+            header(&mut out, "zdeploy_deploys_total", "counter", "Deploys and rollbacks run by the agent, by outcome.");
+            for ((app, outcome), n) in &m.deploys {
+                let _ = writeln!(out, "zdeploy_deploys_total{{app=\"{}\",outcome=\"{}\"}} {n}", escape(app), escape(outcome));
+            }
+            header(&mut out, "zdeploy_deploy_duration_seconds", "histogram", "Time from trigger taken to deploy finished.");
+            for (app, h) in &m.durations {
+                let app = escape(app);
+                for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts) {
+                    let _ = writeln!(out, "zdeploy_deploy_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {count}");
+                }
+                let _ = writeln!(out, "zdeploy_deploy_duration_seconds_bucket{{app=\"{app}\",le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "zdeploy_deploy_duration_seconds_sum{{app=\"{app}\"}} {}", h.sum);
+                let _ = writeln!(out, "zdeploy_deploy_duration_seconds_count{{app=\"{app}\"}} {}", h.count);
+            }
+            header(&mut out, "zdeploy_poll_errors_total", "counter", "Failed checks of a remote for new commits.");
+            for (app, n) in &m.poll_errors {
+                let _ = writeln!(out, "zdeploy_poll_errors_total{{app=\"{}\"}} {n}", escape(app));
+            }
+            header(&mut out, "zdeploy_webhook_rejections_total", "counter", "Webhook requests refused, by reason.");
+            for ((app, reason), n) in &m.webhook_rejections {
+                let _ = writeln!(out, "zdeploy_webhook_rejections_total{{app=\"{}\",reason=\"{}\"}} {n}", escape(app), escape(reason));
+            }
+            header(&mut out, "zdeploy_lock_waits_total", "counter", "Agent runs that waited for another holder of the lock.");
+            for (app, n) in &m.lock_waits {
+                let _ = writeln!(out, "zdeploy_lock_waits_total{{app=\"{}\"}} {n}", escape(app));
+            }
+        });
+        header(
+            &mut out,
+            "zdeploy_live_release_age_seconds",
+            "gauge",
+            "Seconds since the live release was made.",
+        );
+        for (app, age) in live_ages {
+            let _ = writeln!(
+                out,
+                "zdeploy_live_release_age_seconds{{app=\"{}\"}} {age:.0}",
+                escape(app)
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,230 @@
+//! The agent's worker for one app: it takes queued triggers one at a time and
+//! runs the deploy on a blocking thread, streaming its steps and log lines as
+//! events. Rollback, keep and prune asked through the API run the same way.
+//! The context's lock is shared with the CLI: a run that finds it held waits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use zdeploy_core::history::now_ms;
+use zdeploy_core::lock::LockWait;
+use zdeploy_core::session::{Level, Observer, RunOptions, Step};
+use zdeploy_core::{Error, ErrorKind};
+
+use super::app::{App, Event, Trigger};
+use super::{Agent, SharedAgent};
+
+/// Sends what a run does to the app's event stream.
+struct Streamer<'a> {
+    app: &'a App,
+    kind: &'static str,
+    trigger: String,
+    deployment: AtomicI64,
+    lines: AtomicU64,
+}
+
+impl Streamer<'_> {
+    fn id(&self) -> i64 {
+        self.deployment.load(Ordering::SeqCst)
+    }
+}
+
+impl Observer for Streamer<'_> {
+    fn opened(&self, deployment: i64) {
+        self.deployment.store(deployment, Ordering::SeqCst);
+        if self.kind == "deploy" {
+            self.app.set_running_id(deployment);
+        }
+        self.app.emit(Event::Started {
+            deployment,
+            kind: self.kind.to_string(),
+            trigger: self.trigger.clone(),
+        });
+    }
+
+    fn step_started(&self, step: Step) {
+        if step != Step::Lock {
+            self.step(step, "started", None);
+        }
+    }
+
+    fn step_finished(&self, step: Step, elapsed: Duration, ok: bool) {
+        if step != Step::Lock {
+            let state = if ok { "ok" } else { "failed" };
+            self.step(step, state, Some(elapsed.as_millis() as u64));
+        }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.app.emit(Event::Log {
+            deployment: self.id(),
+            seq: self.lines.fetch_add(1, Ordering::SeqCst),
+            at_ms: now_ms(),
+            level: level.as_str().to_string(),
+            message: message.to_string(),
+        });
+    }
+}
+
+impl Streamer<'_> {
+    fn step(&self, step: Step, state: &str, elapsed_ms: Option<u64>) {
+        self.app.emit(Event::Step {
+            deployment: self.id(),
+            step: step.as_str().to_string(),
+            state: state.to_string(),
+            elapsed_ms,
+        });
+    }
+}
+
+/// How a run ended, for events, metrics and notifications.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finished {
+    pub deployment: Option<i64>,
+    /// "success", "unchanged" or "failed".
+    pub outcome: String,
+    pub release: Option<String>,
+    pub commit: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Run `work` under the app's lock, waiting (and counting the wait) if the
+/// CLI or another run holds it, with its events streamed.
+pub fn run_streamed<T>(
+    agent: &Agent,
+    app: &App,
+    kind: &'static str,
+    trigger: &str,
+    work: impl Fn(&RunOptions, &dyn Observer) -> zdeploy_core::Result<T>,
+) -> (Option<i64>, zdeploy_core::Result<T>) {
+    let streamer = Streamer {
+        app,
+        kind,
+        trigger: trigger.to_string(),
+        deployment: AtomicI64::new(0),
+        lines: AtomicU64::new(0),
+    };
+    let mut options = RunOptions {
+        trigger: trigger.to_string(),
+        wait: LockWait::Fail,
+    };
+    let mut result = work(&options, &streamer);
+    if matches!(&result, Err(e) if e.kind() == ErrorKind::Busy) {
+        agent.metrics.lock_waited(&app.name);
+        tracing::info!(app = %app.name, kind, "the lock is held; waiting for it");
+        options.wait = LockWait::Queue;
+        result = work(&options, &streamer);
+    }
+    let id = Some(streamer.id()).filter(|id| *id != 0);
+    (id, result)
+}
+
+/// Deploy the app once for `trigger`.
+fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
+    let config = app.config();
+    let plan = match config.deploy_plan(trigger.force) {
+        Ok(plan) => plan,
+        Err(e) => {
+            return Finished {
+                deployment: None,
+                outcome: "failed".into(),
+                release: None,
+                commit: None,
+                error: Some(e.0),
+            };
+        }
+    };
+    let (deployment, result) = run_streamed(
+        agent,
+        app,
+        "deploy",
+        &trigger.describe(),
+        |options, observer| zdeploy_core::deploy::deploy(&config.layout, &plan, options, observer),
+    );
+    match result {
+        Ok(done) => Finished {
+            deployment: Some(done.deployment),
+            outcome: if done.outcome == "unchanged" {
+                "unchanged"
+            } else {
+                "success"
+            }
+            .into(),
+            release: done.release,
+            commit: done.commit,
+            error: None,
+        },
+        Err(error) => failed(deployment, &error),
+    }
+}
+
+pub fn failed(deployment: Option<i64>, error: &Error) -> Finished {
+    Finished {
+        deployment,
+        outcome: "failed".into(),
+        release: None,
+        commit: None,
+        error: Some(error.to_string()),
+    }
+}
+
+/// Report a finished run everywhere it is watched.
+pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed: Duration) {
+    agent
+        .metrics
+        .deploy_finished(&app.name, &finished.outcome, elapsed.as_secs_f64());
+    app.emit(Event::Finished {
+        deployment: finished.deployment,
+        outcome: finished.outcome.clone(),
+        release: finished.release.clone(),
+        error: finished.error.clone(),
+    });
+    match &finished.error {
+        Some(error) => {
+            tracing::warn!(app = %app.name, kind, deployment = ?finished.deployment, %error, "{kind} failed")
+        }
+        None => tracing::info!(
+            app = %app.name,
+            kind,
+            deployment = ?finished.deployment,
+            outcome = %finished.outcome,
+            release = ?finished.release,
+            seconds = elapsed.as_secs_f64(),
+            "{kind} finished"
+        ),
+    }
+    if let Some(notify) = app.config().automation.notify.clone() {
+        super::notify::send(&notify, &app.name, kind, finished);
+    }
+}
+
+/// The app's worker: one deploy at a time until the agent stops or the app
+/// is dropped from the config.
+pub async fn work(agent: SharedAgent, app: Arc<App>) {
+    loop {
+        if app.is_removed() || agent.is_stopping() {
+            return;
+        }
+        let Some(trigger) = app.start_next() else {
+            app.wake.notified().await;
+            continue;
+        };
+        tracing::info!(app = %app.name, trigger = %trigger.describe(), "deploy starting");
+        let started = Instant::now();
+        let (worker_agent, worker_app) = (agent.clone(), app.clone());
+        let finished =
+            tokio::task::spawn_blocking(move || deploy(&worker_agent, &worker_app, &trigger))
+                .await
+                .unwrap_or_else(|panic| Finished {
+                    deployment: None,
+                    outcome: "failed".into(),
+                    release: None,
+                    commit: None,
+                    error: Some(format!("the deploy thread panicked: {panic}")),
+                });
+        app.finish_running();
+        report(&agent, &app, "deploy", &finished, started.elapsed());
+        agent.idle.notify_waiters();
+    }
+}
