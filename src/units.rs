@@ -81,6 +81,22 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size '{text}': too large"))
 }
 
+/// A duration as config files write it: "5m", "1h30m", "90s", "250ms".
+pub fn config_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 || !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let (mut seconds, mut text) = (ms / 1000, String::new());
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if seconds >= size {
+            text.push_str(&format!("{}{unit}", seconds / size));
+            seconds %= size;
+        }
+    }
+    text
+}
+
 /// "1.2 MiB"-style rendering for tables.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -118,6 +134,14 @@ mod tests {
         for (text, expected) in cases {
             let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
             assert_eq!(got, *expected, "{text:?}");
+            if let Some(ms) = expected.filter(|ms| *ms > 0) {
+                let shown = config_duration(Duration::from_millis(ms));
+                assert_eq!(
+                    parse_duration(&shown).unwrap().as_millis() as u64,
+                    ms,
+                    "{shown}"
+                );
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent;
 mod archives;
 mod cli;
 mod concurrency;

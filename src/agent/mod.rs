@@ -150,7 +150,7 @@ pub fn check(config_path: &Path, listen: Option<&str>) -> Result<String, UsageEr
             config.layout.webroot().display(),
             config.layout.context(),
             auto.interval
-                .map(zdeploy_core::session::human_duration)
+                .map(crate::units::config_duration)
                 .unwrap_or_else(|| "off".into()),
             if secret.is_some() { "on" } else { "off" },
             if config.policy.health.is_some() {

@@ -122,7 +122,10 @@ fn render_panel(data: &PanelData) -> String {
     }
     let interval = s["interval_s"]
         .as_u64()
-        .map(|n| format!("checks the remote every {n} s"))
+        .map(|n| {
+            let every = crate::units::config_duration(std::time::Duration::from_secs(n));
+            format!("checks the remote every {every}")
+        })
         .unwrap_or_else(|| "no interval".into());
     let _ = write!(
         html,

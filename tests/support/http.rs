@@ -81,3 +81,53 @@ impl Drop for FileServer {
         }
     }
 }
+
+/// Records the bodies POSTed to it; answers each request with the next
+/// status of `statuses` (the last one repeats).
+pub struct Recorder {
+    pub address: String,
+    pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub fn start(statuses: &[u16]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (sink, statuses) = (bodies.clone(), statuses.to_vec());
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
+                let status = statuses[n.min(statuses.len() - 1)];
+                let body = read_request_body(&stream);
+                sink.lock().unwrap().push(body);
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Recorder { address, bodies }
+    }
+}
+
+fn read_request_body(stream: &TcpStream) -> String {
+    use std::io::Read;
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    String::from_utf8_lossy(&body).into_owned()
+}
