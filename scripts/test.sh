@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests drive real git, drop privileges with setpriv (util-linux), and
-# serve deploys under load with real nginx, Apache and PHP-FPM.
+# The tests drive real git, drop privileges with setpriv (util-linux),
+# serve deploys under load with real nginx, Apache and PHP-FPM, and click
+# through the agent's dashboard in a real browser.
 needed=()
 command -v git >/dev/null || needed+=(git)
 command -v setpriv >/dev/null || needed+=(util-linux)
@@ -14,6 +15,9 @@ command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || needed+=(apache2)
 # WordPress (Debian's package) is deployed as a large real app, on MariaDB.
 [ -f /usr/share/wordpress/wp-settings.php ] || needed+=(wordpress)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || needed+=(mariadb-server)
+# The agent's dashboard is tested in headless Chromium through ChromeDriver.
+command -v chromium >/dev/null || needed+=(chromium)
+command -v chromedriver >/dev/null || needed+=(chromium-driver)
 if [ ${#needed[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: please install: ${needed[*]}" >&2

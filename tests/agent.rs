@@ -758,3 +758,72 @@ fn the_api_streams_a_running_deploy_log_and_rolls_back() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_systemd_unit_starts_checks_and_stops_the_agent_as_written() {
+    let setup = Setup::new();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/zdeploy-agent.service"
+    ))
+    .unwrap();
+    let command = |key: &str| -> Vec<String> {
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} in the unit"));
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        assert_eq!(words[0], "/usr/local/bin/zdeploy");
+        assert!(words.contains(&"/etc/zdeploy/zdeploy.toml".to_string()));
+        words[1..].to_vec()
+    };
+    let port = free_port();
+    let config = setup.site.path("zdeploy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:{port}\"\n\n{}",
+            setup.app_config("")
+        ),
+    )
+    .unwrap();
+    let with_config = |args: Vec<String>| -> Vec<String> {
+        args.into_iter()
+            .map(|a| {
+                if a == "/etc/zdeploy/zdeploy.toml" {
+                    config.display().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect()
+    };
+    Zdeploy::new()
+        .args(with_config(command("ExecStartPre")))
+        .success();
+    let start = with_config(command("ExecStart"));
+    assert_eq!(&start[..3], ["agent", "--config", config.to_str().unwrap()]);
+    let mut agent = Agent::start_with(
+        &config,
+        port,
+        &start[3..].iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    agent.act("demo", "deploy", "{}");
+    agent.wait_for("the deploy", Duration::from_secs(30), || {
+        agent.live_commit("demo").is_some()
+    });
+    let log = agent.log.lock().unwrap().clone();
+    let line = log.lines().find(|l| l.contains("deploy finished")).unwrap();
+    let entry: serde_json::Value =
+        serde_json::from_str(line).expect("--log-format json writes JSON lines");
+    assert_eq!(entry["app"], "demo");
+    assert!(
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("KillSignal=SIGTERM")
+    );
+    agent.signal("HUP");
+    agent.wait_for("the reload", Duration::from_secs(10), || {
+        agent.log.lock().unwrap().contains("config reloaded")
+    });
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(30)), Some(0));
+}

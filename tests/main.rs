@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod config;
 mod crash;
+mod dashboard;
 mod git_sources;
 mod health;
 mod hostile;

@@ -163,16 +163,16 @@ fn render_panel(data: &PanelData) -> String {
         };
         let _ = write!(
             html,
-            r#"<tr{}><td class="name">{}</td><td><span class="state {1}">{}</span></td><td><code>{}</code></td><td class="num">{}</td><td class="act">{action}</td></tr>"#,
-            if release.live {
+            r#"<tr{live}><td class="name">{name}</td><td><span class="state {state}">{state}</span></td><td><code>{commit}</code></td><td class="num">{size}</td><td class="act">{action}</td></tr>"#,
+            live = if release.live {
                 r#" class="is-live""#
             } else {
                 ""
             },
-            esc(&release.name),
-            esc(&release.state),
-            esc(&short(release.commit.as_deref())),
-            size(release.size),
+            name = esc(&release.name),
+            state = esc(&release.state),
+            commit = esc(&short(release.commit.as_deref())),
+            size = size(release.size),
         );
     }
     html.push_str("</tbody></table></div>");

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod archive;
+pub mod browser;
 pub mod git;
 pub mod http;
 pub mod load;

@@ -22,7 +22,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn spawn(name: &'static str, command: &mut Command) -> Self {
+    pub fn spawn(name: &'static str, command: &mut Command) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -161,7 +161,7 @@ impl Nginx {
 }
 
 #[track_caller]
-fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
+pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         assert!(Instant::now() < deadline, "{what} never became ready");
