@@ -694,6 +694,29 @@ fn api_actions_need_the_token_and_json_and_the_agent_refuses_to_listen_openly_wi
         .arg(&config)
         .fails_with(2);
     assert!(out.stderr.contains("apps.demo.interval"), "{}", out.stderr);
+    // A secret from the environment: required to be there.
+    let from_env = setup
+        .app_config("")
+        .replace("webhook_secret_file", "webhook_secret_env")
+        .replace(
+            &setup.site.path("secret").display().to_string(),
+            "ZDEPLOY_TEST_SECRET",
+        );
+    std::fs::write(&config, &from_env).unwrap();
+    let out = Zdeploy::new()
+        .args(["agent", "--check", "--config"])
+        .arg(&config)
+        .fails_with(2);
+    assert!(
+        out.stderr.contains("ZDEPLOY_TEST_SECRET is not set"),
+        "{}",
+        out.stderr
+    );
+    Zdeploy::new()
+        .args(["agent", "--check", "--config"])
+        .arg(&config)
+        .env("ZDEPLOY_TEST_SECRET", "from-env")
+        .success();
     std::fs::write(&config, setup.app_config("interval = \"5m\"")).unwrap();
     let out = Zdeploy::new()
         .args(["agent", "--check", "--config"])
@@ -826,4 +849,34 @@ fn the_systemd_unit_starts_checks_and_stops_the_agent_as_written() {
     });
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn polling_does_not_retry_a_commit_whose_deploy_failed() {
+    let setup = Setup::new();
+    setup.repo.write("ok", "").commit("buildable");
+    let agent = setup.start("interval = \"1s\"\nbuild = [\"test -f ok\"]");
+    agent.wait_for("the first deploy", Duration::from_secs(30), || {
+        agent.live_commit("demo").is_some()
+    });
+    let good = agent.live_commit("demo");
+    setup.repo.remove("ok").commit("breaks the build");
+    agent.wait_for("the failed deploy", Duration::from_secs(15), || {
+        agent
+            .deployments("demo")
+            .iter()
+            .any(|d| d["outcome"] == "failed")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let failed = agent
+        .deployments("demo")
+        .iter()
+        .filter(|d| d["outcome"] == "failed")
+        .count();
+    assert_eq!(failed, 1, "the broken commit was tried once");
+    assert_eq!(agent.live_commit("demo"), good);
+    let fixed = setup.repo.write("ok", "").commit("fixes the build");
+    agent.wait_for("the fix to go live", Duration::from_secs(15), || {
+        agent.live_commit("demo").as_deref() == Some(fixed.as_str())
+    });
 }

@@ -113,6 +113,9 @@ pub struct PollStatus {
     pub remote_commit: Option<String>,
     pub error: Option<String>,
     pub failures: u32,
+    /// A commit whose deploy failed: polling does not retry it (a push or
+    /// an API deploy does).
+    pub failed_commit: Option<String>,
 }
 
 pub struct App {
@@ -246,18 +249,27 @@ impl App {
     pub fn poll_succeeded(&self, commit: Option<String>) {
         let mut poll = self.poll.lock().expect("poll lock");
         let recovered = poll.error.is_some();
-        *poll = PollStatus {
-            last_ms: Some(now_ms()),
-            remote_commit: commit,
-            error: None,
-            failures: 0,
-        };
+        poll.last_ms = Some(now_ms());
+        poll.remote_commit = commit;
+        poll.error = None;
+        poll.failures = 0;
         drop(poll);
         if recovered {
             self.emit(Event::Poll {
                 ok: true,
                 error: None,
             });
+        }
+    }
+
+    /// Remember how the deploy of `commit` ended, so polling does not retry
+    /// a commit that failed.
+    pub fn deploy_ended(&self, commit: Option<&str>, succeeded: bool) {
+        let mut poll = self.poll.lock().expect("poll lock");
+        if succeeded {
+            poll.failed_commit = None;
+        } else if let Some(commit) = commit {
+            poll.failed_commit = Some(commit.to_string());
         }
     }
 

@@ -49,7 +49,8 @@ fn check(app: &App) -> Result<bool, String> {
             None => format!("{shown} has no HEAD"),
         })?;
     app.poll_succeeded(Some(head.clone()));
-    if live_commit(&config).as_deref() == Some(head.as_str()) || app.is_busy() {
+    let failed_before = app.poll_status().failed_commit.as_deref() == Some(head.as_str());
+    if live_commit(&config).as_deref() == Some(head.as_str()) || app.is_busy() || failed_before {
         return Ok(false);
     }
     let mut trigger = Trigger::new("poll");

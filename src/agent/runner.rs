@@ -213,6 +213,7 @@ pub async fn work(agent: SharedAgent, app: Arc<App>) {
         tracing::info!(app = %app.name, trigger = %trigger.describe(), "deploy starting");
         let started = Instant::now();
         let (worker_agent, worker_app) = (agent.clone(), app.clone());
+        let asked_for = trigger.commit.clone();
         let finished =
             tokio::task::spawn_blocking(move || deploy(&worker_agent, &worker_app, &trigger))
                 .await
@@ -224,6 +225,8 @@ pub async fn work(agent: SharedAgent, app: Arc<App>) {
                     error: Some(format!("the deploy thread panicked: {panic}")),
                 });
         app.finish_running();
+        let commit = finished.commit.as_deref().or(asked_for.as_deref());
+        app.deploy_ended(commit, finished.outcome != "failed");
         report(&agent, &app, "deploy", &finished, started.elapsed());
         agent.idle.notify_waiters();
     }
