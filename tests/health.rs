@@ -3,7 +3,7 @@
 //! check before the switch leaves the live release alone.
 
 use crate::support::http::FileServer;
-use crate::support::{Site, Zdeploy, write_files};
+use crate::support::{Site, write_files};
 
 /// `zdeploy releases --json` as (name, state) pairs.
 fn release_states(site: &Site) -> Vec<(String, String)> {
@@ -132,22 +132,14 @@ fn health_settings_are_checked() {
         let out = site.deploy(&app).args(&args).fails_with(2);
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
     }
-    let config = site.path("zdeploy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\n\nhealth = {{ url = \"http://127.0.0.1:9/\", expect = 200 }}\n",
-            site.webroot.display(),
-            app.display()
-        ),
-    )
-    .unwrap();
-    let out = Zdeploy::new()
-        .args(["deploy", "--config"])
-        .arg(&config)
+    let out = site
+        .deploy_by_config(
+            &app,
+            "health = { url = \"http://127.0.0.1:9/\", expect = 200 }",
+        )
         .fails_with(2);
     assert!(
-        out.stderr.contains(":5:") && out.stderr.contains("expect"),
+        out.stderr.contains(":4:") && out.stderr.contains("expect"),
         "{}",
         out.stderr
     );

@@ -292,19 +292,8 @@ fn apache_settings_are_checked() {
         .arg(site.path("a$b.map"))
         .fails_with(2);
     assert!(out.stderr.contains("map path"), "{}", out.stderr);
-    let config = site.path("zdeploy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\napache = {{ include = \"/etc/x.conf\" }}\n",
-            site.webroot.display(),
-            app.display()
-        ),
-    )
-    .unwrap();
-    let out = Zdeploy::new()
-        .args(["deploy", "--config"])
-        .arg(&config)
+    let out = site
+        .deploy_by_config(&app, "apache = { include = \"/etc/x.conf\" }")
         .fails_with(2);
     assert!(
         out.stderr.contains(":4:") && out.stderr.contains("include"),

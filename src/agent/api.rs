@@ -56,6 +56,17 @@ pub fn find_app(agent: &Agent, name: &str) -> Result<std::sync::Arc<App>, ApiErr
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no app '{name}'")))
 }
 
+/// New work is refused once SIGTERM arrived.
+pub fn refuse_if_stopping(agent: &Agent) -> Result<(), ApiError> {
+    if agent.is_stopping() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        ));
+    }
+    Ok(())
+}
+
 /// Check a mutation's credentials and form; `Err` is the answer to send.
 pub fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
     let json_body = headers
@@ -392,12 +403,7 @@ pub async fn deploy(
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
     let body: DeployBody = parse_body(&body)?;
-    if agent.is_stopping() {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        ));
-    }
+    refuse_if_stopping(&agent)?;
     let mut trigger = Trigger::new("api");
     trigger.force = body.force;
     app.trigger(trigger);
@@ -417,12 +423,7 @@ async fn act(
     + Send
     + 'static,
 ) -> ApiResult {
-    if agent.is_stopping() {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        ));
-    }
+    refuse_if_stopping(&agent)?;
     let started = Instant::now();
     let (worker_agent, worker_app) = (agent.clone(), app.clone());
     let (finished, answer) = tokio::task::spawn_blocking(move || {

@@ -307,11 +307,8 @@ pub async fn receive(
         Ok(delivery) => delivery,
         Err(rejection) => return reject(&agent, &name, rejection),
     };
-    if agent.is_stopping() {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "the agent is shutting down"}),
-        );
+    if let Err(stopping) = super::api::refuse_if_stopping(&agent) {
+        return stopping.into_response();
     }
     if let Some(id) = &delivery.id
         && !app.first_delivery(id)

@@ -29,6 +29,22 @@ pub struct Answer {
     pub body: String,
 }
 
+impl From<Result<ureq::http::Response<ureq::Body>, ureq::Error>> for Answer {
+    /// A failed connection is status 0 with the error as the body.
+    fn from(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Self {
+        match result {
+            Ok(mut response) => Answer {
+                status: response.status().as_u16(),
+                body: response.body_mut().read_to_string().unwrap_or_default(),
+            },
+            Err(e) => Answer {
+                status: 0,
+                body: e.to_string(),
+            },
+        }
+    }
+}
+
 impl Answer {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
@@ -107,16 +123,7 @@ impl Agent {
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        match client().get(&self.url(path)).call() {
-            Ok(mut response) => Answer {
-                status: response.status().as_u16(),
-                body: response.body_mut().read_to_string().unwrap_or_default(),
-            },
-            Err(e) => Answer {
-                status: 0,
-                body: e.to_string(),
-            },
-        }
+        Answer::from(client().get(&self.url(path)).call())
     }
 
     /// POST `body` with `headers`.
@@ -125,16 +132,7 @@ impl Agent {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        match request.send(body) {
-            Ok(mut response) => Answer {
-                status: response.status().as_u16(),
-                body: response.body_mut().read_to_string().unwrap_or_default(),
-            },
-            Err(e) => Answer {
-                status: 0,
-                body: e.to_string(),
-            },
-        }
+        Answer::from(request.send(body))
     }
 
     /// An API action with a JSON body.

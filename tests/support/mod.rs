@@ -144,6 +144,19 @@ impl Site {
             .arg(&self.webroot)
     }
 
+    /// `zdeploy deploy --config F` where F holds app `a` deploying `source`
+    /// into this site, then `extra` (keys of the app, line 4 on).
+    pub fn deploy_by_config(&self, source: &Path, extra: &str) -> Zdeploy {
+        let config = self.path("zdeploy.toml");
+        let text = format!(
+            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\n{extra}\n",
+            self.webroot.display(),
+            source.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Zdeploy::new().args(["deploy", "--config"]).arg(config)
+    }
+
     /// A deploy with no settle wait, for fast tests.
     pub fn deploy(&self, source: impl AsRef<OsStr>) -> Zdeploy {
         self.zdeploy("deploy").args(["--settle", "0s"]).arg(source)
