@@ -261,6 +261,8 @@ pub async fn events(State(agent): State<SharedAgent>, Path(name): Path<String>) 
             let event = tokio::select! {
                 event = live.recv() => event,
                 _ = &mut stopped => return,
+                // The client left: do not wait for the next event to notice.
+                _ = sender.closed() => return,
             };
             match event {
                 Ok(event) => {
@@ -277,6 +279,16 @@ pub async fn events(State(agent): State<SharedAgent>, Path(name): Path<String>) 
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// The end of deployment `id` as its history `record` tells it.
+fn finished_event(id: i64, record: &Value) -> Event {
+    Event::Finished {
+        deployment: Some(id),
+        outcome: record["outcome"].as_str().unwrap_or_default().to_string(),
+        release: record["release"].as_str().map(str::to_string),
+        error: record["error"].as_str().map(str::to_string),
+    }
 }
 
 /// One deployment's log: what is recorded so far, then live lines until it
@@ -302,14 +314,8 @@ pub async fn deployment_log(
             message: line["message"].as_str().unwrap_or_default().to_string(),
         })
         .collect();
-    let record = &detail["deployment"];
-    let running = record["outcome"] == "running";
-    let done = Event::Finished {
-        deployment: Some(id),
-        outcome: record["outcome"].as_str().unwrap_or_default().to_string(),
-        release: record["release"].as_str().map(str::to_string),
-        error: record["error"].as_str().map(str::to_string),
-    };
+    let running = detail["deployment"]["outcome"] == "running";
+    let done = finished_event(id, &detail["deployment"]);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(256);
     let mut stopped = Box::pin(agent.stopped());
     tokio::spawn(async move {
@@ -329,16 +335,11 @@ pub async fn deployment_log(
             let event = tokio::select! {
                 event = live.recv() => event,
                 _ = &mut stopped => return,
+                _ = sender.closed() => return,
                 _ = check.tick() => {
                     match deployment_detail(&app, id) {
                         Ok(detail) if detail["deployment"]["outcome"] != "running" => {
-                            let record = &detail["deployment"];
-                            let _ = sender.send(Event::Finished {
-                                deployment: Some(id),
-                                outcome: record["outcome"].as_str().unwrap_or_default().to_string(),
-                                release: record["release"].as_str().map(str::to_string),
-                                error: record["error"].as_str().map(str::to_string),
-                            }).await;
+                            let _ = sender.send(finished_event(id, &detail["deployment"])).await;
                             return;
                         }
                         _ => continue,
