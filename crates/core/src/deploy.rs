@@ -22,6 +22,7 @@ use crate::recover::recover;
 use crate::release::{ReleaseState, release_name};
 use crate::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
 use crate::session::{Observer, RunOptions, Session, Step, human_duration};
+use crate::share::Sharer;
 use crate::shared::link_shared;
 use crate::source::extract::{Extractor, Limits};
 use crate::source::{ArchiveLocation, Source, archive, folder, git};
@@ -330,9 +331,11 @@ fn prepare(
     release_dir: &Path,
 ) -> Result<Option<Prepared>> {
     let layout = session.layout;
+    let sharer = sharer_from_live(session, plan, live, live_record)?;
+    let base = live_record.and_then(|r| r.commit.as_deref());
     let mut manifest = session.step(Step::Materialize, || {
         fsx::create_dir(release_dir)?;
-        materialize(session, plan, resolved, release_dir)
+        materialize(session, plan, resolved, release_dir, sharer.as_ref(), base)
     })?;
     let digest = manifest.content_digest();
     let same_content = resolved.commit.is_none()
@@ -513,11 +516,36 @@ fn check_folder_source(layout: &Layout, folder: &Path) -> Result<()> {
 }
 
 /// Write the source into `dest` (empty, existing) and return its manifest.
+/// What a new release may share with the live one: a timestamped or kept
+/// release with a manifest.
+fn sharer_from_live(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    live: &Live,
+    live_record: Option<&ReleaseRecord>,
+) -> Result<Option<Sharer>> {
+    let (Live::Release(name), Some(record)) = (live, live_record) else {
+        return Ok(None);
+    };
+    let Some(manifest) = session.history.manifest(name)? else {
+        return Ok(None);
+    };
+    let dir = session.layout.release_path(name);
+    Ok(Some(Sharer::new(
+        &dir,
+        manifest,
+        record.created_ms,
+        plan.policy.build.is_empty(),
+    )))
+}
+
 pub(crate) fn materialize(
     session: &Session<'_>,
     plan: &DeployPlan,
     resolved: &Resolved,
     dest: &Path,
+    sharer: Option<&Sharer>,
+    base: Option<&str>,
 ) -> Result<Manifest> {
     let mut progress = |entries: u64, _bytes: u64| {
         if entries.is_multiple_of(64) {
@@ -531,8 +559,18 @@ pub(crate) fn materialize(
                 .as_deref()
                 .expect("git sources resolve to a commit");
             let origin = format!("commit {}", short(commit));
+            let mirror = session.layout.mirror_path();
             let mut extractor = Extractor::new(dest, &origin, plan.policy.limits, &mut progress);
-            git::archive_into(&session.layout.mirror_path(), commit, &mut extractor)?;
+            let incremental = match (sharer, base) {
+                (Some(sharer), Some(base)) => {
+                    extractor.share_from(sharer);
+                    git::materialize_changes(&mirror, base, commit, &mut extractor)?
+                }
+                _ => false,
+            };
+            if !incremental {
+                git::archive_into(&mirror, commit, &mut extractor)?;
+            }
             extractor.finish(false)?
         }
         Source::Archive(_) => {
@@ -540,16 +578,25 @@ pub(crate) fn materialize(
                 .archive
                 .as_deref()
                 .expect("archives resolve to a file");
-            archive::extract(path, dest, plan.policy.limits, &mut progress)?
+            archive::extract(path, dest, plan.policy.limits, sharer, &mut progress)?
         }
-        Source::Folder(path) => folder::copy(path, dest, plan.policy.limits, &mut progress)?,
+        Source::Folder(path) => {
+            folder::copy(path, dest, plan.policy.limits, sharer, &mut progress)?
+        }
     };
+    let (shared, shared_bytes) = sharer.map(Sharer::counts).unwrap_or_default();
     session.info(&format!(
         "wrote {} entries ({} bytes) from {}",
-        manifest.len(),
-        manifest.total_bytes(),
+        manifest.len() as u64 - shared,
+        manifest.total_bytes() - shared_bytes,
         plan.source.shown()
     ));
+    if let Some(sharer) = sharer.filter(|_| shared > 0) {
+        session.info(&format!(
+            "shared {shared} unchanged files ({shared_bytes} bytes) with the live release by {}",
+            sharer.method().as_str()
+        ));
+    }
     Ok(manifest)
 }
 

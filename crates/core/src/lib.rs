@@ -23,6 +23,7 @@ pub mod release;
 pub mod retention;
 pub mod rollback;
 pub mod session;
+pub mod share;
 pub mod shared;
 pub mod source;
 pub mod switch;

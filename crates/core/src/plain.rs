@@ -45,7 +45,7 @@ pub(crate) fn deploy_in_place(
     }
     let new_manifest = session.step(Step::Materialize, || {
         fsx::create_dir(&staging)?;
-        materialize(session, plan, resolved, &staging)
+        materialize(session, plan, resolved, &staging, None, None)
     })?;
     let digest = new_manifest.content_digest();
     let unchanged = resolved.commit.is_none()

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::manifest::Manifest;
+use crate::share::Sharer;
 use crate::source::extract::{Extractor, Limits, ProgressFn};
 
 /// File name endings that make a source an archive.
@@ -86,12 +87,16 @@ pub fn extract(
     path: &Path,
     root: &Path,
     limits: Limits,
+    sharer: Option<&Sharer>,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Manifest> {
     let mut file = fsx::open(path)?;
     let origin = format!("archive {}", path.display());
     let format = sniff(path, &mut file)?;
     let mut extractor = Extractor::new(root, &origin, limits, progress);
+    if let Some(sharer) = sharer {
+        extractor.share_from(sharer);
+    }
     let reader = BufReader::new(file);
     match format {
         Format::Zip => extract_zip(path, reader, &mut extractor)?,

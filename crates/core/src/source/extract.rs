@@ -13,7 +13,10 @@ use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::fsx;
-use crate::manifest::{Entry, EntryKind, HashingWriter, Manifest};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Entry, EntryKind, HashingWriter, Manifest, hex};
+use crate::share::Sharer;
 
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
@@ -47,7 +50,12 @@ pub struct Extractor<'a> {
     written: u64,
     entries: u64,
     progress: &'a mut ProgressFn<'a>,
+    sharer: Option<&'a Sharer>,
 }
+
+/// Files up to this size are read whole and hashed before anything is
+/// written, so one the live release already has is shared instead.
+const SHAREABLE_SIZE: u64 = 4 * 1024 * 1024;
 
 impl<'a> Extractor<'a> {
     /// `root` must exist and be empty; `origin` names the source in errors.
@@ -66,7 +74,59 @@ impl<'a> Extractor<'a> {
             written: 0,
             entries: 0,
             progress,
+            sharer: None,
         }
+    }
+
+    /// Share files the live release already has instead of writing them.
+    pub fn share_from(&mut self, sharer: &'a Sharer) {
+        self.sharer = Some(sharer);
+    }
+
+    /// Share `path` from the live release if it has it as a deployed file
+    /// of `mode` with `digest` (`None`: the caller knows the content is the
+    /// same). Ok(true) when shared and recorded.
+    fn try_share(&mut self, path: &Path, mode: u32, digest: Option<&str>) -> Result<bool> {
+        let Some(sharer) = self.sharer else {
+            return Ok(false);
+        };
+        // An archive's single top folder is unwrapped at the end: the live
+        // release knows its files without it.
+        let unwrapped: PathBuf = path.components().skip(1).collect();
+        let found = sharer
+            .candidate(path, mode, digest)
+            .or_else(|| sharer.candidate(&unwrapped, mode, digest));
+        let Some((from, entry)) = found else {
+            return Ok(false);
+        };
+        let full = self.root.join(path);
+        if !sharer
+            .share(&from, &full, entry.size)
+            .map_err(|e| Error::io("share", &full, e))?
+        {
+            return Ok(false);
+        }
+        (self.progress)(self.entries, self.written);
+        self.manifest.insert(path.to_path_buf(), entry);
+        Ok(true)
+    }
+
+    /// A file whose content the caller knows equals the live release's
+    /// (git: unchanged between the two commits). Ok(false) if it cannot be
+    /// shared and must be written with `file`.
+    pub fn unchanged_file(&mut self, raw: &Path, mode: u32) -> Result<bool> {
+        let Some(path) = self.checked_path(raw)? else {
+            return Ok(false);
+        };
+        if self.sharer.is_none() || self.manifest.contains(&path) {
+            return Ok(false);
+        }
+        self.ensure_parents(&path)?;
+        if !self.try_share(&path, mode & 0o777, None)? {
+            return Ok(false);
+        }
+        self.count_entry(&path)?;
+        Ok(true)
     }
 
     fn refuse(&self, entry: &Path, why: &str) -> Error {
@@ -188,6 +248,26 @@ impl<'a> Extractor<'a> {
         self.ensure_parents(&path)?;
         let full = self.root.join(&path);
         let mode = mode & 0o777;
+        let mut head = Vec::new();
+        if self.sharer.is_some() {
+            content
+                .take(SHAREABLE_SIZE + 1)
+                .read_to_end(&mut head)
+                .map_err(|e| {
+                    Error::Source(format!(
+                        "cannot read {} at entry '{}': {e} (corrupt or truncated?)",
+                        self.origin,
+                        path.display()
+                    ))
+                })?;
+            if head.len() as u64 <= SHAREABLE_SIZE {
+                let digest = hex(&Sha256::digest(&head));
+                if self.try_share(&path, mode, Some(&digest))? {
+                    return Ok(());
+                }
+            }
+        }
+        let content = &mut io::Cursor::new(head).chain(content);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

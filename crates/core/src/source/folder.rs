@@ -9,16 +9,21 @@ use walkdir::WalkDir;
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::manifest::Manifest;
+use crate::share::Sharer;
 use crate::source::extract::{Extractor, Limits, ProgressFn};
 
 pub fn copy(
     source: &Path,
     root: &Path,
     limits: Limits,
+    sharer: Option<&Sharer>,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Manifest> {
     let origin = format!("folder {}", source.display());
     let mut extractor = Extractor::new(root, &origin, limits, progress);
+    if let Some(sharer) = sharer {
+        extractor.share_from(sharer);
+    }
     let walk = WalkDir::new(source)
         .follow_links(false)
         .sort_by_file_name()

@@ -226,6 +226,8 @@ pub fn archive_into(mirror: &Path, commit: &str, extractor: &mut Extractor<'_>) 
     archive
         .arg("--git-dir")
         .arg(mirror)
+        // Modes as committed (0644/0755), whatever the user's tar.umask.
+        .args(["-c", "tar.umask=0022"])
         .args(["archive", "--format=tar", "--end-of-options", commit])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -252,4 +254,229 @@ pub fn archive_into(mirror: &Path, commit: &str, extractor: &mut Extractor<'_>) 
         )));
     }
     Ok(())
+}
+
+/// Mode bits git archive gives a blob of git mode `mode` (with umask 022).
+fn file_mode(mode: &str) -> u32 {
+    if mode == "100755" { 0o755 } else { 0o644 }
+}
+
+/// Whether `commit` has a `.gitattributes` that changes what `git archive`
+/// writes (export-ignore, export-subst): then only `git archive` is right.
+fn has_export_attributes(mirror: &Path, tree: &[TreeEntry]) -> Result<bool> {
+    for entry in tree
+        .iter()
+        .filter(|e| e.path.ends_with(b".gitattributes") && e.kind == "blob")
+    {
+        let mut show = git();
+        show.arg("--git-dir")
+            .arg(mirror)
+            .args(["cat-file", "blob", &entry.object]);
+        let text = run(show, "read .gitattributes", None)?;
+        if text.contains("export-ignore") || text.contains("export-subst") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+struct TreeEntry {
+    mode: String,
+    kind: String,
+    object: String,
+    path: Vec<u8>,
+}
+
+fn list_tree(mirror: &Path, commit: &str) -> Result<Vec<TreeEntry>> {
+    let mut ls = git();
+    ls.arg("--git-dir").arg(mirror).args([
+        "ls-tree",
+        "-r",
+        "-t",
+        "-z",
+        "--full-tree",
+        "--end-of-options",
+        commit,
+    ]);
+    let out = ls
+        .output()
+        .map_err(|e| Error::Source(format!("cannot run git ls-tree: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Source(format!(
+            "cannot list commit {commit}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut entries = Vec::new();
+    for record in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let tab = record.iter().position(|b| *b == b'\t');
+        let (meta, path) = match tab {
+            Some(i) => (&record[..i], &record[i + 1..]),
+            None => continue,
+        };
+        let meta = String::from_utf8_lossy(meta);
+        let mut parts = meta.split(' ');
+        let (Some(mode), Some(kind), Some(object)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        entries.push(TreeEntry {
+            mode: mode.to_string(),
+            kind: kind.to_string(),
+            object: object.to_string(),
+            path: path.to_vec(),
+        });
+    }
+    Ok(entries)
+}
+
+/// Paths that differ between `base` and `commit`.
+fn changed_paths(
+    mirror: &Path,
+    base: &str,
+    commit: &str,
+) -> Result<std::collections::HashSet<Vec<u8>>> {
+    let mut diff = git();
+    diff.arg("--git-dir").arg(mirror).args([
+        "diff",
+        "--name-only",
+        "-z",
+        "--no-renames",
+        "--end-of-options",
+        base,
+        commit,
+    ]);
+    let out = diff
+        .output()
+        .map_err(|e| Error::Source(format!("cannot run git diff: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Source(format!(
+            "cannot compare {base} with {commit}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// The committer time of `commit`.
+fn commit_time(mirror: &Path, commit: &str) -> Option<std::time::SystemTime> {
+    let mut show = git();
+    show.arg("--git-dir").arg(mirror).args([
+        "show",
+        "-s",
+        "--format=%ct",
+        "--end-of-options",
+        commit,
+    ]);
+    let seconds: u64 = run(show, "read the commit time", None)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
+/// Write `commit` into the extractor as `git archive` would, but share every
+/// file unchanged since `base` (the live release's commit) and write only
+/// the rest, read with `git cat-file --batch`. Ok(false), with nothing
+/// written, when the commit needs `git archive` (export attributes).
+pub fn materialize_changes(
+    mirror: &Path,
+    base: &str,
+    commit: &str,
+    extractor: &mut Extractor<'_>,
+) -> Result<bool> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::ffi::OsStrExt;
+    let tree = list_tree(mirror, commit)?;
+    if has_export_attributes(mirror, &tree)? {
+        return Ok(false);
+    }
+    let changed = changed_paths(mirror, base, commit)?;
+    let mtime = commit_time(mirror, commit);
+    let mut to_write = Vec::new();
+    for entry in &tree {
+        let path = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
+        match (entry.kind.as_str(), entry.mode.as_str()) {
+            ("tree", _) | ("commit", _) => extractor.dir(path, 0o755)?,
+            ("blob", "120000") => to_write.push(entry),
+            ("blob", mode) => {
+                let same = !changed.contains(&entry.path);
+                if !(same && extractor.unchanged_file(path, file_mode(mode))?) {
+                    to_write.push(entry);
+                }
+            }
+            _ => {}
+        }
+    }
+    if to_write.is_empty() {
+        return Ok(true);
+    }
+    let mut child = git()
+        .arg("--git-dir")
+        .arg(mirror)
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Source(format!("cannot run git cat-file: {e}")))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let objects: Vec<String> = to_write.iter().map(|e| e.object.clone()).collect();
+    let feeder = std::thread::spawn(move || {
+        for object in objects {
+            if writeln!(stdin, "{object}").is_err() {
+                return;
+            }
+        }
+    });
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let result = (|| -> Result<()> {
+        let corrupt = |what: String| Error::Source(format!("git cat-file of {commit}: {what}"));
+        for entry in &to_write {
+            let mut header = String::new();
+            reader
+                .read_line(&mut header)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let size: u64 = header
+                .split_whitespace()
+                .nth(2)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt(format!("unexpected answer {header:?}")))?;
+            let path = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
+            let mut content = (&mut reader).take(size);
+            if entry.mode == "120000" {
+                let mut target = Vec::new();
+                content
+                    .read_to_end(&mut target)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                extractor.symlink(path, Path::new(std::ffi::OsStr::from_bytes(&target)))?;
+            } else {
+                extractor.file(path, file_mode(&entry.mode), mtime, &mut content)?;
+            }
+            let mut newline = [0u8; 1];
+            reader
+                .read_exact(&mut newline)
+                .map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    drop(reader);
+    let _ = feeder.join();
+    let status = child
+        .wait()
+        .map_err(|e| Error::Source(format!("git cat-file failed: {e}")))?;
+    result?;
+    if !status.success() {
+        return Err(Error::Source(format!("git cat-file of {commit} failed")));
+    }
+    Ok(true)
 }
