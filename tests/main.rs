@@ -13,6 +13,7 @@ mod dashboard;
 mod git_sources;
 mod health;
 mod hostile;
+mod incremental;
 mod modes;
 mod releases;
 mod serving;

@@ -1,0 +1,233 @@
+//! Releases built from the live one: unchanged deployed files are shared
+//! (same inode on ext4, where there is no reflink), only changed ones are
+//! written as new inodes, and the live release never changes because a
+//! newer one was built.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::archive::{Item, tar_gz};
+use crate::support::git::Repo;
+use crate::support::{Site, tree};
+
+/// (inode, content) of every file under `root`.
+fn inodes(root: &Path) -> BTreeMap<String, (u64, String)> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let relative = e.path().strip_prefix(root).unwrap().display().to_string();
+            let meta = e.metadata().unwrap();
+            let content = std::fs::read_to_string(e.path()).unwrap_or_default();
+            (relative, (meta.ino(), content))
+        })
+        .collect()
+}
+
+fn repo_with_files(site: &Site, count: usize) -> Repo {
+    let repo = Repo::new(site.dir.path(), "app");
+    for n in 0..count {
+        repo.write(&format!("lib/part{n}.php"), &format!("<?php // part {n}\n"));
+    }
+    repo.write("config.json", "{\"version\": 1}")
+        .write("index.php", "<?php echo 'v1';");
+    repo.commit("v1");
+    repo
+}
+
+/// Deploy and wait out the one-second release name resolution.
+fn deploy(site: &Site, source: &str, extra: &[&str]) -> String {
+    std::thread::sleep(Duration::from_millis(1100));
+    site.deploy(source)
+        .args(["--drain", "0s", "--keep", "10"])
+        .args(extra)
+        .success()
+        .stderr
+}
+
+#[test]
+fn a_one_file_change_shares_every_other_file_and_never_touches_the_live_release() {
+    let site = Site::new();
+    let repo = repo_with_files(&site, 100);
+    deploy(&site, &repo.url(), &[]);
+    let first = site.live_release();
+    let before = inodes(&site.webroot.join(&first));
+
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    let log = deploy(&site, &repo.url(), &["-v"]);
+    assert!(log.contains("shared 101 unchanged files"), "{log}");
+    let second = site.live_release();
+    let after = inodes(&site.webroot.join(&second));
+
+    assert_eq!(
+        inodes(&site.webroot.join(&first)),
+        before,
+        "the live release kept every inode and every byte"
+    );
+    for (path, (inode, content)) in &after {
+        let (old_inode, old_content) = &before[path];
+        if path == "index.php" {
+            assert_ne!(inode, old_inode, "a changed file is a new inode");
+            assert_eq!(content, "<?php echo 'v2';");
+            assert_eq!(old_content, "<?php echo 'v1';");
+        } else {
+            assert_eq!(inode, old_inode, "{path} is shared");
+            assert_eq!(content, old_content);
+        }
+    }
+}
+
+#[test]
+fn files_the_app_rewrote_and_build_outputs_are_written_fresh_not_shared() {
+    let site = Site::new();
+    let repo = repo_with_files(&site, 10);
+    deploy(&site, &repo.url(), &[]);
+    let first = site.webroot.join(site.live_release());
+    // The running app rewrites a deployed file in place.
+    std::fs::write(
+        first.join("config.json"),
+        "{\"version\": 1, \"edited\": true}",
+    )
+    .unwrap();
+    let edited_inode = std::fs::metadata(first.join("config.json")).unwrap().ino();
+
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    deploy(&site, &repo.url(), &[]);
+    let second = site.webroot.join(site.live_release());
+    assert_eq!(
+        std::fs::read_to_string(second.join("config.json")).unwrap(),
+        "{\"version\": 1}",
+        "the deployed version wins, written fresh"
+    );
+    assert_ne!(
+        std::fs::metadata(second.join("config.json")).unwrap().ino(),
+        edited_inode
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.join("config.json")).unwrap(),
+        "{\"version\": 1, \"edited\": true}",
+        "the old release keeps what the app wrote"
+    );
+
+    // With build steps a build could write into a shared inode: no hardlinks.
+    repo.write("index.php", "<?php echo 'v3';").commit("v3");
+    let log = deploy(
+        &site,
+        &repo.url(),
+        &["-v", "--build", "echo built >> lib/part0.php"],
+    );
+    assert!(
+        log.contains("by copy") || log.contains("by reflink"),
+        "{log}"
+    );
+    let third = site.webroot.join(site.live_release());
+    assert_eq!(
+        std::fs::read_to_string(second.join("lib/part0.php")).unwrap(),
+        "<?php // part 0\n",
+        "the build's in-place append did not reach the live release"
+    );
+    assert_eq!(
+        std::fs::read_to_string(third.join("lib/part0.php")).unwrap(),
+        "<?php // part 0\nbuilt\n"
+    );
+}
+
+#[test]
+fn a_folder_of_the_live_release_swapped_for_a_symlink_is_never_followed() {
+    let site = Site::new();
+    let repo = repo_with_files(&site, 3);
+    deploy(&site, &repo.url(), &[]);
+    let live = site.webroot.join(site.live_release());
+    // Outside the release: a file the app must not get into a release.
+    let outside = site.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("part0.php"), "<?php // secret\n").unwrap();
+    let old = std::fs::metadata(live.join("lib/part0.php"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(outside.join("part0.php"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    std::fs::rename(live.join("lib"), site.path("lib-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, live.join("lib")).unwrap();
+
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    deploy(&site, &repo.url(), &[]);
+    let new = site.webroot.join(site.live_release());
+    assert_eq!(
+        std::fs::read_to_string(new.join("lib/part0.php")).unwrap(),
+        "<?php // part 0\n"
+    );
+    assert_ne!(
+        std::fs::metadata(new.join("lib/part0.php")).unwrap().ino(),
+        std::fs::metadata(outside.join("part0.php")).unwrap().ino()
+    );
+}
+
+#[test]
+fn archives_and_folders_share_what_the_live_release_already_has() {
+    let site = Site::new();
+    let mut files: Vec<(String, String)> = (0..50)
+        .map(|n| (format!("app/lib/{n}.php"), format!("<?php // {n}\n")))
+        .collect();
+    files.push(("app/index.php".into(), "v1".into()));
+    fn pairs(files: &[(String, String)]) -> Vec<Item<'_>> {
+        files
+            .iter()
+            .map(|(p, c)| Item::File(p.as_str(), c.as_bytes()))
+            .collect()
+    }
+    let v1 = site.path("v1.tar.gz");
+    tar_gz(&v1, &pairs(&files));
+    deploy(&site, v1.to_str().unwrap(), &[]);
+    let first = site.webroot.join(site.live_release());
+    files.last_mut().unwrap().1 = "v2".into();
+    let v2 = site.path("v2.tar.gz");
+    tar_gz(&v2, &pairs(&files));
+    let log = deploy(&site, v2.to_str().unwrap(), &["-v"]);
+    assert!(log.contains("shared 50 unchanged files"), "{log}");
+    assert_eq!(site.read("index.php"), "v2");
+    assert_eq!(
+        std::fs::read_to_string(first.join("index.php")).unwrap(),
+        "v1"
+    );
+
+    // A folder source the same way.
+    let folder = site.path("folder");
+    for (path, content) in &files {
+        let full = folder.join(path.trim_start_matches("app/"));
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+    std::fs::write(folder.join("index.php"), "v3").unwrap();
+    let log = deploy(&site, folder.to_str().unwrap(), &["-v"]);
+    assert!(log.contains("shared 50 unchanged files"), "{log}");
+    assert_eq!(
+        tree(&site.webroot.join(site.live_release()), &[]).len(),
+        tree(&folder, &[]).len()
+    );
+}
+
+#[test]
+fn export_ignore_is_honoured_with_or_without_a_live_release() {
+    let site = Site::new();
+    let repo = repo_with_files(&site, 3);
+    repo.write(".gitattributes", "tests export-ignore\n")
+        .write("tests/secret-fixture.txt", "not for the web")
+        .commit("with tests");
+    deploy(&site, &repo.url(), &[]);
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    deploy(&site, &repo.url(), &[]);
+    assert!(
+        !site.context().join("tests").exists(),
+        "export-ignore applies"
+    );
+    assert_eq!(site.read("index.php"), "<?php echo 'v2';");
+}
