@@ -154,16 +154,17 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
     }
     let width = list.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     out!(
-        "  {:width$}  {:<10}  {:<20}  {:<12}  {:>10}",
+        "  {:width$}  {:<10}  {:<20}  {:<12}  {:>10}  {:>10}",
         "NAME",
         "STATE",
         "CREATED",
         "COMMIT",
-        "SIZE"
+        "SIZE",
+        "OWN"
     );
     for release in &list {
         out!(
-            "{} {:width$}  {:<10}  {:<20}  {:<12}  {:>10}",
+            "{} {:width$}  {:<10}  {:<20}  {:<12}  {:>10}  {:>10}",
             if release.live { "*" } else { " " },
             release.name,
             if release.kind == "kept" {
@@ -173,9 +174,18 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
             },
             release.created.as_deref().unwrap_or("-"),
             release.commit.as_deref().map(short).unwrap_or("-"),
-            human_size(release.size)
+            human_size(release.size),
+            human_size(release.own)
         );
     }
+    let total = inventory::context_usage(&app.layout)?;
+    let apparent: u64 = list.iter().map(|r| r.size).sum();
+    out!(
+        "{} releases take {} on disk (sharing files saves {}); OWN is what pruning a release frees",
+        list.len(),
+        human_size(total),
+        human_size(apparent.saturating_sub(total))
+    );
     Ok(())
 }
 

@@ -78,6 +78,20 @@ fn a_one_file_change_shares_every_other_file_and_never_touches_the_live_release(
             assert_eq!(content, old_content);
         }
     }
+
+    // Disk use: each release owns only what it does not share.
+    let out = site.zdeploy("releases").arg("--json").success();
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for release in list.as_array().unwrap() {
+        let (size, own) = (
+            release["size"].as_u64().unwrap(),
+            release["own"].as_u64().unwrap(),
+        );
+        assert_eq!(own, "<?php echo 'v1';".len() as u64, "{release}");
+        assert!(size > 20 * own, "{release}");
+    }
+    let out = site.zdeploy("releases").success();
+    assert!(out.stdout.contains("2 releases take"), "{}", out.stdout);
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub struct ReleaseInfo {
     pub reference: Option<String>,
     pub commit: Option<String>,
     pub size: u64,
+    /// Bytes no other release shares (what pruning it frees).
+    pub own: u64,
     pub files: u64,
 }
 
@@ -133,7 +135,7 @@ fn info(
     record: Option<ReleaseRecord>,
     stamp: Option<i64>,
 ) -> ReleaseInfo {
-    let (size, files) = disk_usage(&layout.release_path(name));
+    let usage = disk_usage(&layout.release_path(name));
     // A timestamped name is the creation time; otherwise the record knows.
     let created_ms = stamp
         .map(|s| s * 1000)
@@ -153,18 +155,59 @@ fn info(
         source: record.as_ref().and_then(|r| r.source.clone()),
         reference: record.as_ref().and_then(|r| r.reference.clone()),
         commit: record.as_ref().and_then(|r| r.commit.clone()),
-        size,
-        files,
+        size: usage.bytes,
+        own: usage.own,
+        files: usage.files,
     }
 }
 
-/// Bytes and files under `path` (not following symlinks).
-pub fn disk_usage(path: &std::path::Path) -> (u64, u64) {
+/// What the files under a folder take (not following symlinks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of every file.
+    pub bytes: u64,
+    /// Bytes of the files no other path links to: what deleting it frees.
+    pub own: u64,
+    pub files: u64,
+}
+
+pub fn disk_usage(path: &std::path::Path) -> Usage {
+    files_under(path).fold(Usage::default(), |usage, m| Usage {
+        bytes: usage.bytes + m.size(),
+        own: usage.own + if m.nlink() == 1 { m.size() } else { 0 },
+        files: usage.files + 1,
+    })
+}
+
+fn files_under(path: &std::path::Path) -> impl Iterator<Item = std::fs::Metadata> {
     WalkDir::new(path)
         .follow_links(false)
         .into_iter()
         .filter_map(|e| e.ok())
         .filter_map(|e| e.metadata().ok())
         .filter(|m| !m.is_dir())
-        .fold((0, 0), |(bytes, files), m| (bytes + m.size(), files + 1))
+}
+
+/// Bytes the releases of a context take together, each shared file once.
+/// (Reflinked files share blocks the filesystem does not show: they count
+/// in full.)
+pub fn context_usage(layout: &Layout) -> Result<u64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut folders: Vec<_> = releases_on_disk(layout)?
+        .into_iter()
+        .map(|r| layout.release_path(&r.name))
+        .collect();
+    if read_live(layout)? == Live::Folder {
+        folders.push(layout.context_path());
+    }
+    for folder in folders {
+        for meta in files_under(&folder) {
+            // Only linked files need remembering: the rest are unique.
+            if meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino())) {
+                total += meta.size();
+            }
+        }
+    }
+    Ok(total)
 }
