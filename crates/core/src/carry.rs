@@ -166,17 +166,26 @@ impl Carry<'_> {
                 }
                 continue;
             }
+            let Some(kind) = EntryKind::of(entry.file_type()) else {
+                continue;
+            };
+            let deployed = self
+                .from_manifest
+                .is_some_and(|m| m.get(&relative).is_some_and(|e| e.kind == kind));
+            // A deployed file is never carried: no need to look at it (most
+            // of a release is deployed files, so this keeps the walk cheap).
+            if deployed && kind != EntryKind::Dir {
+                continue;
+            }
             let Ok(meta) = fs::symlink_metadata(entry.path()) else {
                 continue;
             };
-            let Some(kind) = EntryKind::of(meta.file_type()) else {
-                continue;
-            };
+            if EntryKind::of(meta.file_type()) != Some(kind) {
+                continue; // replaced while we walk: the next carry sees it
+            }
             let source = SourceEntry {
                 kind,
-                deployed: self
-                    .from_manifest
-                    .is_some_and(|m| m.get(&relative).is_some_and(|e| e.kind == kind)),
+                deployed,
                 recent: self.since_ns.is_none_or(|since| ctime_ns(&meta) >= since),
                 mtime_ns: mtime_ns(&meta),
                 size: meta.len(),

@@ -1,7 +1,7 @@
 //! A release's manifest: the deployed files it got from its source and build
 //! steps. Everything else in a release is user content.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -57,7 +57,10 @@ pub struct Entry {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
-    entries: BTreeMap<PathBuf, Entry>,
+    /// Hashed, not ordered: lookups dominate (several per file on big
+    /// trees), and comparing paths component by component was most of a
+    /// deploy's CPU. `iter` sorts when order matters.
+    entries: HashMap<PathBuf, Entry>,
 }
 
 impl Manifest {
@@ -81,7 +84,15 @@ impl Manifest {
         self.entries.is_empty()
     }
 
+    /// Entries in path order (parents before their children).
     pub fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Entry)> {
+        let mut sorted: Vec<_> = self.entries.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted.into_iter()
+    }
+
+    /// Entries in no particular order, without the cost of sorting.
+    pub fn iter_unordered(&self) -> impl Iterator<Item = (&PathBuf, &Entry)> {
         self.entries.iter()
     }
 
@@ -124,7 +135,7 @@ impl Manifest {
     /// One digest for the whole content: equal digests mean equal deployed trees.
     pub fn content_digest(&self) -> String {
         let mut hasher = Sha256::new();
-        for (path, entry) in &self.entries {
+        for (path, entry) in self.iter() {
             hasher.update(path.as_os_str().as_encoded_bytes());
             hasher.update([0]);
             hasher.update(entry.kind.as_str());

@@ -421,7 +421,10 @@ impl<'a> Extractor<'a> {
     }
 
     fn single_top_folder(&self) -> Option<PathBuf> {
-        let mut tops = self.manifest.iter().map(|(p, _)| p.components().next());
+        let mut tops = self
+            .manifest
+            .iter_unordered()
+            .map(|(p, _)| p.components().next());
         let first = tops.next()??;
         if tops.any(|c| c != Some(first)) {
             return None;
@@ -446,7 +449,7 @@ impl<'a> Extractor<'a> {
                 .map(Path::to_path_buf)
         };
         let mut manifest = Manifest::default();
-        for (path, entry) in self.manifest.iter() {
+        for (path, entry) in self.manifest.iter_unordered() {
             if let Some(stripped) = strip(path) {
                 manifest.insert(stripped, entry.clone());
             }
