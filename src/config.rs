@@ -12,10 +12,12 @@ use serde::Deserialize;
 use toml::Spanned;
 use zdeploy_core::ErrorKind;
 use zdeploy_core::apache::ApacheMap;
+use zdeploy_core::build::BuildStep;
 use zdeploy_core::deploy::{DEFAULT_SETTLE, DeployPlan, Policy};
 use zdeploy_core::health::HealthCheck;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
+use zdeploy_core::reuse::Reuse;
 use zdeploy_core::shared::validate_shared_path;
 use zdeploy_core::source::extract::Limits;
 use zdeploy_core::source::{Source, SourceKind};
@@ -93,7 +95,8 @@ struct RawApp {
     settle: Option<Spanned<String>>,
     zero_downtime: Option<bool>,
     shared: Option<Spanned<Vec<String>>>,
-    build: Option<Spanned<Vec<String>>>,
+    build: Option<Spanned<Vec<RawBuildStep>>>,
+    reuse: Option<Spanned<Vec<RawReuse>>>,
     build_timeout: Option<Spanned<String>>,
     max_archive_size: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
@@ -105,6 +108,29 @@ struct RawApp {
     webhook_secret_file: Option<Spanned<String>>,
     webhook_secret_env: Option<Spanned<String>>,
     notify: Option<Spanned<RawNotify>>,
+}
+
+/// A build step: a command, or `{ run = "…", unless_reused = "vendor" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawBuildStep {
+    Command(String),
+    Table(RawBuildTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuildTable {
+    run: String,
+    unless_reused: Option<String>,
+}
+
+/// `reuse = [{ path = "vendor", key = "composer.lock" }]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReuse {
+    path: String,
+    key: String,
 }
 
 /// `health = { url, expect_status, timeout, before }`, or the `--health-*` flags.
@@ -605,22 +631,8 @@ fn resolve(
             shared.push(path);
         }
     }
-    let build = if flags.build.is_empty() {
-        pick(None, &raw.build)
-    } else {
-        Some((flags.build.clone(), None))
-    };
-    let build = match build {
-        None => Vec::new(),
-        Some((commands, span)) => {
-            if commands.iter().any(|c| c.trim().is_empty()) {
-                return Err(origin
-                    .error("build", "--build", span, "a build command is empty")
-                    .into());
-            }
-            commands
-        }
-    };
+    let reuse = reuse_rules(raw, origin)?;
+    let build = build_steps(raw, flags, origin, &reuse)?;
     let mut limits = Limits::default();
     if let Some((text, span)) = pick(flags.max_archive_size.clone(), &raw.max_archive_size) {
         limits.max_bytes = parse_size(&text)
@@ -656,6 +668,7 @@ fn resolve(
             zero_downtime,
             shared,
             build,
+            reuse,
             build_timeout,
             limits,
             health,
@@ -666,6 +679,73 @@ fn resolve(
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
         automation,
     })
+}
+
+/// `reuse = [{ path, key }]`: relative paths inside the release.
+fn reuse_rules(raw: &RawApp, origin: &Origin<'_>) -> Result<Vec<Reuse>, UsageError> {
+    let Some(rules) = &raw.reuse else {
+        return Ok(Vec::new());
+    };
+    let span = Some(rules.span());
+    let mut reuse = Vec::new();
+    for rule in rules.get_ref() {
+        let path = PathBuf::from(rule.path.trim_end_matches('/'));
+        let key = PathBuf::from(&rule.key);
+        for candidate in [&path, &key] {
+            validate_shared_path(candidate)
+                .map_err(|e| origin.error("reuse", "reuse", span.clone(), &e.to_string()))?;
+        }
+        reuse.push(Reuse { path, key });
+    }
+    Ok(reuse)
+}
+
+/// `build`: commands or `{ run, unless_reused }` tables; `--build` commands.
+fn build_steps(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+    reuse: &[Reuse],
+) -> Result<Vec<BuildStep>, UsageError> {
+    let (steps, span) = if !flags.build.is_empty() {
+        let steps = flags
+            .build
+            .iter()
+            .cloned()
+            .map(RawBuildStep::Command)
+            .collect();
+        (steps, None)
+    } else {
+        match &raw.build {
+            Some(list) => (list.get_ref().clone(), Some(list.span())),
+            None => return Ok(Vec::new()),
+        }
+    };
+    let mut build = Vec::new();
+    for step in steps {
+        let (run, unless_reused) = match step {
+            RawBuildStep::Command(run) => (run, None),
+            RawBuildStep::Table(RawBuildTable { run, unless_reused }) => (
+                run,
+                unless_reused.map(|p| PathBuf::from(p.trim_end_matches('/'))),
+            ),
+        };
+        if run.trim().is_empty() {
+            return Err(origin.error("build", "--build", span, "a build command is empty"));
+        }
+        if let Some(path) = &unless_reused
+            && !reuse.iter().any(|r| &r.path == path)
+        {
+            return Err(origin.error(
+                "build",
+                "--build",
+                span,
+                &format!("unless_reused = \"{}\" names no reuse path", path.display()),
+            ));
+        }
+        build.push(BuildStep { run, unless_reused });
+    }
+    Ok(build)
 }
 
 /// `health = { … }` merged with the `--health-*` flags.

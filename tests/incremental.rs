@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::archive::{Item, tar_gz};
 use crate::support::git::Repo;
-use crate::support::{Site, tree};
+use crate::support::{Site, Zdeploy, tree};
 
 /// (inode, content) of every file under `root`.
 fn inodes(root: &Path) -> BTreeMap<String, (u64, String)> {
@@ -244,4 +244,95 @@ fn export_ignore_is_honoured_with_or_without_a_live_release() {
         "export-ignore applies"
     );
     assert_eq!(site.read("index.php"), "<?php echo 'v2';");
+}
+
+#[test]
+fn a_dependency_folder_is_reused_while_its_lock_file_is_unchanged_and_its_build_step_skipped() {
+    let site = Site::new();
+    let repo = repo_with_files(&site, 3);
+    repo.write("composer.lock", "{\"packages\": [\"a\"]}")
+        .commit("lock");
+    let runs = site.path("build-runs");
+    let install = format!(
+        "mkdir -p vendor/acme && echo 'lib a' > vendor/acme/a.php && echo run >> {}",
+        runs.display()
+    );
+    let config = site.path("zdeploy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\nsettle = \"0s\"\ndrain = \"0s\"\nkeep = 10\n\
+             reuse = [{{ path = \"vendor\", key = \"composer.lock\" }}]\n\
+             build = [{{ run = \"{install}\", unless_reused = \"vendor\" }}, \"echo always > built.txt\"]\n",
+            site.webroot.display(),
+            repo.url()
+        ),
+    )
+    .unwrap();
+    let deploy = || {
+        std::thread::sleep(Duration::from_millis(1100));
+        Zdeploy::new()
+            .args(["deploy", "-v", "--config"])
+            .arg(&config)
+            .success()
+            .stderr
+    };
+    let build_runs = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    deploy();
+    assert_eq!(build_runs(), 1);
+    let first = site.webroot.join(site.live_release());
+
+    repo.write("index.php", "<?php echo 'v2';")
+        .commit("code only");
+    let log = deploy();
+    assert!(log.contains("reuse: vendor unchanged"), "{log}");
+    assert!(log.contains("build: skipped"), "{log}");
+    assert_eq!(build_runs(), 1, "the install step was skipped");
+    assert_eq!(site.read("vendor/acme/a.php"), "lib a\n");
+    assert_eq!(site.read("built.txt"), "always\n", "other steps still run");
+    assert_eq!(site.read("index.php"), "<?php echo 'v2';");
+    assert_eq!(
+        std::fs::read_to_string(first.join("vendor/acme/a.php")).unwrap(),
+        "lib a\n"
+    );
+
+    // The app (or a person) edits the live vendor/: it is rebuilt, not reused.
+    std::fs::write(site.context().join("vendor/acme/a.php"), "patched\n").unwrap();
+    repo.write("index.php", "<?php echo 'v3';").commit("v3");
+    let log = deploy();
+    assert!(log.contains("changed in the live release"), "{log}");
+    assert_eq!(build_runs(), 2);
+    assert_eq!(site.read("vendor/acme/a.php"), "lib a\n");
+
+    // A new lock file: the install runs.
+    repo.write("composer.lock", "{\"packages\": [\"a\", \"b\"]}")
+        .commit("new lock");
+    let log = deploy();
+    assert!(log.contains("composer.lock changed"), "{log}");
+    assert_eq!(build_runs(), 3);
+
+    // A step naming no reuse path is refused where it is written.
+    std::fs::write(
+        &config,
+        format!(
+            "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\nbuild = [{{ run = \"true\", unless_reused = \"node_modules\" }}]\n",
+            site.webroot.display(),
+            repo.url()
+        ),
+    )
+    .unwrap();
+    let out = Zdeploy::new()
+        .args(["deploy", "--config"])
+        .arg(&config)
+        .fails_with(2);
+    assert!(
+        out.stderr.contains(":4: apps.a.build") && out.stderr.contains("node_modules"),
+        "{}",
+        out.stderr
+    );
 }

@@ -9,6 +9,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One build step: a shell command, skipped when the folder it only
+/// produces was reused from the live release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildStep {
+    pub run: String,
+    pub unless_reused: Option<std::path::PathBuf>,
+}
 /// How much of a failed step's output goes into the error message.
 const ERROR_TAIL_LINES: usize = 20;
 

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use walkdir::WalkDir;
 
 use crate::apache::ApacheMap;
+use crate::build::BuildStep;
 use crate::build::run_command;
 use crate::carry::{Carry, CarryReport};
 use crate::error::{Error, Result};
@@ -21,6 +22,7 @@ use crate::plain;
 use crate::recover::recover;
 use crate::release::{ReleaseState, release_name};
 use crate::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
+use crate::reuse::{LiveTree, reuse_folders};
 use crate::session::{Observer, RunOptions, Session, Step, human_duration};
 use crate::share::Sharer;
 use crate::shared::link_shared;
@@ -41,7 +43,10 @@ pub struct Policy {
     pub settle: Duration,
     pub zero_downtime: bool,
     pub shared: Vec<PathBuf>,
-    pub build: Vec<String>,
+    pub build: Vec<crate::build::BuildStep>,
+    /// Dependency folders shared from the live release while their key
+    /// file is unchanged.
+    pub reuse: Vec<crate::reuse::Reuse>,
     pub build_timeout: Duration,
     pub limits: Limits,
     /// Checks before and after the switch; a failed check after it switches back.
@@ -61,6 +66,7 @@ impl Default for Policy {
             zero_downtime: true,
             shared: Vec::new(),
             build: Vec::new(),
+            reuse: Vec::new(),
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
             limits: Limits::default(),
             health: None,
@@ -379,7 +385,17 @@ fn prepare(
         Ok(())
     })?;
     if !plan.policy.build.is_empty() {
-        manifest = session.step(Step::Build, || build(session, plan, release_dir, manifest))?;
+        let live_tree = match (&live_dir, &live_manifest, live_record) {
+            (Some(dir), Some(manifest), Some(record)) => Some(LiveTree {
+                dir,
+                manifest,
+                made_ms: record.created_ms,
+            }),
+            _ => None,
+        };
+        manifest = session.step(Step::Build, || {
+            build(session, plan, release_dir, manifest, live_tree.as_ref())
+        })?;
     }
     if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
         session.step(Step::Check, || {
@@ -644,8 +660,31 @@ pub(crate) fn build(
     session: &Session<'_>,
     plan: &DeployPlan,
     release_dir: &Path,
-    manifest: Manifest,
+    mut manifest: Manifest,
+    live: Option<&LiveTree<'_>>,
 ) -> Result<Manifest> {
+    let reused = match live {
+        Some(live) if !plan.policy.reuse.is_empty() => {
+            let skipped = |step: &BuildStep, reusable: &[PathBuf]| {
+                step.unless_reused
+                    .as_ref()
+                    .is_some_and(|p| reusable.contains(p))
+            };
+            // Hardlinks only if every build step would be skipped.
+            let all_paths: Vec<PathBuf> =
+                plan.policy.reuse.iter().map(|r| r.path.clone()).collect();
+            let hardlinks_ok = plan.policy.build.iter().all(|s| skipped(s, &all_paths));
+            reuse_folders(
+                session,
+                &plan.policy.reuse,
+                live,
+                release_dir,
+                &mut manifest,
+                hardlinks_ok,
+            )?
+        }
+        _ => Vec::new(),
+    };
     let before = paths_under(release_dir)?;
     let started_ns = now_ns();
     let env = [
@@ -656,7 +695,15 @@ pub(crate) fn build(
             session.layout.webroot().display().to_string(),
         ),
     ];
-    for command in &plan.policy.build {
+    for step in &plan.policy.build {
+        let command = &step.run;
+        if let Some(path) = step.unless_reused.as_ref().filter(|p| reused.contains(p)) {
+            session.info(&format!(
+                "build: skipped {command} ({} was reused)",
+                path.display()
+            ));
+            continue;
+        }
         session.info(&format!("build: running {command}"));
         let started = std::time::Instant::now();
         run_command(

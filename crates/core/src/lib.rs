@@ -21,6 +21,7 @@ mod plain;
 pub mod recover;
 pub mod release;
 pub mod retention;
+pub mod reuse;
 pub mod rollback;
 pub mod session;
 pub mod share;

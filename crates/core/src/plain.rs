@@ -88,7 +88,7 @@ pub(crate) fn deploy_in_place(
     fsx::remove_dir_all(&staging)?;
     if !plan.policy.build.is_empty() {
         manifest = session.step(Step::Build, || {
-            crate::deploy::build(session, plan, &context_path, manifest)
+            crate::deploy::build(session, plan, &context_path, manifest, None)
         })?;
     }
     session.history.insert_release(&ReleaseRecord {
