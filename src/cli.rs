@@ -109,6 +109,9 @@ pub struct RetentionArgs {
     /// Path shared by all releases, kept under the state dir (repeatable)
     #[arg(long = "shared", value_name = "PATH")]
     pub shared: Vec<String>,
+    /// Also prune the oldest releases (never the live or previous one) while all take more than this
+    #[arg(long, value_name = "SIZE")]
+    pub max_disk: Option<String>,
     /// Wait after the switch before carrying late writes from the old release [default: 1s]
     #[arg(long, value_name = "DURATION")]
     pub settle: Option<String>,
@@ -333,6 +336,7 @@ impl RetentionArgs {
     pub fn apply(&self, overrides: &mut Overrides) {
         overrides.keep = self.keep;
         overrides.drain = self.drain.clone();
+        overrides.max_disk = self.max_disk.clone();
         overrides.shared = self.shared.clone();
         overrides.settle = self.settle.clone();
     }

@@ -350,15 +350,7 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
     let mut overrides = args.target.overrides();
     args.retention.apply(&mut overrides);
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    let pruned = maintenance::prune(
-        &app.layout,
-        app.policy.keep,
-        app.policy.drain,
-        &app.policy.shared,
-        app.policy.apache.as_ref(),
-        &run_options(args.wait),
-        console,
-    )?;
+    let pruned = maintenance::prune(&app.layout, &app.policy, &run_options(args.wait), console)?;
     if args.json {
         return print_json(&serde_json::json!({ "pruned": pruned }));
     }

@@ -99,6 +99,7 @@ struct RawApp {
     reuse: Option<Spanned<Vec<RawReuse>>>,
     build_timeout: Option<Spanned<String>>,
     max_archive_size: Option<Spanned<String>>,
+    max_disk: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
     php_fpm: Option<RawPhpFpm>,
     webserver: Option<Spanned<String>>,
@@ -181,6 +182,7 @@ pub struct Overrides {
     pub build: Vec<String>,
     pub build_timeout: Option<String>,
     pub max_archive_size: Option<String>,
+    pub max_disk: Option<String>,
     pub max_archive_entries: Option<i64>,
     pub webserver: Option<String>,
     pub apache_map: Option<PathBuf>,
@@ -633,6 +635,12 @@ fn resolve(
     }
     let reuse = reuse_rules(raw, origin)?;
     let build = build_steps(raw, flags, origin, &reuse)?;
+    let max_disk = match pick(flags.max_disk.clone(), &raw.max_disk) {
+        None => None,
+        Some((text, span)) => {
+            Some(parse_size(&text).map_err(|e| origin.error("max_disk", "--max-disk", span, &e))?)
+        }
+    };
     let mut limits = Limits::default();
     if let Some((text, span)) = pick(flags.max_archive_size.clone(), &raw.max_archive_size) {
         limits.max_bytes = parse_size(&text)
@@ -669,6 +677,7 @@ fn resolve(
             shared,
             build,
             reuse,
+            max_disk,
             build_timeout,
             limits,
             health,

@@ -336,3 +336,37 @@ fn a_dependency_folder_is_reused_while_its_lock_file_is_unchanged_and_its_build_
         out.stderr
     );
 }
+
+#[test]
+fn max_disk_prunes_the_oldest_releases_but_never_the_live_or_previous_one() {
+    let site = Site::new();
+    let app = site.path("app");
+    for n in 0..4 {
+        // Each release has 64 KiB of its own.
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("data.bin"), vec![n as u8; 64 * 1024]).unwrap();
+        std::fs::write(app.join("index.php"), format!("v{n}")).unwrap();
+        let log = deploy(
+            &site,
+            app.to_str().unwrap(),
+            &["--max-disk", "100KiB", "-v"],
+        );
+        if n >= 2 {
+            assert!(log.contains("over max_disk"), "{log}");
+        }
+    }
+    let names = site.releases();
+    assert_eq!(names.len(), 2, "live and previous stay: {names:?}");
+    assert_eq!(site.read("index.php"), "v3");
+    let out = site
+        .zdeploy("prune")
+        .args(["--max-disk", "1KiB", "--drain", "0s"])
+        .success();
+    assert!(out.stderr.contains("none can go"), "{}", out.stderr);
+    assert_eq!(site.releases(), names, "still live and previous");
+    let out = site
+        .zdeploy("prune")
+        .args(["--max-disk", "lots"])
+        .fails_with(2);
+    assert!(out.stderr.contains("--max-disk"), "{}", out.stderr);
+}

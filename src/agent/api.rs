@@ -522,15 +522,8 @@ pub async fn prune(
     let app = find_app(&agent, &name)?;
     act(agent, app, "prune", move |app, options, observer| {
         let config = app.config();
-        let pruned = zdeploy_core::maintenance::prune(
-            &config.layout,
-            config.policy.keep,
-            config.policy.drain,
-            &config.policy.shared,
-            config.policy.apache.as_ref(),
-            options,
-            observer,
-        )?;
+        let pruned =
+            zdeploy_core::maintenance::prune(&config.layout, &config.policy, options, observer)?;
         Ok((json!({"pruned": pruned}), None))
     })
     .await

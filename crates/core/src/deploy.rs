@@ -47,6 +47,9 @@ pub struct Policy {
     /// Dependency folders shared from the live release while their key
     /// file is unchanged.
     pub reuse: Vec<crate::reuse::Reuse>,
+    /// Prune the oldest releases (never the live or previous one) while
+    /// the context's releases take more bytes than this.
+    pub max_disk: Option<u64>,
     pub build_timeout: Duration,
     pub limits: Limits,
     /// Checks before and after the switch; a failed check after it switches back.
@@ -67,6 +70,7 @@ impl Default for Policy {
             shared: Vec::new(),
             build: Vec::new(),
             reuse: Vec::new(),
+            max_disk: None,
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
             limits: Limits::default(),
             health: None,
@@ -276,12 +280,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     }
     let pruned = session
         .step(Step::Prune, || {
-            crate::maintenance::prune_in_session(
-                session,
-                plan.policy.keep,
-                plan.policy.drain,
-                &plan.policy.shared,
-            )
+            crate::maintenance::prune_in_session(session, &plan.policy)
         })
         .unwrap_or_else(|e| {
             session.warn(&format!("prune failed (the deploy itself succeeded): {e}"));

@@ -1,19 +1,18 @@
 //! Retention applied (`prune`), releases renamed out of retention (`keep`),
 //! and the one way a release folder is deleted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::apache::ApacheMap;
-use crate::deploy::{MARK_MARGIN_NS, carry_logged, live_manifest};
+use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{Kind, Outcome, now_ms};
 use crate::inventory::releases_on_disk;
 use crate::layout::Layout;
 use crate::release::{ReleaseState, validate_kept_name};
-use crate::retention::{Candidate, choose_prunable};
+use crate::retention::{Candidate, choose_over_budget, choose_prunable};
 use crate::session::{Observer, RunOptions, Session, Step};
 use crate::switch::{Live, read_live, switch_to};
 
@@ -36,13 +35,43 @@ pub fn delete_release_dir(layout: &Layout, name: &str) -> Result<()> {
     fsx::remove_dir_all(&doomed)
 }
 
-/// Apply retention inside a run that holds the lock; returns what was pruned.
-pub fn prune_in_session(
+/// Apply retention inside a run that holds the lock: `keep`, then
+/// `max_disk`; returns what was pruned.
+pub fn prune_in_session(session: &Session<'_>, policy: &Policy) -> Result<Vec<String>> {
+    let mut pruned = prune_chosen(session, policy, |candidates| {
+        choose_prunable(candidates, policy.keep, policy.drain, now_ms())
+    })?;
+    if let Some(budget) = policy.max_disk {
+        loop {
+            let used = crate::inventory::context_usage(session.layout)?;
+            if used <= budget {
+                break;
+            }
+            let over = prune_chosen(session, policy, |candidates| {
+                choose_over_budget(candidates, policy.drain, now_ms())
+                    .into_iter()
+                    .collect()
+            })?;
+            if over.is_empty() {
+                session.warn(&format!(
+                    "the releases take {used} bytes, over max_disk ({budget} bytes), and none can go: the live and previous releases, kept ones and draining ones stay"
+                ));
+                break;
+            }
+            session.info(&format!("over max_disk ({used} of {budget} bytes)"));
+            pruned.extend(over);
+        }
+    }
+    Ok(pruned)
+}
+
+/// Prune what `choose` picks from the timestamped releases on disk.
+fn prune_chosen(
     session: &Session<'_>,
-    keep: usize,
-    drain: Duration,
-    shared: &[PathBuf],
+    policy: &Policy,
+    choose: impl FnOnce(&[Candidate]) -> Vec<String>,
 ) -> Result<Vec<String>> {
+    let shared = &policy.shared;
     let layout = session.layout;
     let live = read_live(layout)?;
     let mut candidates = Vec::new();
@@ -64,7 +93,7 @@ pub fn prune_in_session(
             retired_ms: record.and_then(|r| r.retired_ms),
         });
     }
-    let chosen = choose_prunable(&candidates, keep, drain, now_ms());
+    let chosen = choose(&candidates);
     let live_path = live.dir(layout);
     let live_manifest = match (live_manifest(session, &live)?, &live_path) {
         (Some(manifest), _) => Some(manifest),
@@ -107,21 +136,16 @@ pub fn prune_in_session(
 /// `zdeploy prune`: retention on demand.
 pub fn prune(
     layout: &Layout,
-    keep: usize,
-    drain: Duration,
-    shared: &[PathBuf],
-    apache: Option<&ApacheMap>,
+    policy: &Policy,
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<Vec<String>> {
     let session = Session::open(layout, Kind::Prune, options, None, None, observer)?;
     let result = session
-        .step(Step::Recover, || crate::recover::recover(&session, apache))
-        .and_then(|_| {
-            session.step(Step::Prune, || {
-                prune_in_session(&session, keep, drain, shared)
-            })
-        });
+        .step(Step::Recover, || {
+            crate::recover::recover(&session, policy.apache.as_ref())
+        })
+        .and_then(|_| session.step(Step::Prune, || prune_in_session(&session, policy)));
     session.finish(&result, |_| Outcome::Success)?;
     result
 }

@@ -114,12 +114,7 @@ pub(crate) fn deploy_in_place(
     )?;
     session.info(&format!("{context} updated in place (plain mode)"));
     let pruned = session.step(Step::Prune, || {
-        crate::maintenance::prune_in_session(
-            session,
-            plan.policy.keep,
-            plan.policy.drain,
-            &plan.policy.shared,
-        )
+        crate::maintenance::prune_in_session(session, &plan.policy)
     })?;
     Ok(DeployResult {
         deployment: session.id,

@@ -47,6 +47,25 @@ pub fn choose_prunable(
     prunable
 }
 
+/// Over the disk budget: the oldest release that may go — never the live
+/// one, never the previous one (the newest of the rest), never a draining one.
+pub fn choose_over_budget(
+    candidates: &[Candidate],
+    drain: Duration,
+    now_ms: i64,
+) -> Option<String> {
+    let mut others: Vec<&Candidate> = candidates.iter().filter(|c| !c.live).collect();
+    others.sort_by(|a, b| a.stamp.cmp(&b.stamp).then_with(|| a.name.cmp(&b.name)));
+    others.pop(); // the previous release: the rollback target
+    others
+        .into_iter()
+        .find(|c| {
+            !c.retired_ms
+                .is_some_and(|retired| now_ms.saturating_sub(retired) < drain.as_millis() as i64)
+        })
+        .map(|c| c.name.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +77,46 @@ mod tests {
             live,
             retired_ms,
         }
+    }
+
+    #[test]
+    fn over_budget_never_takes_the_live_previous_or_draining_release() {
+        let drain = Duration::from_secs(60);
+        let now = 1_000_000_000;
+        let old = Some(now - 3_600_000);
+        let fresh = Some(now - 1_000);
+        let pick = |list: Vec<Candidate>| choose_over_budget(&list, drain, now);
+        assert_eq!(
+            pick(vec![
+                c("a", 1, false, old),
+                c("b", 2, false, old),
+                c("c", 3, true, None)
+            ]),
+            Some("a".into())
+        );
+        assert_eq!(
+            pick(vec![c("a", 1, false, old), c("b", 2, true, None)]),
+            None,
+            "a is the previous"
+        );
+        assert_eq!(
+            pick(vec![
+                c("a", 1, false, fresh),
+                c("b", 2, false, old),
+                c("c", 3, true, None)
+            ]),
+            None
+        );
+        assert_eq!(pick(vec![c("c", 3, true, None)]), None);
+        // A release newer than the live one (after a rollback) counts too.
+        assert_eq!(
+            pick(vec![
+                c("a", 1, false, old),
+                c("b", 2, true, None),
+                c("c", 3, false, old)
+            ]),
+            Some("a".into())
+        );
     }
 
     #[test]
