@@ -60,8 +60,8 @@ pub fn choose_over_budget(
     others
         .into_iter()
         .find(|c| {
-            !c.retired_ms
-                .is_some_and(|retired| now_ms.saturating_sub(retired) < drain.as_millis() as i64)
+            c.retired_ms
+                .is_none_or(|retired| now_ms.saturating_sub(retired) >= drain.as_millis() as i64)
         })
         .map(|c| c.name.clone())
 }
