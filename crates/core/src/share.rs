@@ -103,14 +103,20 @@ impl Sharer {
         untouched.then(|| (full, entry.clone()))
     }
 
-    /// Whether every folder above `path` in the live release is a real folder.
+    /// Whether every folder above `path` in the live release is a real
+    /// folder. Folders are checked from the top down and recorded only once
+    /// checked, so a recorded parent vouches for the whole chain.
     fn real_parents(&self, path: &Path) -> bool {
         let mut known = self.real_dirs.borrow_mut();
-        for parent in path
+        let parents: Vec<&Path> = path
             .ancestors()
             .skip(1)
             .filter(|p| !p.as_os_str().is_empty())
-        {
+            .collect();
+        if parents.first().is_none_or(|p| known.contains(*p)) {
+            return true;
+        }
+        for parent in parents.into_iter().rev() {
             if known.contains(parent) {
                 continue;
             }

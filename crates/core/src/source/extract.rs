@@ -167,6 +167,16 @@ impl<'a> Extractor<'a> {
 
     /// Make every ancestor of `path` a folder of this release, never a symlink.
     fn ensure_parents(&mut self, path: &Path) -> Result<()> {
+        // A folder enters the manifest only after its own parents did, so a
+        // recorded parent folder vouches for the whole chain (the common
+        // case: entries arrive folder by folder).
+        match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => return Ok(()),
+            Some(parent) if self.manifest.get(parent).map(|e| e.kind) == Some(EntryKind::Dir) => {
+                return Ok(());
+            }
+            Some(_) => {}
+        }
         let ancestors: Vec<PathBuf> = path
             .ancestors()
             .skip(1)
