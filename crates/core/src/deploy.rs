@@ -336,26 +336,37 @@ fn prepare(
     release_dir: &Path,
 ) -> Result<Option<Prepared>> {
     let layout = session.layout;
-    let sharer = sharer_from_live(session, plan, live, live_record)?;
+    let live_manifest = live_manifest(session, live)?;
+    let sharer = match (live, live_record, &live_manifest) {
+        (Live::Release(live_name), Some(record), Some(manifest)) => Some(Sharer::new(
+            &layout.release_path(live_name),
+            manifest,
+            record.created_ms,
+            plan.policy.build.is_empty(),
+        )),
+        _ => None,
+    };
     let base = live_record.and_then(|r| r.commit.as_deref());
     let mut manifest = session.step(Step::Materialize, || {
         fsx::create_dir(release_dir)?;
         materialize(session, plan, resolved, release_dir, sharer.as_ref(), base)
     })?;
-    let digest = manifest.content_digest();
-    let same_content = resolved.commit.is_none()
-        && live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
-    if same_content && !plan.force {
-        session.info(&format!(
-            "{} already serves this content (digest {}); nothing to do (--force deploys anyway)",
-            layout.context(),
-            short(&digest)
-        ));
-        return Ok(None);
+    // A commit already names the content; archives and folders need a digest.
+    if resolved.commit.is_none() {
+        let digest = manifest.content_digest();
+        let same_content =
+            live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
+        if same_content && !plan.force {
+            session.info(&format!(
+                "{} already serves this content (digest {}); nothing to do (--force deploys anyway)",
+                layout.context(),
+                short(&digest)
+            ));
+            return Ok(None);
+        }
+        record_digest(session, name, &digest)?;
     }
-    record_digest(session, name, &digest)?;
     let live_dir = live.dir(layout);
-    let live_manifest = live_manifest(session, live)?;
     let carry_started_ns = now_ns();
     session.step(Step::Carry, || {
         for path in &plan.policy.shared {
@@ -531,29 +542,6 @@ fn check_folder_source(layout: &Layout, folder: &Path) -> Result<()> {
 }
 
 /// Write the source into `dest` (empty, existing) and return its manifest.
-/// What a new release may share with the live one: a timestamped or kept
-/// release with a manifest.
-fn sharer_from_live(
-    session: &Session<'_>,
-    plan: &DeployPlan,
-    live: &Live,
-    live_record: Option<&ReleaseRecord>,
-) -> Result<Option<Sharer>> {
-    let (Live::Release(name), Some(record)) = (live, live_record) else {
-        return Ok(None);
-    };
-    let Some(manifest) = session.history.manifest(name)? else {
-        return Ok(None);
-    };
-    let dir = session.layout.release_path(name);
-    Ok(Some(Sharer::new(
-        &dir,
-        manifest,
-        record.created_ms,
-        plan.policy.build.is_empty(),
-    )))
-}
-
 pub(crate) fn materialize(
     session: &Session<'_>,
     plan: &DeployPlan,

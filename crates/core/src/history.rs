@@ -526,7 +526,8 @@ impl History {
             let mut insert = tx
                 .prepare("INSERT INTO manifest (release, path, kind, mode, size, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .map_err(|e| self.fail(e))?;
-            for (path, entry) in manifest.iter_unordered() {
+            // In key order: the B-tree fills by appending.
+            for (path, entry) in manifest.iter() {
                 insert
                     .execute(params![
                         release,

@@ -62,7 +62,9 @@ pub fn reuse_folders(
             session.info(&format!("reuse: building {} ({why})", rule.path.display()));
             continue;
         }
-        let sharer = Sharer::new(live.dir, Manifest::default(), live.made_ms, hardlinks_ok);
+        // Files to share are named one by one here, not looked up.
+        let none = Manifest::default();
+        let sharer = Sharer::new(live.dir, &none, live.made_ms, hardlinks_ok);
         let mut created = Vec::new();
         match share_folder(rule, live, release, &sharer, &mut created) {
             Ok(entries) => {

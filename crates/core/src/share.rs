@@ -36,9 +36,9 @@ impl Method {
     }
 }
 
-pub struct Sharer {
+pub struct Sharer<'a> {
     live: PathBuf,
-    manifest: Manifest,
+    manifest: &'a Manifest,
     /// Files modified at or after this moment (ns) are not shared.
     made_ns: i128,
     method: Cell<Method>,
@@ -52,10 +52,10 @@ pub struct Sharer {
     real_dirs: RefCell<HashSet<PathBuf>>,
 }
 
-impl Sharer {
+impl<'a> Sharer<'a> {
     /// Share from the live release at `live`, described by `manifest`, whose
     /// files were all written before `made_ms`.
-    pub fn new(live: &Path, manifest: Manifest, made_ms: i64, allow_hardlink: bool) -> Self {
+    pub fn new(live: &Path, manifest: &'a Manifest, made_ms: i64, allow_hardlink: bool) -> Self {
         Sharer {
             live: live.to_path_buf(),
             manifest,

@@ -50,7 +50,7 @@ pub struct Extractor<'a> {
     written: u64,
     entries: u64,
     progress: &'a mut ProgressFn<'a>,
-    sharer: Option<&'a Sharer>,
+    sharer: Option<&'a Sharer<'a>>,
 }
 
 /// Files up to this size are read whole and hashed before anything is
@@ -79,7 +79,7 @@ impl<'a> Extractor<'a> {
     }
 
     /// Share files the live release already has instead of writing them.
-    pub fn share_from(&mut self, sharer: &'a Sharer) {
+    pub fn share_from(&mut self, sharer: &'a Sharer<'a>) {
         self.sharer = Some(sharer);
     }
 

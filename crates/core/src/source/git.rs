@@ -53,6 +53,21 @@ fn run(mut command: Command, what: &str, url: Option<(&str, &str)>) -> Result<St
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Run git on the mirror and return its stdout as bytes (paths in `-z`
+/// output need not be UTF-8); the error holds git's own words.
+fn run_raw(mut command: Command, what: &str) -> Result<Vec<u8>> {
+    let output = command
+        .output()
+        .map_err(|e| Error::Source(format!("cannot run git to {what}: {e}")))?;
+    if !output.status.success() {
+        return Err(Error::Source(format!(
+            "cannot {what}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(output.stdout)
+}
+
 /// Check a ref the user gave before git ever sees it.
 pub fn validate_ref(reference: &str) -> Result<()> {
     let bad = reference.is_empty()
@@ -298,17 +313,9 @@ fn list_tree(mirror: &Path, commit: &str) -> Result<Vec<TreeEntry>> {
         "--end-of-options",
         commit,
     ]);
-    let out = ls
-        .output()
-        .map_err(|e| Error::Source(format!("cannot run git ls-tree: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Source(format!(
-            "cannot list commit {commit}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    let out = run_raw(ls, &format!("list commit {commit}"))?;
     let mut entries = Vec::new();
-    for record in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+    for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let tab = record.iter().position(|b| *b == b'\t');
         let (meta, path) = match tab {
             Some(i) => (&record[..i], &record[i + 1..]),
@@ -346,17 +353,8 @@ fn changed_paths(
         base,
         commit,
     ]);
-    let out = diff
-        .output()
-        .map_err(|e| Error::Source(format!("cannot run git diff: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Source(format!(
-            "cannot compare {base} with {commit}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    let out = run_raw(diff, &format!("compare {base} with {commit}"))?;
     Ok(out
-        .stdout
         .split(|b| *b == 0)
         .filter(|p| !p.is_empty())
         .map(<[u8]>::to_vec)
