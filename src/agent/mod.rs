@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::{AgentConfig, AppConfig, ConfigFile, Overrides, UsageError};
 use app::App;
@@ -40,7 +40,12 @@ pub struct Agent {
     stop_signal: watch::Sender<bool>,
     /// Woken whenever a deploy finishes (shutdown waits on it).
     pub idle: Notify,
+    /// Remote checks in flight at once: each runs git on a thread of its
+    /// own, so many apps polling together would otherwise grow memory.
+    pub poll_slots: Semaphore,
 }
+
+const CONCURRENT_POLLS: usize = 4;
 
 impl Agent {
     pub fn app(&self, name: &str) -> Option<Arc<App>> {
@@ -310,6 +315,7 @@ pub fn run(config_path: &Path, listen: Option<&str>) -> Result<()> {
         stopping: AtomicBool::new(false),
         stop_signal: watch::channel(false).0,
         idle: Notify::new(),
+        poll_slots: Semaphore::new(CONCURRENT_POLLS),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

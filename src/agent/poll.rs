@@ -74,6 +74,9 @@ pub async fn poll(agent: SharedAgent, app: Arc<App>) {
         if !agent.sleep(delay).await || app.is_removed() {
             return;
         }
+        let Ok(_slot) = agent.poll_slots.acquire().await else {
+            return;
+        };
         let checking = app.clone();
         match tokio::task::spawn_blocking(move || check(&checking)).await {
             Ok(Ok(queued)) => {
