@@ -773,7 +773,13 @@ fn the_api_streams_a_running_deploy_log_and_rolls_back() {
     assert_eq!(answer.status, 400, "{}", answer.body);
     let metrics = agent.get("/metrics").body;
     assert!(
-        metrics.contains("zdeploy_deploys_total{app=\"demo\",outcome=\"success\"}"),
+        metrics.contains("zdeploy_runs_total{app=\"demo\",kind=\"deploy\",outcome=\"success\"}")
+            && metrics.contains(
+                "zdeploy_runs_total{app=\"demo\",kind=\"rollback\",outcome=\"success\"} 1"
+            )
+            && metrics.contains(
+                "zdeploy_runs_total{app=\"demo\",kind=\"rollback\",outcome=\"failed\"} 1"
+            ),
         "{metrics}"
     );
     assert!(

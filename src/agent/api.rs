@@ -452,7 +452,7 @@ async fn act(
                     zdeploy_core::ErrorKind::Busy => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                (failed(id, &e), Err(error(status, e.to_string())))
+                (failed(id, e.to_string()), Err(error(status, e.to_string())))
             }
         }
     })

@@ -18,7 +18,8 @@ struct Histogram {
 
 #[derive(Default)]
 struct Inner {
-    deploys: BTreeMap<(String, String), u64>,
+    /// (app, kind, outcome): deploys, and rollback/keep/prune asked by API.
+    runs: BTreeMap<(String, String, String), u64>,
     durations: BTreeMap<String, Histogram>,
     poll_errors: BTreeMap<String, u64>,
     webhook_rejections: BTreeMap<(String, String), u64>,
@@ -35,11 +36,15 @@ impl Metrics {
         f(&mut self.inner.lock().expect("metrics lock"))
     }
 
-    pub fn deploy_finished(&self, app: &str, outcome: &str, seconds: f64) {
+    /// A finished run; only deploys go into the duration histogram.
+    pub fn run_finished(&self, app: &str, kind: &str, outcome: &str, seconds: f64) {
         self.with(|m| {
-            *m.deploys
-                .entry((app.to_string(), outcome.to_string()))
+            *m.runs
+                .entry((app.to_string(), kind.to_string(), outcome.to_string()))
                 .or_default() += 1;
+            if kind != "deploy" {
+                return;
+            }
             let histogram = m.durations.entry(app.to_string()).or_default();
             for (bound, count) in DURATION_BUCKETS.iter().zip(histogram.counts.iter_mut()) {
                 if seconds <= *bound {
@@ -71,9 +76,9 @@ impl Metrics {
     pub fn render(&self, live_ages: &[(String, f64)]) -> String {
         let mut out = String::new();
         self.with(|m| {
-            header(&mut out, "zdeploy_deploys_total", "counter", "Deploys and rollbacks run by the agent, by outcome.");
-            for ((app, outcome), n) in &m.deploys {
-                let _ = writeln!(out, "zdeploy_deploys_total{{app=\"{}\",outcome=\"{}\"}} {n}", escape(app), escape(outcome));
+            header(&mut out, "zdeploy_runs_total", "counter", "Runs by the agent (deploy; rollback, keep, prune asked through the API), by outcome.");
+            for ((app, kind, outcome), n) in &m.runs {
+                let _ = writeln!(out, "zdeploy_runs_total{{app=\"{}\",kind=\"{}\",outcome=\"{}\"}} {n}", escape(app), escape(kind), escape(outcome));
             }
             header(&mut out, "zdeploy_deploy_duration_seconds", "histogram", "Time from trigger taken to deploy finished.");
             for (app, h) in &m.durations {

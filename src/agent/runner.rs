@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use zdeploy_core::ErrorKind;
 use zdeploy_core::history::now_ms;
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::session::{Level, Observer, RunOptions, Step};
-use zdeploy_core::{Error, ErrorKind};
 
 use super::app::{App, Event, Trigger};
 use super::{Agent, SharedAgent};
@@ -125,15 +125,7 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
     let config = app.config();
     let plan = match config.deploy_plan(trigger.force) {
         Ok(plan) => plan,
-        Err(e) => {
-            return Finished {
-                deployment: None,
-                outcome: "failed".into(),
-                release: None,
-                commit: None,
-                error: Some(e.0),
-            };
-        }
+        Err(e) => return failed(None, e.0),
     };
     let (deployment, result) = run_streamed(
         agent,
@@ -155,17 +147,17 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
             commit: done.commit,
             error: None,
         },
-        Err(error) => failed(deployment, &error),
+        Err(error) => failed(deployment, error.to_string()),
     }
 }
 
-pub fn failed(deployment: Option<i64>, error: &Error) -> Finished {
+pub fn failed(deployment: Option<i64>, error: String) -> Finished {
     Finished {
         deployment,
         outcome: "failed".into(),
         release: None,
         commit: None,
-        error: Some(error.to_string()),
+        error: Some(error),
     }
 }
 
@@ -173,7 +165,7 @@ pub fn failed(deployment: Option<i64>, error: &Error) -> Finished {
 pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed: Duration) {
     agent
         .metrics
-        .deploy_finished(&app.name, &finished.outcome, elapsed.as_secs_f64());
+        .run_finished(&app.name, kind, &finished.outcome, elapsed.as_secs_f64());
     app.emit(Event::Finished {
         deployment: finished.deployment,
         outcome: finished.outcome.clone(),
@@ -217,12 +209,8 @@ pub async fn work(agent: SharedAgent, app: Arc<App>) {
         let finished =
             tokio::task::spawn_blocking(move || deploy(&worker_agent, &worker_app, &trigger))
                 .await
-                .unwrap_or_else(|panic| Finished {
-                    deployment: None,
-                    outcome: "failed".into(),
-                    release: None,
-                    commit: None,
-                    error: Some(format!("the deploy thread panicked: {panic}")),
+                .unwrap_or_else(|panic| {
+                    failed(None, format!("the deploy thread panicked: {panic}"))
                 });
         app.finish_running();
         let commit = finished.commit.as_deref().or(asked_for.as_deref());

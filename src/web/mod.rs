@@ -53,10 +53,6 @@ fn short(commit: Option<&str>) -> String {
         .to_string()
 }
 
-fn size(bytes: u64) -> String {
-    crate::units::human_size(bytes)
-}
-
 /// What one panel shows, read from disk and the history.
 struct PanelData {
     summary: Value,
@@ -172,7 +168,7 @@ fn render_panel(data: &PanelData) -> String {
             name = esc(&release.name),
             state = esc(&release.state),
             commit = esc(&short(release.commit.as_deref())),
-            size = size(release.size),
+            size = crate::units::human_size(release.size),
         );
     }
     html.push_str("</tbody></table></div>");
