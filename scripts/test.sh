@@ -18,6 +18,8 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || needed+=(mariadb-
 # The agent's dashboard is tested in headless Chromium through ChromeDriver.
 command -v chromium >/dev/null || needed+=(chromium)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)
+# Reflinks are tested on an XFS image the tests loop-mount.
+command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || needed+=(xfsprogs)
 if [ ${#needed[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: please install: ${needed[*]}" >&2

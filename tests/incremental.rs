@@ -1,5 +1,5 @@
 //! Releases built from the live one: unchanged deployed files are shared
-//! (same inode on ext4, where there is no reflink), only changed ones are
+//! (same inode on ext4, a clone on an XFS image the test mounts), only changed ones are
 //! written as new inodes, and the live release never changes because a
 //! newer one was built.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::support::archive::{Item, tar_gz};
 use crate::support::git::Repo;
+use crate::support::mount::Mount;
 use crate::support::{Site, Zdeploy, tree};
 
 /// (inode, content) of every file under `root`.
@@ -92,6 +93,81 @@ fn a_one_file_change_shares_every_other_file_and_never_touches_the_live_release(
     }
     let out = site.zdeploy("releases").success();
     assert!(out.stdout.contains("2 releases take"), "{}", out.stdout);
+}
+
+/// Size in bytes of a `human_size` figure such as "1.3 MiB".
+fn parse_size(text: &str) -> f64 {
+    let (number, unit) = text.trim().split_once(' ').unwrap();
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+#[test]
+fn with_reflinks_shared_files_are_clones_an_in_place_write_cannot_leak_through() {
+    let mut site = Site::new();
+    let xfs = Mount::xfs(&site.path("xfs"), 300);
+    site.move_webroot(xfs.path.join("webroot"));
+    let repo = Repo::new(site.dir.path(), "app");
+    let padding = "x".repeat(64 * 1024);
+    for n in 0..20 {
+        repo.write(
+            &format!("lib/part{n}.php"),
+            &format!("<?php // {n}\n{padding}"),
+        );
+    }
+    repo.write("index.php", "<?php echo 'v1';").commit("v1");
+    deploy(&site, &repo.url(), &[]);
+    let first = site.webroot.join(site.live_release());
+    let before = inodes(&first);
+
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    let log = deploy(&site, &repo.url(), &["-v"]);
+    assert!(
+        log.contains("shared 20 unchanged files") && log.contains("by reflink"),
+        "{log}"
+    );
+    let second = site.webroot.join(site.live_release());
+    for (path, (inode, content)) in inodes(&second) {
+        let (old_inode, old_content) = &before[&path];
+        assert_ne!(inode, *old_inode, "{path}: a clone is its own inode");
+        assert_eq!(std::fs::metadata(second.join(&path)).unwrap().nlink(), 1);
+        if path != "index.php" {
+            assert_eq!(&content, old_content);
+        }
+    }
+
+    // Disk use: blocks the clones share count once.
+    let out = site.zdeploy("releases").arg("--json").success();
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for release in list.as_array().unwrap() {
+        assert_eq!(release["own"], "<?php echo 'v1';".len(), "{release}");
+        assert!(release["size"].as_u64().unwrap() > 20 * 64 * 1024);
+    }
+    let out = site.zdeploy("releases").success();
+    let total = out.stdout.split(" take ").nth(1).unwrap();
+    let total = parse_size(total.split(" on disk").next().unwrap());
+    assert!(
+        total < 1.2 * 20.0 * 64.0 * 1024.0,
+        "two releases take about one: {}",
+        out.stdout
+    );
+
+    // The app writes into a deployed file in place: the older release,
+    // the rollback target, keeps its bytes.
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(second.join("lib/part3.php"))
+        .unwrap();
+    file.write_all(b"<?php // changed in place").unwrap();
+    drop(file);
+    assert_eq!(inodes(&first), before);
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod git;
 pub mod http;
 pub mod load;
+pub mod mount;
 pub mod servers;
 
 use std::collections::BTreeMap;
@@ -129,6 +130,13 @@ impl Site {
         let webroot = dir.path().join("webroot");
         std::fs::create_dir(&webroot).unwrap();
         Site { dir, webroot }
+    }
+
+    /// The same site with its webroot at `webroot` (created): on a
+    /// filesystem the test mounted, say.
+    pub fn move_webroot(&mut self, webroot: PathBuf) {
+        std::fs::create_dir_all(&webroot).unwrap();
+        self.webroot = webroot;
     }
 
     /// A path beside the webroot for fixtures.

@@ -1,11 +1,14 @@
 //! What releases of a context exist on disk, joined with what the history
 //! knows of them. The filesystem is the truth for what exists.
 
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use walkdir::WalkDir;
 
+use crate::blocks;
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{History, ReleaseRecord};
@@ -171,28 +174,38 @@ pub struct Usage {
     pub files: u64,
 }
 
-pub fn disk_usage(path: &std::path::Path) -> Usage {
-    files_under(path).fold(Usage::default(), |usage, m| Usage {
-        bytes: usage.bytes + m.size(),
-        own: usage.own + if m.nlink() == 1 { m.size() } else { 0 },
-        files: usage.files + 1,
+pub fn disk_usage(path: &Path) -> Usage {
+    let clones = blocks::can_share_blocks(path);
+    files_under(path).fold(Usage::default(), |usage, (file, meta)| {
+        let own = match meta.nlink() {
+            1 if clones => blocks::extents(&file)
+                .map(|extents| blocks::unshared_bytes(&extents, meta.size()))
+                .unwrap_or(meta.size()),
+            1 => meta.size(),
+            _ => 0,
+        };
+        Usage {
+            bytes: usage.bytes + meta.size(),
+            own: usage.own + own,
+            files: usage.files + 1,
+        }
     })
 }
 
-fn files_under(path: &std::path::Path) -> impl Iterator<Item = std::fs::Metadata> {
+fn files_under(path: &Path) -> impl Iterator<Item = (PathBuf, std::fs::Metadata)> {
     WalkDir::new(path)
         .follow_links(false)
         .into_iter()
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| !m.is_dir())
+        .filter_map(|e| Some((e.path().to_path_buf(), e.metadata().ok()?)))
+        .filter(|(_, meta)| !meta.is_dir())
 }
 
-/// Bytes the releases of a context take together, each shared file once.
-/// (Reflinked files share blocks the filesystem does not show: they count
-/// in full.)
+/// Bytes the releases of a context take together: a hardlinked file once,
+/// and blocks reflinked files share once.
 pub fn context_usage(layout: &Layout) -> Result<u64> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen_inodes = HashSet::new();
+    let mut seen_blocks = HashSet::new();
     let mut total = 0;
     let mut folders: Vec<_> = releases_on_disk(layout)?
         .into_iter()
@@ -202,11 +215,21 @@ pub fn context_usage(layout: &Layout) -> Result<u64> {
         folders.push(layout.context_path());
     }
     for folder in folders {
-        for meta in files_under(&folder) {
+        let clones = blocks::can_share_blocks(&folder);
+        for (file, meta) in files_under(&folder) {
             // Only linked files need remembering: the rest are unique.
-            if meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino())) {
-                total += meta.size();
+            if meta.nlink() > 1 && !seen_inodes.insert((meta.dev(), meta.ino())) {
+                continue;
             }
+            let mut size = meta.size();
+            if clones {
+                for extent in blocks::extents(&file).unwrap_or_default() {
+                    if extent.shared && !seen_blocks.insert((meta.dev(), extent.physical)) {
+                        size = size.saturating_sub(extent.length);
+                    }
+                }
+            }
+            total += size;
         }
     }
     Ok(total)

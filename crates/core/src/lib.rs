@@ -2,6 +2,7 @@
 //! document root. Synchronous, no HTTP: the binary adds the CLI and the agent.
 
 pub mod apache;
+pub mod blocks;
 pub mod build;
 pub mod carry;
 pub mod deploy;
