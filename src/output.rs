@@ -1,5 +1,6 @@
 //! What a person sees while zdeploy works: a spinner with counts per step on
-//! a terminal, plain log lines otherwise, all on stderr so stdout stays data.
+//! a terminal (a bar when the total is known), plain log lines otherwise,
+//! all on stderr so stdout stays data.
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
@@ -85,11 +86,24 @@ impl Observer for Console {
     }
 
     fn progress(&self, _step: Step, done: u64, total: Option<u64>) {
-        if let Some(bar) = self.bar.borrow().as_ref() {
-            bar.set_message(match total {
-                Some(total) => format!("{done}/{total} entries"),
-                None => format!("{done} entries"),
-            });
+        let Some(bar) = self.bar.borrow().as_ref().cloned() else {
+            return;
+        };
+        match total {
+            Some(total) => {
+                if bar.length() != Some(total) {
+                    bar.set_length(total);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>11} [{bar:30}] {pos}/{len} entries {elapsed}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                }
+                bar.set_position(done.min(total));
+            }
+            None => bar.set_message(format!("{done} entries")),
         }
     }
 }

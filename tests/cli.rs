@@ -63,6 +63,36 @@ fn quiet_prints_nothing_on_stderr_and_non_terminals_get_plain_lines() {
 }
 
 #[test]
+fn on_a_terminal_a_git_deploy_shows_a_bar_with_its_entry_count() {
+    let site = Site::new();
+    let repo = crate::support::git::Repo::new(site.dir.path(), "app");
+    for n in 0..2000 {
+        repo.write(&format!("f{n}.txt"), "x");
+    }
+    repo.commit("v1");
+    site.deploy(repo.url()).arg("-q").success();
+    repo.write("f0.txt", "y").commit("v2");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // `script` gives the deploy a pseudo-terminal as its stderr.
+    let deploy = format!(
+        "{} deploy --webroot {} --settle 0s --drain 0s {}",
+        crate::support::BIN,
+        site.webroot.display(),
+        repo.url()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &deploy, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("materialize [") && shown.contains("/2000 entries"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn deploy_json_output_is_data() {
     let site = Site::new();
     let app = site.path("app");

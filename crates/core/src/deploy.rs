@@ -550,9 +550,9 @@ pub(crate) fn materialize(
     sharer: Option<&Sharer>,
     base: Option<&str>,
 ) -> Result<Manifest> {
-    let mut progress = |entries: u64, _bytes: u64| {
+    let mut progress = |entries: u64, total: Option<u64>| {
         if entries.is_multiple_of(64) {
-            session.progress(Step::Materialize, entries, None);
+            session.progress(Step::Materialize, entries, total);
         }
     };
     let manifest = match &plan.source {

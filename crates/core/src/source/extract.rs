@@ -39,7 +39,8 @@ impl Default for Limits {
     }
 }
 
-pub type ProgressFn<'a> = dyn FnMut(u64, u64) + 'a;
+/// Called with the entries done so far and the total when known.
+pub type ProgressFn<'a> = dyn FnMut(u64, Option<u64>) + 'a;
 
 pub struct Extractor<'a> {
     root: PathBuf,
@@ -49,6 +50,7 @@ pub struct Extractor<'a> {
     dir_modes: BTreeMap<PathBuf, u32>,
     written: u64,
     entries: u64,
+    expected: Option<u64>,
     progress: &'a mut ProgressFn<'a>,
     sharer: Option<&'a Sharer<'a>>,
 }
@@ -73,9 +75,15 @@ impl<'a> Extractor<'a> {
             dir_modes: BTreeMap::new(),
             written: 0,
             entries: 0,
+            expected: None,
             progress,
             sharer: None,
         }
+    }
+
+    /// The source has `total` entries (for a progress bar).
+    pub fn expect_entries(&mut self, total: u64) {
+        self.expected = Some(total);
     }
 
     /// Share files the live release already has instead of writing them.
@@ -106,7 +114,6 @@ impl<'a> Extractor<'a> {
         {
             return Ok(false);
         }
-        (self.progress)(self.entries, self.written);
         self.manifest.insert(path.to_path_buf(), entry);
         Ok(true)
     }
@@ -161,7 +168,7 @@ impl<'a> Extractor<'a> {
                 &format!("is past the limit of {} entries", self.limits.max_entries),
             ));
         }
-        (self.progress)(self.entries, self.written);
+        (self.progress)(self.entries, self.expected);
         Ok(())
     }
 
@@ -312,7 +319,6 @@ impl<'a> Extractor<'a> {
             // Best effort: a wrong mtime never breaks a release.
             let _ = file.set_modified(mtime);
         }
-        (self.progress)(self.entries, self.written);
         self.manifest.insert(
             path,
             Entry {

@@ -395,6 +395,7 @@ pub fn materialize_changes(
     if has_export_attributes(mirror, &tree)? {
         return Ok(false);
     }
+    extractor.expect_entries(tree.len() as u64);
     let changed = changed_paths(mirror, base, commit)?;
     let mtime = commit_time(mirror, commit);
     let mut to_write = Vec::new();
