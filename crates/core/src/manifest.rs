@@ -84,10 +84,11 @@ impl Manifest {
         self.entries.is_empty()
     }
 
-    /// Entries in path order (parents before their children).
+    /// Entries in byte order of their paths (parents before their children;
+    /// the order SQLite keeps them in).
     pub fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Entry)> {
         let mut sorted: Vec<_> = self.entries.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
         sorted.into_iter()
     }
 
@@ -135,7 +136,10 @@ impl Manifest {
     /// One digest for the whole content: equal digests mean equal deployed trees.
     pub fn content_digest(&self) -> String {
         let mut hasher = Sha256::new();
-        for (path, entry) in self.iter() {
+        // Component order, as digests already in histories were made.
+        let mut sorted: Vec<_> = self.entries.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (path, entry) in sorted {
             hasher.update(path.as_os_str().as_encoded_bytes());
             hasher.update([0]);
             hasher.update(entry.kind.as_str());
