@@ -47,6 +47,12 @@ pub enum Command {
     Releases(InspectArgs),
     /// Show what is live and the last deployments.
     Status(StatusArgs),
+    /// Check a release against its manifest (the live one by default).
+    ///
+    /// `zdeploy verify [APP] [RELEASE]`: every deployed folder, file and
+    /// symlink present with its recorded kind, mode, size and content; user
+    /// content is ignored. Exits 1 and lists what differs.
+    Verify(VerifyArgs),
     /// Show a deployment's full log (the latest by default).
     ///
     /// `zdeploy log [APP] [ID]`.
@@ -215,6 +221,18 @@ pub struct StatusArgs {
     /// How many deployments to show
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// [APP] [RELEASE]
+    #[arg(value_name = "APP|RELEASE", num_args = 0..=2)]
+    pub positional: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ use zdeploy_core::switch::{Live, read_live};
 
 use crate::cli::{
     AgentArgs, DeployArgs, DoctorArgs, InspectArgs, KeepArgs, LogArgs, LogFormat, PruneArgs,
-    RollbackArgs, StatusArgs, WebServer, WebserverArgs, select_app, split_app,
+    RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs, select_app, split_app,
 };
 use crate::config::UsageError;
 use crate::output::Console;
@@ -262,6 +262,73 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
+    let (app, rest) = split_app(config, &args.target, &args.positional, 0..=1)?;
+    if rest.len() > 1 {
+        return Err(UsageError(format!("too many arguments: {}", rest.join(" "))).into());
+    }
+    let app = select_app(config, app, &args.target.overrides())?;
+    let layout = &app.layout;
+    let live = read_live(layout)?;
+    let (name, dir) = match rest.first() {
+        Some(name) if zdeploy_core::release::classify(layout.context(), name).is_some() => {
+            (name.clone(), layout.release_path(name))
+        }
+        Some(name) => {
+            return Err(UsageError(format!(
+                "'{name}' is not a release name of {} (see zdeploy releases)",
+                layout.context()
+            ))
+            .into());
+        }
+        None => match (live.record_name(layout), live.dir(layout)) {
+            (Some(name), Some(dir)) => (name.to_string(), dir),
+            _ => {
+                return Err(UsageError(format!(
+                    "nothing is live at {}",
+                    layout.context_path().display()
+                ))
+                .into());
+            }
+        },
+    };
+    let manifest = open_history(layout)?
+        .map(|history| history.manifest(&name))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| UsageError(format!("the history has no manifest of {name}")))?;
+    if !dir.is_dir() {
+        return Err(UsageError(format!(
+            "no release {name} in {}",
+            layout.webroot().display()
+        ))
+        .into());
+    }
+    let mismatches = zdeploy_core::verify::verify(&dir, &manifest);
+    if args.json {
+        print_json(&serde_json::json!({
+            "release": name,
+            "entries": manifest.len(),
+            "mismatches": mismatches,
+        }))?;
+    } else if mismatches.is_empty() {
+        out!("{name} matches its manifest ({} entries)", manifest.len());
+    } else {
+        for mismatch in &mismatches {
+            out!("{}: {}", mismatch.path.display(), mismatch.problem);
+        }
+    }
+    if mismatches.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{name} differs from its manifest in {} of {} entries",
+            mismatches.len(),
+            manifest.len()
+        ))
+    }
 }
 
 pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {

@@ -30,6 +30,7 @@ pub fn run() -> ExitCode {
         Command::Rollback(args) => commands::rollback_command(config, args, &console),
         Command::Releases(args) => commands::releases(config, args),
         Command::Status(args) => commands::status(config, args),
+        Command::Verify(args) => commands::verify(config, args),
         Command::Log(args) => commands::log(config, args),
         Command::Prune(args) => commands::prune(config, args, &console),
         Command::Keep(args) => commands::keep(config, args, &console),

@@ -264,3 +264,60 @@ fn status_and_log_report_the_history() {
         );
     }
 }
+
+#[test]
+fn verify_finds_every_change_to_deployed_files_and_ignores_user_content() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(
+        &app,
+        &[
+            ("index.php", "<?php echo 1;"),
+            ("lib/a.php", "a"),
+            ("lib/b.php", "b"),
+            ("lib/c.php", "c"),
+        ],
+    );
+    std::os::unix::fs::symlink("lib/a.php", app.join("link.php")).unwrap();
+    site.deploy(&app).success();
+    let live = site.live_release();
+    let out = site.zdeploy("verify").success();
+    assert!(
+        out.stdout
+            .contains(&format!("{live} matches its manifest (6 entries)")),
+        "{}",
+        out.stdout
+    );
+
+    let root = site.context();
+    write_files(
+        &root,
+        &[("uploads/user.txt", "user content"), ("lib/b.php", "B")],
+    );
+    std::fs::remove_file(root.join("lib/a.php")).unwrap();
+    std::fs::write(root.join("lib/c.php"), "longer").unwrap();
+    std::fs::remove_file(root.join("link.php")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("link.php")).unwrap();
+    let out = site.zdeploy("verify").fails_with(1);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "lib/a.php: missing (a deployed file)",
+            "lib/b.php: content changed since it was deployed",
+            "lib/c.php: 6 bytes, was deployed with 1",
+            "link.php: points to '/etc/passwd', was deployed pointing to 'lib/a.php'",
+        ]
+    );
+    assert!(
+        out.stderr
+            .contains("differs from its manifest in 4 of 6 entries"),
+        "{}",
+        out.stderr
+    );
+
+    site.zdeploy("verify").arg("../../etc").fails_with(2);
+    site.zdeploy("verify")
+        .arg("ROOT_2001.01.01-00.00.00")
+        .fails_with(2);
+}

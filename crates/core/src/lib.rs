@@ -29,5 +29,6 @@ pub mod share;
 pub mod shared;
 pub mod source;
 pub mod switch;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};
