@@ -10,6 +10,7 @@ mod concurrency;
 mod config;
 mod crash;
 mod dashboard;
+mod faults;
 mod git_sources;
 mod health;
 mod hostile;
