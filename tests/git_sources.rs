@@ -216,3 +216,36 @@ fn git_environment_of_the_caller_is_ignored() {
         .success();
     assert_eq!(site.read("index.php"), "v1");
 }
+
+/// ssh is told never to prompt (password, unknown host): `ssh` here is a stand-in on PATH that
+/// records how git ran it, then fails like a refused key.
+#[test]
+fn ssh_runs_in_batch_mode_whatever_the_caller_sets() {
+    let site = Site::new();
+    let bin = site.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = site.path("ssh-call");
+    std::fs::write(
+        bin.join("ssh"),
+        format!("#!/bin/sh\necho \"$@\" > {0}\nexit 255\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("ssh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = site
+        .deploy("ssh://git@127.0.0.1:22/acme/app.git")
+        .env("PATH", path)
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=no")
+        .fails_with(4);
+    let call = std::fs::read_to_string(&record).unwrap();
+    assert!(call.contains("-o BatchMode=yes"), "{call}");
+    assert!(
+        !call.contains("BatchMode=no"),
+        "the caller's GIT_SSH_COMMAND is ignored: {call}"
+    );
+    assert!(site.live().is_none(), "{}", out.stderr);
+}

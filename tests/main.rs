@@ -17,6 +17,7 @@ mod hostile;
 mod incremental;
 mod modes;
 mod releases;
+mod secrets;
 mod serving;
 mod user_content;
 mod wordpress;

@@ -23,6 +23,9 @@ pub fn git() -> Command {
     }
     command
         .env("GIT_TERMINAL_PROMPT", "0")
+        // ssh must fail, not ask: no password or unknown-host prompt on a
+        // terminal (keys and hosts come from ~/.ssh/config as usual).
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("LC_ALL", "C")
