@@ -144,6 +144,21 @@ pub struct DeployArgs {
     /// Build command run inside the new release before the switch (repeatable)
     #[arg(long = "build", value_name = "CMD")]
     pub build: Vec<String>,
+    /// Owner of every deployed file and folder (user name or uid)
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Group of every deployed file and folder (the web server's, usually)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Release path the group may write, created if missing (repeatable)
+    #[arg(long = "writable", value_name = "PATH")]
+    pub writable: Vec<String>,
+    /// Run build steps and the check before the switch as this unprivileged user
+    #[arg(long, value_name = "USER")]
+    pub build_user: Option<String>,
+    /// Let build steps run as root (also ZDEPLOY_ALLOW_ROOT_BUILD=1)
+    #[arg(long)]
+    pub allow_root_build: bool,
     /// Time limit for each build command [default: 10m]
     #[arg(long, value_name = "DURATION")]
     pub build_timeout: Option<String>,

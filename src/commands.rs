@@ -46,6 +46,11 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
     overrides.reference = args.reference.clone();
     overrides.build = args.build.clone();
     overrides.build_timeout = args.build_timeout.clone();
+    overrides.owner = args.owner.clone();
+    overrides.group = args.group.clone();
+    overrides.writable = args.writable.clone();
+    overrides.build_user = args.build_user.clone();
+    overrides.allow_root_build = args.allow_root_build;
     overrides.max_archive_size = args.max_archive_size.clone();
     overrides.max_archive_entries = args.max_archive_entries;
     overrides.health = crate::config::RawHealth {

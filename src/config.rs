@@ -16,6 +16,7 @@ use zdeploy_core::build::BuildStep;
 use zdeploy_core::deploy::{DEFAULT_SETTLE, DeployPlan, Policy};
 use zdeploy_core::health::HealthCheck;
 use zdeploy_core::layout::Layout;
+use zdeploy_core::privilege::{Privileges, lookup_group, lookup_user, validate_writable_path};
 use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
 use zdeploy_core::reuse::Reuse;
 use zdeploy_core::shared::validate_shared_path;
@@ -109,6 +110,11 @@ struct RawApp {
     webhook_secret_file: Option<Spanned<String>>,
     webhook_secret_env: Option<Spanned<String>>,
     notify: Option<Spanned<RawNotify>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    writable: Option<Spanned<Vec<String>>>,
+    build_user: Option<Spanned<String>>,
+    allow_root_build: Option<bool>,
 }
 
 /// A build step: a command, or `{ run = "…", unless_reused = "vendor" }`.
@@ -189,6 +195,11 @@ pub struct Overrides {
     /// `--opcache-reset ADDR`: reset PHP-FPM's opcache there after each switch.
     pub opcache_reset: Option<String>,
     pub health: RawHealth,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub writable: Vec<String>,
+    pub build_user: Option<String>,
+    pub allow_root_build: bool,
 }
 
 /// One app, validated.
@@ -683,6 +694,7 @@ fn resolve(
             health,
             apache,
             opcache_reset: opcache_reset(raw, flags),
+            privileges: privileges(raw, flags, origin)?,
         },
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
@@ -951,6 +963,78 @@ fn apache_map(
         .into());
     }
     Ok(apache)
+}
+
+/// `owner`, `group`, `writable`, `build_user`, `allow_root_build` (or
+/// their flags; `ZDEPLOY_ALLOW_ROOT_BUILD=1` too), names looked up now.
+fn privileges(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+) -> Result<Privileges, UsageError> {
+    let owner = match pick(flags.owner.clone(), &raw.owner) {
+        None => None,
+        Some((name, span)) => Some(
+            lookup_user(&name)
+                .map_err(|e| origin.error("owner", "--owner", span, &e))?
+                .uid,
+        ),
+    };
+    let group = match pick(flags.group.clone(), &raw.group) {
+        None => None,
+        Some((name, span)) => {
+            Some(lookup_group(&name).map_err(|e| origin.error("group", "--group", span, &e))?)
+        }
+    };
+    let writable_list = if flags.writable.is_empty() {
+        pick(None, &raw.writable)
+    } else {
+        Some((flags.writable.clone(), None))
+    };
+    let mut writable = Vec::new();
+    if let Some((paths, span)) = writable_list {
+        for path in paths {
+            let path = PathBuf::from(path.trim_end_matches('/'));
+            validate_writable_path(&path)
+                .map_err(|e| origin.error("writable", "--writable", span.clone(), &e))?;
+            writable.push(path);
+        }
+        if group.is_none() && !writable.is_empty() {
+            return Err(origin.error(
+                "writable",
+                "--writable",
+                span,
+                "writable paths are writable by the release's group: set group = \"GROUP\" \
+                 (--group), the web server's group",
+            ));
+        }
+    }
+    let build_user = match pick(flags.build_user.clone(), &raw.build_user) {
+        None => None,
+        Some((name, span)) => {
+            let account = lookup_user(&name)
+                .map_err(|e| origin.error("build_user", "--build-user", span.clone(), &e))?;
+            if account.uid == 0 {
+                return Err(origin.error(
+                    "build_user",
+                    "--build-user",
+                    span,
+                    &format!("'{name}' is root; name an unprivileged user"),
+                ));
+            }
+            Some(account)
+        }
+    };
+    let allow_root_build = flags.allow_root_build
+        || raw.allow_root_build == Some(true)
+        || std::env::var("ZDEPLOY_ALLOW_ROOT_BUILD").is_ok_and(|v| v == "1");
+    Ok(Privileges {
+        owner,
+        group,
+        writable,
+        build_user,
+        allow_root_build,
+    })
 }
 
 /// `php_fpm = { address, opcache_reset = true }`, or `--opcache-reset ADDR`.

@@ -16,6 +16,7 @@ mod health;
 mod hostile;
 mod incremental;
 mod modes;
+mod privilege;
 mod releases;
 mod secrets;
 mod serving;

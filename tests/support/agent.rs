@@ -90,6 +90,7 @@ impl Agent {
             .arg(config)
             .args(args)
             .env_remove("ZDEPLOY_CONFIG")
+            .env("ZDEPLOY_ALLOW_ROOT_BUILD", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

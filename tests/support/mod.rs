@@ -39,6 +39,8 @@ impl Zdeploy {
         command
             .env_remove("ZDEPLOY_CONFIG")
             .env_remove("ZDEPLOY_FAILPOINT")
+            // The tests run as root; the refusal has its own tests.
+            .env("ZDEPLOY_ALLOW_ROOT_BUILD", "1")
             .stdin(Stdio::null());
         Zdeploy {
             command,
@@ -65,6 +67,11 @@ impl Zdeploy {
 
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.command.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.command.env_remove(key);
         self
     }
 

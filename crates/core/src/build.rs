@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::privilege::Account;
+
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One build step: a shell command, skipped when the folder it only
@@ -20,16 +22,28 @@ pub struct BuildStep {
 /// How much of a failed step's output goes into the error message.
 const ERROR_TAIL_LINES: usize = 20;
 
-/// Run `command` with `sh -c` in `dir`; every output line goes to
+/// Run `command` with `sh -c` in `dir`, as `user` when given (its uid, gid
+/// and home; no supplementary groups); every output line goes to
 /// `on_line`. The error says why, with the last lines of output.
 pub fn run_command(
     command: &str,
     dir: &Path,
     env: &[(&str, String)],
+    user: Option<&Account>,
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
-    let mut child = Command::new("sh")
+    let mut shell = Command::new("sh");
+    if let Some(user) = user {
+        // As root, std drops the supplementary groups when the uid is set.
+        shell
+            .uid(user.uid)
+            .gid(user.gid)
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
+    let mut child = shell
         .arg("-c")
         .arg(format!("exec 2>&1; {command}"))
         .current_dir(dir)

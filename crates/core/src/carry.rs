@@ -204,6 +204,8 @@ impl Carry<'_> {
                 Action::Copy | Action::Replace if kind == EntryKind::Dir => {
                     match fs::create_dir(&target_path) {
                         Ok(()) => {
+                            keep_owner(&target_path, &meta)
+                                .map_err(|e| Error::io("keep the owner of", &target_path, e))?;
                             let _ = fs::set_permissions(
                                 &target_path,
                                 fs::Permissions::from_mode(meta.permissions().mode()),
@@ -267,7 +269,8 @@ fn copy_entry(from: &Path, to: &Path, meta: &Metadata) -> Result<Option<u64>> {
     let copied = if meta.file_type().is_symlink() {
         fs::read_link(from).and_then(|target| {
             let _ = fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(target, &tmp).map(|_| 0)
+            std::os::unix::fs::symlink(target, &tmp)?;
+            keep_owner(&tmp, meta).map(|_| 0)
         })
     } else {
         copy_file(from, &tmp, meta)
@@ -315,11 +318,42 @@ fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<u64> {
         other => other?,
     };
     let bytes = io::copy(&mut source, &mut target)?;
+    // Before the mode: a change of owner clears setuid and setgid bits.
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        rustix::fs::fchown(
+            &target,
+            Some(rustix::fs::Uid::from_raw(meta.uid())),
+            Some(rustix::fs::Gid::from_raw(meta.gid())),
+        )?;
+    }
     target.set_permissions(fs::Permissions::from_mode(
         meta.permissions().mode() & 0o7777,
     ))?;
     target.set_modified(meta.modified()?)?;
     Ok(bytes)
+}
+
+/// Give a copy the owner and group of the user file it copies (the app's
+/// user, usually, which must still be able to change it). Only root may;
+/// anyone else copies only files it could write itself anyway.
+fn keep_owner(copy: &Path, original: &Metadata) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let current = copy.symlink_metadata()?;
+    if (current.uid(), current.gid()) == (original.uid(), original.gid()) {
+        return Ok(());
+    }
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        copy,
+        Some(rustix::fs::Uid::from_raw(original.uid())),
+        Some(rustix::fs::Gid::from_raw(original.gid())),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Copy everything under `from` into `to` (created if missing), keeping what

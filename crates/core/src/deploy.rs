@@ -58,6 +58,16 @@ pub struct Policy {
     pub apache: Option<ApacheMap>,
     /// Reset PHP-FPM's opcache at this address after each switch.
     pub opcache_reset: Option<crate::fastcgi::Address>,
+    /// Owner, group and writable paths of releases; who runs build steps.
+    pub privileges: crate::privilege::Privileges,
+}
+
+impl Policy {
+    /// Commands from the app's config that run in the release before the
+    /// switch: build steps and the check.
+    pub fn release_commands(&self) -> usize {
+        self.build.len() + self.health.as_ref().map_or(0, |h| h.before.iter().count())
+    }
 }
 
 impl Default for Policy {
@@ -76,6 +86,7 @@ impl Default for Policy {
             health: None,
             apache: None,
             opcache_reset: None,
+            privileges: crate::privilege::Privileges::default(),
         }
     }
 }
@@ -114,6 +125,9 @@ pub fn deploy(
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<DeployResult> {
+    plan.policy
+        .privileges
+        .check_commands(plan.policy.release_commands())?;
     let shown = plan.source.shown();
     let session = Session::open(
         layout,
@@ -407,10 +421,12 @@ fn prepare(
             build(session, plan, release_dir, manifest, live_tree.as_ref())
         })?;
     }
+    let privileges = &plan.policy.privileges;
+    privileges.apply(release_dir, &mut manifest)?;
     if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
         session.step(Step::Check, || {
             health
-                .check_release(release_dir, &mut |line| {
+                .check_release(release_dir, privileges.build_user.as_ref(), &mut |line| {
                     session.debug(&format!("check | {line}"));
                 })
                 .map_err(|why| Error::Health(format!("the check before the switch {why}")))
@@ -672,6 +688,9 @@ pub(crate) fn build(
         }
         _ => Vec::new(),
     };
+    plan.policy
+        .privileges
+        .hand_to_build_user(release_dir, &manifest)?;
     let before = paths_under(release_dir)?;
     let started_ns = now_ns();
     let env = [
@@ -697,6 +716,7 @@ pub(crate) fn build(
             command,
             release_dir,
             &env,
+            plan.policy.privileges.build_user.as_ref(),
             plan.policy.build_timeout,
             &mut |line| {
                 session.debug(&format!("build | {line}"));

@@ -53,11 +53,12 @@ impl HealthCheck {
     pub fn check_release(
         &self,
         release: &Path,
+        user: Option<&crate::privilege::Account>,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<(), String> {
         match &self.before {
             Some(command) => {
-                crate::build::run_command(command, release, &[], self.timeout, on_line)
+                crate::build::run_command(command, release, &[], user, self.timeout, on_line)
             }
             None => Ok(()),
         }

@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod manifest;
 pub mod opcache;
 mod plain;
+pub mod privilege;
 pub mod recover;
 pub mod release;
 pub mod retention;
