@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+mod front;
 pub mod metrics;
 pub mod notify;
 pub mod poll;
@@ -272,11 +273,7 @@ async fn serve(agent: SharedAgent, settings: AgentConfig) -> Result<()> {
         }
     };
     tokio::spawn(signals);
-    let stopped = agent.stopped();
-    axum::serve(listener, router(agent.clone()))
-        .with_graceful_shutdown(stopped)
-        .await
-        .context("the HTTP server failed")?;
+    front::serve(listener, router(agent.clone()), agent.stopped()).await;
     // Let running deploys finish, within the timeout.
     let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
     loop {
