@@ -407,8 +407,12 @@ pub async fn deploy(
     refuse_if_stopping(&agent)?;
     let mut trigger = Trigger::new("api");
     trigger.force = body.force;
-    app.trigger(trigger);
-    Ok((StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response())
+    let id = app.trigger(trigger);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "queued", "trigger": id})),
+    )
+        .into_response())
 }
 
 /// Run a maintenance action now (waiting for the lock) and answer its result.

@@ -27,6 +27,10 @@ pub struct Trigger {
     pub force: bool,
     /// Further triggers folded into this one while a deploy ran.
     pub coalesced: u32,
+    /// The app's triggers this one stands for: numbered as they are
+    /// accepted, each served by exactly one deploy.
+    pub first_id: u64,
+    pub last_id: u64,
 }
 
 impl Trigger {
@@ -36,14 +40,19 @@ impl Trigger {
             commit: None,
             force: false,
             coalesced: 0,
+            first_id: 0,
+            last_id: 0,
         }
     }
 
-    /// For the history: "agent: webhook github (+3 coalesced)".
+    /// For the history: "agent: webhook github (+3 coalesced) [triggers 5-8]".
     pub fn describe(&self) -> String {
         match self.coalesced {
-            0 => format!("agent: {}", self.source),
-            n => format!("agent: {} (+{n} coalesced)", self.source),
+            0 => format!("agent: {} [trigger {}]", self.source, self.last_id),
+            n => format!(
+                "agent: {} (+{n} coalesced) [triggers {}-{}]",
+                self.source, self.first_id, self.last_id
+            ),
         }
     }
 }
@@ -101,6 +110,8 @@ impl Event {
 
 #[derive(Debug, Default)]
 struct Queue {
+    /// The number of the last trigger accepted.
+    last_id: u64,
     pending: Option<Trigger>,
     /// The deployment running now (`Some(None)` before it has a record).
     running: Option<Option<i64>>,
@@ -171,16 +182,24 @@ impl App {
         self.removed.load(Ordering::SeqCst)
     }
 
-    /// Queue a deploy. While one is pending, the newer trigger replaces it
-    /// and counts the older as coalesced. Returns false if it was folded in.
-    pub fn trigger(&self, trigger: Trigger) -> bool {
+    /// Queue a deploy and return the trigger's number. While one is
+    /// pending, the newer trigger replaces it and counts the older as
+    /// coalesced: one deploy serves a run of consecutive numbers.
+    pub fn trigger(&self, trigger: Trigger) -> u64 {
         let mut queue = self.queue.lock().expect("queue lock");
-        let fresh = queue.pending.is_none();
+        queue.last_id += 1;
+        let id = queue.last_id;
         let merged = match queue.pending.take() {
-            None => trigger,
+            None => Trigger {
+                first_id: id,
+                last_id: id,
+                ..trigger
+            },
             Some(older) => Trigger {
                 force: trigger.force || older.force,
                 coalesced: older.coalesced + 1 + trigger.coalesced,
+                first_id: older.first_id,
+                last_id: id,
                 ..trigger
             },
         };
@@ -190,7 +209,7 @@ impl App {
         queue.pending = Some(merged);
         drop(queue);
         self.wake.notify_one();
-        fresh
+        id
     }
 
     /// Take the pending trigger and mark a deploy running.

@@ -349,8 +349,11 @@ pub async fn receive(
             tracing::info!(app = %name, provider, reference = %reference, "webhook push: deploy queued");
             let mut trigger = Trigger::new(format!("webhook {provider}"));
             trigger.commit = commit;
-            app.trigger(trigger);
-            answer(StatusCode::ACCEPTED, json!({"status": "queued"}))
+            let id = app.trigger(trigger);
+            answer(
+                StatusCode::ACCEPTED,
+                json!({"status": "queued", "trigger": id}),
+            )
         }
     }
 }
