@@ -382,6 +382,11 @@ impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self, UsageError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read config {}: {e}", path.display())))?;
+        Self::parse(path, text)
+    }
+
+    /// The config in `text`, as if read from `path` (named in errors).
+    pub fn parse(path: &Path, text: String) -> Result<Self, UsageError> {
         let raw: RawFile = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()

@@ -345,3 +345,61 @@ fn a_ref_for_a_folder_or_archive_is_refused() {
     );
     assert!(site.releases().is_empty());
 }
+
+/// The hostile corpus the archive fuzz target starts from
+/// (`fuzz/make-hostile-corpus.py`): each archive is refused with one error
+/// line, the webroot unchanged, nothing written outside it.
+#[test]
+fn every_archive_of_the_hostile_corpus_is_refused_and_nothing_changes() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/archive");
+    let mut archives: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    archives.sort();
+    assert!(archives.len() >= 20, "{archives:?}");
+    let site = live_site();
+    for archive in &archives {
+        let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+        let expected = match name.split('.').next().unwrap() {
+            "zip-slip" => "contains '..'",
+            "absolute-path" => "absolute path",
+            "symlink-escape" => "outside the release",
+            "symlink-escape-relative" | "symlink-chain-escape" => "resolves outside the release",
+            "symlink-then-file" => "symlink",
+            "hardlink-escape" | "hardlink-missing" => "link",
+            "char-device" | "block-device" | "fifo" => "which a release may not contain",
+            "duplicate-entries" => "appears twice",
+            "file-then-dir" => "",
+            "zip-bomb" | "tar-bomb" => "limit of 8388608 bytes",
+            "oversized-pax-header" => "longer than 3072 bytes",
+            "oversized-long-name" => "longer than 255 bytes",
+            "truncated" | "garbage" => "",
+            other => panic!("no expectation for corpus entry {other}"),
+        };
+        let before = site.snapshot();
+        let out = site
+            .deploy(archive)
+            .args(["--max-archive-size", "8MiB"])
+            .run();
+        assert!(
+            matches!(out.code, Some(2) | Some(4)),
+            "{name}: exit {:?}: {}",
+            out.code,
+            out.stderr
+        );
+        assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);
+        let errors = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count();
+        assert_eq!(errors, 1, "{name}: {}", out.stderr);
+        assert_eq!(site.snapshot(), before, "{name}: the webroot changed");
+        assert!(
+            !std::path::Path::new("/tmp/zdeploy-evil.php").exists(),
+            "{name}"
+        );
+        assert!(!site.dir.path().join("evil.php").exists(), "{name}");
+    }
+}

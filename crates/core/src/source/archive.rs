@@ -186,6 +186,14 @@ fn extract_zip(path: &Path, reader: impl Read + Seek, extractor: &mut Extractor<
         ))
     };
     let mut archive = zip::ZipArchive::new(reader).map_err(corrupt)?;
+    // The index keeps one entry per name: tools disagree on which of two
+    // same-named entries counts, so a zip that has them is refused whole.
+    if archive.has_duplicate_names() {
+        return Err(Error::Source(format!(
+            "refusing archive {}: an entry name appears twice",
+            path.display()
+        )));
+    }
     for index in 0..archive.len() {
         let mut file = archive.by_index(index).map_err(corrupt)?;
         let name = file.name().map_err(corrupt)?.to_string();

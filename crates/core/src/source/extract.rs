@@ -55,6 +55,13 @@ pub struct Extractor<'a> {
     sharer: Option<&'a Sharer<'a>>,
 }
 
+/// Longest file name and path Linux filesystems take (NAME_MAX, PATH_MAX
+/// less the webroot): longer ones are refused before anything is written.
+const MAX_NAME_BYTES: usize = 255;
+const MAX_PATH_BYTES: usize = 3072;
+/// How much of a hostile entry name an error shows.
+const SHOWN_NAME_CHARS: usize = 120;
+
 /// Files up to this size are read whole and hashed before anything is
 /// written, so one the live release already has is shared instead.
 const SHAREABLE_SIZE: u64 = 4 * 1024 * 1024;
@@ -137,18 +144,31 @@ impl<'a> Extractor<'a> {
     }
 
     fn refuse(&self, entry: &Path, why: &str) -> Error {
-        Error::Source(format!(
-            "refusing {}: entry '{}' {why}",
-            self.origin,
-            entry.display()
-        ))
+        let name = entry.display().to_string();
+        let shown = match name.char_indices().nth(SHOWN_NAME_CHARS) {
+            Some((cut, _)) => format!("{}…", &name[..cut]),
+            None => name,
+        };
+        Error::Source(format!("refusing {}: entry '{shown}' {why}", self.origin))
     }
 
     /// The release-relative path of an entry; `None` for the root itself ("./").
     fn checked_path(&self, raw: &Path) -> Result<Option<PathBuf>> {
+        if raw.as_os_str().len() > MAX_PATH_BYTES {
+            return Err(self.refuse(
+                raw,
+                &format!("has a path longer than {MAX_PATH_BYTES} bytes"),
+            ));
+        }
         let mut clean = PathBuf::new();
         for component in raw.components() {
             match component {
+                Component::Normal(part) if part.len() > MAX_NAME_BYTES => {
+                    return Err(self.refuse(
+                        raw,
+                        &format!("has a name longer than {MAX_NAME_BYTES} bytes"),
+                    ));
+                }
                 Component::Normal(part) => clean.push(part),
                 Component::CurDir => {}
                 Component::RootDir | Component::Prefix(_) => {

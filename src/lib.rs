@@ -1,0 +1,13 @@
+//! The `zdeploy` command line and agent. The binary is a thin `main`; being
+//! a library also lets the fuzz targets reach the config and webhook parsers.
+
+pub mod agent;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod doctor;
+pub mod exit;
+pub mod output;
+pub mod units;
+pub mod web;
+pub mod webserver;
