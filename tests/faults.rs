@@ -5,6 +5,7 @@
 //! file written is there, the history says what happened, and the next deploy
 //! succeeds.
 
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -416,6 +417,7 @@ fn the_network_to_the_git_remote_breaking_mid_fetch_changes_nothing() {
         .arg(&base)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     let _daemon = KillOnDrop(daemon);
@@ -446,10 +448,15 @@ fn the_network_to_the_git_remote_breaking_mid_fetch_changes_nothing() {
     assert_eq!(site.read("uploads/user.txt"), "mine");
 }
 
+/// Kills a process and everything in its group (git daemon forks a
+/// server per connection) when dropped.
 struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
         let _ = self.0.wait();
     }
 }
