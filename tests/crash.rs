@@ -4,33 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::kill::{DEPLOY_POINTS, Lcg, ROLLBACK_POINTS};
 use crate::support::{Site, assert_complete_version, versioned_app};
 
 const FILES: usize = 40;
-
-const DEPLOY_POINTS: &[&str] = &[
-    "recover",
-    "resolve",
-    "materialize",
-    "carry",
-    "build",
-    "sync",
-    "switch",
-    "switch.linked",
-    "switch.renamed",
-    "settle",
-    "prune",
-];
-
-const ROLLBACK_POINTS: &[&str] = &[
-    "recover",
-    "carry",
-    "sync",
-    "switch",
-    "switch.linked",
-    "switch.renamed",
-    "settle",
-];
 
 /// Every release folder on disk holds one complete version.
 #[track_caller]
@@ -174,18 +151,6 @@ fn killing_the_first_deploy_over_a_real_folder_loses_nothing() {
             site.releases()
         );
         assert!(!site.webroot.join(".ROOT.zdeploy-tmp").exists(), "{point}");
-    }
-}
-
-/// A tiny deterministic generator: the seed is printed so a failure replays.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
     }
 }
 

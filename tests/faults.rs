@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::git::Repo;
+use crate::support::kill::{DEPLOY_POINTS, Lcg, ROLLBACK_POINTS};
 use crate::support::mount::Mount;
 use crate::support::{
     Site, Uploader, assert_all_uploads_kept, assert_complete_version, versioned_app,
@@ -18,40 +19,17 @@ use crate::support::{
 const FILES: usize = 40;
 const TRIALS: usize = 200;
 
-/// Where a run is made to kill itself (`ZDEPLOY_FAILPOINT`).
-const DEPLOY_POINTS: &[&str] = &[
-    "recover",
-    "resolve",
-    "materialize",
-    "carry",
-    "build",
-    "sync",
-    "switch",
-    "switch.linked",
-    "switch.renamed",
-    "settle",
-    "prune",
-];
-const ROLLBACK_POINTS: &[&str] = &[
-    "recover",
-    "carry",
-    "sync",
-    "switch",
-    "switch.linked",
-    "switch.renamed",
-    "settle",
-];
-
-/// A tiny deterministic generator: the seed is printed so a failure replays.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
+/// Commit what `folder` holds into `repo` and push it (`versioned_app`
+/// rebuilds its folder from scratch, which would drop the work tree's .git).
+fn commit_folder(repo: &Repo, folder: &std::path::Path, message: &str) {
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(folder.join("."))
+        .arg(&repo.work)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    repo.commit(message);
 }
 
 /// ROOT holds one complete version and matches its manifest.
@@ -96,14 +74,7 @@ fn two_hundred_kills_at_every_step_and_random_moments_lose_nothing() {
         let source = if trial % 3 == 0 {
             let scratch = site.path("git-version");
             versioned_app(&scratch, &version, FILES);
-            let copied = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(scratch.join("."))
-                .arg(&repo.work)
-                .status()
-                .unwrap();
-            assert!(copied.success());
-            repo.commit(&version);
+            commit_folder(&repo, &scratch, &version);
             repo.url()
         } else {
             versioned_app(&app, &version, FILES);
@@ -234,6 +205,36 @@ fn assert_last_outcome(site: &Site, outcome: &str) {
     assert_eq!(records[0]["outcome"], outcome, "{:#}", records[0]);
 }
 
+/// A deploy that ran out of space: refused as a filesystem problem, ROOT
+/// whole, the user files as they were, no partial release, on record.
+#[track_caller]
+fn assert_refused_for_space(
+    site: &Site,
+    out: &crate::support::Output,
+    user_files: &std::collections::BTreeMap<std::path::PathBuf, String>,
+    context: &str,
+) {
+    assert_eq!(out.code, Some(5), "{context}: {}", out.stderr);
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "{}",
+        out.stderr
+    );
+    assert_serving_whole(site, context);
+    let uploads = site.context().join("uploads");
+    assert_eq!(
+        &crate::support::tree(&uploads, &[]),
+        user_files,
+        "{context}"
+    );
+    assert_eq!(
+        site.releases().len(),
+        1,
+        "{context}: the partial release is gone"
+    );
+    assert_last_outcome(site, "failed");
+}
+
 #[test]
 fn a_full_disk_mid_deploy_fails_cleanly_and_the_next_deploy_succeeds() {
     let mut site = Site::new();
@@ -253,20 +254,11 @@ fn a_full_disk_mid_deploy_fails_cleanly_and_the_next_deploy_succeeds() {
     versioned_app(&app, "v2", FILES);
     write_random(&app.join("assets/video.mp4"), 30 << 20);
     let out = site.deploy(&app).arg("--keep").arg("5").run();
-    assert_eq!(out.code, Some(5), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("No space left on device"),
-        "{}",
-        out.stderr
-    );
-    assert_serving_whole(&site, "disk full while materializing");
-    assert_eq!(crate::support::tree(&uploads, &[]), user_files);
-    assert_eq!(site.releases().len(), 1, "the partial release is gone");
+    assert_refused_for_space(&site, &out, &user_files, "disk full while materializing");
     assert!(
         free_bytes(&small.path) + (1 << 20) >= free_before,
         "space given back"
     );
-    assert_last_outcome(&site, "failed");
 
     // User content that no longer fits twice: the space runs out while
     // carrying it into the new release.
@@ -275,16 +267,7 @@ fn a_full_disk_mid_deploy_fails_cleanly_and_the_next_deploy_succeeds() {
     let room = free_bytes(&small.path) as usize;
     write_random(&filler, room.saturating_sub(2 << 20));
     let out = site.deploy(&app).run();
-    assert_eq!(out.code, Some(5), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("No space left on device"),
-        "{}",
-        out.stderr
-    );
-    assert_serving_whole(&site, "disk full while carrying");
-    assert_eq!(crate::support::tree(&uploads, &[]), user_files);
-    assert_eq!(site.releases().len(), 1, "the partial release is gone");
-    assert_last_outcome(&site, "failed");
+    assert_refused_for_space(&site, &out, &user_files, "disk full while carrying");
 
     std::fs::remove_file(&filler).unwrap();
     site.deploy(&app).success();
@@ -392,14 +375,7 @@ fn the_network_to_the_git_remote_breaking_mid_fetch_changes_nothing() {
     let commit_version = |version: &str, big: usize| {
         versioned_app(&scratch, version, FILES);
         write_random(&scratch.join("assets/big.bin"), big);
-        let copied = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(scratch.join("."))
-            .arg(&repo.work)
-            .status()
-            .unwrap();
-        assert!(copied.success());
-        repo.commit(version);
+        commit_folder(&repo, &scratch, version);
     };
     commit_version("v1", 1000);
 

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod browser;
 pub mod git;
 pub mod http;
+pub mod kill;
 pub mod load;
 pub mod mount;
 pub mod servers;
