@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::agent::{Agent, sign};
+use crate::support::agent::{Agent, demo_app, sign};
 use crate::support::git::Repo;
 use crate::support::http::{FileServer, Recorder};
 use crate::support::servers::free_port;
@@ -32,11 +32,11 @@ impl Setup {
 
     /// `[apps.demo]` for this site plus `extra` keys.
     fn app_config(&self, extra: &str) -> String {
-        format!(
-            "[apps.demo]\nwebroot = \"{}\"\nsource = \"{}\"\nref = \"main\"\nsettle = \"0s\"\ndrain = \"0s\"\nwebhook_secret_file = \"{}\"\n{extra}\n",
-            self.site.webroot.display(),
-            self.repo.url(),
-            self.site.path("secret").display()
+        demo_app(
+            &self.site.webroot,
+            &self.repo.url(),
+            &self.site.path("secret"),
+            extra,
         )
     }
 

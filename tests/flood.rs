@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::Site;
-use crate::support::agent::{Agent, sign};
+use crate::support::agent::{Agent, demo_app, sign};
 use crate::support::git::Repo;
 
 const SECRET: &str = "flood-test-secret";
@@ -61,12 +61,7 @@ fn a_flood_of_bad_webhooks_and_slow_clients_neither_blocks_the_dashboard_nor_dep
     let repo = Repo::new(site.dir.path(), "app");
     repo.write("index.php", "v1").commit("v1");
     std::fs::write(site.path("secret"), SECRET).unwrap();
-    let config = format!(
-        "[apps.demo]\nwebroot = \"{}\"\nsource = \"{}\"\nref = \"main\"\nsettle = \"0s\"\ndrain = \"0s\"\nwebhook_secret_file = \"{}\"\n",
-        site.webroot.display(),
-        repo.url(),
-        site.path("secret").display()
-    );
+    let config = demo_app(&site.webroot, &repo.url(), &site.path("secret"), "");
     let agent = Agent::start(site.dir.path(), &config);
     let port: u16 = agent.url("").rsplit(':').next().unwrap().parse().unwrap();
     let idle_rss = peak_rss_kib(agent.pid());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::agent::{Agent, sign};
+use crate::support::agent::{Agent, demo_app, sign};
 use crate::support::git::Repo;
 use crate::support::{Site, Zdeploy};
 
@@ -35,12 +35,7 @@ fn a_thousand_triggers_in_a_minute_each_served_by_exactly_one_deploy() {
     let repo = Repo::new(site.dir.path(), "app");
     repo.write("index.php", "v0").commit("v0");
     std::fs::write(site.path("secret"), SECRET).unwrap();
-    let config = format!(
-        "[apps.demo]\nwebroot = \"{}\"\nsource = \"{}\"\nref = \"main\"\nsettle = \"0s\"\ndrain = \"0s\"\nkeep = 2\nwebhook_secret_file = \"{}\"\n",
-        site.webroot.display(),
-        repo.url(),
-        site.path("secret").display()
-    );
+    let config = demo_app(&site.webroot, &repo.url(), &site.path("secret"), "keep = 2");
     let agent = Agent::start(site.dir.path(), &config);
 
     let done = AtomicBool::new(false);

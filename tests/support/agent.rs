@@ -59,6 +59,16 @@ fn client() -> ureq::Agent {
         .into()
 }
 
+/// `[apps.demo]`: `source` on `main` into `webroot`, no settle or drain,
+/// webhooks signed with the secret in `secret_file`, then `extra` keys.
+pub fn demo_app(webroot: &Path, source: &str, secret_file: &Path, extra: &str) -> String {
+    format!(
+        "[apps.demo]\nwebroot = \"{}\"\nsource = \"{source}\"\nref = \"main\"\nsettle = \"0s\"\ndrain = \"0s\"\nwebhook_secret_file = \"{}\"\n{extra}\n",
+        webroot.display(),
+        secret_file.display()
+    )
+}
+
 /// HMAC-SHA256 of `body` in hex, as the providers sign.
 pub fn sign(secret: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();

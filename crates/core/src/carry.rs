@@ -339,21 +339,11 @@ fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<u64> {
 /// anyone else copies only files it could write itself anyway.
 fn keep_owner(copy: &Path, original: &Metadata) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if !rustix::process::geteuid().is_root() {
-        return Ok(());
+    if rustix::process::geteuid().is_root() {
+        let current = copy.symlink_metadata()?;
+        crate::privilege::set_owner(copy, &current, Some(original.uid()), Some(original.gid()))?;
     }
-    let current = copy.symlink_metadata()?;
-    if (current.uid(), current.gid()) == (original.uid(), original.gid()) {
-        return Ok(());
-    }
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        copy,
-        Some(rustix::fs::Uid::from_raw(original.uid())),
-        Some(rustix::fs::Gid::from_raw(original.gid())),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
+    Ok(())
 }
 
 /// Copy everything under `from` into `to` (created if missing), keeping what

@@ -159,15 +159,18 @@ impl Privileges {
     }
 }
 
-/// Change owner and group (not following symlinks) when they differ.
-fn chown_if_needed(path: &Path, (uid, gid): (Option<u32>, Option<u32>)) -> Result<()> {
-    let meta = path
-        .symlink_metadata()
-        .map_err(|e| Error::io("inspect", path, e))?;
+/// Change owner and group of `path` (not following symlinks; `meta` is its
+/// lstat) where they differ from `uid`/`gid`; true when something changed.
+pub(crate) fn set_owner(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> std::io::Result<bool> {
     let uid = uid.filter(|&uid| uid != meta.uid());
     let gid = gid.filter(|&gid| gid != meta.gid());
     if uid.is_none() && gid.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     rustix::fs::chownat(
         CWD,
@@ -175,11 +178,21 @@ fn chown_if_needed(path: &Path, (uid, gid): (Option<u32>, Option<u32>)) -> Resul
         uid.map(Uid::from_raw),
         gid.map(Gid::from_raw),
         AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::io("change the owner of", path, e.into()))?;
-    if meta.is_file() && meta.mode() & 0o6000 != 0 {
+    )?;
+    Ok(true)
+}
+
+/// `set_owner` for a deployed entry, keeping its setuid/setgid bits.
+fn chown_if_needed(path: &Path, (uid, gid): (Option<u32>, Option<u32>)) -> Result<()> {
+    let meta = path
+        .symlink_metadata()
+        .map_err(|e| Error::io("inspect", path, e))?;
+    let changed =
+        set_owner(path, &meta, uid, gid).map_err(|e| Error::io("change the owner of", path, e))?;
+    let mode = meta.mode();
+    if changed && meta.is_file() && mode & 0o6000 != 0 {
         // chown drops setuid/setgid bits: put the deployed mode back.
-        std::fs::set_permissions(path, PermissionsExt::from_mode(meta.mode() & 0o7777))
+        std::fs::set_permissions(path, PermissionsExt::from_mode(mode & 0o7777))
             .map_err(|e| Error::io("set permissions of", path, e))?;
     }
     Ok(())

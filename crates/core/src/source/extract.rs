@@ -107,10 +107,10 @@ impl<'a> Extractor<'a> {
         };
         // An archive's single top folder is unwrapped at the end: the live
         // release knows its files without it.
-        let unwrapped: PathBuf = path.components().skip(1).collect();
-        let found = sharer
-            .candidate(path, mode, digest)
-            .or_else(|| sharer.candidate(&unwrapped, mode, digest));
+        let found = sharer.candidate(path, mode, digest).or_else(|| {
+            let unwrapped: PathBuf = path.components().skip(1).collect();
+            sharer.candidate(&unwrapped, mode, digest)
+        });
         let Some((from, entry)) = found else {
             return Ok(false);
         };

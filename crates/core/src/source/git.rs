@@ -33,9 +33,16 @@ pub fn git() -> Command {
     command
 }
 
-/// Run git, returning stdout; on failure the error holds git's own words
-/// with credentials removed.
-fn run(mut command: Command, what: &str, url: Option<(&str, &str)>) -> Result<String> {
+/// Run git, returning stdout as text; on failure the error holds git's own
+/// words with credentials removed.
+fn run(command: Command, what: &str, url: Option<(&str, &str)>) -> Result<String> {
+    run_raw(command, what, url).map(|out| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Run git, returning stdout as bytes (paths in `-z` output need not be
+/// UTF-8); on failure the error holds git's own words with credentials
+/// removed (`url` is shown as its redacted form).
+fn run_raw(mut command: Command, what: &str, url: Option<(&str, &str)>) -> Result<Vec<u8>> {
     let output = command
         .output()
         .map_err(|e| Error::Source(format!("cannot run git to {what}: {e} (is git installed?)")))?;
@@ -52,21 +59,6 @@ fn run(mut command: Command, what: &str, url: Option<(&str, &str)>) -> Result<St
             .collect::<Vec<_>>()
             .join("; ");
         return Err(Error::Source(format!("cannot {what}: {detail}")));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Run git on the mirror and return its stdout as bytes (paths in `-z`
-/// output need not be UTF-8); the error holds git's own words.
-fn run_raw(mut command: Command, what: &str) -> Result<Vec<u8>> {
-    let output = command
-        .output()
-        .map_err(|e| Error::Source(format!("cannot run git to {what}: {e}")))?;
-    if !output.status.success() {
-        return Err(Error::Source(format!(
-            "cannot {what}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
     }
     Ok(output.stdout)
 }
@@ -316,7 +308,7 @@ fn list_tree(mirror: &Path, commit: &str) -> Result<Vec<TreeEntry>> {
         "--end-of-options",
         commit,
     ]);
-    let out = run_raw(ls, &format!("list commit {commit}"))?;
+    let out = run_raw(ls, &format!("list commit {commit}"), None)?;
     let mut entries = Vec::new();
     for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let tab = record.iter().position(|b| *b == b'\t');
@@ -356,7 +348,7 @@ fn changed_paths(
         base,
         commit,
     ]);
-    let out = run_raw(diff, &format!("compare {base} with {commit}"))?;
+    let out = run_raw(diff, &format!("compare {base} with {commit}"), None)?;
     Ok(out
         .split(|b| *b == 0)
         .filter(|p| !p.is_empty())
