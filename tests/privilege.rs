@@ -231,6 +231,7 @@ fn a_writable_path_that_is_a_symlink_in_the_source_is_refused() {
             out.stderr
         );
         assert!(site.live().is_none());
+        assert!(site.releases().is_empty(), "the partial release is removed");
     }
     assert_eq!(tree(&app, &[]), source, "the source is untouched");
 }
