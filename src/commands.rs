@@ -299,11 +299,9 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
             }
         },
     };
-    let manifest = open_history(layout)?
-        .map(|history| history.manifest(&name))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| UsageError(format!("the history has no manifest of {name}")))?;
+    let no_manifest = || UsageError(format!("the history has no manifest of {name}"));
+    let history = open_history(layout)?.ok_or_else(no_manifest)?;
+    let manifest = history.manifest(&name)?.ok_or_else(no_manifest)?;
     if !dir.is_dir() {
         return Err(UsageError(format!(
             "no release {name} in {}",
@@ -311,15 +309,16 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
         ))
         .into());
     }
-    let mismatches = zdeploy_core::verify::verify(&dir, &manifest);
+    let mismatches = zdeploy_core::verify::verify(&dir, &manifest)?;
+    let entries = manifest.len()?;
     if args.json {
         print_json(&serde_json::json!({
             "release": name,
-            "entries": manifest.len(),
+            "entries": entries,
             "mismatches": mismatches,
         }))?;
     } else if mismatches.is_empty() {
-        out!("{name} matches its manifest ({} entries)", manifest.len());
+        out!("{name} matches its manifest ({entries} entries)");
     } else {
         for mismatch in &mismatches {
             out!("{}: {}", mismatch.path.display(), mismatch.problem);
@@ -331,7 +330,7 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
         Err(anyhow::anyhow!(
             "{name} differs from its manifest in {} of {} entries",
             mismatches.len(),
-            manifest.len()
+            entries
         ))
     }
 }

@@ -5,8 +5,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use zdeploy_core::history::History;
+use zdeploy_core::manifest::Manifest;
 use zdeploy_core::source::archive::extract;
 use zdeploy_core::source::extract::Limits;
+
+thread_local! {
+    /// Manifests live in a history: one in memory serves every input.
+    static HISTORY: History = History::open(std::path::Path::new(":memory:")).unwrap();
+}
 
 fuzz_target!(|data: &[u8]| {
     let scratch = tempfile::tempdir().unwrap();
@@ -18,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: 16 << 20,
         max_entries: 10_000,
     };
-    let extracted = extract(&archive, &release, limits, None, &mut |_, _| {});
+    let extracted = HISTORY.with(|history| {
+        let manifest = Manifest::create(history, "fuzz").unwrap();
+        extract(&archive, &release, limits, &manifest, None, &mut |_, _| {})
+    });
 
     let mut beside: Vec<_> = std::fs::read_dir(scratch.path())
         .unwrap()

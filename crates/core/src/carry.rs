@@ -90,15 +90,41 @@ pub fn decide(source: SourceEntry, target: TargetEntry) -> Action {
     }
 }
 
+/// What of a release is deployed; the rest is user content.
+#[derive(Clone, Copy)]
+pub enum Deployed<'a> {
+    /// What its manifest lists.
+    Listed(&'a Manifest<'a>),
+    /// Whatever exists in it (a release the history has no manifest of).
+    Everything,
+    /// Nothing (a site deployed by other means; a shared store).
+    Nothing,
+}
+
+impl<'a> Deployed<'a> {
+    /// `Listed` when there is a manifest, else `otherwise`.
+    pub fn listed_or(manifest: Option<&'a Manifest<'a>>, otherwise: Deployed<'a>) -> Self {
+        manifest.map_or(otherwise, Deployed::Listed)
+    }
+
+    /// Whether `path` (of `kind`, when known) is deployed.
+    fn has(&self, path: &Path, kind: Option<EntryKind>) -> Result<bool> {
+        Ok(match self {
+            Deployed::Listed(manifest) => manifest
+                .get(path)?
+                .is_some_and(|e| kind.is_none_or(|k| k == e.kind)),
+            Deployed::Everything => true,
+            Deployed::Nothing => false,
+        })
+    }
+}
+
 /// Where to carry from and to.
 pub struct Carry<'a> {
     pub from: &'a Path,
-    /// `None`: nothing in `from` is known to be deployed (a site deployed by
-    /// other means), so all of it is user content.
-    pub from_manifest: Option<&'a Manifest>,
+    pub from_deployed: Deployed<'a>,
     pub to: &'a Path,
-    /// `None`: whatever exists in `to` counts as deployed.
-    pub to_manifest: Option<&'a Manifest>,
+    pub to_deployed: Deployed<'a>,
     /// Shared paths: symlinked, never carried.
     pub skip: &'a [PathBuf],
     /// Only files whose ctime is at or after this (ns since the epoch).
@@ -131,9 +157,11 @@ impl Carry<'_> {
     pub fn run(&self, progress: &mut dyn FnMut(u64)) -> Result<CarryReport> {
         let mut report = CarryReport::default();
         let mut seen = 0u64;
+        // In name order, so the manifests are read forward as the walk goes.
         let mut walk = WalkDir::new(self.from)
             .min_depth(1)
             .follow_links(false)
+            .sort_by_file_name()
             .into_iter();
         while let Some(item) = walk.next() {
             let entry = match item {
@@ -169,9 +197,7 @@ impl Carry<'_> {
             let Some(kind) = EntryKind::of(entry.file_type()) else {
                 continue;
             };
-            let deployed = self
-                .from_manifest
-                .is_some_and(|m| m.get(&relative).is_some_and(|e| e.kind == kind));
+            let deployed = self.from_deployed.has(&relative, Some(kind))?;
             // A deployed file is never carried: no need to look at it (most
             // of a release is deployed files, so this keeps the walk cheap).
             if deployed && kind != EntryKind::Dir {
@@ -242,10 +268,8 @@ impl Carry<'_> {
             Err(e) => return Err(Error::io("inspect", target_path, e)),
         };
         let kind = EntryKind::of(meta.file_type()).unwrap_or(EntryKind::File);
-        let deployed = match self.to_manifest {
-            None => true,
-            Some(m) => m.contains(relative) || self.skip.iter().any(|s| relative.starts_with(s)),
-        };
+        let deployed = self.skip.iter().any(|s| relative.starts_with(s))
+            || self.to_deployed.has(relative, None)?;
         Ok(if deployed {
             TargetEntry::Deployed(kind)
         } else {
@@ -350,12 +374,11 @@ fn keep_owner(copy: &Path, original: &Metadata) -> io::Result<()> {
 /// is already there unless `from` has a newer copy.
 pub fn merge_tree(from: &Path, to: &Path) -> Result<CarryReport> {
     crate::fsx::create_dir_all(to)?;
-    let nothing_deployed = Manifest::default();
     Carry {
         from,
-        from_manifest: None,
+        from_deployed: Deployed::Nothing,
         to,
-        to_manifest: Some(&nothing_deployed),
+        to_deployed: Deployed::Nothing,
         skip: &[],
         since_ns: None,
     }

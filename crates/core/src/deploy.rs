@@ -2,7 +2,6 @@
 //! materialize, carry, build, sync, switch, settle, prune. Any failure before
 //! the switch removes the new release and leaves the live one untouched.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use walkdir::WalkDir;
 use crate::apache::ApacheMap;
 use crate::build::BuildStep;
 use crate::build::run_command;
-use crate::carry::{Carry, CarryReport};
+use crate::carry::{Carry, CarryReport, Deployed};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{Kind, Outcome, ReleaseRecord, now_ms};
@@ -287,7 +286,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
             session,
             previous,
             &name,
-            &prepared.manifest,
+            Deployed::Listed(&prepared.manifest),
             &plan.policy,
             prepared.sync_started_ms,
         );
@@ -335,39 +334,48 @@ pub fn short(commit: &str) -> &str {
 }
 
 /// The new release built, carried and synced, ready to switch.
-struct Prepared {
-    manifest: Manifest,
+struct Prepared<'s> {
+    manifest: Manifest<'s>,
     sync_started_ms: i64,
 }
 
-fn prepare(
-    session: &Session<'_>,
+fn prepare<'s>(
+    session: &'s Session<'_>,
     plan: &DeployPlan,
     resolved: &Resolved,
     live: &Live,
     live_record: Option<&ReleaseRecord>,
     name: &str,
     release_dir: &Path,
-) -> Result<Option<Prepared>> {
+) -> Result<Option<Prepared<'s>>> {
     let layout = session.layout;
     let live_manifest = live_manifest(session, live)?;
     let sharer = match (live, live_record, &live_manifest) {
         (Live::Release(live_name), Some(record), Some(manifest)) => Some(Sharer::new(
             &layout.release_path(live_name),
-            manifest,
+            Some(manifest),
             record.created_ms,
             plan.policy.build.is_empty(),
         )),
         _ => None,
     };
     let base = live_record.and_then(|r| r.commit.as_deref());
-    let mut manifest = session.step(Step::Materialize, || {
+    let manifest = Manifest::create(&session.history, name)?;
+    session.step(Step::Materialize, || {
         fsx::create_dir(release_dir)?;
-        materialize(session, plan, resolved, release_dir, sharer.as_ref(), base)
+        materialize(
+            session,
+            plan,
+            resolved,
+            release_dir,
+            &manifest,
+            sharer.as_ref(),
+            base,
+        )
     })?;
     // A commit already names the content; archives and folders need a digest.
     if resolved.commit.is_none() {
-        let digest = manifest.content_digest();
+        let digest = manifest.content_digest()?;
         let same_content =
             live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
         if same_content && !plan.force {
@@ -384,13 +392,9 @@ fn prepare(
     let carry_started_ns = now_ns();
     session.step(Step::Carry, || {
         for path in &plan.policy.shared {
-            if let Some(note) = link_shared(
-                layout,
-                release_dir,
-                live_dir.as_deref(),
-                path,
-                &mut manifest,
-            )? {
+            if let Some(note) =
+                link_shared(layout, release_dir, live_dir.as_deref(), path, &manifest)?
+            {
                 session.info(&note);
             }
         }
@@ -399,9 +403,9 @@ fn prepare(
                 session,
                 Step::Carry,
                 from,
-                live_manifest.as_ref(),
+                Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
                 release_dir,
-                &manifest,
+                Deployed::Listed(&manifest),
                 &plan.policy.shared,
                 None,
             )?;
@@ -417,12 +421,12 @@ fn prepare(
             }),
             _ => None,
         };
-        manifest = session.step(Step::Build, || {
-            build(session, plan, release_dir, manifest, live_tree.as_ref())
+        session.step(Step::Build, || {
+            build(session, plan, release_dir, &manifest, live_tree.as_ref())
         })?;
     }
     let privileges = &plan.policy.privileges;
-    privileges.apply(release_dir, &mut manifest)?;
+    privileges.apply(release_dir, &manifest)?;
     if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
         session.step(Step::Check, || {
             health
@@ -432,7 +436,7 @@ fn prepare(
                 .map_err(|why| Error::Health(format!("the check before the switch {why}")))
         })?;
     }
-    session.history.save_manifest(name, &manifest)?;
+    manifest.flush()?;
     let sync_started_ms = now_ms();
     if let Some(from) = &live_dir {
         session.step(Step::Sync, || {
@@ -440,9 +444,9 @@ fn prepare(
                 session,
                 Step::Sync,
                 from,
-                live_manifest.as_ref(),
+                Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
                 release_dir,
-                &manifest,
+                Deployed::Listed(&manifest),
                 &plan.policy.shared,
                 Some(carry_started_ns - MARK_MARGIN_NS),
             )
@@ -462,7 +466,10 @@ pub(crate) fn now_ns() -> i128 {
     Timestamp::now().as_nanosecond()
 }
 
-pub(crate) fn live_manifest(session: &Session<'_>, live: &Live) -> Result<Option<Manifest>> {
+pub(crate) fn live_manifest<'s>(
+    session: &'s Session<'_>,
+    live: &Live,
+) -> Result<Option<Manifest<'s>>> {
     match live.record_name(session.layout) {
         Some(name) => session.history.manifest(name),
         None => Ok(None),
@@ -557,21 +564,22 @@ fn check_folder_source(layout: &Layout, folder: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Write the source into `dest` (empty, existing) and return its manifest.
+/// Write the source into `dest` (empty, existing), recording it in `manifest`.
 pub(crate) fn materialize(
     session: &Session<'_>,
     plan: &DeployPlan,
     resolved: &Resolved,
     dest: &Path,
+    manifest: &Manifest<'_>,
     sharer: Option<&Sharer>,
     base: Option<&str>,
-) -> Result<Manifest> {
+) -> Result<()> {
     let mut progress = |entries: u64, total: Option<u64>| {
         if entries.is_multiple_of(64) {
             session.progress(Step::Materialize, entries, total);
         }
     };
-    let manifest = match &plan.source {
+    match &plan.source {
         Source::Git { .. } => {
             let commit = resolved
                 .commit
@@ -579,7 +587,8 @@ pub(crate) fn materialize(
                 .expect("git sources resolve to a commit");
             let origin = format!("commit {}", short(commit));
             let mirror = session.layout.mirror_path();
-            let mut extractor = Extractor::new(dest, &origin, plan.policy.limits, &mut progress);
+            let mut extractor =
+                Extractor::new(dest, &origin, plan.policy.limits, manifest, &mut progress);
             let incremental = match (sharer, base) {
                 (Some(sharer), Some(base)) => {
                     extractor.share_from(sharer);
@@ -597,17 +606,29 @@ pub(crate) fn materialize(
                 .archive
                 .as_deref()
                 .expect("archives resolve to a file");
-            archive::extract(path, dest, plan.policy.limits, sharer, &mut progress)?
+            archive::extract(
+                path,
+                dest,
+                plan.policy.limits,
+                manifest,
+                sharer,
+                &mut progress,
+            )?
         }
-        Source::Folder(path) => {
-            folder::copy(path, dest, plan.policy.limits, sharer, &mut progress)?
-        }
-    };
+        Source::Folder(path) => folder::copy(
+            path,
+            dest,
+            plan.policy.limits,
+            manifest,
+            sharer,
+            &mut progress,
+        )?,
+    }
     let (shared, shared_bytes) = sharer.map(Sharer::counts).unwrap_or_default();
     session.info(&format!(
         "wrote {} entries ({} bytes) from {}",
-        manifest.len() as u64 - shared,
-        manifest.total_bytes() - shared_bytes,
+        manifest.len()?.saturating_sub(shared),
+        manifest.total_bytes()?.saturating_sub(shared_bytes),
         plan.source.shown()
     ));
     if let Some(sharer) = sharer.filter(|_| shared > 0) {
@@ -616,7 +637,7 @@ pub(crate) fn materialize(
             sharer.method().as_str()
         ));
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// Carry user content and log what happened, shadowed files by name.
@@ -625,17 +646,17 @@ pub(crate) fn carry_logged(
     session: &Session<'_>,
     step: Step,
     from: &Path,
-    from_manifest: Option<&Manifest>,
+    from_deployed: Deployed<'_>,
     to: &Path,
-    to_manifest: &Manifest,
+    to_deployed: Deployed<'_>,
     shared: &[PathBuf],
     since_ns: Option<i128>,
 ) -> Result<CarryReport> {
     let report = Carry {
         from,
-        from_manifest,
+        from_deployed,
         to,
-        to_manifest: Some(to_manifest),
+        to_deployed,
         skip: shared,
         since_ns,
     }
@@ -663,9 +684,9 @@ pub(crate) fn build(
     session: &Session<'_>,
     plan: &DeployPlan,
     release_dir: &Path,
-    mut manifest: Manifest,
+    manifest: &Manifest<'_>,
     live: Option<&LiveTree<'_>>,
-) -> Result<Manifest> {
+) -> Result<()> {
     let reused = match live {
         Some(live) if !plan.policy.reuse.is_empty() => {
             let skipped = |step: &BuildStep, reusable: &[PathBuf]| {
@@ -682,7 +703,7 @@ pub(crate) fn build(
                 &plan.policy.reuse,
                 live,
                 release_dir,
-                &mut manifest,
+                manifest,
                 hardlinks_ok,
             )?
         }
@@ -690,8 +711,12 @@ pub(crate) fn build(
     };
     plan.policy
         .privileges
-        .hand_to_build_user(release_dir, &manifest)?;
-    let before = paths_under(release_dir)?;
+        .hand_to_build_user(release_dir, manifest)?;
+    let user_content = Manifest::create(
+        &session.history,
+        &format!("{}/user-content", manifest.release()),
+    )?;
+    record_user_content(release_dir, manifest, &user_content)?;
     let started_ns = now_ns();
     let env = [
         ("ZDEPLOY_RELEASE", release_dir.display().to_string()),
@@ -728,42 +753,66 @@ pub(crate) fn build(
             human_duration(started.elapsed())
         ));
     }
+    let rescanned = Manifest::create(&session.history, &format!("{}/rescan", manifest.release()))?;
     rescan_after_build(
         release_dir,
-        &before,
+        &user_content,
         manifest,
+        &rescanned,
         &plan.policy.shared,
         started_ns,
-    )
+    )?;
+    manifest.replace_with(&rescanned)?;
+    session.history.drop_manifest(user_content.release())
 }
 
-fn paths_under(root: &Path) -> Result<BTreeSet<PathBuf>> {
-    let mut paths = BTreeSet::new();
-    for entry in WalkDir::new(root).min_depth(1).follow_links(false) {
+/// Note in `user_content` every entry of `root` that `manifest` does not
+/// list (user files carried in), so the rescan after the build keeps them
+/// user content.
+fn record_user_content(
+    root: &Path,
+    manifest: &Manifest<'_>,
+    user_content: &Manifest<'_>,
+) -> Result<()> {
+    let walk = WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
         let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
-        paths.insert(
-            entry
-                .path()
-                .strip_prefix(root)
-                .expect("under root")
-                .to_path_buf(),
-        );
+        let relative = entry.path().strip_prefix(root).expect("under root");
+        let Some(kind) = EntryKind::of(entry.file_type()) else {
+            continue;
+        };
+        if !manifest.contains(relative)? {
+            let noted = Entry {
+                kind,
+                mode: 0,
+                size: 0,
+                digest: String::new(),
+            };
+            user_content.insert(relative, noted)?;
+        }
     }
-    Ok(paths)
+    user_content.flush()
 }
 
 /// After build steps: what they created or changed is deployed; what was
 /// user content before stays user content; what they deleted is gone.
 fn rescan_after_build(
     root: &Path,
-    before: &BTreeSet<PathBuf>,
-    old: Manifest,
+    user_content: &Manifest<'_>,
+    old: &Manifest<'_>,
+    rescanned: &Manifest<'_>,
     shared: &[PathBuf],
     build_started_ns: i128,
-) -> Result<Manifest> {
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mut manifest = Manifest::default();
-    for entry in WalkDir::new(root).min_depth(1).follow_links(false) {
+    let walk = WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
         let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
         let relative = entry
             .path()
@@ -773,8 +822,7 @@ fn rescan_after_build(
         if shared.iter().any(|s| relative.starts_with(s)) {
             continue;
         }
-        let was_user_content = before.contains(&relative) && !old.contains(&relative);
-        if was_user_content {
+        if user_content.contains(&relative)? {
             continue;
         }
         let meta = entry
@@ -784,11 +832,11 @@ fn rescan_after_build(
             continue;
         };
         let mode = meta.permissions().mode() & 0o777;
-        let entry_record = match (kind, old.get(&relative)) {
+        let entry_record = match (kind, old.get(&relative)?) {
             (EntryKind::File, Some(prev))
                 if prev.kind == EntryKind::File && unchanged_since(&meta, build_started_ns) =>
             {
-                prev.clone()
+                prev
             }
             (EntryKind::File, _) => {
                 let (digest, size) =
@@ -816,9 +864,9 @@ fn rescan_after_build(
                 digest: String::new(),
             },
         };
-        manifest.insert(relative, entry_record);
+        rescanned.insert(&relative, entry_record)?;
     }
-    Ok(manifest)
+    rescanned.flush()
 }
 
 /// Whether a file's ctime says it was not touched after `mark_ns` (with a
@@ -895,7 +943,7 @@ pub(crate) fn settle(
     session: &Session<'_>,
     old: &str,
     new: &str,
-    new_manifest: &Manifest,
+    new_deployed: Deployed<'_>,
     policy: &Policy,
     carried_ms: i64,
 ) {
@@ -908,9 +956,9 @@ pub(crate) fn settle(
             session,
             Step::Settle,
             &layout.release_path(old),
-            old_manifest.as_ref(),
+            Deployed::listed_or(old_manifest.as_ref(), Deployed::Nothing),
             &layout.release_path(new),
-            new_manifest,
+            new_deployed,
             &policy.shared,
             Some(since),
         )
@@ -985,15 +1033,13 @@ fn switch_back_unhealthy(
             "{} serves {previous} again; {failed} is marked failed and rollbacks skip it",
             layout.context()
         ));
-        let previous_manifest = match session.history.manifest(previous)? {
-            Some(manifest) => manifest,
-            None => Manifest::of_tree(&layout.release_path(previous)),
-        };
+        let previous_manifest = session.history.manifest(previous)?;
         settle(
             session,
             failed,
             previous,
-            &previous_manifest,
+            // A release without a manifest: everything in it counts as deployed.
+            Deployed::listed_or(previous_manifest.as_ref(), Deployed::Everything),
             policy,
             switched_ms,
         );

@@ -2,7 +2,7 @@
 //! rollback with its steps and full log, and every release with its manifest.
 //! The filesystem says what exists and what is live; this says how it got there.
 
-use std::os::unix::ffi::OsStrExt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -515,23 +515,46 @@ impl History {
         tx.commit().map_err(|e| self.fail(e))
     }
 
-    pub fn save_manifest(&self, release: &str, manifest: &Manifest) -> Result<()> {
+    /// The manifest of `release`, if the history knows what it deployed:
+    /// it has entries, or a content digest (an empty release).
+    pub fn manifest(&self, release: &str) -> Result<Option<Manifest<'_>>> {
+        let any: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM manifest WHERE release = ?1 LIMIT 1",
+                params![release],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.fail(e))?;
+        let known = any.is_some()
+            || self
+                .release(release)?
+                .is_some_and(|r| r.content_digest.is_some());
+        Ok(known.then(|| Manifest::of(self, release)))
+    }
+
+    pub(crate) fn write_manifest_rows(
+        &self,
+        release: &str,
+        rows: &BTreeMap<Vec<u8>, Entry>,
+    ) -> Result<()> {
         let tx = self
             .conn
             .unchecked_transaction()
             .map_err(|e| self.fail(e))?;
-        tx.execute("DELETE FROM manifest WHERE release = ?1", params![release])
-            .map_err(|e| self.fail(e))?;
         {
             let mut insert = tx
-                .prepare("INSERT INTO manifest (release, path, kind, mode, size, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO manifest (release, path, kind, mode, size, digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
                 .map_err(|e| self.fail(e))?;
-            // In key order: the B-tree fills by appending.
-            for (path, entry) in manifest.iter() {
+            for (path, entry) in rows {
                 insert
                     .execute(params![
                         release,
-                        path.as_os_str().as_bytes(),
+                        path,
                         entry.kind.as_str(),
                         entry.mode,
                         entry.size as i64,
@@ -543,40 +566,224 @@ impl History {
         tx.commit().map_err(|e| self.fail(e))
     }
 
-    pub fn manifest(&self, release: &str) -> Result<Option<Manifest>> {
+    pub(crate) fn manifest_row(&self, release: &str, path: &[u8]) -> Result<Option<Entry>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT path, kind, mode, size, digest FROM manifest WHERE release = ?1")
+            .prepare_cached(
+                "SELECT kind, mode, size, digest FROM manifest WHERE release = ?1 AND path = ?2",
+            )
             .map_err(|e| self.fail(e))?;
-        let mut rows = stmt.query(params![release]).map_err(|e| self.fail(e))?;
-        let mut manifest = Manifest::default();
-        let mut any = false;
-        while let Some(row) = rows.next().map_err(|e| self.fail(e))? {
-            any = true;
-            let path: Vec<u8> = row.get(0).map_err(|e| self.fail(e))?;
-            let kind: String = row.get(1).map_err(|e| self.fail(e))?;
-            let size: i64 = row.get(3).map_err(|e| self.fail(e))?;
-            manifest.insert(
-                PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
-                Entry {
-                    kind: EntryKind::parse(&kind).unwrap_or(EntryKind::File),
-                    mode: row.get(2).map_err(|e| self.fail(e))?,
-                    size: size as u64,
-                    digest: row.get(4).map_err(|e| self.fail(e))?,
-                },
-            );
-        }
-        let known = any
-            || self
-                .release(release)?
-                .is_some_and(|r| r.content_digest.is_some());
-        Ok(known.then_some(manifest))
+        stmt.query_row(params![release, path], |row| entry_at(row, 0))
+            .optional()
+            .map_err(|e| self.fail(e))
     }
 
-    pub fn drop_manifest(&self, release: &str) -> Result<()> {
+    /// Up to `limit` entries after the path `after`, in path order.
+    pub(crate) fn manifest_rows(
+        &self,
+        release: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Entry)>> {
+        self.manifest_rows_under(release, None, after, limit)
+    }
+
+    /// As `manifest_rows`, only `under` and the entries below it.
+    pub(crate) fn manifest_rows_under(
+        &self,
+        release: &str,
+        under: Option<&[u8]>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Entry)>> {
+        let mut found = Vec::new();
+        // `top` itself first (it sorts before `top/`), then its subtree.
+        if let Some(top) = under.filter(|t| after.is_none_or(|a| a < *t))
+            && let Some(entry) = self.manifest_row(release, top)?
+        {
+            found.push((top.to_vec(), entry));
+        }
+        // One exclusive lower bound, so SQLite seeks straight to it
+        // (`top/` itself is never a path).
+        let start = under.map(subtree_start).unwrap_or_default();
+        let after = match after {
+            Some(after) if after > start.as_slice() => after.to_vec(),
+            _ => start,
+        };
+        let limit = (limit - found.len()) as i64;
+        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, Vec<u8>>(0)?, entry_at(row, 1)?));
+        let rows = match under {
+            Some(top) => self
+                .conn
+                .prepare_cached(
+                    "SELECT path, kind, mode, size, digest FROM manifest
+                     WHERE release = ?1 AND path > ?2 AND path < ?3 ORDER BY path LIMIT ?4",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![release, after, subtree_end(top), limit], row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT path, kind, mode, size, digest FROM manifest
+                     WHERE release = ?1 AND path > ?2 ORDER BY path LIMIT ?3",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![release, after, limit], row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+        };
+        found.extend(rows.map_err(|e| self.fail(e))?);
+        Ok(found)
+    }
+    /// How many entries, and how many bytes of files.
+    pub(crate) fn manifest_totals(&self, release: &str) -> Result<(u64, u64)> {
         self.conn
-            .execute("DELETE FROM manifest WHERE release = ?1", params![release])
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM manifest WHERE release = ?1",
+                params![release],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn delete_manifest_tree(&self, release: &str, top: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM manifest WHERE release = ?1 AND path = ?2",
+                params![release, top],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM manifest WHERE release = ?1 AND path > ?2 AND path < ?3",
+                    params![release, subtree_start(top), subtree_end(top)],
+                )
+            })
             .map_err(|e| self.fail(e))?;
         Ok(())
     }
+
+    pub(crate) fn unwrap_manifest_top(&self, release: &str, top: &[u8]) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.fail(e))?;
+        tx.execute(
+            "DELETE FROM manifest WHERE release = ?1 AND path = ?2",
+            params![release, top],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "UPDATE manifest SET path = substr(path, ?4)
+                 WHERE release = ?1 AND path > ?2 AND path < ?3",
+                params![
+                    release,
+                    subtree_start(top),
+                    subtree_end(top),
+                    top.len() as i64 + 2
+                ],
+            )
+        })
+        .map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| self.fail(e))
+    }
+
+    /// `from`'s entries become `to`'s (whose own entries go).
+    pub(crate) fn move_manifest(&self, from: &str, to: &str) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.fail(e))?;
+        tx.execute("DELETE FROM manifest WHERE release = ?1", params![to])
+            .and_then(|_| {
+                tx.execute(
+                    "UPDATE manifest SET release = ?2 WHERE release = ?1",
+                    params![from, to],
+                )
+            })
+            .map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| self.fail(e))
+    }
+
+    /// A copy of `from`'s entries as `to`'s (whose own entries go).
+    pub fn copy_manifest(&self, from: &str, to: &str) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.fail(e))?;
+        tx.execute("DELETE FROM manifest WHERE release = ?1", params![to])
+            .and_then(|_| {
+                tx.execute(
+                    "INSERT INTO manifest (release, path, kind, mode, size, digest)
+                     SELECT ?2, path, kind, mode, size, digest FROM manifest WHERE release = ?1",
+                    params![from, to],
+                )
+            })
+            .map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Every entry in component order (`a/b` before `a-b`), as content
+    /// digests have always been made; SQLite sorts, spilling to disk.
+    pub(crate) fn manifest_in_component_order(
+        &self,
+        release: &str,
+        each: &mut dyn FnMut(&[u8], &Entry),
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, kind, mode, size, digest FROM manifest WHERE release = ?1
+                 ORDER BY replace(CAST(path AS TEXT), '/', char(1))",
+            )
+            .map_err(|e| self.fail(e))?;
+        let mut rows = stmt.query(params![release]).map_err(|e| self.fail(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.fail(e))? {
+            let path: Vec<u8> = row.get(0).map_err(|e| self.fail(e))?;
+            let entry = entry_at(row, 1).map_err(|e| self.fail(e))?;
+            each(&path, &entry);
+        }
+        Ok(())
+    }
+
+    /// Drop the manifest of `release` and any scratch manifest made while
+    /// building it (`<release>/…`).
+    pub fn drop_manifest(&self, release: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM manifest WHERE release = ?1
+                   OR (release > ?1 || '/' AND release < ?1 || '0')",
+                params![release],
+            )
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+}
+
+/// Paths below `top` are those from `top/` up to (not including) `top0`
+/// in byte order ('0' follows '/').
+fn subtree_start(top: &[u8]) -> Vec<u8> {
+    let mut start = top.to_vec();
+    start.push(b'/');
+    start
+}
+
+/// See `subtree_start`.
+fn subtree_end(top: &[u8]) -> Vec<u8> {
+    let mut end = top.to_vec();
+    end.push(b'0');
+    end
+}
+
+/// The entry in the columns from `first` on: kind, mode, size, digest.
+fn entry_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Entry> {
+    let kind: String = row.get(first)?;
+    let size: i64 = row.get(first + 2)?;
+    Ok(Entry {
+        kind: EntryKind::parse(&kind).unwrap_or(EntryKind::File),
+        mode: row.get(first + 1)?,
+        size: size as u64,
+        digest: row.get(first + 3)?,
+    })
 }

@@ -201,10 +201,11 @@ fn files_under(path: &Path) -> impl Iterator<Item = (PathBuf, std::fs::Metadata)
         .filter(|(_, meta)| !meta.is_dir())
 }
 
-/// Bytes the releases of a context take together: a hardlinked file once,
-/// and blocks reflinked files share once.
+/// Bytes the releases of a context take together: a hardlinked file once
+/// (each of its paths counts its share, size / links: exact when all its
+/// links are in these releases, as zdeploy makes them), and blocks
+/// reflinked files share once.
 pub fn context_usage(layout: &Layout) -> Result<u64> {
-    let mut seen_inodes = HashSet::new();
     let mut seen_blocks = HashSet::new();
     let mut total = 0;
     let mut folders: Vec<_> = releases_on_disk(layout)?
@@ -217,12 +218,10 @@ pub fn context_usage(layout: &Layout) -> Result<u64> {
     for folder in folders {
         let clones = blocks::can_share_blocks(&folder);
         for (file, meta) in files_under(&folder) {
-            // Only linked files need remembering: the rest are unique.
-            if meta.nlink() > 1 && !seen_inodes.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            let mut size = meta.size();
-            if clones {
+            let mut size = meta.size() / meta.nlink().max(1);
+            if clones && meta.nlink() == 1 {
+                // Clones are their own inodes; only their extents say what
+                // they share (remembered per extent, not per file).
                 for extent in blocks::extents(&file).unwrap_or_default() {
                     if extent.shared && !seen_blocks.insert((meta.dev(), extent.physical)) {
                         size = size.saturating_sub(extent.length);

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::apache::ApacheMap;
+use crate::carry::Deployed;
 use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -95,15 +96,13 @@ fn prune_chosen(
     }
     let chosen = choose(&candidates);
     let live_path = live.dir(layout);
-    let live_manifest = match (live_manifest(session, &live)?, &live_path) {
-        (Some(manifest), _) => Some(manifest),
-        (None, Some(path)) => Some(crate::manifest::Manifest::of_tree(path)),
-        (None, None) => None,
-    };
+    let live_manifest = live_manifest(session, &live)?;
+    // A live release without a manifest: everything in it counts as deployed.
+    let live_deployed = Deployed::listed_or(live_manifest.as_ref(), Deployed::Everything);
     for name in &chosen {
         let record = session.history.release(name)?;
         // A release that was live may hold late writes: carry them first.
-        if let (Some(to), Some(to_manifest), Some(record)) = (&live_path, &live_manifest, &record)
+        if let (Some(to), Some(record)) = (&live_path, &record)
             && record.retired_ms.is_some()
         {
             let since = record
@@ -114,9 +113,9 @@ fn prune_chosen(
                 session,
                 Step::Prune,
                 &layout.release_path(name),
-                from_manifest.as_ref(),
+                Deployed::listed_or(from_manifest.as_ref(), Deployed::Nothing),
                 to,
-                to_manifest,
+                live_deployed,
                 shared,
                 since,
             )?;

@@ -1,11 +1,20 @@
 //! A release's manifest: the deployed files it got from its source and build
-//! steps. Everything else in a release is user content.
+//! steps. Everything else in a release is user content. Manifests live in the
+//! history database and are read and written a batch at a time, so a tree of
+//! a million files costs no more memory than one of a hundred.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::history::History;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -55,99 +64,250 @@ pub struct Entry {
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Manifest {
-    /// Hashed, not ordered: lookups dominate (several per file on big
-    /// trees), and comparing paths component by component was most of a
-    /// deploy's CPU. `iter` sorts when order matters.
-    entries: HashMap<PathBuf, Entry>,
+/// How many rows a manifest reads ahead, and writes at once.
+const BATCH: usize = 1024;
+
+/// A release's manifest as kept in the history database. Lookups that move
+/// forward in path order (as walks and sources deliver paths) are answered
+/// from a window of rows read ahead; others ask the database. Writes are
+/// batched. Memory stays flat in the number of entries.
+pub struct Manifest<'h> {
+    history: &'h History,
+    release: String,
+    /// Written, not yet in the database.
+    pending: RefCell<BTreeMap<Vec<u8>, Entry>>,
+    window: RefCell<Window>,
 }
 
-impl Manifest {
-    pub fn insert(&mut self, path: PathBuf, entry: Entry) {
-        self.entries.insert(path, entry);
+/// Rows read ahead in path order.
+#[derive(Default)]
+struct Window {
+    rows: VecDeque<(Vec<u8>, Entry)>,
+    /// The last path read into `rows` (where the next read starts after).
+    read_to: Option<Vec<u8>>,
+    /// The last path a lookup moved past: lookups at or before it ask the
+    /// database directly.
+    passed: Option<Vec<u8>>,
+    exhausted: bool,
+}
+
+impl Window {
+    /// Forget what was read (the rows changed) but not where lookups are.
+    fn reset(&mut self) {
+        self.rows.clear();
+        self.read_to = self.passed.clone();
+        self.exhausted = false;
+    }
+}
+
+fn key(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
+fn path_of(key: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsString::from_vec(key))
+}
+
+impl<'h> Manifest<'h> {
+    /// The manifest of `release` (empty if the history has none).
+    pub fn of(history: &'h History, release: &str) -> Self {
+        Manifest {
+            history,
+            release: release.to_string(),
+            pending: RefCell::default(),
+            window: RefCell::default(),
+        }
     }
 
-    pub fn get(&self, path: &Path) -> Option<&Entry> {
-        self.entries.get(path)
+    /// An empty manifest for `release`, dropping any rows it had.
+    pub fn create(history: &'h History, release: &str) -> Result<Self> {
+        history.drop_manifest(release)?;
+        Ok(Manifest::of(history, release))
     }
 
-    pub fn contains(&self, path: &Path) -> bool {
-        self.entries.contains_key(path)
+    pub fn release(&self) -> &str {
+        &self.release
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    pub fn insert(&self, path: &Path, entry: Entry) -> Result<()> {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.insert(key(path).to_vec(), entry);
+            pending.len() >= BATCH
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Write what is pending to the database.
+    pub fn flush(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.history.write_manifest_rows(&self.release, &pending)?;
+        self.window.borrow_mut().reset();
+        Ok(())
     }
 
-    /// Entries in byte order of their paths (parents before their children;
-    /// the order SQLite keeps them in).
-    pub fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Entry)> {
-        let mut sorted: Vec<_> = self.entries.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
-        sorted.into_iter()
+    pub fn get(&self, path: &Path) -> Result<Option<Entry>> {
+        let key = key(path);
+        if let Some(entry) = self.pending.borrow().get(key) {
+            return Ok(Some(entry.clone()));
+        }
+        let mut window = self.window.borrow_mut();
+        if window.passed.as_deref().is_some_and(|passed| key <= passed) {
+            return self.history.manifest_row(&self.release, key);
+        }
+        loop {
+            while let Some((front, entry)) = window.rows.front() {
+                match front.as_slice().cmp(key) {
+                    Ordering::Less => {
+                        let (front, _) = window.rows.pop_front().expect("has a front");
+                        window.passed = Some(front);
+                    }
+                    Ordering::Equal => return Ok(Some(entry.clone())),
+                    Ordering::Greater => return Ok(None),
+                }
+            }
+            if window.exhausted {
+                return Ok(None);
+            }
+            let rows =
+                self.history
+                    .manifest_rows(&self.release, window.read_to.as_deref(), BATCH)?;
+            window.exhausted = rows.len() < BATCH;
+            window.read_to = rows
+                .last()
+                .map(|(k, _)| k.clone())
+                .or(window.read_to.take());
+            window.rows.extend(rows);
+        }
     }
 
-    /// Entries in no particular order, without the cost of sorting.
-    pub fn iter_unordered(&self) -> impl Iterator<Item = (&PathBuf, &Entry)> {
-        self.entries.iter()
+    pub fn contains(&self, path: &Path) -> Result<bool> {
+        Ok(self.get(path)?.is_some())
     }
 
-    pub fn total_bytes(&self) -> u64 {
-        self.entries.values().map(|e| e.size).sum()
+    /// Entries in byte order of their paths (parents before their
+    /// children; the order SQLite keeps them in), read a batch at a time.
+    pub fn entries(&self) -> Entries<'_, 'h> {
+        Entries {
+            manifest: self,
+            under: None,
+            after: None,
+            batch: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    /// `path` and every entry below it, in path order.
+    pub fn entries_under(&self, path: &Path) -> Entries<'_, 'h> {
+        Entries {
+            under: Some(path.to_path_buf()),
+            ..self.entries()
+        }
+    }
+
+    pub fn len(&self) -> Result<u64> {
+        self.flush()?;
+        Ok(self.history.manifest_totals(&self.release)?.0)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn total_bytes(&self) -> Result<u64> {
+        self.flush()?;
+        Ok(self.history.manifest_totals(&self.release)?.1)
     }
 
     /// Drop `path` and everything below it.
-    pub fn remove_tree(&mut self, path: &Path) {
-        self.entries.retain(|p, _| !p.starts_with(path));
+    pub fn remove_tree(&self, path: &Path) -> Result<()> {
+        self.flush()?;
+        self.history
+            .delete_manifest_tree(&self.release, key(path))?;
+        self.window.borrow_mut().reset();
+        Ok(())
     }
 
-    /// Every entry under `root` (kinds only, no digests): for a release the
-    /// history has no manifest of, where everything present counts as deployed.
-    pub fn of_tree(root: &Path) -> Manifest {
-        let mut manifest = Manifest::default();
-        let entries = walkdir::WalkDir::new(root).min_depth(1).follow_links(false);
-        for entry in entries.into_iter().flatten() {
-            let Some(kind) = EntryKind::of(entry.file_type()) else {
-                continue;
-            };
-            let relative = entry
-                .path()
-                .strip_prefix(root)
-                .expect("under root")
-                .to_path_buf();
-            manifest.insert(
-                relative,
-                Entry {
-                    kind,
-                    mode: 0,
-                    size: 0,
-                    digest: String::new(),
-                },
-            );
-        }
-        manifest
+    /// Make the entries below `top` the top level (an archive's single top
+    /// folder unwrapped); `top` itself goes.
+    pub fn unwrap_top(&self, top: &Path) -> Result<()> {
+        self.flush()?;
+        self.history.unwrap_manifest_top(&self.release, key(top))?;
+        *self.window.borrow_mut() = Window::default();
+        Ok(())
+    }
+
+    /// Take `other`'s entries in place of this manifest's; `other` is left empty.
+    pub fn replace_with(&self, other: &Manifest<'_>) -> Result<()> {
+        self.flush()?;
+        other.flush()?;
+        self.history.move_manifest(&other.release, &self.release)?;
+        *self.window.borrow_mut() = Window::default();
+        *other.window.borrow_mut() = Window::default();
+        Ok(())
     }
 
     /// One digest for the whole content: equal digests mean equal deployed trees.
-    pub fn content_digest(&self) -> String {
+    pub fn content_digest(&self) -> Result<String> {
+        self.flush()?;
         let mut hasher = Sha256::new();
         // Component order, as digests already in histories were made.
-        let mut sorted: Vec<_> = self.entries.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (path, entry) in sorted {
-            hasher.update(path.as_os_str().as_encoded_bytes());
-            hasher.update([0]);
-            hasher.update(entry.kind.as_str());
-            hasher.update(format!("\0{:o}\0", entry.mode));
-            hasher.update(&entry.digest);
-            hasher.update([b'\n']);
+        self.history
+            .manifest_in_component_order(&self.release, &mut |path, entry| {
+                hasher.update(path);
+                hasher.update([0]);
+                hasher.update(entry.kind.as_str());
+                hasher.update(format!("\0{:o}\0", entry.mode));
+                hasher.update(&entry.digest);
+                hasher.update([b'\n']);
+            })?;
+        Ok(hex(&hasher.finalize()))
+    }
+}
+
+/// A manifest's entries in path order (see [`Manifest::entries`]).
+pub struct Entries<'m, 'h> {
+    manifest: &'m Manifest<'h>,
+    under: Option<PathBuf>,
+    after: Option<Vec<u8>>,
+    batch: VecDeque<(Vec<u8>, Entry)>,
+    exhausted: bool,
+}
+
+impl Iterator for Entries<'_, '_> {
+    type Item = Result<(PathBuf, Entry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.batch.is_empty() && !self.exhausted {
+            // What the caller wrote meanwhile is read too.
+            let read = self.manifest.flush().and_then(|()| {
+                self.manifest.history.manifest_rows_under(
+                    &self.manifest.release,
+                    self.under.as_deref().map(key),
+                    self.after.as_deref(),
+                    BATCH,
+                )
+            });
+            match read {
+                Ok(rows) => {
+                    self.exhausted = rows.len() < BATCH;
+                    self.after = rows.last().map(|(k, _)| k.clone());
+                    self.batch.extend(rows);
+                }
+                Err(e) => {
+                    self.exhausted = true;
+                    return Some(Err(e));
+                }
+            }
         }
-        hex(&hasher.finalize())
+        let (key, entry) = self.batch.pop_front()?;
+        Some(Ok((path_of(key), entry)))
     }
 }
 

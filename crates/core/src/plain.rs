@@ -3,7 +3,7 @@
 //! swaps a full copy of the live release in with one exchange, keeping user
 //! content; converting back is the first-deploy-over-a-folder path.
 
-use crate::carry::merge_tree;
+use crate::carry::{Deployed, merge_tree};
 use crate::deploy::{
     DeployPlan, DeployResult, MARK_MARGIN_NS, Resolved, carry_logged, materialize, now_ns, short,
 };
@@ -43,11 +43,13 @@ pub(crate) fn deploy_in_place(
     if fsx::metadata_if_exists(&staging)?.is_some() {
         fsx::remove_dir_all(&staging)?;
     }
-    let new_manifest = session.step(Step::Materialize, || {
+    // Staged under a scratch name until it is the context's.
+    let new_manifest = Manifest::create(&session.history, &format!("{context}/staging"))?;
+    session.step(Step::Materialize, || {
         fsx::create_dir(&staging)?;
-        materialize(session, plan, resolved, &staging, None, None)
+        materialize(session, plan, resolved, &staging, &new_manifest, None, None)
     })?;
-    let digest = new_manifest.content_digest();
+    let digest = new_manifest.content_digest()?;
     let unchanged = resolved.commit.is_none()
         && live_record
             .as_ref()
@@ -55,6 +57,7 @@ pub(crate) fn deploy_in_place(
             == Some(digest.as_str());
     if unchanged && !plan.force {
         fsx::remove_dir_all(&staging)?;
+        session.history.drop_manifest(new_manifest.release())?;
         session.info(&format!(
             "{context} already serves this content (digest {}); nothing to do",
             short(&digest)
@@ -69,26 +72,25 @@ pub(crate) fn deploy_in_place(
         });
     }
     let old_manifest = session.history.manifest(&context)?;
-    let mut manifest = session.step(Step::Switch, || {
+    session.step(Step::Switch, || {
         apply_in_place(session, &staging, &new_manifest, old_manifest.as_ref())?;
-        let mut manifest = new_manifest.clone();
         for path in &plan.policy.shared {
             if let Some(note) = link_shared(
                 layout,
                 &context_path,
                 Some(&context_path),
                 path,
-                &mut manifest,
+                &new_manifest,
             )? {
                 session.info(&note);
             }
         }
-        Ok(manifest)
+        Ok(())
     })?;
     fsx::remove_dir_all(&staging)?;
     if !plan.policy.build.is_empty() {
-        manifest = session.step(Step::Build, || {
-            crate::deploy::build(session, plan, &context_path, manifest, None)
+        session.step(Step::Build, || {
+            crate::deploy::build(session, plan, &context_path, &new_manifest, None)
         })?;
     }
     session.history.insert_release(&ReleaseRecord {
@@ -104,7 +106,10 @@ pub(crate) fn deploy_in_place(
         carried_ms: None,
         note: Some("plain mode: the context folder itself".into()),
     })?;
-    session.history.save_manifest(&context, &manifest)?;
+    new_manifest.flush()?;
+    session
+        .history
+        .move_manifest(new_manifest.release(), &context)?;
     session.history.set_deployment_target(
         session.id,
         Some(&context),
@@ -149,8 +154,8 @@ fn convert_to_plain(
         record.note = Some("plain mode: the context folder itself".into());
         session.history.insert_release(&record)?;
     }
-    if let Some(manifest) = &manifest {
-        session.history.save_manifest(layout.context(), manifest)?;
+    if manifest.is_some() {
+        session.history.copy_manifest(release, layout.context())?;
     }
     let carried_ms = (copy_started_ns / 1_000_000) as i64;
     session
@@ -160,14 +165,14 @@ fn convert_to_plain(
         "converted {} to plain mode: it is now a real folder copied from {release}",
         layout.context()
     ));
-    let target_manifest = manifest.unwrap_or_default();
+    let target_manifest = session.history.manifest(layout.context())?;
     carry_logged(
         session,
         Step::Switch,
         &release_dir,
-        session.history.manifest(release)?.as_ref(),
+        Deployed::listed_or(manifest.as_ref(), Deployed::Nothing),
         &layout.context_path(),
-        &target_manifest,
+        Deployed::listed_or(target_manifest.as_ref(), Deployed::Nothing),
         shared,
         Some(copy_started_ns - MARK_MARGIN_NS),
     )?;
@@ -179,12 +184,13 @@ fn convert_to_plain(
 fn apply_in_place(
     session: &Session<'_>,
     staging: &std::path::Path,
-    new: &Manifest,
-    old: Option<&Manifest>,
+    new: &Manifest<'_>,
+    old: Option<&Manifest<'_>>,
 ) -> Result<()> {
     let context_path = session.layout.context_path();
-    for (path, entry) in new.iter() {
-        let dest = context_path.join(path);
+    for item in new.entries() {
+        let (path, entry) = item?;
+        let dest = context_path.join(&path);
         let existing = fsx::metadata_if_exists(&dest)?;
         match entry.kind {
             EntryKind::Dir => match existing {
@@ -203,15 +209,22 @@ fn apply_in_place(
                     ));
                     continue;
                 }
-                fsx::rename(&staging.join(path), &dest)?;
+                fsx::rename(&staging.join(&path), &dest)?;
             }
         }
     }
     if let Some(old) = old {
-        let gone: Vec<_> = old.iter().filter(|(p, _)| !new.contains(p)).collect();
-        for (path, entry) in gone.into_iter().rev() {
+        // Children before their folders: only what went is held.
+        let mut gone = Vec::new();
+        for item in old.entries() {
+            let (path, entry) = item?;
+            if !new.contains(&path)? {
+                gone.push((path, entry.kind));
+            }
+        }
+        for (path, kind) in gone.into_iter().rev() {
             let dest = context_path.join(path);
-            let _ = match entry.kind {
+            let _ = match kind {
                 EntryKind::Dir => std::fs::remove_dir(&dest),
                 _ => std::fs::remove_file(&dest),
             };

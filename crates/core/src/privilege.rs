@@ -123,13 +123,14 @@ impl Privileges {
     /// entries, so its commands can write there and nowhere else. A file
     /// linked from another release (a reused folder) is left alone: it is
     /// that release's too.
-    pub fn hand_to_build_user(&self, release: &Path, manifest: &Manifest) -> Result<()> {
+    pub fn hand_to_build_user(&self, release: &Path, manifest: &Manifest<'_>) -> Result<()> {
         let Some(user) = &self.build_user else {
             return Ok(());
         };
         let ids = (Some(user.uid), Some(user.gid));
         chown_if_needed(release, ids)?;
-        for (path, _) in manifest.iter_unordered() {
+        for item in manifest.entries() {
+            let (path, _) = item?;
             let full = release.join(path);
             let linked = full
                 .symlink_metadata()
@@ -143,7 +144,7 @@ impl Privileges {
 
     /// After the build: owner and group on every deployed entry, and the
     /// writable paths (created when missing) writable by the group.
-    pub fn apply(&self, release: &Path, manifest: &mut Manifest) -> Result<()> {
+    pub fn apply(&self, release: &Path, manifest: &Manifest<'_>) -> Result<()> {
         for writable in &self.writable {
             make_group_writable(release, writable, manifest)?;
         }
@@ -152,7 +153,8 @@ impl Privileges {
             return Ok(());
         }
         chown_if_needed(release, ids)?;
-        for (path, _) in manifest.iter_unordered() {
+        for item in manifest.entries() {
+            let (path, _) = item?;
             chown_if_needed(&release.join(path), ids)?;
         }
         Ok(())
@@ -201,7 +203,7 @@ fn chown_if_needed(path: &Path, (uid, gid): (Option<u32>, Option<u32>)) -> Resul
 /// `writable` under `release`: folders g+rwx with setgid, files g+rw; the
 /// manifest follows. A symlink anywhere on the way is refused (it could
 /// point outside the release).
-fn make_group_writable(release: &Path, writable: &Path, manifest: &mut Manifest) -> Result<()> {
+fn make_group_writable(release: &Path, writable: &Path, manifest: &Manifest<'_>) -> Result<()> {
     let mut partial = PathBuf::new();
     for component in writable.components() {
         partial.push(component);
@@ -219,24 +221,20 @@ fn make_group_writable(release: &Path, writable: &Path, manifest: &mut Manifest)
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&full).map_err(|e| Error::io("create", &full, e))?;
                 manifest.insert(
-                    partial.clone(),
+                    &partial,
                     Entry {
                         kind: EntryKind::Dir,
                         mode: 0o755,
                         size: 0,
                         digest: String::new(),
                     },
-                );
+                )?;
             }
             Err(e) => return Err(Error::io("inspect", &full, e)),
         }
     }
-    let below: Vec<(PathBuf, Entry)> = manifest
-        .iter_unordered()
-        .filter(|(path, _)| path.starts_with(writable))
-        .map(|(path, entry)| (path.clone(), entry.clone()))
-        .collect();
-    for (path, mut entry) in below {
+    for item in manifest.entries_under(writable) {
+        let (path, mut entry) = item?;
         let full = release.join(&path);
         let extra = match entry.kind {
             EntryKind::Dir => 0o2070,
@@ -253,7 +251,7 @@ fn make_group_writable(release: &Path, writable: &Path, manifest: &mut Manifest)
         std::fs::set_permissions(&full, PermissionsExt::from_mode(mode))
             .map_err(|e| Error::io("make group-writable", &full, e))?;
         entry.mode = mode & 0o777;
-        manifest.insert(path, entry);
+        manifest.insert(&path, entry)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::manifest::{EntryKind, Manifest, digest_file};
+use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
 use crate::session::Session;
 use crate::share::Sharer;
 
@@ -21,28 +21,28 @@ pub struct Reuse {
 /// The live release as reuse sees it.
 pub struct LiveTree<'a> {
     pub dir: &'a Path,
-    pub manifest: &'a Manifest,
+    pub manifest: &'a Manifest<'a>,
     pub made_ms: i64,
 }
 
 /// Why `rule` cannot reuse the live release's folder, or `None` if it can.
-fn refusal(rule: &Reuse, live: &LiveTree<'_>, new: &Manifest) -> Option<String> {
+fn refusal(rule: &Reuse, live: &LiveTree<'_>, new: &Manifest<'_>) -> Result<Option<String>> {
     let (path, key) = (rule.path.display(), rule.key.display());
-    let Some(new_key) = new.get(&rule.key).filter(|e| e.kind == EntryKind::File) else {
-        return Some(format!("the new release has no {key}"));
+    let Some(new_key) = new.get(&rule.key)?.filter(|e| e.kind == EntryKind::File) else {
+        return Ok(Some(format!("the new release has no {key}")));
     };
-    match live.manifest.get(&rule.key) {
+    match live.manifest.get(&rule.key)? {
         Some(old) if old.kind == EntryKind::File && old.digest == new_key.digest => {}
-        Some(_) => return Some(format!("{key} changed")),
-        None => return Some(format!("the live release has no {key}")),
+        Some(_) => return Ok(Some(format!("{key} changed"))),
+        None => return Ok(Some(format!("the live release has no {key}"))),
     }
-    if new.contains(&rule.path) {
-        return Some(format!("the source itself provides {path}"));
+    if new.contains(&rule.path)? {
+        return Ok(Some(format!("the source itself provides {path}")));
     }
-    match live.manifest.get(&rule.path) {
+    Ok(match live.manifest.get(&rule.path)? {
         Some(entry) if entry.kind == EntryKind::Dir => None,
         _ => Some(format!("the live release has no {path} to reuse")),
-    }
+    })
 }
 
 /// Share each reusable folder into `release`, adding its entries to
@@ -53,24 +53,28 @@ pub fn reuse_folders(
     rules: &[Reuse],
     live: &LiveTree<'_>,
     release: &Path,
-    manifest: &mut Manifest,
+    manifest: &Manifest<'_>,
     hardlinks_ok: bool,
 ) -> Result<Vec<PathBuf>> {
     let mut reused = Vec::new();
     for rule in rules {
-        if let Some(why) = refusal(rule, live, manifest) {
+        if let Some(why) = refusal(rule, live, manifest)? {
             session.info(&format!("reuse: building {} ({why})", rule.path.display()));
             continue;
         }
         // Files to share are named one by one here, not looked up.
-        let none = Manifest::default();
-        let sharer = Sharer::new(live.dir, &none, live.made_ms, hardlinks_ok);
+        let sharer = Sharer::new(live.dir, None, live.made_ms, hardlinks_ok);
+        // What is shared is listed apart first: a folder that cannot be
+        // reused after all leaves the new manifest untouched.
+        let shared = Manifest::create(&session.history, &format!("{}/reuse", manifest.release()))?;
         let mut created = Vec::new();
-        match share_folder(rule, live, release, &sharer, &mut created) {
-            Ok(entries) => {
-                for (path, entry) in entries.iter_unordered() {
-                    manifest.insert(path.clone(), entry.clone());
+        match share_folder(rule, live, release, &sharer, &shared, &mut created)? {
+            Ok(()) => {
+                for item in shared.entries() {
+                    let (path, entry) = item?;
+                    manifest.insert(&path, entry)?;
                 }
+                session.history.drop_manifest(shared.release())?;
                 let (files, bytes) = sharer.counts();
                 session.info(&format!(
                     "reuse: {} unchanged ({} unchanged): shared {files} files ({bytes} bytes) from the live release by {}",
@@ -81,6 +85,7 @@ pub fn reuse_folders(
                 reused.push(rule.path.clone());
             }
             Err(why) => {
+                session.history.drop_manifest(shared.release())?;
                 // Undo only what was made here: carried user files stay.
                 for path in created.iter().rev() {
                     let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
@@ -92,20 +97,38 @@ pub fn reuse_folders(
     Ok(reused)
 }
 
-/// Recreate `rule.path` in `release` from the live release; every file must
-/// still hold the content its manifest recorded. The error says why not.
+/// Recreate `rule.path` in `release` from the live release, listing what it
+/// made in `shared`; every file must still hold the content its manifest
+/// recorded. The inner error says why not.
 fn share_folder(
     rule: &Reuse,
     live: &LiveTree<'_>,
     release: &Path,
     sharer: &Sharer,
+    shared: &Manifest<'_>,
     created: &mut Vec<PathBuf>,
-) -> std::result::Result<Manifest, String> {
-    let mut entries = Manifest::default();
-    for (path, entry) in live
-        .manifest
-        .iter()
-        .filter(|(p, _)| p.starts_with(&rule.path))
+) -> Result<std::result::Result<(), String>> {
+    for item in live.manifest.entries_under(&rule.path) {
+        let (path, entry) = item?;
+        let outcome = share_entry(&path, &entry, live, release, sharer, created);
+        if let Err(why) = outcome {
+            return Ok(Err(why));
+        }
+        shared.insert(&path, entry)?;
+    }
+    shared.flush()?;
+    Ok(Ok(()))
+}
+
+/// Recreate one entry of a reused folder; the error says why it cannot be.
+fn share_entry(
+    path: &Path,
+    entry: &Entry,
+    live: &LiveTree<'_>,
+    release: &Path,
+    sharer: &Sharer,
+    created: &mut Vec<PathBuf>,
+) -> std::result::Result<(), String> {
     {
         let (from, to) = (live.dir.join(path), release.join(path));
         let io = |e: std::io::Error| format!("{}: {e}", path.display());
@@ -149,7 +172,6 @@ fn share_folder(
                 created.push(to.clone());
             }
         }
-        entries.insert(path.clone(), entry.clone());
     }
-    Ok(entries)
+    Ok(())
 }

@@ -1,13 +1,13 @@
 //! Rollback: steps lock, recover, carry, sync, switch and settle with an
 //! existing release as the target.
 
+use crate::carry::Deployed;
 use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, now_ns, settle, tell_apache};
 use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome, now_ms};
 use crate::inventory::releases_on_disk;
 use crate::layout::Layout;
 use crate::maintenance::resolve_release_name;
-use crate::manifest::Manifest;
 use crate::release::ReleaseState;
 use crate::session::{Observer, RunOptions, Session, Step};
 use crate::switch::{Live, read_live, switch_to};
@@ -93,19 +93,18 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let target_dir = layout.release_path(&target);
     let current_manifest = session.history.manifest(&current)?;
     // A release without a manifest: everything in it counts as deployed.
-    let target_manifest = session
-        .history
-        .manifest(&target)?
-        .unwrap_or_else(|| Manifest::of_tree(&target_dir));
+    let target_manifest = session.history.manifest(&target)?;
+    let target_deployed = Deployed::listed_or(target_manifest.as_ref(), Deployed::Everything);
+    let current_deployed = Deployed::listed_or(current_manifest.as_ref(), Deployed::Nothing);
     let carry_started_ns = now_ns();
     session.step(Step::Carry, || {
         carry_logged(
             session,
             Step::Carry,
             &current_dir,
-            current_manifest.as_ref(),
+            current_deployed,
             &target_dir,
-            &target_manifest,
+            target_deployed,
             &plan.policy.shared,
             None,
         )
@@ -116,9 +115,9 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
             session,
             Step::Sync,
             &current_dir,
-            current_manifest.as_ref(),
+            current_deployed,
             &target_dir,
-            &target_manifest,
+            target_deployed,
             &plan.policy.shared,
             Some(carry_started_ns - MARK_MARGIN_NS),
         )
@@ -139,7 +138,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         session,
         &current,
         &target,
-        &target_manifest,
+        target_deployed,
         &plan.policy,
         sync_started_ms,
     );

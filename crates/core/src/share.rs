@@ -7,12 +7,12 @@
 //! written fresh. User content is never shared.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::Result;
 use crate::manifest::{Entry, EntryKind, Manifest};
 
 /// How shared files are made, from the cheapest the filesystem allows.
@@ -38,7 +38,9 @@ impl Method {
 
 pub struct Sharer<'a> {
     live: PathBuf,
-    manifest: &'a Manifest,
+    /// The live release's manifest (`None`: files to share are named by
+    /// the caller, never looked up).
+    manifest: Option<&'a Manifest<'a>>,
     /// Files modified at or after this moment (ns) are not shared.
     made_ns: i128,
     method: Cell<Method>,
@@ -47,15 +49,21 @@ pub struct Sharer<'a> {
     allow_hardlink: bool,
     shared: Cell<u64>,
     shared_bytes: Cell<u64>,
-    /// Folders of the live release checked to be real folders, not symlinks
-    /// (the app could have swapped one for a link to elsewhere).
-    real_dirs: RefCell<HashSet<PathBuf>>,
+    /// The last folder of the live release whose chain of parents was
+    /// checked to be real folders, not symlinks (the app could have swapped
+    /// one for a link to elsewhere).
+    real_dir: RefCell<Option<PathBuf>>,
 }
 
 impl<'a> Sharer<'a> {
     /// Share from the live release at `live`, described by `manifest`, whose
     /// files were all written before `made_ms`.
-    pub fn new(live: &Path, manifest: &'a Manifest, made_ms: i64, allow_hardlink: bool) -> Self {
+    pub fn new(
+        live: &Path,
+        manifest: Option<&'a Manifest<'a>>,
+        made_ms: i64,
+        allow_hardlink: bool,
+    ) -> Self {
         Sharer {
             live: live.to_path_buf(),
             manifest,
@@ -64,7 +72,7 @@ impl<'a> Sharer<'a> {
             allow_hardlink,
             shared: Cell::new(0),
             shared_bytes: Cell::new(0),
-            real_dirs: RefCell::default(),
+            real_dir: RefCell::default(),
         }
     }
 
@@ -85,48 +93,56 @@ impl<'a> Sharer<'a> {
         path: &Path,
         mode: u32,
         digest: Option<&str>,
-    ) -> Option<(PathBuf, Entry)> {
-        let entry = self.manifest.get(path)?;
+    ) -> Result<Option<(PathBuf, Entry)>> {
+        let Some(entry) = self.manifest.map(|m| m.get(path)).transpose()?.flatten() else {
+            return Ok(None);
+        };
         let matches = entry.kind == EntryKind::File
             && entry.mode == mode
             && digest.is_none_or(|d| d == entry.digest);
         if !matches || !self.real_parents(path) {
-            return None;
+            return Ok(None);
         }
         let full = self.live.join(path);
-        let meta = fs::symlink_metadata(&full).ok()?;
+        let Ok(meta) = fs::symlink_metadata(&full) else {
+            return Ok(None);
+        };
         let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
         let untouched = meta.file_type().is_file()
             && meta.len() == entry.size
             && meta.mode() & 0o777 == mode
             && mtime_ns < self.made_ns;
-        untouched.then(|| (full, entry.clone()))
+        Ok(untouched.then_some((full, entry)))
     }
 
     /// Whether every folder above `path` in the live release is a real
-    /// folder. Folders are checked from the top down and recorded only once
-    /// checked, so a recorded parent vouches for the whole chain.
+    /// folder. Checked from the top down; the last folder checked vouches
+    /// for its whole chain (paths arrive folder by folder).
     fn real_parents(&self, path: &Path) -> bool {
-        let mut known = self.real_dirs.borrow_mut();
-        let parents: Vec<&Path> = path
-            .ancestors()
-            .skip(1)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        if parents.first().is_none_or(|p| known.contains(*p)) {
+        let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return true;
+        };
+        let mut known = self.real_dir.borrow_mut();
+        let checked = |dir: &Path, known: &Option<PathBuf>| {
+            known.as_deref().is_some_and(|k| k.starts_with(dir))
+        };
+        if checked(parent, &known) {
             return true;
         }
-        for parent in parents.into_iter().rev() {
-            if known.contains(parent) {
+        let ancestors: Vec<&Path> = parent
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        for ancestor in ancestors.into_iter().rev() {
+            if checked(ancestor, &known) {
                 continue;
             }
-            match fs::symlink_metadata(self.live.join(parent)) {
-                Ok(meta) if meta.file_type().is_dir() => {
-                    known.insert(parent.to_path_buf());
-                }
+            match fs::symlink_metadata(self.live.join(ancestor)) {
+                Ok(meta) if meta.file_type().is_dir() => {}
                 _ => return false,
             }
         }
+        *known = Some(parent.to_path_buf());
         true
     }
 

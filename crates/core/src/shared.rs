@@ -30,7 +30,7 @@ pub fn link_shared(
     release: &Path,
     live: Option<&Path>,
     relative: &Path,
-    manifest: &mut Manifest,
+    manifest: &Manifest<'_>,
 ) -> Result<Option<String>> {
     let store = layout.shared_path(relative);
     let in_release = release.join(relative);
@@ -67,13 +67,13 @@ pub fn link_shared(
         } else {
             fsx::remove_file(&in_release)?;
         }
-        if manifest.contains(relative) {
+        if manifest.contains(relative)? {
             note = Some(format!(
                 "shared path {}: the deployed files there are replaced by the link to the shared copy",
                 relative.display()
             ));
         }
-        manifest.remove_tree(relative);
+        manifest.remove_tree(relative)?;
     }
     if fsx::metadata_if_exists(&store)?.is_none() {
         fsx::create_dir_all(&store)?;

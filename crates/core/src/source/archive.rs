@@ -87,13 +87,14 @@ pub fn extract(
     path: &Path,
     root: &Path,
     limits: Limits,
+    manifest: &Manifest<'_>,
     sharer: Option<&Sharer>,
     progress: &mut ProgressFn<'_>,
-) -> Result<Manifest> {
+) -> Result<()> {
     let mut file = fsx::open(path)?;
     let origin = format!("archive {}", path.display());
     let format = sniff(path, &mut file)?;
-    let mut extractor = Extractor::new(root, &origin, limits, progress);
+    let mut extractor = Extractor::new(root, &origin, limits, manifest, progress);
     if let Some(sharer) = sharer {
         extractor.share_from(sharer);
     }

@@ -3,7 +3,6 @@
 //! absolute paths, `..`, writes through symlinks, links pointing outside, device
 //! files, duplicates, and more bytes or entries than the limits allow.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -46,8 +45,13 @@ pub struct Extractor<'a> {
     root: PathBuf,
     origin: String,
     limits: Limits,
-    manifest: Manifest,
-    dir_modes: BTreeMap<PathBuf, u32>,
+    /// The new release's manifest, written as entries arrive. Checks ask
+    /// the release folder itself (fresh, so everything in it came from
+    /// this source), not the manifest: nothing is kept per entry.
+    manifest: &'a Manifest<'a>,
+    /// The last folder whose whole chain of parents was checked to be real
+    /// folders of the release (entries arrive folder by folder).
+    checked_dir: Option<PathBuf>,
     written: u64,
     entries: u64,
     expected: Option<u64>,
@@ -67,19 +71,21 @@ const SHOWN_NAME_CHARS: usize = 120;
 const SHAREABLE_SIZE: u64 = 4 * 1024 * 1024;
 
 impl<'a> Extractor<'a> {
-    /// `root` must exist and be empty; `origin` names the source in errors.
+    /// `root` must exist and be empty; `origin` names the source in errors;
+    /// what is written is recorded in `manifest`.
     pub fn new(
         root: &Path,
         origin: &str,
         limits: Limits,
+        manifest: &'a Manifest<'a>,
         progress: &'a mut ProgressFn<'a>,
     ) -> Self {
         Extractor {
             root: root.to_path_buf(),
             origin: origin.to_string(),
             limits,
-            manifest: Manifest::default(),
-            dir_modes: BTreeMap::new(),
+            manifest,
+            checked_dir: None,
             written: 0,
             entries: 0,
             expected: None,
@@ -107,21 +113,23 @@ impl<'a> Extractor<'a> {
         };
         // An archive's single top folder is unwrapped at the end: the live
         // release knows its files without it.
-        let found = sharer.candidate(path, mode, digest).or_else(|| {
-            let unwrapped: PathBuf = path.components().skip(1).collect();
-            sharer.candidate(&unwrapped, mode, digest)
-        });
+        let found = match sharer.candidate(path, mode, digest)? {
+            Some(found) => Some(found),
+            None => {
+                let unwrapped: PathBuf = path.components().skip(1).collect();
+                sharer.candidate(&unwrapped, mode, digest)?
+            }
+        };
         let Some((from, entry)) = found else {
             return Ok(false);
         };
         let full = self.root.join(path);
-        if !sharer
-            .share(&from, &full, entry.size)
-            .map_err(|e| Error::io("share", &full, e))?
-        {
-            return Ok(false);
+        match sharer.share(&from, &full, entry.size) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => return Err(self.write_error(path, "share", e)),
         }
-        self.manifest.insert(path.to_path_buf(), entry);
+        self.manifest.insert(path, entry)?;
         Ok(true)
     }
 
@@ -132,7 +140,7 @@ impl<'a> Extractor<'a> {
         let Some(path) = self.checked_path(raw)? else {
             return Ok(false);
         };
-        if self.sharer.is_none() || self.manifest.contains(&path) {
+        if self.sharer.is_none() {
             return Ok(false);
         }
         self.ensure_parents(&path)?;
@@ -141,6 +149,16 @@ impl<'a> Extractor<'a> {
         }
         self.count_entry(&path)?;
         Ok(true)
+    }
+
+    /// An error writing `path`: one that already exists appears twice in
+    /// the source (the release folder was empty).
+    fn write_error(&self, path: &Path, what: &'static str, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            self.refuse(path, "appears twice")
+        } else {
+            Error::io(what, self.root.join(path), e)
+        }
     }
 
     fn refuse(&self, entry: &Path, why: &str) -> Error {
@@ -194,26 +212,27 @@ impl<'a> Extractor<'a> {
 
     /// Make every ancestor of `path` a folder of this release, never a symlink.
     fn ensure_parents(&mut self, path: &Path) -> Result<()> {
-        // A folder enters the manifest only after its own parents did, so a
-        // recorded parent folder vouches for the whole chain (the common
-        // case: entries arrive folder by folder).
-        match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            None => return Ok(()),
-            Some(parent) if self.manifest.get(parent).map(|e| e.kind) == Some(EntryKind::Dir) => {
-                return Ok(());
-            }
-            Some(_) => {}
+        let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        let checked = |dir: &Path, checked_dir: &Option<PathBuf>| {
+            checked_dir.as_deref().is_some_and(|c| c.starts_with(dir))
+        };
+        if checked(parent, &self.checked_dir) {
+            return Ok(());
         }
-        let ancestors: Vec<PathBuf> = path
+        let ancestors: Vec<&Path> = parent
             .ancestors()
-            .skip(1)
             .filter(|a| !a.as_os_str().is_empty())
-            .map(Path::to_path_buf)
             .collect();
         for ancestor in ancestors.into_iter().rev() {
-            match self.manifest.get(&ancestor).map(|e| e.kind) {
-                Some(EntryKind::Dir) => {}
-                Some(_) => {
+            if checked(ancestor, &self.checked_dir) {
+                continue;
+            }
+            let full = self.root.join(ancestor);
+            match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
                     return Err(self.refuse(
                         path,
                         &format!(
@@ -222,33 +241,35 @@ impl<'a> Extractor<'a> {
                         ),
                     ));
                 }
-                None => self.make_dir(&ancestor, 0o755)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.make_dir(ancestor, 0o755)?,
+                Err(e) => return Err(Error::io("inspect", &full, e)),
             }
         }
+        self.checked_dir = Some(parent.to_path_buf());
         Ok(())
     }
 
     fn make_dir(&mut self, path: &Path, mode: u32) -> Result<()> {
         let full = self.root.join(path);
-        fsx::create_dir(&full)?;
+        match fs::create_dir(&full) {
+            Ok(()) => {}
+            // Named twice (or as a parent first): fine if it is a folder.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                    return Err(self.refuse(path, "appears twice"));
+                }
+            }
+            Err(e) => return Err(Error::io("create folder", &full, e)),
+        }
         self.manifest.insert(
-            path.to_path_buf(),
+            path,
             Entry {
                 kind: EntryKind::Dir,
                 mode,
                 size: 0,
                 digest: String::new(),
             },
-        );
-        self.dir_modes.insert(path.to_path_buf(), mode);
-        Ok(())
-    }
-
-    fn check_new(&self, path: &Path) -> Result<()> {
-        if self.manifest.contains(path) {
-            return Err(self.refuse(path, "appears twice"));
-        }
-        Ok(())
+        )
     }
 
     pub fn dir(&mut self, raw: &Path, mode: u32) -> Result<()> {
@@ -257,17 +278,8 @@ impl<'a> Extractor<'a> {
         };
         self.count_entry(&path)?;
         let mode = (mode & 0o777) | 0o700;
-        match self.manifest.get(&path).map(|e| e.kind) {
-            Some(EntryKind::Dir) => {
-                self.dir_modes.insert(path, mode);
-                Ok(())
-            }
-            Some(_) => Err(self.refuse(&path, "appears twice")),
-            None => {
-                self.ensure_parents(&path)?;
-                self.make_dir(&path, mode)
-            }
-        }
+        self.ensure_parents(&path)?;
+        self.make_dir(&path, mode)
     }
 
     pub fn file(
@@ -281,7 +293,6 @@ impl<'a> Extractor<'a> {
             return Err(self.refuse(raw, "is a file at the archive root path"));
         };
         self.count_entry(&path)?;
-        self.check_new(&path)?;
         self.ensure_parents(&path)?;
         let full = self.root.join(&path);
         let mode = mode & 0o777;
@@ -311,7 +322,7 @@ impl<'a> Extractor<'a> {
             .mode(mode | 0o200)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&full)
-            .map_err(|e| Error::io("create", &full, e))?;
+            .map_err(|e| self.write_error(&path, "create", e))?;
         let budget = self.limits.max_bytes.saturating_sub(self.written);
         let mut writer = HashingWriter::new(file);
         let copied = copy_limited(content, &mut writer, budget).map_err(|e| match e {
@@ -340,15 +351,14 @@ impl<'a> Extractor<'a> {
             let _ = file.set_modified(mtime);
         }
         self.manifest.insert(
-            path,
+            &path,
             Entry {
                 kind: EntryKind::File,
                 mode,
                 size,
                 digest,
             },
-        );
-        Ok(())
+        )
     }
 
     pub fn symlink(&mut self, raw: &Path, target: &Path) -> Result<()> {
@@ -356,7 +366,6 @@ impl<'a> Extractor<'a> {
             return Err(self.refuse(raw, "is a symlink at the archive root path"));
         };
         self.count_entry(&path)?;
-        self.check_new(&path)?;
         if target.is_absolute() {
             return Err(self.refuse(
                 &path,
@@ -370,17 +379,17 @@ impl<'a> Extractor<'a> {
             return Err(self.refuse(&path, "is a symlink with an empty target"));
         }
         self.ensure_parents(&path)?;
-        fsx::symlink(target, &self.root.join(&path))?;
+        std::os::unix::fs::symlink(target, self.root.join(&path))
+            .map_err(|e| self.write_error(&path, "create symlink", e))?;
         self.manifest.insert(
-            path,
+            &path,
             Entry {
                 kind: EntryKind::Symlink,
                 mode: 0o777,
                 size: target.as_os_str().len() as u64,
                 digest: target.to_string_lossy().into_owned(),
             },
-        );
-        Ok(())
+        )
     }
 
     /// A hard link to an earlier regular-file entry of the same source.
@@ -389,7 +398,6 @@ impl<'a> Extractor<'a> {
             return Err(self.refuse(raw, "is a hard link at the archive root path"));
         };
         self.count_entry(&path)?;
-        self.check_new(&path)?;
         let target = match self.checked_path(target_raw) {
             Ok(Some(t)) => t,
             _ => {
@@ -402,12 +410,12 @@ impl<'a> Extractor<'a> {
                 ));
             }
         };
-        let Some(entry) = self
-            .manifest
-            .get(&target)
-            .filter(|e| e.kind == EntryKind::File)
-            .cloned()
-        else {
+        let earlier_file = fs::symlink_metadata(self.root.join(&target)).is_ok_and(|m| m.is_file());
+        let entry = match earlier_file {
+            true => self.manifest.get(&target)?,
+            false => None,
+        };
+        let Some(entry) = entry.filter(|e| e.kind == EntryKind::File) else {
             return Err(self.refuse(
                 &path,
                 &format!(
@@ -418,9 +426,9 @@ impl<'a> Extractor<'a> {
         };
         self.ensure_parents(&path)?;
         let full = self.root.join(&path);
-        fs::hard_link(self.root.join(&target), &full).map_err(|e| Error::io("link", &full, e))?;
-        self.manifest.insert(path, entry);
-        Ok(())
+        fs::hard_link(self.root.join(&target), &full)
+            .map_err(|e| self.write_error(&path, "link", e))?;
+        self.manifest.insert(&path, entry)
     }
 
     /// Refuse an entry type that has no place in a web app.
@@ -433,44 +441,46 @@ impl<'a> Extractor<'a> {
 
     /// Finish: unwrap a single top-level folder if asked, check that no symlink
     /// resolves outside the release, and apply folder permissions.
-    pub fn finish(mut self, unwrap: bool) -> Result<Manifest> {
-        if unwrap && let Some(top) = self.single_top_folder() {
+    pub fn finish(self, unwrap: bool) -> Result<()> {
+        if unwrap && let Some(top) = self.single_top_folder()? {
             self.unwrap_top(&top)?;
         }
-        for (path, entry) in self.manifest.iter() {
-            if entry.kind == EntryKind::Symlink && symlink_escapes(&self.root, path) {
-                return Err(self.refuse(
-                    path,
-                    &format!(
-                        "is a symlink to '{}', which resolves outside the release",
-                        entry.digest
-                    ),
-                ));
+        for item in self.manifest.entries() {
+            let (path, entry) = item?;
+            match entry.kind {
+                EntryKind::Symlink if symlink_escapes(&self.root, &path) => {
+                    return Err(self.refuse(
+                        &path,
+                        &format!(
+                            "is a symlink to '{}', which resolves outside the release",
+                            entry.digest
+                        ),
+                    ));
+                }
+                EntryKind::Dir => {
+                    let full = self.root.join(&path);
+                    fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode))
+                        .map_err(|e| Error::io("set permissions of", &full, e))?;
+                }
+                _ => {}
             }
         }
-        for (path, mode) in self.dir_modes.iter().rev() {
-            let full = self.root.join(path);
-            fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
-                .map_err(|e| Error::io("set permissions of", &full, e))?;
-        }
-        Ok(self.manifest)
+        self.manifest.flush()
     }
 
-    fn single_top_folder(&self) -> Option<PathBuf> {
-        let mut tops = self
-            .manifest
-            .iter_unordered()
-            .map(|(p, _)| p.components().next());
-        let first = tops.next()??;
-        if tops.any(|c| c != Some(first)) {
-            return None;
-        }
-        let top = PathBuf::from(first.as_os_str());
-        let is_dir = self.manifest.get(&top).map(|e| e.kind) == Some(EntryKind::Dir);
-        (is_dir && self.manifest.len() > 1).then_some(top)
+    /// The release's only top-level entry, if it is a folder holding more.
+    fn single_top_folder(&self) -> Result<Option<PathBuf>> {
+        let mut tops = fsx::read_dir(&self.root)?;
+        let (Some(first), None) = (tops.next(), tops.next()) else {
+            return Ok(None);
+        };
+        let first = first.map_err(|e| Error::io("list folder", &self.root, e))?;
+        let top = PathBuf::from(first.file_name());
+        let is_dir = fs::symlink_metadata(first.path()).is_ok_and(|m| m.is_dir());
+        Ok((is_dir && self.manifest.len()? > 1).then_some(top))
     }
 
-    fn unwrap_top(&mut self, top: &Path) -> Result<()> {
+    fn unwrap_top(&self, top: &Path) -> Result<()> {
         let holder = self.root.join(UNWRAP_TMP);
         fsx::rename(&self.root.join(top), &holder)?;
         for child in fsx::read_dir(&holder)? {
@@ -478,24 +488,7 @@ impl<'a> Extractor<'a> {
             fsx::rename(&child.path(), &self.root.join(child.file_name()))?;
         }
         fs::remove_dir(&holder).map_err(|e| Error::io("remove folder", &holder, e))?;
-        let strip = |p: &Path| {
-            p.strip_prefix(top)
-                .ok()
-                .filter(|r| !r.as_os_str().is_empty())
-                .map(Path::to_path_buf)
-        };
-        let mut manifest = Manifest::default();
-        for (path, entry) in self.manifest.iter_unordered() {
-            if let Some(stripped) = strip(path) {
-                manifest.insert(stripped, entry.clone());
-            }
-        }
-        self.manifest = manifest;
-        self.dir_modes = std::mem::take(&mut self.dir_modes)
-            .into_iter()
-            .filter_map(|(p, m)| strip(&p).map(|s| (s, m)))
-            .collect();
-        Ok(())
+        self.manifest.unwrap_top(top)
     }
 }
 

@@ -16,11 +16,12 @@ pub fn copy(
     source: &Path,
     root: &Path,
     limits: Limits,
+    manifest: &Manifest<'_>,
     sharer: Option<&Sharer>,
     progress: &mut ProgressFn<'_>,
-) -> Result<Manifest> {
+) -> Result<()> {
     let origin = format!("folder {}", source.display());
-    let mut extractor = Extractor::new(root, &origin, limits, progress);
+    let mut extractor = Extractor::new(root, &origin, limits, manifest, progress);
     if let Some(sharer) = sharer {
         extractor.share_from(sharer);
     }

@@ -2,7 +2,7 @@
 //! helpers): a bare mirror under the state dir fetched incrementally, refs
 //! resolved to commits, and `git archive` streamed into the release.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -271,23 +271,69 @@ fn file_mode(mode: &str) -> u32 {
     if mode == "100755" { 0o755 } else { 0o644 }
 }
 
-/// Whether `commit` has a `.gitattributes` that changes what `git archive`
-/// writes (export-ignore, export-subst): then only `git archive` is right.
-fn has_export_attributes(mirror: &Path, tree: &[TreeEntry]) -> Result<bool> {
-    for entry in tree
-        .iter()
-        .filter(|e| e.path.ends_with(b".gitattributes") && e.kind == "blob")
-    {
-        let mut show = git();
-        show.arg("--git-dir")
-            .arg(mirror)
-            .args(["cat-file", "blob", &entry.object]);
-        let text = run(show, "read .gitattributes", None)?;
-        if text.contains("export-ignore") || text.contains("export-subst") {
-            return Ok(true);
+/// NUL-terminated records from a git command's output, read as they come.
+struct Records {
+    child: std::process::Child,
+    reader: BufReader<std::process::ChildStdout>,
+    what: String,
+}
+
+impl Records {
+    fn spawn(mut command: Command, what: &str) -> Result<Self> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Source(format!("cannot run git to {what}: {e}")))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(Records {
+            child,
+            reader: BufReader::with_capacity(256 * 1024, stdout),
+            what: what.to_string(),
+        })
+    }
+
+    fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut record = Vec::new();
+        let read = self
+            .reader
+            .read_until(0, &mut record)
+            .map_err(|e| Error::Source(format!("cannot {}: {e}", self.what)))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if record.last() == Some(&0) {
+            record.pop();
+        }
+        Ok(Some(record))
+    }
+
+    /// Wait for git and report how it ended.
+    fn finish(mut self) -> Result<()> {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::Source(format!("cannot {}: {e}", self.what)))?;
+        if !status.success() {
+            let detail = stderr.trim().replace('\n', "; ");
+            return Err(Error::Source(format!("cannot {}: {detail}", self.what)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        // Ended early (an error): do not leave git running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
-    Ok(false)
 }
 
 struct TreeEntry {
@@ -297,7 +343,29 @@ struct TreeEntry {
     path: Vec<u8>,
 }
 
-fn list_tree(mirror: &Path, commit: &str) -> Result<Vec<TreeEntry>> {
+impl TreeEntry {
+    /// One record of `git ls-tree -z`: "<mode> <kind> <object>\t<path>".
+    fn parse(record: &[u8]) -> Option<TreeEntry> {
+        let tab = record.iter().position(|b| *b == b'\t')?;
+        let meta = std::str::from_utf8(&record[..tab]).ok()?;
+        let mut parts = meta.split(' ');
+        Some(TreeEntry {
+            mode: parts.next()?.to_string(),
+            kind: parts.next()?.to_string(),
+            object: parts.next()?.to_string(),
+            path: record[tab + 1..].to_vec(),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(&self.path))
+    }
+}
+
+/// Every entry of `commit`, folders included, in git's order (byte order
+/// of the full paths of its files), read as git lists them.
+fn list_tree(mirror: &Path, commit: &str) -> Result<Records> {
     let mut ls = git();
     ls.arg("--git-dir").arg(mirror).args([
         "ls-tree",
@@ -308,52 +376,186 @@ fn list_tree(mirror: &Path, commit: &str) -> Result<Vec<TreeEntry>> {
         "--end-of-options",
         commit,
     ]);
-    let out = run_raw(ls, &format!("list commit {commit}"), None)?;
-    let mut entries = Vec::new();
-    for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-        let tab = record.iter().position(|b| *b == b'\t');
-        let (meta, path) = match tab {
-            Some(i) => (&record[..i], &record[i + 1..]),
-            None => continue,
-        };
-        let meta = String::from_utf8_lossy(meta);
-        let mut parts = meta.split(' ');
-        let (Some(mode), Some(kind), Some(object)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        entries.push(TreeEntry {
-            mode: mode.to_string(),
-            kind: kind.to_string(),
-            object: object.to_string(),
-            path: path.to_vec(),
-        });
-    }
-    Ok(entries)
+    Records::spawn(ls, &format!("list commit {commit}"))
 }
 
-/// Paths that differ between `base` and `commit`.
-fn changed_paths(
-    mirror: &Path,
-    base: &str,
-    commit: &str,
-) -> Result<std::collections::HashSet<Vec<u8>>> {
-    let mut diff = git();
-    diff.arg("--git-dir").arg(mirror).args([
-        "diff",
-        "--name-only",
-        "-z",
-        "--no-renames",
-        "--end-of-options",
-        base,
-        commit,
-    ]);
-    let out = run_raw(diff, &format!("compare {base} with {commit}"), None)?;
-    Ok(out
-        .split(|b| *b == 0)
-        .filter(|p| !p.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
+/// How many entries `commit` has, and whether a `.gitattributes` in it
+/// changes what `git archive` writes (export-ignore, export-subst): then
+/// only `git archive` is right.
+fn survey(mirror: &Path, commit: &str) -> Result<(u64, bool)> {
+    let mut listing = list_tree(mirror, commit)?;
+    let mut entries = 0u64;
+    let mut attributes = Vec::new();
+    while let Some(record) = listing.next()? {
+        entries += 1;
+        if let Some(entry) = TreeEntry::parse(&record)
+            && entry.kind == "blob"
+            && entry.path.ends_with(b".gitattributes")
+        {
+            attributes.push(entry.object);
+        }
+    }
+    listing.finish()?;
+    for object in attributes {
+        let mut show = git();
+        show.arg("--git-dir")
+            .arg(mirror)
+            .args(["cat-file", "blob", &object]);
+        let text = run(show, "read .gitattributes", None)?;
+        if text.contains("export-ignore") || text.contains("export-subst") {
+            return Ok((entries, true));
+        }
+    }
+    Ok((entries, false))
+}
+
+/// Paths that differ between two commits, in git's order, asked for one
+/// path at a time as the listing of the new commit goes forward.
+struct Changes {
+    records: Records,
+    next: Option<Vec<u8>>,
+}
+
+impl Changes {
+    fn between(mirror: &Path, base: &str, commit: &str) -> Result<Self> {
+        let mut diff = git();
+        // Plumbing: no diff.orderFile or other porcelain settings apply.
+        diff.arg("--git-dir").arg(mirror).args([
+            "diff-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            "--no-renames",
+            "--end-of-options",
+            base,
+            commit,
+        ]);
+        let mut records = Records::spawn(diff, &format!("compare {base} with {commit}"))?;
+        let next = records.next()?;
+        Ok(Changes { records, next })
+    }
+
+    /// Whether `path` changed; paths must be asked in increasing order.
+    fn contains(&mut self, path: &[u8]) -> Result<bool> {
+        while let Some(next) = self.next.as_deref().filter(|next| *next < path) {
+            let following = self.records.next()?;
+            if following.as_deref().is_some_and(|f| f <= next) {
+                // Never seen; refusing beats sharing a file that changed.
+                return Err(Error::Source(
+                    "git diff-tree listed paths out of order".to_string(),
+                ));
+            }
+            self.next = following;
+        }
+        Ok(self.next.as_deref() == Some(path))
+    }
+
+    fn finish(self) -> Result<()> {
+        self.records.finish()
+    }
+}
+
+/// `git cat-file --batch`, asked for objects ahead of reading them: a
+/// feeder thread writes the requests while answers are read in order.
+struct CatFile {
+    child: std::process::Child,
+    requests: Option<std::sync::mpsc::SyncSender<String>>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+    reader: BufReader<std::process::ChildStdout>,
+}
+
+/// How many objects may be asked for and not yet read.
+const IN_FLIGHT: usize = 256;
+
+impl CatFile {
+    fn spawn(mirror: &Path) -> Result<Self> {
+        let mut child = git()
+            .arg("--git-dir")
+            .arg(mirror)
+            .args(["cat-file", "--batch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Source(format!("cannot run git cat-file: {e}")))?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let (requests, incoming) = std::sync::mpsc::sync_channel::<String>(IN_FLIGHT * 2);
+        let feeder = std::thread::spawn(move || {
+            let mut stdin = std::io::BufWriter::new(stdin);
+            while let Ok(object) = incoming.recv() {
+                if writeln!(stdin, "{object}").is_err() {
+                    return;
+                }
+                // Send what is queued at once, then let git see it.
+                while let Ok(object) = incoming.try_recv() {
+                    if writeln!(stdin, "{object}").is_err() {
+                        return;
+                    }
+                }
+                if stdin.flush().is_err() {
+                    return;
+                }
+            }
+        });
+        let reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        Ok(CatFile {
+            child,
+            requests: Some(requests),
+            feeder: Some(feeder),
+            reader,
+        })
+    }
+
+    fn ask(&self, object: &str) -> Result<()> {
+        self.requests
+            .as_ref()
+            .and_then(|r| r.send(object.to_string()).ok())
+            .ok_or_else(|| Error::Source("git cat-file stopped reading".to_string()))
+    }
+
+    /// The next answer's size; its content follows in `reader`, then a newline.
+    fn next_size(&mut self) -> std::io::Result<u64> {
+        let mut header = String::new();
+        self.reader.read_line(&mut header)?;
+        header
+            .split_whitespace()
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("unexpected answer {header:?}"),
+                )
+            })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.requests = None;
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.join();
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::Source(format!("git cat-file failed: {e}")))?;
+        if !status.success() {
+            return Err(Error::Source("git cat-file failed".to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CatFile {
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.join();
+        }
+    }
 }
 
 /// The committer time of `commit`.
@@ -376,101 +578,79 @@ fn commit_time(mirror: &Path, commit: &str) -> Option<std::time::SystemTime> {
 
 /// Write `commit` into the extractor as `git archive` would, but share every
 /// file unchanged since `base` (the live release's commit) and write only
-/// the rest, read with `git cat-file --batch`. Ok(false), with nothing
-/// written, when the commit needs `git archive` (export attributes).
+/// the rest, read with `git cat-file --batch`. The listing, the changes and
+/// the writes all stream: nothing is held per entry. Ok(false), with
+/// nothing written, when the commit needs `git archive` (export attributes).
 pub fn materialize_changes(
     mirror: &Path,
     base: &str,
     commit: &str,
     extractor: &mut Extractor<'_>,
 ) -> Result<bool> {
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::ffi::OsStrExt;
-    let tree = list_tree(mirror, commit)?;
-    if has_export_attributes(mirror, &tree)? {
+    let (entries, export_attributes) = survey(mirror, commit)?;
+    if export_attributes {
         return Ok(false);
     }
-    extractor.expect_entries(tree.len() as u64);
-    let changed = changed_paths(mirror, base, commit)?;
+    extractor.expect_entries(entries);
     let mtime = commit_time(mirror, commit);
-    let mut to_write = Vec::new();
-    for entry in &tree {
-        let path = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
+    let mut listing = list_tree(mirror, commit)?;
+    let mut changes = Changes::between(mirror, base, commit)?;
+    let mut cat = CatFile::spawn(mirror)?;
+    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+    while let Some(record) = listing.next()? {
+        let Some(entry) = TreeEntry::parse(&record) else {
+            continue;
+        };
         match (entry.kind.as_str(), entry.mode.as_str()) {
-            ("tree", _) | ("commit", _) => extractor.dir(path, 0o755)?,
-            ("blob", "120000") => to_write.push(entry),
+            ("tree", _) | ("commit", _) => extractor.dir(entry.path(), 0o755)?,
             ("blob", mode) => {
-                let same = !changed.contains(&entry.path);
-                if !(same && extractor.unchanged_file(path, file_mode(mode))?) {
-                    to_write.push(entry);
+                let unchanged = mode != "120000" && !changes.contains(&entry.path)?;
+                if !(unchanged && extractor.unchanged_file(entry.path(), file_mode(mode))?) {
+                    cat.ask(&entry.object)?;
+                    in_flight.push_back(entry);
+                    if in_flight.len() >= IN_FLIGHT {
+                        let entry = in_flight.pop_front().expect("in flight");
+                        write_blob(&mut cat, &entry, commit, mtime, extractor)?;
+                    }
                 }
             }
             _ => {}
         }
     }
-    if to_write.is_empty() {
-        return Ok(true);
+    while let Some(entry) = in_flight.pop_front() {
+        write_blob(&mut cat, &entry, commit, mtime, extractor)?;
     }
-    let mut child = git()
-        .arg("--git-dir")
-        .arg(mirror)
-        .args(["cat-file", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Source(format!("cannot run git cat-file: {e}")))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let objects: Vec<String> = to_write.iter().map(|e| e.object.clone()).collect();
-    let feeder = std::thread::spawn(move || {
-        for object in objects {
-            if writeln!(stdin, "{object}").is_err() {
-                return;
-            }
-        }
-    });
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let result = (|| -> Result<()> {
-        let corrupt = |what: String| Error::Source(format!("git cat-file of {commit}: {what}"));
-        for entry in &to_write {
-            let mut header = String::new();
-            reader
-                .read_line(&mut header)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let size: u64 = header
-                .split_whitespace()
-                .nth(2)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| corrupt(format!("unexpected answer {header:?}")))?;
-            let path = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
-            let mut content = (&mut reader).take(size);
-            if entry.mode == "120000" {
-                let mut target = Vec::new();
-                content
-                    .read_to_end(&mut target)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                extractor.symlink(path, Path::new(std::ffi::OsStr::from_bytes(&target)))?;
-            } else {
-                extractor.file(path, file_mode(&entry.mode), mtime, &mut content)?;
-            }
-            let mut newline = [0u8; 1];
-            reader
-                .read_exact(&mut newline)
-                .map_err(|e| corrupt(e.to_string()))?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = child.kill();
-    }
-    drop(reader);
-    let _ = feeder.join();
-    let status = child
-        .wait()
-        .map_err(|e| Error::Source(format!("git cat-file failed: {e}")))?;
-    result?;
-    if !status.success() {
-        return Err(Error::Source(format!("git cat-file of {commit} failed")));
-    }
+    listing.finish()?;
+    changes.finish()?;
+    cat.finish()?;
     Ok(true)
+}
+
+/// Read the next answer of `cat` (the blob of `entry`) into the release.
+fn write_blob(
+    cat: &mut CatFile,
+    entry: &TreeEntry,
+    commit: &str,
+    mtime: Option<std::time::SystemTime>,
+    extractor: &mut Extractor<'_>,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let corrupt = |e: std::io::Error| Error::Source(format!("git cat-file of {commit}: {e}"));
+    let size = cat.next_size().map_err(corrupt)?;
+    let mut content = (&mut cat.reader).take(size);
+    if entry.mode == "120000" {
+        let mut target = Vec::new();
+        content.read_to_end(&mut target).map_err(corrupt)?;
+        extractor.symlink(
+            entry.path(),
+            Path::new(std::ffi::OsStr::from_bytes(&target)),
+        )?;
+    } else {
+        extractor.file(entry.path(), file_mode(&entry.mode), mtime, &mut content)?;
+        // A refused or short write leaves the rest unread: read it, so the
+        // next answer starts where it should.
+        std::io::copy(&mut content, &mut std::io::sink()).map_err(corrupt)?;
+    }
+    let mut newline = [0u8; 1];
+    cat.reader.read_exact(&mut newline).map_err(corrupt)
 }
