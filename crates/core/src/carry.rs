@@ -107,14 +107,32 @@ impl<'a> Deployed<'a> {
         manifest.map_or(otherwise, Deployed::Listed)
     }
 
+    /// As one walk reads it: a manifest with a window of its own.
+    fn for_walk(&self) -> Result<Walking<'a>> {
+        Ok(match self {
+            Deployed::Listed(manifest) => Walking::Listed(manifest.reread()?),
+            Deployed::Everything => Walking::Everything,
+            Deployed::Nothing => Walking::Nothing,
+        })
+    }
+}
+
+/// `Deployed`, read by one walk.
+enum Walking<'a> {
+    Listed(Manifest<'a>),
+    Everything,
+    Nothing,
+}
+
+impl Walking<'_> {
     /// Whether `path` (of `kind`, when known) is deployed.
     fn has(&self, path: &Path, kind: Option<EntryKind>) -> Result<bool> {
         Ok(match self {
-            Deployed::Listed(manifest) => manifest
-                .get(path)?
-                .is_some_and(|e| kind.is_none_or(|k| k == e.kind)),
-            Deployed::Everything => true,
-            Deployed::Nothing => false,
+            Walking::Listed(manifest) => manifest
+                .kind(path)?
+                .is_some_and(|found| kind.is_none_or(|k| k == found)),
+            Walking::Everything => true,
+            Walking::Nothing => false,
         })
     }
 }
@@ -155,6 +173,8 @@ fn ctime_ns(meta: &Metadata) -> i128 {
 
 impl Carry<'_> {
     pub fn run(&self, progress: &mut dyn FnMut(u64)) -> Result<CarryReport> {
+        let from_deployed = self.from_deployed.for_walk()?;
+        let to_deployed = self.to_deployed.for_walk()?;
         let mut report = CarryReport::default();
         let mut seen = 0u64;
         // In name order, so the manifests are read forward as the walk goes.
@@ -197,7 +217,7 @@ impl Carry<'_> {
             let Some(kind) = EntryKind::of(entry.file_type()) else {
                 continue;
             };
-            let deployed = self.from_deployed.has(&relative, Some(kind))?;
+            let deployed = from_deployed.has(&relative, Some(kind))?;
             // A deployed file is never carried: no need to look at it (most
             // of a release is deployed files, so this keeps the walk cheap).
             if deployed && kind != EntryKind::Dir {
@@ -217,7 +237,7 @@ impl Carry<'_> {
                 size: meta.len(),
             };
             let target_path = self.to.join(&relative);
-            let target = self.target_entry(&relative, &target_path)?;
+            let target = self.target_entry(&relative, &target_path, &to_deployed)?;
             match decide(source, target) {
                 Action::Skip if kind == EntryKind::Dir => walk.skip_current_dir(),
                 Action::Skip | Action::Descend => {}
@@ -257,7 +277,12 @@ impl Carry<'_> {
         Ok(report)
     }
 
-    fn target_entry(&self, relative: &Path, target_path: &Path) -> Result<TargetEntry> {
+    fn target_entry(
+        &self,
+        relative: &Path,
+        target_path: &Path,
+        to_deployed: &Walking<'_>,
+    ) -> Result<TargetEntry> {
         let meta = match fs::symlink_metadata(target_path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TargetEntry::Missing),
@@ -268,8 +293,8 @@ impl Carry<'_> {
             Err(e) => return Err(Error::io("inspect", target_path, e)),
         };
         let kind = EntryKind::of(meta.file_type()).unwrap_or(EntryKind::File);
-        let deployed = self.skip.iter().any(|s| relative.starts_with(s))
-            || self.to_deployed.has(relative, None)?;
+        let deployed =
+            self.skip.iter().any(|s| relative.starts_with(s)) || to_deployed.has(relative, None)?;
         Ok(if deployed {
             TargetEntry::Deployed(kind)
         } else {

@@ -578,14 +578,23 @@ impl History {
             .map_err(|e| self.fail(e))
     }
 
-    /// Up to `limit` entries after the path `after`, in path order.
-    pub(crate) fn manifest_rows(
+    /// Up to `limit` entries from the path `first` on, in path order.
+    pub(crate) fn manifest_rows_from(
         &self,
         release: &str,
-        after: Option<&[u8]>,
+        first: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Entry)>> {
-        self.manifest_rows_under(release, None, after, limit)
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, mode, size, digest FROM manifest
+                 WHERE release = ?1 AND path >= ?2 ORDER BY path LIMIT ?3",
+            )
+            .map_err(|e| self.fail(e))?;
+        stmt.query_map(params![release, first, limit as i64], path_and_entry)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.fail(e))
     }
 
     /// As `manifest_rows`, only `under` and the entries below it.
@@ -611,7 +620,7 @@ impl History {
             _ => start,
         };
         let limit = (limit - found.len()) as i64;
-        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, Vec<u8>>(0)?, entry_at(row, 1)?));
+        let row = path_and_entry;
         let rows = match under {
             Some(top) => self
                 .conn
@@ -776,12 +785,17 @@ fn subtree_end(top: &[u8]) -> Vec<u8> {
     end
 }
 
+/// A manifest row: its path, then its entry.
+fn path_and_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, Entry)> {
+    Ok((row.get(0)?, entry_at(row, 1)?))
+}
+
 /// The entry in the columns from `first` on: kind, mode, size, digest.
 fn entry_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Entry> {
-    let kind: String = row.get(first)?;
+    let kind = row.get_ref(first)?.as_str()?;
     let size: i64 = row.get(first + 2)?;
     Ok(Entry {
-        kind: EntryKind::parse(&kind).unwrap_or(EntryKind::File),
+        kind: EntryKind::parse(kind).unwrap_or(EntryKind::File),
         mode: row.get(first + 1)?,
         size: size as u64,
         digest: row.get(first + 3)?,

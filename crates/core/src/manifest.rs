@@ -79,15 +79,14 @@ pub struct Manifest<'h> {
     window: RefCell<Window>,
 }
 
-/// Rows read ahead in path order.
+/// Rows read ahead in path order. Every row after `passed` up to
+/// `read_to` is in `rows`; lookups at or before `passed` ask the database.
 #[derive(Default)]
 struct Window {
     rows: VecDeque<(Vec<u8>, Entry)>,
-    /// The last path read into `rows` (where the next read starts after).
-    read_to: Option<Vec<u8>>,
-    /// The last path a lookup moved past: lookups at or before it ask the
-    /// database directly.
     passed: Option<Vec<u8>>,
+    read_to: Option<Vec<u8>>,
+    /// Nothing follows `read_to`.
     exhausted: bool,
 }
 
@@ -129,6 +128,13 @@ impl<'h> Manifest<'h> {
         &self.release
     }
 
+    /// Another handle on the same entries with a window of its own, for a
+    /// walk that starts again from the top (this one's window may be past it).
+    pub fn reread(&self) -> Result<Manifest<'h>> {
+        self.flush()?;
+        Ok(Manifest::of(self.history, &self.release))
+    }
+
     pub fn insert(&self, path: &Path, entry: Entry) -> Result<()> {
         let full = {
             let mut pending = self.pending.borrow_mut();
@@ -153,38 +159,52 @@ impl<'h> Manifest<'h> {
     }
 
     pub fn get(&self, path: &Path) -> Result<Option<Entry>> {
+        self.look_up(path, Entry::clone)
+    }
+
+    /// The kind of the entry at `path`, if any (no copy of its digest).
+    pub fn kind(&self, path: &Path) -> Result<Option<EntryKind>> {
+        self.look_up(path, |entry| entry.kind)
+    }
+
+    fn look_up<T>(&self, path: &Path, read: impl Fn(&Entry) -> T) -> Result<Option<T>> {
         let key = key(path);
         if let Some(entry) = self.pending.borrow().get(key) {
-            return Ok(Some(entry.clone()));
+            return Ok(Some(read(entry)));
         }
         let mut window = self.window.borrow_mut();
         if window.passed.as_deref().is_some_and(|passed| key <= passed) {
-            return self.history.manifest_row(&self.release, key);
+            let entry = self.history.manifest_row(&self.release, key)?;
+            return Ok(entry.as_ref().map(read));
         }
-        loop {
-            while let Some((front, entry)) = window.rows.front() {
-                match front.as_slice().cmp(key) {
-                    Ordering::Less => {
-                        let (front, _) = window.rows.pop_front().expect("has a front");
-                        window.passed = Some(front);
-                    }
-                    Ordering::Equal => return Ok(Some(entry.clone())),
-                    Ordering::Greater => return Ok(None),
+        while let Some((front, entry)) = window.rows.front() {
+            match front.as_slice().cmp(key) {
+                Ordering::Less => {
+                    let (front, _) = window.rows.pop_front().expect("has a front");
+                    window.passed = Some(front);
                 }
+                Ordering::Equal => return Ok(Some(read(entry))),
+                Ordering::Greater => return Ok(None),
             }
-            if window.exhausted {
-                return Ok(None);
-            }
-            let rows =
-                self.history
-                    .manifest_rows(&self.release, window.read_to.as_deref(), BATCH)?;
-            window.exhausted = rows.len() < BATCH;
-            window.read_to = rows
-                .last()
-                .map(|(k, _)| k.clone())
-                .or(window.read_to.take());
-            window.rows.extend(rows);
         }
+        let covered = window.read_to.as_deref().is_some_and(|to| key <= to);
+        if covered || window.exhausted {
+            return Ok(None);
+        }
+        // Read on from `key` itself: rows between the last read and `key`
+        // are behind every later lookup, so sparse lookups skip them unread
+        // (`passed` moves to `key`: a lookup of one of them asks the database).
+        let mut rows =
+            VecDeque::from(self.history.manifest_rows_from(&self.release, key, BATCH)?);
+        window.exhausted = rows.len() < BATCH;
+        window.read_to = Some(rows.back().map_or(key, |(k, _)| k.as_slice()).to_vec());
+        window.passed = Some(key.to_vec());
+        let found = match rows.front() {
+            Some((first, _)) if first.as_slice() == key => rows.pop_front().map(|(_, e)| read(&e)),
+            _ => None,
+        };
+        window.rows = rows;
+        Ok(found)
     }
 
     pub fn contains(&self, path: &Path) -> Result<bool> {
@@ -362,4 +382,145 @@ pub fn digest_file(path: &Path) -> io::Result<(String, u64)> {
     io::copy(&mut file, &mut writer)?;
     let (_, digest, size) = writer.finish();
     Ok((digest, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(digest: &str) -> Entry {
+        Entry {
+            kind: EntryKind::File,
+            mode: 0o644,
+            size: digest.len() as u64,
+            digest: digest.to_string(),
+        }
+    }
+
+    fn dir() -> Entry {
+        Entry {
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            size: 0,
+            digest: String::new(),
+        }
+    }
+
+    /// Paths that sort differently by bytes and by components, more than
+    /// one window of them, some entries written before a flush and some after.
+    fn filled(history: &History) -> (Manifest<'_>, Vec<PathBuf>) {
+        let manifest = Manifest::create(history, "r1").unwrap();
+        let mut paths = Vec::new();
+        for n in 0..(BATCH * 3) {
+            let folder = PathBuf::from(format!("d{}", n % 7));
+            if n < 7 {
+                manifest.insert(&folder, dir()).unwrap();
+                paths.push(folder.clone());
+            }
+            for name in [format!("f{n}"), format!("f{n}.x"), format!("f{n}-y")] {
+                let path = folder.join(name);
+                manifest
+                    .insert(&path, file(&path.display().to_string()))
+                    .unwrap();
+                paths.push(path);
+            }
+        }
+        paths.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+        (manifest, paths)
+    }
+
+    #[test]
+    fn lookups_in_any_order_find_exactly_what_was_written() {
+        let history = History::open(Path::new(":memory:")).unwrap();
+        let (manifest, paths) = filled(&history);
+        let missing = |p: &Path| p.with_extension("missing");
+        // Pending rows are seen before a flush.
+        assert!(manifest.contains(&paths[paths.len() - 1]).unwrap());
+        manifest.flush().unwrap();
+        // Forward, dense (every path, and a missing one beside each).
+        for path in &paths {
+            // Folders have no digest; a file's is its path here.
+            let is_folder = path.components().count() == 1;
+            let digest = if is_folder {
+                String::new()
+            } else {
+                path.display().to_string()
+            };
+            assert_eq!(
+                manifest.get(path).unwrap().map(|e| e.digest),
+                Some(digest),
+                "{}",
+                path.display()
+            );
+            assert_eq!(manifest.kind(&missing(path)).unwrap(), None);
+        }
+        // Backward, and sparse forward with a fresh window.
+        for path in paths.iter().rev().step_by(5) {
+            assert!(manifest.contains(path).unwrap(), "{}", path.display());
+        }
+        let again = manifest.reread().unwrap();
+        for path in paths.iter().step_by(97) {
+            assert!(again.contains(path).unwrap(), "{}", path.display());
+            assert!(!again.contains(&missing(path)).unwrap());
+        }
+        // A write is seen by a window that had read past it.
+        let late = Path::new("d3/f0.late");
+        manifest.insert(late, file("late")).unwrap();
+        manifest.flush().unwrap();
+        assert_eq!(manifest.get(late).unwrap(), Some(file("late")));
+        assert_eq!(manifest.len().unwrap(), paths.len() as u64 + 1);
+    }
+
+    #[test]
+    fn entries_come_in_byte_order_and_trees_move_and_go_whole() {
+        let history = History::open(Path::new(":memory:")).unwrap();
+        let (manifest, paths) = filled(&history);
+        let listed: Vec<PathBuf> = manifest.entries().map(|e| e.unwrap().0).collect();
+        assert_eq!(listed, paths);
+        let under: Vec<PathBuf> = manifest
+            .entries_under(Path::new("d1"))
+            .map(|e| e.unwrap().0)
+            .collect();
+        let expected: Vec<PathBuf> = paths
+            .iter()
+            .filter(|p| p.starts_with("d1"))
+            .cloned()
+            .collect();
+        assert_eq!(under, expected);
+        manifest.remove_tree(Path::new("d1")).unwrap();
+        assert!(!manifest.contains(Path::new("d1")).unwrap());
+        assert!(!manifest.contains(&expected[1]).unwrap());
+        assert_eq!(
+            manifest.len().unwrap(),
+            (paths.len() - expected.len()) as u64
+        );
+
+        let wrapped = Manifest::create(&history, "r2").unwrap();
+        for path in ["top", "top/a", "top/b/c", "topper"] {
+            wrapped.insert(Path::new(path), dir()).unwrap();
+        }
+        wrapped.remove_tree(Path::new("topper")).unwrap();
+        wrapped.unwrap_top(Path::new("top")).unwrap();
+        let listed: Vec<PathBuf> = wrapped.entries().map(|e| e.unwrap().0).collect();
+        assert_eq!(listed, [PathBuf::from("a"), PathBuf::from("b/c")]);
+    }
+
+    #[test]
+    fn the_content_digest_follows_component_order_as_it_always_has() {
+        let history = History::open(Path::new(":memory:")).unwrap();
+        let (manifest, mut paths) = filled(&history);
+        // The digest as it was made before manifests moved to the history.
+        paths.sort();
+        let mut hasher = Sha256::new();
+        for path in &paths {
+            let entry = manifest.get(path).unwrap().unwrap();
+            hasher.update(path.as_os_str().as_encoded_bytes());
+            hasher.update([0]);
+            hasher.update(entry.kind.as_str());
+            hasher.update(format!("\0{:o}\0", entry.mode));
+            hasher.update(&entry.digest);
+            hasher.update([b'\n']);
+        }
+        assert_eq!(manifest.content_digest().unwrap(), hex(&hasher.finalize()));
+    }
 }
