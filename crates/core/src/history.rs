@@ -498,19 +498,13 @@ impl History {
             .unchecked_transaction()
             .map_err(|e| self.fail(e))?;
         tx.execute("DELETE FROM releases WHERE name = ?1", params![new])
-            .and_then(|_| tx.execute("DELETE FROM manifest WHERE release = ?1", params![new]))
             .and_then(|_| {
                 tx.execute(
                     "UPDATE releases SET name = ?2 WHERE name = ?1",
                     params![old, new],
                 )
             })
-            .and_then(|_| {
-                tx.execute(
-                    "UPDATE manifest SET release = ?2 WHERE release = ?1",
-                    params![old, new],
-                )
-            })
+            .and_then(|_| move_manifest_rows(&tx, old, new))
             .map_err(|e| self.fail(e))?;
         tx.commit().map_err(|e| self.fail(e))
     }
@@ -704,14 +698,7 @@ impl History {
             .conn
             .unchecked_transaction()
             .map_err(|e| self.fail(e))?;
-        tx.execute("DELETE FROM manifest WHERE release = ?1", params![to])
-            .and_then(|_| {
-                tx.execute(
-                    "UPDATE manifest SET release = ?2 WHERE release = ?1",
-                    params![from, to],
-                )
-            })
-            .map_err(|e| self.fail(e))?;
+        move_manifest_rows(&tx, from, to).map_err(|e| self.fail(e))?;
         tx.commit().map_err(|e| self.fail(e))
     }
 
@@ -768,6 +755,20 @@ impl History {
             .map_err(|e| self.fail(e))?;
         Ok(())
     }
+}
+
+/// `from`'s manifest rows become `to`'s, whose own go first.
+fn move_manifest_rows(
+    tx: &rusqlite::Transaction<'_>,
+    from: &str,
+    to: &str,
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM manifest WHERE release = ?1", params![to])?;
+    tx.execute(
+        "UPDATE manifest SET release = ?2 WHERE release = ?1",
+        params![from, to],
+    )?;
+    Ok(())
 }
 
 /// Paths below `top` are those from `top/` up to (not including) `top0`
