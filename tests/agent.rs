@@ -352,7 +352,7 @@ fn webhooks_of_every_provider_are_verified_before_anything_is_deployed() {
 
     // Too big: 413 before anything reads it.
     let huge = "x".repeat(2 * 1024 * 1024);
-    let answer = agent.post(
+    let status = agent.post_raw(
         "/hooks/demo",
         &[(
             "X-Hub-Signature-256",
@@ -360,7 +360,7 @@ fn webhooks_of_every_provider_are_verified_before_anything_is_deployed() {
         )],
         &huge,
     );
-    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(status, 413);
 
     // Malformed JSON with a good signature: 400; unknown app: 404.
     let garbage = "{not json";

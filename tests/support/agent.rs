@@ -146,6 +146,34 @@ impl Agent {
         Answer::from(request.send(body))
     }
 
+    /// POST over a bare connection: the status code, read even when the
+    /// agent answered and hung up before the whole body was sent (a client
+    /// library then reports only its broken pipe); 0 if there is none.
+    pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.port,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()));
+        let mut answer = [0; 12];
+        match stream.read_exact(&mut answer) {
+            Ok(()) => String::from_utf8_lossy(&answer[9..12]).parse().unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
     /// An API action with a JSON body.
     pub fn act(&self, app: &str, action: &str, body: &str) -> Answer {
         self.post(
