@@ -129,48 +129,46 @@ fn share_entry(
     sharer: &Sharer,
     created: &mut Vec<PathBuf>,
 ) -> std::result::Result<(), String> {
-    {
-        let (from, to) = (live.dir.join(path), release.join(path));
-        let io = |e: std::io::Error| format!("{}: {e}", path.display());
-        match entry.kind {
-            EntryKind::Dir => {
-                // Parents come first (path order): a folder swapped for a
-                // symlink stops the reuse before anything inside is read.
-                let real = std::fs::symlink_metadata(&from).map_err(io)?;
-                if !real.file_type().is_dir() {
-                    return Err(format!("{} is no longer a folder", path.display()));
-                }
-                // Carry may have made it already (folders are always made,
-                // as user files can live in them).
-                match std::fs::create_dir(&to) {
-                    Ok(()) => created.push(to.clone()),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && to.is_dir() => {}
-                    Err(e) => return Err(io(e)),
-                }
+    let (from, to) = (live.dir.join(path), release.join(path));
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    match entry.kind {
+        EntryKind::Dir => {
+            // Parents come first (path order): a folder swapped for a
+            // symlink stops the reuse before anything inside is read.
+            let real = std::fs::symlink_metadata(&from).map_err(io)?;
+            if !real.file_type().is_dir() {
+                return Err(format!("{} is no longer a folder", path.display()));
             }
-            EntryKind::Symlink => {
-                let target = std::fs::read_link(&from).map_err(io)?;
-                if target.as_os_str() != entry.digest.as_str() {
-                    return Err(format!("{} changed in the live release", path.display()));
-                }
-                std::os::unix::fs::symlink(&target, &to).map_err(io)?;
-                created.push(to.clone());
+            // Carry may have made it already (folders are always made,
+            // as user files can live in them).
+            match std::fs::create_dir(&to) {
+                Ok(()) => created.push(to.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && to.is_dir() => {}
+                Err(e) => return Err(io(e)),
             }
-            EntryKind::File => {
-                let meta = std::fs::symlink_metadata(&from).map_err(io)?;
-                let (digest, _) = if meta.file_type().is_file() {
-                    digest_file(&from).map_err(io)?
-                } else {
-                    (String::new(), 0)
-                };
-                if digest != entry.digest {
-                    return Err(format!("{} changed in the live release", path.display()));
-                }
-                if !sharer.share(&from, &to, entry.size).map_err(io)? {
-                    std::fs::copy(&from, &to).map_err(io)?;
-                }
-                created.push(to.clone());
+        }
+        EntryKind::Symlink => {
+            let target = std::fs::read_link(&from).map_err(io)?;
+            if target.as_os_str() != entry.digest.as_str() {
+                return Err(format!("{} changed in the live release", path.display()));
             }
+            std::os::unix::fs::symlink(&target, &to).map_err(io)?;
+            created.push(to.clone());
+        }
+        EntryKind::File => {
+            let meta = std::fs::symlink_metadata(&from).map_err(io)?;
+            let (digest, _) = if meta.file_type().is_file() {
+                digest_file(&from).map_err(io)?
+            } else {
+                (String::new(), 0)
+            };
+            if digest != entry.digest {
+                return Err(format!("{} changed in the live release", path.display()));
+            }
+            if !sharer.share(&from, &to, entry.size).map_err(io)? {
+                std::fs::copy(&from, &to).map_err(io)?;
+            }
+            created.push(to.clone());
         }
     }
     Ok(())
