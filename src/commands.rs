@@ -310,7 +310,7 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
         .into());
     }
     let mismatches = zdeploy_core::verify::verify(&dir, &manifest)?;
-    let entries = manifest.len()?;
+    let entries = manifest.entry_count()?;
     if args.json {
         print_json(&serde_json::json!({
             "release": name,

@@ -627,7 +627,7 @@ pub(crate) fn materialize(
     let (shared, shared_bytes) = sharer.map(Sharer::counts).unwrap_or_default();
     session.info(&format!(
         "wrote {} entries ({} bytes) from {}",
-        manifest.len()?.saturating_sub(shared),
+        manifest.entry_count()?.saturating_sub(shared),
         manifest.total_bytes()?.saturating_sub(shared_bytes),
         plan.source.shown()
     ));

@@ -208,7 +208,7 @@ impl<'h> Manifest<'h> {
     }
 
     pub fn contains(&self, path: &Path) -> Result<bool> {
-        Ok(self.get(path)?.is_some())
+        Ok(self.kind(path)?.is_some())
     }
 
     /// Entries in byte order of their paths (parents before their
@@ -231,13 +231,10 @@ impl<'h> Manifest<'h> {
         }
     }
 
-    pub fn len(&self) -> Result<u64> {
+    /// How many entries (folders, files and symlinks).
+    pub fn entry_count(&self) -> Result<u64> {
         self.flush()?;
         Ok(self.history.manifest_totals(&self.release)?.0)
-    }
-
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
     }
 
     pub fn total_bytes(&self) -> Result<u64> {
@@ -468,7 +465,7 @@ mod tests {
         manifest.insert(late, file("late")).unwrap();
         manifest.flush().unwrap();
         assert_eq!(manifest.get(late).unwrap(), Some(file("late")));
-        assert_eq!(manifest.len().unwrap(), paths.len() as u64 + 1);
+        assert_eq!(manifest.entry_count().unwrap(), paths.len() as u64 + 1);
     }
 
     #[test]
@@ -491,7 +488,7 @@ mod tests {
         assert!(!manifest.contains(Path::new("d1")).unwrap());
         assert!(!manifest.contains(&expected[1]).unwrap());
         assert_eq!(
-            manifest.len().unwrap(),
+            manifest.entry_count().unwrap(),
             (paths.len() - expected.len()) as u64
         );
 

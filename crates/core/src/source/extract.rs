@@ -477,7 +477,7 @@ impl<'a> Extractor<'a> {
         let first = first.map_err(|e| Error::io("list folder", &self.root, e))?;
         let top = PathBuf::from(first.file_name());
         let is_dir = fs::symlink_metadata(first.path()).is_ok_and(|m| m.is_dir());
-        Ok((is_dir && self.manifest.len()? > 1).then_some(top))
+        Ok((is_dir && self.manifest.entry_count()? > 1).then_some(top))
     }
 
     fn unwrap_top(&self, top: &Path) -> Result<()> {
