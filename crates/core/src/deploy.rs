@@ -11,7 +11,7 @@ use walkdir::WalkDir;
 use crate::apache::ApacheMap;
 use crate::build::BuildStep;
 use crate::build::run_command;
-use crate::carry::{Carry, CarryReport, Deployed};
+use crate::carry::{Carry, CarryReport, Deployed, Pass};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{Kind, Outcome, ReleaseRecord, now_ms};
@@ -289,6 +289,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
             Deployed::Listed(&prepared.manifest),
             &plan.policy,
             prepared.sync_started_ms,
+            prepared.all_linked,
         );
     }
     let pruned = session
@@ -337,6 +338,8 @@ pub fn short(commit: &str) -> &str {
 struct Prepared<'s> {
     manifest: Manifest<'s>,
     sync_started_ms: i64,
+    /// Every user file of the new release is a link to the live one's.
+    all_linked: bool,
 }
 
 fn prepare<'s>(
@@ -390,7 +393,7 @@ fn prepare<'s>(
     }
     let live_dir = live.dir(layout);
     let carry_started_ns = now_ns();
-    session.step(Step::Carry, || {
+    let carried = session.step(Step::Carry, || {
         for path in &plan.policy.shared {
             if let Some(note) =
                 link_shared(layout, release_dir, live_dir.as_deref(), path, &manifest)?
@@ -399,7 +402,7 @@ fn prepare<'s>(
             }
         }
         if let Some(from) = &live_dir {
-            carry_logged(
+            return carry_logged(
                 session,
                 Step::Carry,
                 from,
@@ -407,10 +410,13 @@ fn prepare<'s>(
                 release_dir,
                 Deployed::Listed(&manifest),
                 &plan.policy.shared,
-                None,
-            )?;
+                Pass::Fill,
+                false,
+            )
+            .map(Some);
+        } else {
+            Ok(None)
         }
-        Ok(())
     })?;
     if !plan.policy.build.is_empty() {
         let live_tree = match (&live_dir, &live_manifest, live_record) {
@@ -438,8 +444,9 @@ fn prepare<'s>(
     }
     manifest.flush()?;
     let sync_started_ms = now_ms();
-    if let Some(from) = &live_dir {
-        session.step(Step::Sync, || {
+    let mut all_linked = false;
+    if let (Some(from), Some(carried)) = (&live_dir, carried) {
+        let synced = session.step(Step::Sync, || {
             carry_logged(
                 session,
                 Step::Sync,
@@ -448,18 +455,23 @@ fn prepare<'s>(
                 release_dir,
                 Deployed::Listed(&manifest),
                 &plan.policy.shared,
-                Some(carry_started_ns - MARK_MARGIN_NS),
+                Pass::Mirror {
+                    since: Some(carry_started_ns - MARK_MARGIN_NS),
+                },
+                carried.all_linked(),
             )
         })?;
+        all_linked = carried.all_linked() && synced.all_linked();
     }
     Ok(Some(Prepared {
         manifest,
         sync_started_ms,
+        all_linked,
     }))
 }
 
-/// Carry marks are compared with file ctimes; a second of margin covers
-/// clock granularity (carrying a file twice is harmless).
+/// Carry marks are compared with file times; a second of margin covers
+/// clock granularity (looking at a file twice is harmless).
 pub(crate) const MARK_MARGIN_NS: i128 = 1_000_000_000;
 
 pub(crate) fn now_ns() -> i128 {
@@ -650,7 +662,8 @@ pub(crate) fn carry_logged(
     to: &Path,
     to_deployed: Deployed<'_>,
     shared: &[PathBuf],
-    since_ns: Option<i128>,
+    pass: Pass,
+    all_linked: bool,
 ) -> Result<CarryReport> {
     let report = Carry {
         from,
@@ -658,17 +671,30 @@ pub(crate) fn carry_logged(
         to,
         to_deployed,
         skip: shared,
-        since_ns,
+        pass,
+        all_linked,
     }
     .run(&mut |seen| session.progress(step, seen, None))?;
-    if report.files() > 0 {
+    if report.files() > 0 || report.removed > 0 {
         session.info(&format!(
-            "{step}: carried {} user files ({} new, {} updated, {} bytes) from {}",
-            report.files(),
-            report.copied,
+            "{step}: carried {} user files by hard link from {} ({} new, {} replaced, {} removed)",
+            report.files() - report.copied,
+            from.display(),
+            report.created,
             report.replaced,
-            report.bytes,
-            from.display()
+            report.removed,
+        ));
+    }
+    if report.copied > 0 {
+        session.warn(&format!(
+            "{step}: {} user files could not be linked (another filesystem, or too many links) and were copied ({} bytes)",
+            report.copied, report.copied_bytes
+        ));
+    }
+    if report.folders_unchanged > 0 {
+        session.debug(&format!(
+            "{step}: {} folders unchanged since the last carry were not read",
+            report.folders_unchanged
         ));
     }
     for path in &report.shadowed {
@@ -939,6 +965,7 @@ fn record_displaced(session: &Session<'_>, displaced: &str, carried_ms: i64) -> 
 
 /// After the switch: wait, then carry what in-flight requests wrote into the
 /// old release. Failures are logged: the new release is already live.
+/// `all_linked`: every user file of `new` is a link to `old`'s.
 pub(crate) fn settle(
     session: &Session<'_>,
     old: &str,
@@ -946,6 +973,7 @@ pub(crate) fn settle(
     new_deployed: Deployed<'_>,
     policy: &Policy,
     carried_ms: i64,
+    all_linked: bool,
 ) {
     let layout = session.layout;
     let result = session.step(Step::Settle, || {
@@ -960,7 +988,8 @@ pub(crate) fn settle(
             &layout.release_path(new),
             new_deployed,
             &policy.shared,
-            Some(since),
+            Pass::Late { since },
+            all_linked,
         )
     });
     if let Err(e) = result {
@@ -1042,6 +1071,7 @@ fn switch_back_unhealthy(
             Deployed::listed_or(previous_manifest.as_ref(), Deployed::Everything),
             policy,
             switched_ms,
+            false,
         );
         Ok(())
     })();

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::apache::ApacheMap;
-use crate::carry::Deployed;
+use crate::carry::{Deployed, Pass};
 use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -105,9 +105,11 @@ fn prune_chosen(
         if let (Some(to), Some(record)) = (&live_path, &record)
             && record.retired_ms.is_some()
         {
+            // Without a mark (a record from an older zdeploy), everything
+            // the live release lacks or has older is carried.
             let since = record
                 .carried_ms
-                .map(|ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS);
+                .map_or(i128::MIN, |ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS);
             let from_manifest = session.history.manifest(name)?;
             carry_logged(
                 session,
@@ -117,7 +119,8 @@ fn prune_chosen(
                 to,
                 live_deployed,
                 shared,
-                since,
+                Pass::Late { since },
+                false,
             )?;
         }
         delete_release_dir(layout, name)?;

@@ -3,7 +3,7 @@
 //! swaps a full copy of the live release in with one exchange, keeping user
 //! content; converting back is the first-deploy-over-a-folder path.
 
-use crate::carry::{Deployed, merge_tree};
+use crate::carry::{Deployed, Pass, merge_tree};
 use crate::deploy::{
     DeployPlan, DeployResult, MARK_MARGIN_NS, Resolved, carry_logged, materialize, now_ns, short,
 };
@@ -174,7 +174,10 @@ fn convert_to_plain(
         &layout.context_path(),
         Deployed::listed_or(target_manifest.as_ref(), Deployed::Nothing),
         shared,
-        Some(copy_started_ns - MARK_MARGIN_NS),
+        Pass::Late {
+            since: copy_started_ns - MARK_MARGIN_NS,
+        },
+        false,
     )?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Rollback: steps lock, recover, carry, sync, switch and settle with an
 //! existing release as the target.
 
-use crate::carry::Deployed;
+use crate::carry::{Deployed, Pass};
 use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, now_ns, settle, tell_apache};
 use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome, now_ms};
@@ -96,8 +96,30 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let target_manifest = session.history.manifest(&target)?;
     let target_deployed = Deployed::listed_or(target_manifest.as_ref(), Deployed::Everything);
     let current_deployed = Deployed::listed_or(current_manifest.as_ref(), Deployed::Nothing);
+    let target_record = session.history.release(&target)?;
     let carry_started_ns = now_ns();
-    session.step(Step::Carry, || {
+    let carried = session.step(Step::Carry, || {
+        // The target may hold what requests wrote after it stopped being
+        // live: bring that into the live release first, so that making the
+        // target's user content the live one's loses none of it.
+        if let (Some(manifest), Some(record)) = (&target_manifest, &target_record)
+            && record.retired_ms.is_some()
+        {
+            let since = record
+                .carried_ms
+                .map_or(i128::MIN, |ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS);
+            carry_logged(
+                session,
+                Step::Carry,
+                &target_dir,
+                Deployed::Listed(manifest),
+                &current_dir,
+                Deployed::listed_or(current_manifest.as_ref(), Deployed::Everything),
+                &plan.policy.shared,
+                Pass::Late { since },
+                false,
+            )?;
+        }
         carry_logged(
             session,
             Step::Carry,
@@ -106,11 +128,12 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
             &target_dir,
             target_deployed,
             &plan.policy.shared,
-            None,
+            Pass::Mirror { since: None },
+            false,
         )
     })?;
     let sync_started_ms = now_ms();
-    session.step(Step::Sync, || {
+    let synced = session.step(Step::Sync, || {
         carry_logged(
             session,
             Step::Sync,
@@ -119,7 +142,10 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
             &target_dir,
             target_deployed,
             &plan.policy.shared,
-            Some(carry_started_ns - MARK_MARGIN_NS),
+            Pass::Mirror {
+                since: Some(carry_started_ns - MARK_MARGIN_NS),
+            },
+            carried.all_linked(),
         )
     })?;
     session.step(Step::Switch, || {
@@ -141,6 +167,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         target_deployed,
         &plan.policy,
         sync_started_ms,
+        carried.all_linked() && synced.all_linked(),
     );
     Ok(RollbackResult {
         deployment: session.id,
