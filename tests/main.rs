@@ -5,6 +5,7 @@ mod support;
 
 mod agent;
 mod archives;
+mod carry;
 mod cli;
 mod concurrency;
 mod config;

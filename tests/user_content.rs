@@ -167,27 +167,10 @@ fn writes_into_the_old_release_after_the_switch_are_carried_by_settle() {
     let app = site.path("app");
     write_files(&app, &[("index.php", "v1")]);
     site.deploy(&app).success();
-    let old = site.live_release();
     write_files(&app, &[("index.php", "v2")]);
-    let mut deploy = site
-        .zdeploy("deploy")
-        .args(["--settle", "3s"])
-        .arg(&app)
-        .command();
-    deploy
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = deploy.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while site.live().as_deref() == Some(old.as_str()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the switch never happened"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    // A request that resolved the old release before the switch writes now.
-    std::fs::write(site.webroot.join(&old).join("in-flight.txt"), "late").unwrap();
-    assert!(child.wait().unwrap().success());
+    site.deploy_with_requests_in_flight(&app, &[], |old, _| {
+        // A request that resolved the old release before the switch writes now.
+        std::fs::write(old.join("in-flight.txt"), "late").unwrap();
+    });
     assert_eq!(site.read("in-flight.txt"), "late");
 }

@@ -194,6 +194,40 @@ impl Site {
         self.live().expect("ROOT is a symlink to a release")
     }
 
+    /// Deploy `source` with a settle of a few seconds and, once ROOT names
+    /// the new release, call `in_flight` with the old release's folder (as
+    /// a request still running on it would see it) and the new one's.
+    #[track_caller]
+    pub fn deploy_with_requests_in_flight(
+        &self,
+        source: &Path,
+        extra: &[&str],
+        in_flight: impl FnOnce(&Path, &Path),
+    ) {
+        let old = self.live_release();
+        let mut deploy = self
+            .zdeploy("deploy")
+            .args(["--settle", "3s"])
+            .args(extra)
+            .arg(source)
+            .command();
+        deploy.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = deploy.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.live().as_deref() == Some(old.as_str()) {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the switch never happened");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        in_flight(
+            &self.webroot.join(&old),
+            &self.webroot.join(self.live_release()),
+        );
+        assert!(child.wait().unwrap().success(), "the deploy failed");
+    }
+
     /// Release folders (`ROOT_*`), sorted.
     pub fn releases(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.webroot)

@@ -109,8 +109,10 @@ pub fn decide(pass: Pass, source: SourceEntry, target: TargetEntry) -> Action {
     let mirror = matches!(pass, Pass::Mirror { .. });
     if source.kind == Dir {
         return match target {
-            // Deleted in the live release, not made in the old one since.
-            TargetEntry::Missing if late && !source.born_after => Skip,
+            // Deleted in the live release, or made in the old one since (a
+            // folder's birth says little: every release makes its own).
+            // Only what inside it was born since is carried.
+            TargetEntry::Missing if late => Descend,
             TargetEntry::Missing => Create,
             TargetEntry::Deployed(Dir) | TargetEntry::User { kind: Dir, .. } => Descend,
             TargetEntry::Deployed(_) if source.deployed => Skip,
@@ -414,6 +416,7 @@ impl Carry<'_> {
                 self.carry_folder(relative, true, walk)?;
             }
             Action::Create => {
+                self.make_parents(relative)?;
                 if link_or_copy(&from_path, &to_path, &mut walk.report)? == Placed::Done {
                     walk.report.created += 1;
                 }
@@ -468,6 +471,22 @@ impl Carry<'_> {
             walk.report.removed += 1;
         }
         Ok(())
+    }
+
+    /// Create the folders above `relative` that the target lacks (a late
+    /// file in a folder the target does not have), like the source's.
+    fn make_parents(&self, relative: &Path) -> Result<()> {
+        let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        if fs::symlink_metadata(self.to.join(parent)).is_ok() {
+            return Ok(());
+        }
+        self.make_parents(parent)?;
+        match source_stat(&self.from.join(parent))? {
+            Some(stat) => create_folder(&self.to.join(parent), &stat),
+            None => Ok(()),
+        }
     }
 
     /// Shared paths and leftovers of a killed carry are never carried.
@@ -884,7 +903,7 @@ mod tests {
                 late,
                 src(Dir, false, true, false, 10),
                 TargetEntry::Missing,
-                Skip,
+                Descend,
             ),
             // born in the old release after the mark: a late write, carried
             (
@@ -897,7 +916,7 @@ mod tests {
                 late,
                 src(Dir, false, true, true, 10),
                 TargetEntry::Missing,
-                Create,
+                Descend,
             ),
             // before the switch, whatever the live release has goes across
             (

@@ -401,22 +401,22 @@ fn prepare<'s>(
                 session.info(&note);
             }
         }
-        if let Some(from) = &live_dir {
-            return carry_logged(
-                session,
-                Step::Carry,
-                from,
-                Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
-                release_dir,
-                Deployed::Listed(&manifest),
-                &plan.policy.shared,
-                Pass::Fill,
-                false,
-            )
-            .map(Some);
-        } else {
-            Ok(None)
-        }
+        live_dir
+            .as_deref()
+            .map(|from| {
+                carry_logged(
+                    session,
+                    Step::Carry,
+                    from,
+                    Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
+                    release_dir,
+                    Deployed::Listed(&manifest),
+                    &plan.policy.shared,
+                    Pass::Fill,
+                    false,
+                )
+            })
+            .transpose()
     })?;
     if !plan.policy.build.is_empty() {
         let live_tree = match (&live_dir, &live_manifest, live_record) {
