@@ -56,7 +56,11 @@ fn two_hundred_kills_at_every_step_and_random_moments_lose_nothing() {
     let repo = Repo::new(site.dir.path(), "app");
     versioned_app(&app, "v0", FILES);
     site.deploy(&app).success();
-    let uploader = Uploader::start(site.context().join("uploads"), Duration::from_millis(40));
+    let uploader = Uploader::start(
+        site.context().join("uploads"),
+        Duration::from_millis(40),
+        5_000,
+    );
 
     // Measure one deploy to aim the random kills inside one.
     versioned_app(&app, "v-measure", FILES);

@@ -142,7 +142,11 @@ fn user_files_written_during_many_deploys_and_rollbacks_are_all_kept() {
     versioned_app(&app, "v0", 5);
     site.deploy(&app).success();
 
-    let uploader = Uploader::start(site.context().join("uploads"), Duration::from_millis(5));
+    let uploader = Uploader::start(
+        site.context().join("uploads"),
+        Duration::from_millis(5),
+        5_000,
+    );
     let mut rollbacks = 0;
     for i in 1..=50 {
         versioned_app(&app, &format!("v{i}"), 5);

@@ -130,7 +130,7 @@ fn wordpress_deploys_from_git_under_load_keeping_uploads() {
     );
 
     let uploads = site.context().join("wp-content/uploads");
-    let uploader = Uploader::start(uploads.clone(), Duration::from_millis(100));
+    let uploader = Uploader::start(uploads.clone(), Duration::from_millis(100), 1_000);
     let load = Load::start(nginx.port, 6, false);
     let ops = deploys_and_rollbacks(
         20,

@@ -122,9 +122,32 @@ pub struct Load {
     saver: Option<JoinHandle<Saves>>,
 }
 
+/// Each reader starts a request every `READ_EVERY`, at most `MAX_READS`
+/// of them; the saver one save every `SAVE_EVERY`, at most `MAX_SAVES`. A
+/// fixed rate and count: the work a test gives the server, and the user
+/// content its deploys carry, do not grow with how fast the machine is.
+const READ_EVERY: Duration = Duration::from_millis(20);
+const MAX_READS: usize = 20_000;
+const SAVE_EVERY: Duration = Duration::from_millis(20);
+const MAX_SAVES: usize = 5_000;
+
+/// Run `work` every `every` (never faster, never to catch up) until `stop`
+/// or `count` runs.
+fn paced(stop: &AtomicBool, every: Duration, count: usize, mut work: impl FnMut(usize)) {
+    let mut next = Instant::now();
+    for n in 0..count {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        work(n);
+        next = (next + every).max(Instant::now());
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
 impl Load {
-    /// `readers` clients requesting `/` in a loop, and a saver posting to
-    /// `/save.php` every 10 ms when `saver` is set.
+    /// `readers` clients requesting `/` at a steady pace, and a saver
+    /// posting to `/save.php` when `saver` is set.
     pub fn start(port: u16, readers: usize, saver: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
@@ -132,7 +155,7 @@ impl Load {
             .map(|_| {
                 let (stop, samples) = (stop.clone(), samples.clone());
                 std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
+                    paced(&stop, READ_EVERY, MAX_READS, |_| {
                         let started = Instant::now();
                         let outcome = request(port, "GET", "/").map_err(|e| e.to_string());
                         let finished = Instant::now();
@@ -141,7 +164,7 @@ impl Load {
                             finished,
                             outcome,
                         });
-                    }
+                    })
                 })
             })
             .collect();
@@ -149,16 +172,13 @@ impl Load {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let (mut saved, mut failures) = (Vec::new(), Vec::new());
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
+                paced(&stop, SAVE_EVERY, MAX_SAVES, |n| {
                     let id = format!("save-{n}");
                     match request(port, "POST", &format!("/save.php?id={id}")) {
                         Ok((200, body)) if body == format!("ok {id}") => saved.push(id),
                         other => failures.push(format!("{id}: {other:?}")),
                     }
-                    n += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                });
                 (saved, failures)
             })
         });

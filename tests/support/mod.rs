@@ -355,20 +355,24 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    pub fn start(dir: PathBuf, every: std::time::Duration) -> Self {
+    /// Write a file every `every`, `at_most` of them (a fixed count, so the
+    /// user content a test's deploys carry does not grow with the machine's
+    /// speed), until stopped.
+    pub fn start(dir: PathBuf, every: std::time::Duration, at_most: usize) -> Self {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut written = Vec::new();
-            let mut n = 0u64;
-            while !stopping.load(Ordering::Relaxed) {
+            for n in 0..at_most {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
                 let (name, content) = (format!("upload-{n:06}.txt"), format!("content {n}"));
                 // A write that fails (never expected) is not counted as written.
                 if std::fs::write(dir.join(&name), &content).is_ok() {
                     written.push((name, content));
                 }
-                n += 1;
                 std::thread::sleep(every);
             }
             written
