@@ -20,19 +20,25 @@ struct LoadReport {
     stale: Vec<String>,
     saved: Vec<String>,
     save_failures: Vec<String>,
+    /// Mean time of the first and of the last ten deploys and rollbacks.
+    first_ops: Duration,
+    last_ops: Duration,
 }
 
 impl LoadReport {
     #[track_caller]
     fn assert_zero_downtime(&self, site: &Site) {
         eprintln!(
-            "{} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves",
+            "{} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves; \
+             the first ten took {:?} each, the last ten {:?}",
             self.operations,
             self.requests,
             self.failed.len(),
             self.torn.len(),
             self.stale.len(),
-            self.saved.len()
+            self.saved.len(),
+            self.first_ops,
+            self.last_ops,
         );
         let first = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>();
         assert_eq!(self.operations, 120, "100 deploys and 20 rollbacks");
@@ -113,7 +119,15 @@ fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> Lo
     std::thread::sleep(Duration::from_millis(300));
     let (samples, saved, save_failures) = load.finish();
     let verdict = judge(&samples, &ops, "v0");
+    let mean = |ops: &[crate::support::load::Op]| {
+        ops.iter()
+            .map(|op| op.finished - op.started)
+            .sum::<Duration>()
+            / ops.len() as u32
+    };
     LoadReport {
+        first_ops: mean(&ops[..10]),
+        last_ops: mean(&ops[ops.len() - 10..]),
         operations: ops.len(),
         requests: samples.len(),
         failed: verdict.failed,
