@@ -255,3 +255,97 @@ fn used_bytes(path: &Path) -> u64 {
     let stat = rustix::fs::statvfs(path).unwrap();
     (stat.f_blocks - stat.f_bfree) * stat.f_frsize
 }
+
+/// The sync and settle skip folders whose names did not change since the
+/// last carry. A writer acting like requests (each resolves ROOT once, then
+/// works in that release) creates files across 40 folders, appends to a log
+/// in each and replaces a file by rename, throughout 30 deploys: every file,
+/// every line and every last version is in the live release at the end.
+#[test]
+fn no_write_is_missed_when_unchanged_folders_are_skipped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const FOLDERS: usize = 40;
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v0")]);
+    site.deploy(&app).success();
+    for folder in 0..FOLDERS {
+        let dir = site.context().join(format!("data/{folder:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("log"), "").unwrap();
+    }
+    age_past_the_carry_margin();
+    let root = site.context();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut written = 0;
+        while !stopping.load(Ordering::Relaxed) && written < 20_000 {
+            let release = fs::canonicalize(&root).unwrap();
+            let dir = release.join(format!("data/{:02}", written % FOLDERS));
+            fs::write(dir.join(format!("file-{written:05}")), written.to_string()).unwrap();
+            let mut log = fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join("log"))
+                .unwrap();
+            writeln!(log, "{written}").unwrap();
+            fs::write(dir.join(".latest.tmp"), written.to_string()).unwrap();
+            fs::rename(dir.join(".latest.tmp"), dir.join("latest")).unwrap();
+            written += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        written
+    });
+    for version in 1..=30 {
+        write_files(&app, &[("index.php", &format!("v{version}"))]);
+        site.deploy(&app)
+            .args(["--settle", "50ms", "--drain", "1s", "--keep", "3"])
+            .success();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    // Requests still running on the last old release are carried by its settle:
+    // one more deploy, with nothing being written, makes sure of it.
+    write_files(&app, &[("index.php", "final")]);
+    site.deploy(&app).success();
+    assert!(
+        written > 200,
+        "the writer ran throughout ({written} writes)"
+    );
+    let mut missing = Vec::new();
+    for n in 0..written {
+        let dir = site.context().join(format!("data/{:02}", n % FOLDERS));
+        if fs::read_to_string(dir.join(format!("file-{n:05}"))).ok() != Some(n.to_string()) {
+            missing.push(format!("file-{n:05}"));
+        }
+    }
+    for folder in 0..FOLDERS {
+        let dir = site.context().join(format!("data/{folder:02}"));
+        let lines: Vec<usize> = fs::read_to_string(dir.join("log"))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        let expected: Vec<usize> = (folder..written).step_by(FOLDERS).collect();
+        if lines != expected {
+            missing.push(format!(
+                "{folder:02}/log has {} of {} lines",
+                lines.len(),
+                expected.len()
+            ));
+        }
+        if let Some(last) = expected.last() {
+            let latest = fs::read_to_string(dir.join("latest")).unwrap_or_default();
+            if latest != last.to_string() {
+                missing.push(format!("{folder:02}/latest is {latest:?}, not {last}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} writes missed of {written}: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}

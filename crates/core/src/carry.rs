@@ -555,10 +555,34 @@ fn cannot_link(e: &io::Error) -> bool {
     )
 }
 
+/// How many times a link is tried again when its source was replaced while
+/// it was being linked.
+const LINK_ATTEMPTS: usize = 16;
+
+/// `link(from, to)`, tried again while it fails because the file `from`
+/// named was replaced meanwhile (a rename over it: the inode looked up has
+/// no name left, and the kernel refuses to give it one). `NotFound` from it
+/// means `from` (or the folder of `to`) is gone.
+fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match fs::hard_link(from, to) {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && attempt < LINK_ATTEMPTS
+                    && fs::symlink_metadata(from).is_ok() =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Give `to` (which must not exist) the file or symlink at `from`: a hard
 /// link, or a copy where no link can be made.
 fn link_or_copy(from: &Path, to: &Path, report: &mut CarryReport) -> Result<Placed> {
-    match fs::hard_link(from, to) {
+    match hard_link(from, to) {
         Ok(()) => Ok(Placed::Done),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Placed::Exists),
         Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_err() => {
@@ -581,7 +605,7 @@ fn link_or_copy(from: &Path, to: &Path, report: &mut CarryReport) -> Result<Plac
 fn replace_by_link(from: &Path, to: &Path, report: &mut CarryReport) -> Result<bool> {
     let tmp = temporary_name(to);
     let _ = fs::remove_file(&tmp);
-    match fs::hard_link(from, &tmp) {
+    match hard_link(from, &tmp) {
         Ok(()) => fs::rename(&tmp, to).map(|()| true).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             Error::io("replace user file", to, e)
