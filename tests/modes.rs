@@ -93,6 +93,12 @@ fn switching_modes_converts_the_layout_keeping_user_content() {
         "the plain manifest says dropped.php was deployed, not user content"
     );
     std::fs::write(site.context().join("zd-upload.txt"), "from zd").unwrap();
+    write_files(&app, &[("lib.php", "library")]);
+    site.deploy(&app).success();
+    let release = site.webroot.join(site.live_release());
+    let inode = |path: &std::path::Path| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+    };
 
     // zero downtime -> plain
     write_files(&app, &[("index.php", "v3")]);
@@ -102,6 +108,22 @@ fn switching_modes_converts_the_layout_keeping_user_content() {
     assert_eq!(site.read("index.php"), "v3");
     assert_eq!(site.read("plain-upload.txt"), "from plain");
     assert_eq!(site.read("zd-upload.txt"), "from zd");
+    // User content is linked from the release; a deployed file the plain
+    // folder kept is a copy, so updating it in place leaves the release be.
+    let plain = site.context();
+    assert_eq!(
+        inode(&plain.join("zd-upload.txt")),
+        inode(&release.join("zd-upload.txt"))
+    );
+    assert_ne!(
+        inode(&plain.join("lib.php")),
+        inode(&release.join("lib.php"))
+    );
+    std::fs::write(plain.join("lib.php"), "edited in place").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(release.join("lib.php")).unwrap(),
+        "library"
+    );
 }
 
 #[test]

@@ -801,6 +801,35 @@ pub fn merge_tree(from: &Path, to: &Path) -> Result<CarryReport> {
     .run(&mut |_| {})
 }
 
+/// A folder of its own holding what the release at `from` holds, for plain
+/// mode, which then updates it in place: its deployed files are copies (a
+/// write in place there must not reach the release), its user content is
+/// linked like any carry.
+pub fn copy_release(from: &Path, manifest: Option<&Manifest<'_>>, to: &Path) -> Result<()> {
+    crate::fsx::create_dir_all(to)?;
+    let deployed = Deployed::listed_or(manifest, Deployed::Nothing);
+    Carry {
+        from,
+        from_deployed: deployed,
+        to,
+        to_deployed: deployed,
+        skip: &[],
+        pass: Pass::Fill,
+        all_linked: false,
+    }
+    .run(&mut |_| {})?;
+    let Some(manifest) = manifest else {
+        return Ok(());
+    };
+    for item in manifest.entries() {
+        let (path, entry) = item?;
+        if entry.kind != EntryKind::Dir {
+            copy_entry(&from.join(&path), &to.join(&path))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

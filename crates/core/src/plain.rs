@@ -3,7 +3,7 @@
 //! swaps a full copy of the live release in with one exchange, keeping user
 //! content; converting back is the first-deploy-over-a-folder path.
 
-use crate::carry::{Deployed, Pass, merge_tree};
+use crate::carry::{Deployed, Pass, copy_release};
 use crate::deploy::{
     DeployPlan, DeployResult, MARK_MARGIN_NS, Resolved, carry_logged, materialize, now_ns, short,
 };
@@ -132,7 +132,7 @@ pub(crate) fn deploy_in_place(
 }
 
 /// Replace the `<context>` symlink by a real folder holding a copy of the
-/// live release, in one exchange.
+/// live release (its user content linked), in one exchange.
 fn convert_to_plain(
     session: &Session<'_>,
     release: &str,
@@ -142,13 +142,13 @@ fn convert_to_plain(
     let tmp = layout.plain_tmp_path();
     let release_dir = layout.release_path(release);
     let copy_started_ns = now_ns();
-    merge_tree(&release_dir, &tmp)?;
+    let manifest = session.history.manifest(release)?;
+    copy_release(&release_dir, manifest.as_ref(), &tmp)?;
     fsx::exchange(&tmp, &layout.context_path())?;
     crate::failpoint::hit("plain.exchanged");
     fsx::remove_file(&tmp)?;
     fsx::fsync_dir(layout.webroot())?;
     let record = session.history.release(release)?;
-    let manifest = session.history.manifest(release)?;
     if let Some(mut record) = record {
         record.name = layout.context().to_string();
         record.note = Some("plain mode: the context folder itself".into());
