@@ -349,3 +349,47 @@ fn no_write_is_missed_when_unchanged_folders_are_skipped() {
         &missing[..missing.len().min(10)]
     );
 }
+
+/// A rollback changes code, not data: the release rolled back to gets the
+/// live release's user content exactly, by link: uploads added since come
+/// along, files replaced since keep their new version, a folder a user
+/// turned into a file is a file, and nothing is copied.
+#[test]
+fn a_rollback_brings_the_live_user_content_exactly() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app).success();
+    fs::create_dir(site.context().join("gallery")).unwrap();
+    fs::write(site.context().join("gallery/one.jpg"), "one").unwrap();
+    fs::write(site.context().join("profile.json"), "{\"v\":1}").unwrap();
+    age_past_the_carry_margin();
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).success();
+
+    fs::remove_dir_all(site.context().join("gallery")).unwrap();
+    fs::write(site.context().join("gallery"), "now a file").unwrap();
+    fs::write(site.context().join(".profile.tmp"), "{\"v\":2}").unwrap();
+    fs::rename(
+        site.context().join(".profile.tmp"),
+        site.context().join("profile.json"),
+    )
+    .unwrap();
+    fs::write(site.context().join("added.txt"), "added").unwrap();
+    let live_inodes: Vec<u64> = ["gallery", "profile.json", "added.txt"]
+        .iter()
+        .map(|p| inode(&site.context().join(p)))
+        .collect();
+
+    let out = site.zdeploy("rollback").success();
+    assert_eq!(site.read("index.php"), "v1", "{}", out.stderr);
+    assert_eq!(site.read("gallery"), "now a file");
+    assert_eq!(site.read("profile.json"), "{\"v\":2}");
+    assert_eq!(site.read("added.txt"), "added");
+    let rolled_back: Vec<u64> = ["gallery", "profile.json", "added.txt"]
+        .iter()
+        .map(|p| inode(&site.context().join(p)))
+        .collect();
+    assert_eq!(rolled_back, live_inodes, "linked, not copied");
+    assert!(!out.stderr.contains("copied"), "{}", out.stderr);
+}

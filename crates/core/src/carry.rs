@@ -422,28 +422,32 @@ impl Carry<'_> {
                 }
             }
             Action::Replace => {
-                if matches!(
-                    target,
-                    TargetEntry::User {
-                        kind: EntryKind::Dir,
-                        ..
-                    }
-                ) || kind == EntryKind::Dir
-                {
-                    remove_entry(&to_path)?;
-                    return if kind == EntryKind::Dir {
-                        create_folder(&to_path, &stat)?;
-                        walk.report.replaced += 1;
-                        self.carry_folder(relative, true, walk)
-                    } else {
-                        if link_or_copy(&from_path, &to_path, &mut walk.report)? == Placed::Done {
-                            walk.report.replaced += 1;
+                let kind_changes = kind == EntryKind::Dir
+                    || matches!(
+                        target,
+                        TargetEntry::User {
+                            kind: EntryKind::Dir,
+                            ..
                         }
-                        Ok(())
-                    };
-                }
-                if replace_by_link(&from_path, &to_path, &mut walk.report)? {
+                    );
+                let replaced = if kind_changes {
+                    // A folder for a file or the other way round (only
+                    // before a switch): the target's goes first.
+                    remove_entry(&to_path)?;
+                    if kind == EntryKind::Dir {
+                        create_folder(&to_path, &stat)?;
+                        true
+                    } else {
+                        link_or_copy(&from_path, &to_path, &mut walk.report)? == Placed::Done
+                    }
+                } else {
+                    replace_by_link(&from_path, &to_path, &mut walk.report)?
+                };
+                if replaced {
                     walk.report.replaced += 1;
+                }
+                if kind == EntryKind::Dir {
+                    self.carry_folder(relative, true, walk)?;
                 }
             }
         }
@@ -588,13 +592,10 @@ fn link_or_copy(from: &Path, to: &Path, report: &mut CarryReport) -> Result<Plac
         Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_err() => {
             Ok(Placed::Vanished)
         }
-        Err(e) if cannot_link(&e) => Ok(match copy_entry(from, to)? {
-            Some(bytes) => {
-                report.copied += 1;
-                report.copied_bytes += bytes;
-                Placed::Done
-            }
-            None => Placed::Vanished,
+        Err(e) if cannot_link(&e) => Ok(if copy_instead(from, to, report)? {
+            Placed::Done
+        } else {
+            Placed::Vanished
         }),
         Err(e) => Err(Error::io("link user file to", to, e)),
     }
@@ -613,16 +614,20 @@ fn replace_by_link(from: &Path, to: &Path, report: &mut CarryReport) -> Result<b
         Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_err() => {
             Ok(false)
         }
-        Err(e) if cannot_link(&e) => Ok(match copy_entry(from, to)? {
-            Some(bytes) => {
-                report.copied += 1;
-                report.copied_bytes += bytes;
-                true
-            }
-            None => false,
-        }),
+        Err(e) if cannot_link(&e) => copy_instead(from, to, report),
         Err(e) => Err(Error::io("link user file to", &tmp, e)),
     }
+}
+
+/// Copy `from` to `to` where no link can be made, counting it; false when
+/// `from` vanished.
+fn copy_instead(from: &Path, to: &Path, report: &mut CarryReport) -> Result<bool> {
+    let Some(bytes) = copy_entry(from, to)? else {
+        return Ok(false);
+    };
+    report.copied += 1;
+    report.copied_bytes += bytes;
+    Ok(true)
 }
 
 fn temporary_name(to: &Path) -> PathBuf {
