@@ -248,6 +248,7 @@ struct Stat {
     mode: u32,
     uid: u32,
     gid: u32,
+    nlink: u32,
 }
 
 impl Stat {
@@ -281,6 +282,7 @@ impl Stat {
             mode,
             uid: stx.stx_uid,
             gid: stx.stx_gid,
+            nlink: stx.stx_nlink,
         }))
     }
 
@@ -324,23 +326,36 @@ impl Carry<'_> {
     fn carry_folder(&self, relative: &Path, fresh: bool, walk: &mut Walk<'_, '_>) -> Result<()> {
         let from_dir = self.from.join(relative);
         let since = self.pass.since();
-        let names_changed = fresh
-            || since.is_none()
-            || match source_stat(&from_dir)? {
-                Some(stat) => stat.changed_since(since),
+        let stat = match since {
+            Some(_) if !fresh => match source_stat(&from_dir)? {
+                Some(stat) => Some(stat),
                 None => return Ok(()),
-            };
+            },
+            _ => None,
+        };
+        let names_changed = stat.is_none_or(|stat| stat.changed_since(since));
         if !names_changed && self.all_linked {
             // Nothing was added, removed or renamed here, and every file is
-            // shared with the target: only subfolders can hold changes. They
-            // are listed from the target's copy, not the live release.
+            // shared with the target: only subfolders can hold changes.
             walk.report.folders_unchanged += 1;
+            // ext4 and xfs count a folder's subfolders in its links: two
+            // links, no subfolder (btrfs says one, and is listed).
+            if stat.is_some_and(|stat| stat.nlink == 2) {
+                return Ok(());
+            }
+            // The subfolders are listed from the target's copy, not the
+            // live release.
+            // A folder on both sides is looked into whatever the manifests
+            // say (see `decide`): no need to ask them.
             let to_dir = self.to.join(relative);
             for (name, file_type) in list_sorted(&to_dir)? {
+                let path = relative.join(name);
                 if file_type.is_dir()
-                    && fs::symlink_metadata(from_dir.join(&name)).is_ok_and(|m| m.is_dir())
+                    && !self.ignored(&path)
+                    && fs::symlink_metadata(self.from.join(&path)).is_ok_and(|m| m.is_dir())
                 {
-                    self.carry_entry(&relative.join(name), file_type, walk)?;
+                    walk.seen += 1;
+                    self.carry_folder(&path, false, walk)?;
                 }
             }
             return Ok(());
