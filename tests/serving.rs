@@ -27,9 +27,9 @@ struct LoadReport {
 
 impl LoadReport {
     #[track_caller]
-    fn assert_zero_downtime(&self, site: &Site) {
+    fn assert_zero_downtime(&self, site: &Site, served_by: &str) {
         eprintln!(
-            "{} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves; \
+            "{served_by}: {} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves; \
              the first ten took {:?} each, the last ten {:?}",
             self.operations,
             self.requests,
@@ -156,7 +156,7 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
         request(nginx.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &app, nginx.port, &[]).assert_zero_downtime(&site);
+    deploy_under_load(&site, &app, nginx.port, &[]).assert_zero_downtime(&site, "nginx");
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn apache_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() 
         request(apache.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &app, apache.port, &[]).assert_zero_downtime(&site);
+    deploy_under_load(&site, &app, apache.port, &[]).assert_zero_downtime(&site, "Apache");
     let map_text = std::fs::read_to_string(&map).unwrap();
     assert!(
         map_text.contains(&format!("ROOT {}\n", site.live_release())),
