@@ -474,6 +474,13 @@ fn prepare<'s>(
 /// clock granularity (looking at a file twice is harmless).
 pub(crate) const MARK_MARGIN_NS: i128 = 1_000_000_000;
 
+/// The mark a late carry from a release compares with: its last carry (in
+/// ms) less the margin; without one (a record from an older zdeploy), the
+/// beginning of time, so everything the target lacks or has older is carried.
+pub(crate) fn late_writes_since(carried_ms: Option<i64>) -> i128 {
+    carried_ms.map_or(i128::MIN, |ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS)
+}
+
 pub(crate) fn now_ns() -> i128 {
     Timestamp::now().as_nanosecond()
 }
@@ -979,7 +986,7 @@ pub(crate) fn settle(
     let result = session.step(Step::Settle, || {
         std::thread::sleep(policy.settle);
         let old_manifest = session.history.manifest(old)?;
-        let since = carried_ms as i128 * 1_000_000 - MARK_MARGIN_NS;
+        let since = late_writes_since(Some(carried_ms));
         carry_logged(
             session,
             Step::Settle,

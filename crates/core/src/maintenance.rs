@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::apache::ApacheMap;
 use crate::carry::{Deployed, Pass};
-use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, live_manifest};
+use crate::deploy::{Policy, carry_logged, late_writes_since, live_manifest};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{Kind, Outcome, now_ms};
@@ -105,11 +105,7 @@ fn prune_chosen(
         if let (Some(to), Some(record)) = (&live_path, &record)
             && record.retired_ms.is_some()
         {
-            // Without a mark (a record from an older zdeploy), everything
-            // the live release lacks or has older is carried.
-            let since = record
-                .carried_ms
-                .map_or(i128::MIN, |ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS);
+            let since = late_writes_since(record.carried_ms);
             let from_manifest = session.history.manifest(name)?;
             carry_logged(
                 session,

@@ -2,7 +2,9 @@
 //! existing release as the target.
 
 use crate::carry::{Deployed, Pass};
-use crate::deploy::{MARK_MARGIN_NS, Policy, carry_logged, now_ns, settle, tell_apache};
+use crate::deploy::{
+    MARK_MARGIN_NS, Policy, carry_logged, late_writes_since, now_ns, settle, tell_apache,
+};
 use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome, now_ms};
 use crate::inventory::releases_on_disk;
@@ -105,9 +107,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         if let (Some(manifest), Some(record)) = (&target_manifest, &target_record)
             && record.retired_ms.is_some()
         {
-            let since = record
-                .carried_ms
-                .map_or(i128::MIN, |ms| ms as i128 * 1_000_000 - MARK_MARGIN_NS);
+            let since = late_writes_since(record.carried_ms);
             carry_logged(
                 session,
                 Step::Carry,
