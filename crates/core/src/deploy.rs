@@ -683,9 +683,10 @@ pub(crate) fn carry_logged(
     }
     .run(&mut |seen| session.progress(step, seen, None))?;
     if report.files() > 0 || report.removed > 0 {
+        let linked = report.files() - report.copied;
         session.info(&format!(
-            "{step}: carried {} user files by hard link from {} ({} new, {} replaced, {} removed)",
-            report.files() - report.copied,
+            "{step}: carried {linked} user file{} by hard link from {} ({} new, {} replaced, {} removed)",
+            if linked == 1 { "" } else { "s" },
             from.display(),
             report.created,
             report.replaced,
