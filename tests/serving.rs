@@ -97,7 +97,9 @@ impl LoadReport {
 /// while 100 deploys and 20 rollbacks run with keep 2; `extra` goes to every
 /// deploy and rollback.
 fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> LoadReport {
-    let deploy_args = ["--keep", "2", "--drain", "1s", "--settle", "200ms", "-q"];
+    // A drain longer than any request takes on a busy machine: a release is
+    // pruned only once no request can still be running on it.
+    let deploy_args = ["--keep", "2", "--drain", "5s", "--settle", "200ms", "-q"];
     let load = Load::start(port, 6, true);
     let ops = deploys_and_rollbacks(
         100,
