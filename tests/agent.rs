@@ -838,8 +838,11 @@ fn the_systemd_unit_starts_checks_and_stops_the_agent_as_written() {
         &start[3..].iter().map(String::as_str).collect::<Vec<_>>(),
     );
     agent.act("demo", "deploy", "{}");
+    // ROOT names the release before the run ends (settle, prune): wait for
+    // the line the run writes last.
     agent.wait_for("the deploy", Duration::from_secs(30), || {
-        agent.live_commit("demo").is_some()
+        let finished = agent.log.lock().unwrap().contains("deploy finished");
+        finished && agent.live_commit("demo").is_some()
     });
     let log = agent.log.lock().unwrap().clone();
     let line = log.lines().find(|l| l.contains("deploy finished")).unwrap();
