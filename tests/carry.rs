@@ -183,20 +183,18 @@ fn owner_mode_and_times_are_kept_and_no_user_file_shares_an_inode_with_a_deploye
     assert_ne!(inode(&site.context().join("config.php")), old_config);
 
     // Every deployed file's inode differs from every user file's.
-    let live = site.webroot.join(site.live_release());
-    let deployed = ["index.php", "config.php", "uploads/.keep"];
-    let user_inodes: Vec<u64> = site
-        .releases()
+    // The user files: the upload in both releases, and the user's own
+    // config.php that the previous release still holds.
+    let live_name = site.live_release();
+    let live = site.webroot.join(&live_name);
+    let releases = site.releases();
+    let previous = releases.iter().find(|r| **r != live_name).unwrap();
+    let mut user_inodes: Vec<u64> = releases
         .iter()
-        .flat_map(|r| {
-            let release = site.webroot.join(r);
-            ["uploads/cat.jpg", "config.php"]
-                .into_iter()
-                .map(move |p| release.join(p))
-        })
-        .filter(|p| p.exists() && !p.starts_with(&live) || p.ends_with("cat.jpg"))
-        .map(|p| inode(&p))
+        .map(|r| inode(&site.webroot.join(r).join("uploads/cat.jpg")))
         .collect();
+    user_inodes.push(inode(&site.webroot.join(previous).join("config.php")));
+    let deployed = ["index.php", "config.php", "uploads/.keep"];
     for path in deployed {
         let deployed_inode = inode(&live.join(path));
         assert!(

@@ -344,9 +344,8 @@ impl Carry<'_> {
                 return Ok(());
             }
             // The subfolders are listed from the target's copy, not the
-            // live release.
-            // A folder on both sides is looked into whatever the manifests
-            // say (see `decide`): no need to ask them.
+            // live release; a folder on both sides is looked into whatever
+            // the manifests say (see `decide`), so they are not asked.
             let to_dir = self.to.join(relative);
             for (name, file_type) in list_sorted(&to_dir)? {
                 let path = relative.join(name);
@@ -510,8 +509,12 @@ impl Carry<'_> {
 
     /// Shared paths and leftovers of a killed carry are never carried.
     fn ignored(&self, relative: &Path) -> bool {
-        relative.to_string_lossy().ends_with(CARRY_TMP_SUFFIX)
-            || self.skip.iter().any(|s| relative.starts_with(s))
+        relative.to_string_lossy().ends_with(CARRY_TMP_SUFFIX) || self.shared(relative)
+    }
+
+    /// At or under a shared path (a link to the shared store).
+    fn shared(&self, relative: &Path) -> bool {
+        self.skip.iter().any(|s| relative.starts_with(s))
     }
 
     fn target_entry(
@@ -530,8 +533,7 @@ impl Carry<'_> {
             Err(e) => return Err(Error::io("inspect", target_path, e)),
         };
         let kind = stat.kind.unwrap_or(EntryKind::File);
-        let deployed = self.skip.iter().any(|s| relative.starts_with(s))
-            || walk.to_deployed.has(relative, None)?;
+        let deployed = self.shared(relative) || walk.to_deployed.has(relative, None)?;
         Ok(if deployed {
             TargetEntry::Deployed(kind)
         } else {
