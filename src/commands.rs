@@ -4,12 +4,12 @@ use std::path::Path;
 
 use anyhow::Result;
 use zdeploy_core::apache::ApacheMap;
-use zdeploy_core::deploy::short;
 use zdeploy_core::history::History;
 use zdeploy_core::inventory;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::maintenance;
+use zdeploy_core::release::short;
 use zdeploy_core::rollback::{RollbackPlan, rollback};
 use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};

@@ -34,7 +34,7 @@ pub fn message(
             let commit = finished
                 .commit
                 .as_deref()
-                .map(|c| format!(" (commit {})", zdeploy_core::deploy::short(c)))
+                .map(|c| format!(" (commit {})", zdeploy_core::release::short(c)))
                 .unwrap_or_default();
             format!("zdeploy: {app} now serves {release}{commit}")
         }

@@ -48,7 +48,7 @@ fn ago(ms: i64) -> String {
 
 fn short(commit: Option<&str>) -> String {
     commit
-        .map(zdeploy_core::deploy::short)
+        .map(zdeploy_core::release::short)
         .unwrap_or("—")
         .to_string()
 }

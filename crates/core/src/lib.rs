@@ -19,8 +19,8 @@ pub mod maintenance;
 pub mod manifest;
 pub mod opcache;
 mod plain;
+pub mod policy;
 pub mod privilege;
-pub mod recover;
 pub mod release;
 pub mod retention;
 pub mod reuse;
@@ -29,6 +29,7 @@ pub mod session;
 pub mod share;
 pub mod shared;
 pub mod source;
+pub mod steps;
 pub mod switch;
 pub mod verify;
 

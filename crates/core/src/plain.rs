@@ -4,16 +4,18 @@
 //! content; converting back is the first-deploy-over-a-folder path.
 
 use crate::carry::{Deployed, Pass, copy_release};
-use crate::deploy::{
-    DeployPlan, DeployResult, MARK_MARGIN_NS, Resolved, carry_logged, materialize, now_ns, short,
-};
 use crate::error::Result;
 use crate::fsx;
 use crate::history::{ReleaseRecord, now_ms};
 use crate::manifest::{EntryKind, Manifest};
+use crate::policy::{DeployPlan, DeployResult};
 use crate::release::ReleaseState;
+use crate::release::short;
 use crate::session::{Session, Step};
 use crate::shared::link_shared;
+use crate::steps::carry::{MARK_MARGIN_NS, carry_logged, now_ns};
+use crate::steps::materialize::materialize;
+use crate::steps::resolve::Resolved;
 use crate::switch::Live;
 
 pub(crate) fn deploy_in_place(
@@ -90,7 +92,7 @@ pub(crate) fn deploy_in_place(
     fsx::remove_dir_all(&staging)?;
     if !plan.policy.build.is_empty() {
         session.step(Step::Build, || {
-            crate::deploy::build(session, plan, &context_path, &new_manifest, None)
+            crate::steps::build::build(session, plan, &context_path, &new_manifest, None)
         })?;
     }
     session.history.insert_release(&ReleaseRecord {
@@ -119,7 +121,7 @@ pub(crate) fn deploy_in_place(
     )?;
     session.info(&format!("{context} updated in place (plain mode)"));
     let pruned = session.step(Step::Prune, || {
-        crate::maintenance::prune_in_session(session, &plan.policy)
+        crate::steps::prune::prune_in_session(session, &plan.policy)
     })?;
     Ok(DeployResult {
         deployment: session.id,

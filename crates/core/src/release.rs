@@ -86,6 +86,9 @@ pub fn validate_kept_name(name: &str) -> Result<()> {
 pub enum ReleaseState {
     /// Being written by a deploy; removed by `recover` if that deploy died.
     Building,
+    /// Complete but not live yet: waiting for its switch (a fleet waits for
+    /// every host). Removed by `recover` if the run holding it died.
+    Staged,
     /// Fully written and built; may be (or have been) live.
     Complete,
     /// Failed its checks; rollbacks skip it.
@@ -98,6 +101,7 @@ impl ReleaseState {
     pub fn as_str(self) -> &'static str {
         match self {
             ReleaseState::Building => "building",
+            ReleaseState::Staged => "staged",
             ReleaseState::Complete => "complete",
             ReleaseState::Failed => "failed",
             ReleaseState::Pruned => "pruned",
@@ -107,6 +111,7 @@ impl ReleaseState {
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "building" => ReleaseState::Building,
+            "staged" => ReleaseState::Staged,
             "complete" => ReleaseState::Complete,
             "failed" => ReleaseState::Failed,
             "pruned" => ReleaseState::Pruned,
@@ -176,4 +181,9 @@ mod tests {
             assert!(validate_kept_name(bad).is_err(), "{bad:?}");
         }
     }
+}
+
+/// A commit id or digest as people read it: the first 12 characters.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
 }

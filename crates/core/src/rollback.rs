@@ -2,16 +2,17 @@
 //! existing release as the target.
 
 use crate::carry::{Deployed, Pass};
-use crate::deploy::{
-    MARK_MARGIN_NS, Policy, carry_logged, late_writes_since, now_ns, settle, tell_apache,
-};
 use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome, now_ms};
 use crate::inventory::releases_on_disk;
 use crate::layout::Layout;
 use crate::maintenance::resolve_release_name;
+use crate::policy::Policy;
 use crate::release::ReleaseState;
 use crate::session::{Observer, RunOptions, Session, Step};
+use crate::steps::carry::{MARK_MARGIN_NS, carry_logged, late_writes_since, now_ns};
+use crate::steps::settle::settle;
+use crate::steps::switch::tell_apache;
 use crate::switch::{Live, read_live, switch_to};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,7 +43,7 @@ pub fn rollback(
 fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let layout = session.layout;
     session.step(Step::Recover, || {
-        crate::recover::recover(session, plan.policy.apache.as_ref())
+        crate::steps::recover::recover(session, plan.policy.apache.as_ref())
     })?;
     let current = match read_live(layout)? {
         Live::Release(name) => name,
@@ -66,7 +67,10 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
                 return Err(Error::Invalid(format!("{name} is already live")));
             }
             if let Some(record) = session.history.release(&name)?
-                && matches!(record.state, ReleaseState::Building | ReleaseState::Failed)
+                && matches!(
+                    record.state,
+                    ReleaseState::Building | ReleaseState::Staged | ReleaseState::Failed
+                )
             {
                 return Err(Error::Invalid(format!(
                     "{name} is {} ({}); roll back to a complete release",

@@ -5,9 +5,9 @@ use crate::apache::ApacheMap;
 use crate::error::Result;
 use crate::fsx;
 use crate::history::now_ms;
-use crate::maintenance::delete_release_dir;
 use crate::release::ReleaseState;
 use crate::session::Session;
+use crate::steps::prune::delete_release_dir;
 use crate::switch::{Live, read_live};
 
 pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> {
@@ -25,7 +25,7 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> 
                 .find(|d| d.outcome == "running" && d.previous.is_some())
             {
                 Some(d) => d.previous.expect("filtered on previous"),
-                None => crate::deploy::displaced_name(
+                None => crate::steps::switch::displaced_name(
                     layout,
                     &crate::release::release_name(layout.context(), jiff::Timestamp::now()),
                 )?,
@@ -76,18 +76,20 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> 
         }
     }
     for release in history.releases()? {
-        if release.state != ReleaseState::Building || live == Live::Release(release.name.clone()) {
+        if !matches!(release.state, ReleaseState::Building | ReleaseState::Staged)
+            || live == Live::Release(release.name.clone())
+        {
             continue;
         }
         delete_release_dir(layout, &release.name)?;
         history.set_release_state(
             &release.name,
             ReleaseState::Failed,
-            Some("interrupted while building; removed"),
+            Some("interrupted before its switch; removed"),
         )?;
         history.drop_manifest(&release.name)?;
         session.warn(&format!(
-            "removed {}, left half-built by an interrupted deploy",
+            "removed {}, left unfinished by an interrupted deploy",
             release.name
         ));
     }

@@ -1,0 +1,91 @@
+//! How an app's releases are made and kept: the settings every run uses,
+//! whatever the source, and the plan and result of one deploy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::apache::ApacheMap;
+use crate::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
+use crate::source::Source;
+use crate::source::extract::Limits;
+
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
+
+/// How an app's releases are made and kept: the part of its settings that
+/// every deploy uses, whatever the source.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub keep: usize,
+    pub drain: Duration,
+    /// How long after the switch to wait before carrying what in-flight
+    /// requests wrote into the old release.
+    pub settle: Duration,
+    pub zero_downtime: bool,
+    pub shared: Vec<PathBuf>,
+    pub build: Vec<crate::build::BuildStep>,
+    /// Dependency folders shared from the live release while their key
+    /// file is unchanged.
+    pub reuse: Vec<crate::reuse::Reuse>,
+    /// Prune the oldest releases (never the live or previous one) while
+    /// the context's releases take more bytes than this.
+    pub max_disk: Option<u64>,
+    pub build_timeout: Duration,
+    pub limits: Limits,
+    /// Checks before and after the switch; a failed check after it switches back.
+    pub health: Option<crate::health::HealthCheck>,
+    /// Behind Apache: the map its vhost reads the live release from.
+    pub apache: Option<ApacheMap>,
+    /// Reset PHP-FPM's opcache at this address after each switch.
+    pub opcache_reset: Option<crate::fastcgi::Address>,
+    /// Owner, group and writable paths of releases; who runs build steps.
+    pub privileges: crate::privilege::Privileges,
+}
+
+impl Policy {
+    /// Commands from the app's config that run in the release before the
+    /// switch: build steps and the check.
+    pub fn release_commands(&self) -> usize {
+        self.build.len() + self.health.as_ref().map_or(0, |h| h.before.iter().count())
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            keep: DEFAULT_KEEP,
+            drain: DEFAULT_DRAIN,
+            settle: DEFAULT_SETTLE,
+            zero_downtime: true,
+            shared: Vec::new(),
+            build: Vec::new(),
+            reuse: Vec::new(),
+            max_disk: None,
+            build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
+            limits: Limits::default(),
+            health: None,
+            apache: None,
+            opcache_reset: None,
+            privileges: crate::privilege::Privileges::default(),
+        }
+    }
+}
+
+/// Everything one deploy needs, validated.
+#[derive(Debug, Clone)]
+pub struct DeployPlan {
+    pub source: Source,
+    pub reference: Option<String>,
+    pub policy: Policy,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeployResult {
+    pub deployment: i64,
+    pub outcome: &'static str,
+    /// The release now live (the context itself in plain mode).
+    pub release: Option<String>,
+    pub previous: Option<String>,
+    pub commit: Option<String>,
+    pub pruned: Vec<String>,
+}

@@ -1,0 +1,212 @@
+//! Step `build`: dependency folders reused from the live release, the app's
+//! build steps run in the new release, and its manifest rescanned after them.
+
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+use crate::build::{BuildStep, run_command};
+use crate::error::{Error, Result};
+use crate::fsx;
+use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
+use crate::policy::DeployPlan;
+use crate::reuse::{LiveTree, reuse_folders};
+use crate::session::{Session, human_duration};
+use crate::steps::carry::{MARK_MARGIN_NS, now_ns};
+
+pub(crate) fn build(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    release_dir: &Path,
+    manifest: &Manifest<'_>,
+    live: Option<&LiveTree<'_>>,
+) -> Result<()> {
+    let reused = match live {
+        Some(live) if !plan.policy.reuse.is_empty() => {
+            let skipped = |step: &BuildStep, reusable: &[PathBuf]| {
+                step.unless_reused
+                    .as_ref()
+                    .is_some_and(|p| reusable.contains(p))
+            };
+            // Hardlinks only if every build step would be skipped.
+            let all_paths: Vec<PathBuf> =
+                plan.policy.reuse.iter().map(|r| r.path.clone()).collect();
+            let hardlinks_ok = plan.policy.build.iter().all(|s| skipped(s, &all_paths));
+            reuse_folders(
+                session,
+                &plan.policy.reuse,
+                live,
+                release_dir,
+                manifest,
+                hardlinks_ok,
+            )?
+        }
+        _ => Vec::new(),
+    };
+    plan.policy
+        .privileges
+        .hand_to_build_user(release_dir, manifest)?;
+    let user_content = Manifest::create(
+        &session.history,
+        &format!("{}/user-content", manifest.release()),
+    )?;
+    record_user_content(release_dir, manifest, &user_content)?;
+    let started_ns = now_ns();
+    let env = [
+        ("ZDEPLOY_RELEASE", release_dir.display().to_string()),
+        ("ZDEPLOY_CONTEXT", session.layout.context().to_string()),
+        (
+            "ZDEPLOY_WEBROOT",
+            session.layout.webroot().display().to_string(),
+        ),
+    ];
+    for step in &plan.policy.build {
+        let command = &step.run;
+        if let Some(path) = step.unless_reused.as_ref().filter(|p| reused.contains(p)) {
+            session.info(&format!(
+                "build: skipped {command} ({} was reused)",
+                path.display()
+            ));
+            continue;
+        }
+        session.info(&format!("build: running {command}"));
+        let started = std::time::Instant::now();
+        run_command(
+            command,
+            release_dir,
+            &env,
+            plan.policy.privileges.build_user.as_ref(),
+            plan.policy.build_timeout,
+            &mut |line| {
+                session.debug(&format!("build | {line}"));
+            },
+        )
+        .map_err(|why| Error::Build(format!("build step {why}")))?;
+        session.info(&format!(
+            "build: {command} finished in {}",
+            human_duration(started.elapsed())
+        ));
+    }
+    let rescanned = Manifest::create(&session.history, &format!("{}/rescan", manifest.release()))?;
+    rescan_after_build(
+        release_dir,
+        &user_content,
+        manifest,
+        &rescanned,
+        &plan.policy.shared,
+        started_ns,
+    )?;
+    manifest.replace_with(&rescanned)?;
+    session.history.drop_manifest(user_content.release())
+}
+
+/// Note in `user_content` every entry of `root` that `manifest` does not
+/// list (user files carried in), so the rescan after the build keeps them
+/// user content.
+fn record_user_content(
+    root: &Path,
+    manifest: &Manifest<'_>,
+    user_content: &Manifest<'_>,
+) -> Result<()> {
+    let walk = WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
+        let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
+        let relative = entry.path().strip_prefix(root).expect("under root");
+        let Some(kind) = EntryKind::of(entry.file_type()) else {
+            continue;
+        };
+        if !manifest.contains(relative)? {
+            let noted = Entry {
+                kind,
+                mode: 0,
+                size: 0,
+                digest: String::new(),
+            };
+            user_content.insert(relative, noted)?;
+        }
+    }
+    user_content.flush()
+}
+
+/// After build steps: what they created or changed is deployed; what was
+/// user content before stays user content; what they deleted is gone.
+fn rescan_after_build(
+    root: &Path,
+    user_content: &Manifest<'_>,
+    old: &Manifest<'_>,
+    rescanned: &Manifest<'_>,
+    shared: &[PathBuf],
+    build_started_ns: i128,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let walk = WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
+        let entry = entry.map_err(|e| Error::io("read", root, e.into()))?;
+        let relative = entry
+            .path()
+            .strip_prefix(root)
+            .expect("under root")
+            .to_path_buf();
+        if shared.iter().any(|s| relative.starts_with(s)) {
+            continue;
+        }
+        if user_content.contains(&relative)? {
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io("inspect", entry.path(), e.into()))?;
+        let Some(kind) = EntryKind::of(meta.file_type()) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        let entry_record = match (kind, old.get(&relative)?) {
+            (EntryKind::File, Some(prev))
+                if prev.kind == EntryKind::File && unchanged_since(&meta, build_started_ns) =>
+            {
+                prev
+            }
+            (EntryKind::File, _) => {
+                let (digest, size) =
+                    digest_file(entry.path()).map_err(|e| Error::io("read", entry.path(), e))?;
+                Entry {
+                    kind,
+                    mode,
+                    size,
+                    digest,
+                }
+            }
+            (EntryKind::Symlink, _) => {
+                let target = fsx::read_link(entry.path())?;
+                Entry {
+                    kind,
+                    mode: 0o777,
+                    size: meta.len(),
+                    digest: target.to_string_lossy().into_owned(),
+                }
+            }
+            (EntryKind::Dir, _) => Entry {
+                kind,
+                mode,
+                size: 0,
+                digest: String::new(),
+            },
+        };
+        rescanned.insert(&relative, entry_record)?;
+    }
+    rescanned.flush()
+}
+
+/// Whether a file's ctime says it was not touched after `mark_ns` (with a
+/// margin for coarse filesystem clocks).
+fn unchanged_since(meta: &std::fs::Metadata, mark_ns: i128) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime_ns = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+    ctime_ns < mark_ns - MARK_MARGIN_NS
+}

@@ -1,0 +1,100 @@
+//! Step `resolve`: what a deploy will write — the commit a ref names (fetched
+//! into the mirror), the archive (downloaded when it is a URL), or the folder.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsx;
+use crate::layout::Layout;
+use crate::policy::DeployPlan;
+use crate::release::short;
+use crate::session::Session;
+use crate::source::{ArchiveLocation, Source, archive, git};
+
+/// What `resolve` found.
+pub(crate) struct Resolved {
+    pub commit: Option<String>,
+    pub message: Option<String>,
+    pub reference: Option<String>,
+    pub archive: Option<PathBuf>,
+}
+
+pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolved> {
+    let layout = session.layout;
+    match &plan.source {
+        Source::Git { url } => {
+            let shown = plan.source.shown();
+            let reference = match &plan.reference {
+                Some(r) => r.clone(),
+                None => git::default_branch(url, &shown)?.ok_or_else(|| {
+                    Error::Source(format!("{shown} has no default branch; pass --ref"))
+                })?,
+            };
+            git::validate_ref(&reference)?;
+            session.info(&format!("fetching {shown}"));
+            git::fetch(&layout.mirror_path(), url, &shown)?;
+            let commit = git::resolve(&layout.mirror_path(), &reference, &shown)?;
+            let message = git::describe(&layout.mirror_path(), &commit);
+            session.info(&format!(
+                "{reference} is at {} {}",
+                short(&commit),
+                message.as_deref().unwrap_or("")
+            ));
+            Ok(Resolved {
+                commit: Some(commit),
+                message,
+                reference: Some(reference),
+                archive: None,
+            })
+        }
+        Source::Archive(location) => {
+            let path = match location {
+                ArchiveLocation::Path(p) => p.clone(),
+                ArchiveLocation::Url(url) => {
+                    let dir = layout.download_dir();
+                    fsx::create_dir_all(&dir)?;
+                    let dest = dir.join(format!("archive-{}", session.id));
+                    session.info(&format!("downloading {}", plan.source.shown()));
+                    archive::download(
+                        url,
+                        &plan.source.shown(),
+                        &dest,
+                        plan.policy.limits.max_bytes,
+                    )?;
+                    dest
+                }
+            };
+            Ok(Resolved {
+                commit: None,
+                message: None,
+                reference: None,
+                archive: Some(path),
+            })
+        }
+        Source::Folder(path) => {
+            check_folder_source(layout, path)?;
+            Ok(Resolved {
+                commit: None,
+                message: None,
+                reference: None,
+                archive: None,
+            })
+        }
+    }
+}
+
+/// A folder source may not contain the webroot: the copy would contain itself.
+fn check_folder_source(layout: &Layout, folder: &Path) -> Result<()> {
+    let folder =
+        std::fs::canonicalize(folder).map_err(|e| Error::io("open source folder", folder, e))?;
+    let webroot = std::fs::canonicalize(layout.webroot())
+        .map_err(|e| Error::io("open", layout.webroot(), e))?;
+    if webroot.starts_with(&folder) {
+        return Err(Error::Invalid(format!(
+            "source folder {} contains the webroot {}; deploy from a folder outside it",
+            folder.display(),
+            webroot.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! A release staged: the deploy's steps up to the switch (resolve,
+//! materialize, carry, build, check) leave a complete release, in state
+//! `staged`, that is not live. A single-host deploy switches to it at once; a
+//! fleet's host waits for the controller's word.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::carry::{Deployed, Pass};
+use crate::error::{Error, Result};
+use crate::fsx;
+use crate::history::{ReleaseRecord, now_ms};
+use crate::layout::Layout;
+use crate::manifest::Manifest;
+use crate::plain;
+use crate::policy::{DeployPlan, DeployResult};
+use crate::release::{ReleaseState, release_name, short};
+use crate::reuse::LiveTree;
+use crate::session::{Session, Step};
+use crate::share::Sharer;
+use crate::shared::link_shared;
+use crate::steps::carry::{carry_logged, live_manifest, now_ns};
+use crate::steps::discard::discard_release;
+use crate::steps::materialize::materialize;
+use crate::steps::resolve::{Resolved, resolve};
+use crate::switch::{Live, read_live};
+
+/// What staging ended with.
+pub enum Staging<'s> {
+    /// Nothing to switch: the content is already live, or plain mode
+    /// updated the context in place.
+    Done(DeployResult),
+    Staged(Staged<'s>),
+}
+
+/// A complete release, not live, and what switching to it needs.
+pub struct Staged<'s> {
+    pub name: String,
+    pub commit: Option<String>,
+    pub manifest: Manifest<'s>,
+    /// What was live when the release was staged.
+    pub live: Live,
+    /// When the carry from the live release started (ns since the epoch);
+    /// `None` when there was nothing to carry from.
+    pub carry_started_ns: Option<i128>,
+    /// Every user file carried in is a link to the live release's.
+    pub carried_all_linked: bool,
+}
+
+/// Stage a release of `plan` named `name` (a fleet's controller picks one
+/// name for every host), or a fresh name.
+pub fn stage<'s>(
+    session: &'s Session<'_>,
+    plan: &DeployPlan,
+    name: Option<&str>,
+) -> Result<Staging<'s>> {
+    let layout = session.layout;
+    let live = read_live(layout)?;
+    let resolved = session.step(Step::Resolve, || resolve(session, plan))?;
+    let live_record = match live.record_name(layout) {
+        Some(name) => session.history.release(name)?,
+        None => None,
+    };
+    let unchanged_commit = resolved.commit.is_some()
+        && live_record.as_ref().and_then(|r| r.commit.as_ref()) == resolved.commit.as_ref();
+    if unchanged_commit && !plan.force {
+        let commit = resolved.commit.clone();
+        session.info(&format!(
+            "{} is already live at commit {}; nothing to do (--force deploys anyway)",
+            layout.context(),
+            short(commit.as_deref().unwrap_or_default())
+        ));
+        return Ok(Staging::Done(unchanged(session, &live, commit)));
+    }
+    if !plan.policy.zero_downtime {
+        return plain::deploy_in_place(session, plan, &resolved, &live, live_record.as_ref())
+            .map(Staging::Done);
+    }
+    let name = match name {
+        Some(name) => claim_name(layout, name)?,
+        None => allocate_name(layout)?,
+    };
+    session.history.insert_release(&ReleaseRecord {
+        name: name.clone(),
+        state: ReleaseState::Building,
+        created_ms: now_ms(),
+        source: Some(plan.source.shown()),
+        reference: resolved.reference.clone(),
+        commit: resolved.commit.clone(),
+        content_digest: None,
+        deployment_id: Some(session.id),
+        retired_ms: None,
+        carried_ms: None,
+        note: None,
+    })?;
+    let previous = match &live {
+        Live::Release(n) => Some(n.clone()),
+        _ => None,
+    };
+    session.history.set_deployment_target(
+        session.id,
+        Some(&name),
+        resolved.commit.as_deref(),
+        resolved.message.as_deref(),
+        previous.as_deref(),
+    )?;
+    let release_dir = layout.release_path(&name);
+    let built = build_release(
+        session,
+        plan,
+        &resolved,
+        &live,
+        live_record.as_ref(),
+        &name,
+        &release_dir,
+    );
+    match built {
+        Ok(Some((manifest, carry_started_ns, carried_all_linked))) => {
+            session
+                .history
+                .set_release_state(&name, ReleaseState::Staged, None)?;
+            Ok(Staging::Staged(Staged {
+                name,
+                commit: resolved.commit,
+                manifest,
+                live,
+                carry_started_ns,
+                carried_all_linked,
+            }))
+        }
+        Ok(None) => {
+            discard_release(session, &name, "unchanged content")?;
+            Ok(Staging::Done(unchanged(session, &live, resolved.commit)))
+        }
+        Err(error) => {
+            discard_release(session, &name, &error.to_string())?;
+            Err(error)
+        }
+    }
+}
+
+/// The result of a deploy that found its content already live.
+pub(crate) fn unchanged(
+    session: &Session<'_>,
+    live: &Live,
+    commit: Option<String>,
+) -> DeployResult {
+    let release = live.record_name(session.layout).map(str::to_string);
+    let _ = session.history.set_deployment_target(
+        session.id,
+        release.as_deref(),
+        commit.as_deref(),
+        None,
+        None,
+    );
+    DeployResult {
+        deployment: session.id,
+        outcome: "unchanged",
+        release,
+        previous: None,
+        commit,
+        pruned: Vec::new(),
+    }
+}
+
+/// Materialize, carry, build and check the new release; `None` when its
+/// content is what is live already.
+type Built<'s> = Option<(Manifest<'s>, Option<i128>, bool)>;
+
+fn build_release<'s>(
+    session: &'s Session<'_>,
+    plan: &DeployPlan,
+    resolved: &Resolved,
+    live: &Live,
+    live_record: Option<&ReleaseRecord>,
+    name: &str,
+    release_dir: &Path,
+) -> Result<Built<'s>> {
+    let layout = session.layout;
+    let live_manifest = live_manifest(session, live)?;
+    let sharer = match (live, live_record, &live_manifest) {
+        (Live::Release(live_name), Some(record), Some(manifest)) => Some(Sharer::new(
+            &layout.release_path(live_name),
+            Some(manifest),
+            record.created_ms,
+            plan.policy.build.is_empty(),
+        )),
+        _ => None,
+    };
+    let base = live_record.and_then(|r| r.commit.as_deref());
+    let manifest = Manifest::create(&session.history, name)?;
+    session.step(Step::Materialize, || {
+        fsx::create_dir(release_dir)?;
+        materialize(
+            session,
+            plan,
+            resolved,
+            release_dir,
+            &manifest,
+            sharer.as_ref(),
+            base,
+        )
+    })?;
+    // A commit already names the content; archives and folders need a digest.
+    if resolved.commit.is_none() {
+        let digest = manifest.content_digest()?;
+        let same_content =
+            live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
+        if same_content && !plan.force {
+            session.info(&format!(
+                "{} already serves this content (digest {}); nothing to do (--force deploys anyway)",
+                layout.context(),
+                short(&digest)
+            ));
+            return Ok(None);
+        }
+        record_digest(session, name, &digest)?;
+    }
+    let live_dir = live.dir(layout);
+    let carry_started_ns = now_ns();
+    let carried = session.step(Step::Carry, || {
+        for path in &plan.policy.shared {
+            if let Some(note) =
+                link_shared(layout, release_dir, live_dir.as_deref(), path, &manifest)?
+            {
+                session.info(&note);
+            }
+        }
+        live_dir
+            .as_deref()
+            .map(|from| {
+                carry_logged(
+                    session,
+                    Step::Carry,
+                    from,
+                    Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
+                    release_dir,
+                    Deployed::Listed(&manifest),
+                    &plan.policy.shared,
+                    Pass::Fill,
+                    false,
+                )
+            })
+            .transpose()
+    })?;
+    if !plan.policy.build.is_empty() {
+        let live_tree = match (&live_dir, &live_manifest, live_record) {
+            (Some(dir), Some(manifest), Some(record)) => Some(LiveTree {
+                dir,
+                manifest,
+                made_ms: record.created_ms,
+            }),
+            _ => None,
+        };
+        session.step(Step::Build, || {
+            crate::steps::build::build(session, plan, release_dir, &manifest, live_tree.as_ref())
+        })?;
+    }
+    let privileges = &plan.policy.privileges;
+    privileges.apply(release_dir, &manifest)?;
+    if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
+        session.step(Step::Check, || {
+            health
+                .check_release(release_dir, privileges.build_user.as_ref(), &mut |line| {
+                    session.debug(&format!("check | {line}"));
+                })
+                .map_err(|why| Error::Health(format!("the check before the switch {why}")))
+        })?;
+    }
+    manifest.flush()?;
+    let all_linked = carried.as_ref().is_some_and(|c| c.all_linked());
+    Ok(Some((
+        manifest,
+        carried.map(|_| carry_started_ns),
+        all_linked,
+    )))
+}
+
+fn record_digest(session: &Session<'_>, name: &str, digest: &str) -> Result<()> {
+    if let Some(mut record) = session.history.release(name)? {
+        record.content_digest = Some(digest.to_string());
+        session.history.insert_release(&record)?;
+    }
+    Ok(())
+}
+
+/// A name given by a fleet's controller: refused if this host has it already.
+fn claim_name(layout: &Layout, name: &str) -> Result<String> {
+    let stamp_ok = name
+        .strip_prefix(layout.context())
+        .and_then(|s| s.strip_prefix('_'))
+        .and_then(crate::release::parse_stamp)
+        .is_some();
+    if !stamp_ok {
+        return Err(Error::Invalid(format!(
+            "'{name}' is not a release name of {}",
+            layout.context()
+        )));
+    }
+    if fsx::metadata_if_exists(&layout.release_path(name))?.is_some() {
+        return Err(Error::Invalid(format!(
+            "release {name} already exists in {}",
+            layout.webroot().display()
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// Name the new release, waiting for the next second if the name is taken.
+pub(crate) fn allocate_name(layout: &Layout) -> Result<String> {
+    loop {
+        let now = Timestamp::now();
+        let name = release_name(layout.context(), now);
+        if fsx::metadata_if_exists(&layout.release_path(&name))?.is_none() {
+            return Ok(name);
+        }
+        let into_second = now.subsec_nanosecond().max(0) as u64;
+        std::thread::sleep(Duration::from_nanos(
+            1_000_000_000 - into_second + 1_000_000,
+        ));
+    }
+}
