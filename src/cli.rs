@@ -77,6 +77,10 @@ pub enum Command {
     /// One process for every app in the config. SIGTERM stops it (a running
     /// deploy finishes within agent.shutdown_timeout), SIGHUP rereads the config.
     Agent(AgentArgs),
+    /// A fleet host's part of a fleet deploy, driven by the controller over
+    /// ssh (stdin and stdout speak the fleet protocol).
+    #[command(hide = true)]
+    FleetHost,
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -189,6 +193,9 @@ pub struct DeployArgs {
     /// Deploy even if the live release already has this commit or content
     #[arg(long)]
     pub force: bool,
+    /// Deploy to this host over ssh, `[user@]name[:port]`, with the others given (repeatable): a fleet
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,

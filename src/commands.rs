@@ -18,7 +18,7 @@ use crate::cli::{
     AgentArgs, DeployArgs, DoctorArgs, InspectArgs, KeepArgs, LogArgs, LogFormat, PruneArgs,
     RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs, select_app, split_app,
 };
-use crate::config::UsageError;
+use crate::config::{self, UsageError};
 use crate::output::Console;
 use crate::output::out;
 use crate::units::human_size;
@@ -36,6 +36,50 @@ fn run_options(wait: bool) -> RunOptions {
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     out!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A deploy to every host of the app's fleet.
+fn deploy_fleet(
+    app: &config::AppConfig,
+    fleet: &crate::fleet::settings::FleetSettings,
+    plan: &zdeploy_core::policy::DeployPlan,
+    overrides: &config::Overrides,
+    json: bool,
+) -> Result<()> {
+    let print = |host: &str, line: &str| eprintln!("{host}: {line}");
+    let result = crate::fleet::controller::FleetDeploy {
+        app,
+        fleet,
+        plan,
+        overrides,
+        trigger: "cli".into(),
+        print: &print,
+    }
+    .run()?;
+    if json {
+        return print_json(&result);
+    }
+    match result.outcome {
+        "unchanged" => out!(
+            "{} unchanged on {} hosts: {} is already live",
+            app.layout.context(),
+            result.hosts.len(),
+            result.release.as_deref().unwrap_or("it")
+        ),
+        _ => out!(
+            "{} -> {} on {} hosts (switch skew {} ms{})",
+            app.layout.context(),
+            result.release.as_deref().unwrap_or("?"),
+            result.hosts.len(),
+            result.skew_ms.unwrap_or(0),
+            result
+                .commit
+                .as_deref()
+                .map(|c| format!(", commit {}", short(c)))
+                .unwrap_or_default()
+        ),
+    }
     Ok(())
 }
 
@@ -74,8 +118,12 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
         overrides.source = args.source.clone();
         args.positional.as_deref()
     };
+    overrides.hosts = args.hosts.clone();
     let app = select_app(config, app, &overrides)?;
     let plan = app.deploy_plan(args.force)?;
+    if let Some(fleet) = &app.fleet {
+        return deploy_fleet(&app, fleet, &plan, &overrides, args.json);
+    }
     let result =
         zdeploy_core::deploy::deploy(&app.layout, &plan, &run_options(args.wait), console)?;
     if args.json {

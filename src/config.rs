@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use zdeploy_core::ErrorKind;
 use zdeploy_core::apache::ApacheMap;
@@ -115,6 +115,12 @@ struct RawApp {
     writable: Option<Spanned<Vec<String>>>,
     build_user: Option<Spanned<String>>,
     allow_root_build: Option<bool>,
+    hosts: Option<Spanned<Vec<String>>>,
+    strategy: Option<Spanned<String>>,
+    stage_timeout: Option<Spanned<String>>,
+    parallel: Option<Spanned<i64>>,
+    ssh_config: Option<Spanned<String>>,
+    remote_zdeploy: Option<Spanned<String>>,
 }
 
 /// A build step: a command, or `{ run = "…", unless_reused = "vendor" }`.
@@ -141,7 +147,7 @@ struct RawReuse {
 }
 
 /// `health = { url, expect_status, timeout, before }`, or the `--health-*` flags.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub url: Option<String>,
@@ -172,8 +178,9 @@ struct RawPhpFpm {
     opcache_reset: bool,
 }
 
-/// Flags that override (or, ad hoc, replace) an app's config keys.
-#[derive(Debug, Default, Clone)]
+/// Flags that override (or, ad hoc, replace) an app's config keys. A fleet's
+/// controller sends them to each host with the config file's text.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Overrides {
     pub webroot: Option<PathBuf>,
     pub context: Option<String>,
@@ -200,6 +207,8 @@ pub struct Overrides {
     pub writable: Vec<String>,
     pub build_user: Option<String>,
     pub allow_root_build: bool,
+    /// `--host`: deploy to these hosts over ssh instead of here (repeatable).
+    pub hosts: Vec<String>,
 }
 
 /// One app, validated.
@@ -216,6 +225,11 @@ pub struct AppConfig {
     pub php_fpm_address: Option<String>,
     /// What the agent does for this app.
     pub automation: Automation,
+    /// The hosts that serve the app, when it is a fleet.
+    pub fleet: Option<crate::fleet::settings::FleetSettings>,
+    /// The config file the app came from and its text, as read: a fleet's
+    /// controller sends it to every host.
+    pub file: Option<(PathBuf, String)>,
 }
 
 /// The agent's settings of one app.
@@ -291,6 +305,7 @@ impl AppConfig {
         Ok(DeployPlan {
             source,
             reference: self.reference.clone(),
+            commit: None,
             policy: self.policy.clone(),
             force,
         })
@@ -704,6 +719,10 @@ fn resolve(
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
         automation,
+        fleet: fleet_settings(raw, flags, origin, zero_downtime)?,
+        file: origin
+            .file
+            .map(|(path, text)| (path.to_path_buf(), text.to_string())),
     })
 }
 
@@ -1059,4 +1078,79 @@ fn opcache_reset(raw: &RawApp, flags: &Overrides) -> Option<zdeploy_core::fastcg
         )),
         _ => None,
     }
+}
+
+/// `hosts = [...]` (or `--host`) and how the fleet is deployed.
+fn fleet_settings(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+    zero_downtime: bool,
+) -> Result<Option<crate::fleet::settings::FleetSettings>, UsageError> {
+    use crate::fleet::settings::{FleetSettings, HostAddress, Strategy};
+    let Some((hosts, span)) = pick(
+        (!flags.hosts.is_empty()).then(|| flags.hosts.clone()),
+        &raw.hosts,
+    ) else {
+        return Ok(None);
+    };
+    let mut addresses: Vec<HostAddress> = Vec::new();
+    for host in &hosts {
+        let address = HostAddress::parse(host)
+            .map_err(|e| origin.error("hosts", "--host", span.clone(), &e))?;
+        if addresses.iter().any(|a| a.shown == address.shown) {
+            return Err(origin.error(
+                "hosts",
+                "--host",
+                span,
+                &format!("host '{host}' is listed twice"),
+            ));
+        }
+        addresses.push(address);
+    }
+    if addresses.is_empty() {
+        return Err(origin.error("hosts", "--host", span, "hosts is empty"));
+    }
+    if !zero_downtime {
+        return Err(origin.error(
+            "hosts",
+            "--host",
+            span,
+            "a fleet needs releases to stage and switch together; plain mode (zero_downtime = false) cannot be one",
+        ));
+    }
+    let strategy = match pick(None, &raw.strategy) {
+        None => Strategy::Atomic,
+        Some((text, span)) => {
+            Strategy::parse(&text).map_err(|e| origin.error("strategy", "strategy", span, &e))?
+        }
+    };
+    let stage_timeout = match pick(None, &raw.stage_timeout) {
+        None => crate::fleet::settings::DEFAULT_STAGE_TIMEOUT,
+        Some((text, span)) => parse_duration(&text)
+            .map_err(|e| origin.error("stage_timeout", "stage_timeout", span, &e))?,
+    };
+    let parallel = match pick(None, &raw.parallel) {
+        None => addresses.len(),
+        Some((n, _)) if n >= 1 => (n as usize).min(addresses.len()),
+        Some((n, span)) => {
+            return Err(origin.error(
+                "parallel",
+                "parallel",
+                span,
+                &format!("must be at least 1, got {n}"),
+            ));
+        }
+    };
+    Ok(Some(FleetSettings {
+        hosts: addresses,
+        strategy,
+        stage_timeout,
+        parallel,
+        ssh_config: raw.ssh_config.as_ref().map(|p| PathBuf::from(p.get_ref())),
+        remote_zdeploy: raw
+            .remote_zdeploy
+            .as_ref()
+            .map_or_else(|| "zdeploy".to_string(), |p| p.get_ref().clone()),
+    }))
 }

@@ -37,6 +37,7 @@ pub fn run() -> ExitCode {
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),
         Command::Agent(args) => commands::agent(config, args, cli.quiet, cli.verbose),
+        Command::FleetHost => crate::fleet::host::serve(),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod doctor;
 pub mod exit;
+pub mod fleet;
 pub mod output;
 pub mod units;
 pub mod web;

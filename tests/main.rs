@@ -12,6 +12,7 @@ mod config;
 mod crash;
 mod dashboard;
 mod faults;
+mod fleet;
 mod flood;
 mod git_sources;
 mod health;

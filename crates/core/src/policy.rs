@@ -75,6 +75,9 @@ impl Default for Policy {
 pub struct DeployPlan {
     pub source: Source,
     pub reference: Option<String>,
+    /// A git commit already in the mirror (a fleet's controller sent it):
+    /// resolve takes it as it is and fetches nothing.
+    pub commit: Option<String>,
     pub policy: Policy,
     pub force: bool,
 }

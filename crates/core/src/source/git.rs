@@ -85,12 +85,7 @@ pub fn validate_ref(reference: &str) -> Result<()> {
 /// Fetch every branch and tag of `url` into the bare mirror at `mirror`
 /// (created on first use); later fetches transfer only what is new.
 pub fn fetch(mirror: &Path, url: &str, shown_url: &str) -> Result<()> {
-    if !mirror.join("HEAD").exists() {
-        let mut init = git();
-        init.args(["init", "--quiet", "--bare", "--end-of-options"])
-            .arg(mirror);
-        run(init, "create the git mirror", Some((url, shown_url)))?;
-    }
+    init_mirror(mirror)?;
     let mut fetch = git();
     fetch
         .arg("--git-dir")
@@ -106,6 +101,17 @@ pub fn fetch(mirror: &Path, url: &str, shown_url: &str) -> Result<()> {
         ])
         .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
     run(fetch, &format!("fetch {shown_url}"), Some((url, shown_url))).map(|_| ())
+}
+
+/// Create the bare mirror if it is missing.
+pub fn init_mirror(mirror: &Path) -> Result<()> {
+    if mirror.join("HEAD").exists() {
+        return Ok(());
+    }
+    let mut init = git();
+    init.args(["init", "--quiet", "--bare", "--end-of-options"])
+        .arg(mirror);
+    run(init, "create the git mirror", None).map(|_| ())
 }
 
 /// The remote's default branch (what HEAD points to), if it says.

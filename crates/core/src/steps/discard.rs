@@ -6,7 +6,7 @@ use crate::session::Session;
 use crate::steps::prune::delete_release_dir;
 
 /// Remove a release this run created and mark it failed.
-pub(crate) fn discard_release(session: &Session<'_>, name: &str, why: &str) -> Result<()> {
+pub fn discard_release(session: &Session<'_>, name: &str, why: &str) -> Result<()> {
     delete_release_dir(session.layout, name)?;
     session
         .history

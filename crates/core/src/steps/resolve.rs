@@ -22,6 +22,29 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolved> {
     let layout = session.layout;
     match &plan.source {
+        Source::Git { .. } if plan.commit.is_some() => {
+            let commit = plan.commit.clone().expect("matched on it");
+            let shown = plan.source.shown();
+            let found = git::resolve(&layout.mirror_path(), &commit, &shown)?;
+            if found != commit {
+                return Err(Error::Source(format!(
+                    "commit {commit} is not in {}",
+                    layout.mirror_path().display()
+                )));
+            }
+            let message = git::describe(&layout.mirror_path(), &commit);
+            session.info(&format!(
+                "deploying commit {} {} sent by the fleet's controller",
+                short(&commit),
+                message.as_deref().unwrap_or("")
+            ));
+            Ok(Resolved {
+                commit: Some(commit),
+                message,
+                reference: plan.reference.clone(),
+                archive: None,
+            })
+        }
         Source::Git { url } => {
             let shown = plan.source.shown();
             let reference = match &plan.reference {

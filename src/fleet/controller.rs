@@ -1,0 +1,717 @@
+//! A fleet deploy from the controller, strategy `atomic`: connect to every
+//! host, check zdeploy's version, resolve the commit and pick the release
+//! name once, send each host the git objects its mirror lacks, stage on
+//! every host, then sync and switch every host together. A host that fails
+//! before the switch stops the deploy everywhere; one that fails to switch
+//! has the others switched back.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use jiff::Timestamp;
+use serde::Serialize;
+use zdeploy_core::policy::DeployPlan;
+use zdeploy_core::release::{release_name, short};
+use zdeploy_core::source::{Source, git};
+
+use crate::config::{AppConfig, Overrides};
+use crate::fleet::protocol::{Job, Order, Report};
+use crate::fleet::settings::FleetSettings;
+use crate::fleet::ssh::Connection;
+
+/// How long the controller waits for a host's next report before it gives
+/// the host up (a stage may run a long build: the stage timeout bounds it).
+const REPORT_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Serialize)]
+pub struct FleetResult {
+    pub outcome: &'static str,
+    pub release: Option<String>,
+    pub commit: Option<String>,
+    /// First to last host's switch, in milliseconds.
+    pub skew_ms: Option<i64>,
+    pub hosts: Vec<HostResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostResult {
+    pub host: String,
+    pub deployment: Option<i64>,
+    pub release: Option<String>,
+    pub switched_at_ms: Option<i64>,
+}
+
+/// One host's `zdeploy fleet-host` process, over its connection.
+struct Remote {
+    connection: Connection,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    deployment: Option<i64>,
+    live: Option<String>,
+    live_commit: Option<String>,
+    newest: Option<String>,
+    switched_at_ms: Option<i64>,
+}
+
+impl Remote {
+    fn host_name(&self) -> &str {
+        &self.connection.host.shown
+    }
+
+    fn order(&mut self, order: &Order) -> Result<()> {
+        let line = serde_json::to_string(order)? + "\n";
+        let name = self.connection.host.shown.clone();
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("{name}: the connection is closed"))?;
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| stdin.flush())
+            .map_err(|e| anyhow!("{name}: the connection broke: {e}"))
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Closing stdin is the host's cue to stop; it cleans up after itself.
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a host said, or that it went quiet.
+enum Heard {
+    Report(Report),
+    Closed(String),
+}
+
+/// Prints what the hosts report, each line led by the host's name.
+pub type Printer<'a> = &'a (dyn Fn(&str, &str) + Sync);
+
+pub struct FleetDeploy<'a> {
+    pub app: &'a AppConfig,
+    pub fleet: &'a FleetSettings,
+    pub plan: &'a DeployPlan,
+    pub overrides: &'a Overrides,
+    pub trigger: String,
+    pub print: Printer<'a>,
+}
+
+impl FleetDeploy<'_> {
+    pub fn run(&self) -> Result<FleetResult> {
+        let Source::Git { url } = &self.plan.source else {
+            bail!(
+                "fleets deploy git sources in this version; {} is not one",
+                self.plan.source.shown()
+            );
+        };
+        let connections = connect_all(self.fleet)?;
+        check_versions(&connections, &self.fleet.remote_zdeploy)?;
+        let (commit, reference) = self.resolve(url)?;
+        let (events, heard) = channel();
+        let mut remotes = Vec::new();
+        for (index, connection) in connections.into_iter().enumerate() {
+            remotes.push(self.start(index, connection, &events)?);
+        }
+        drop(events);
+        let job = |host: &str| Job {
+            config: self
+                .app
+                .file
+                .as_ref()
+                .map(|(p, t)| (p.display().to_string(), t.clone())),
+            app: self.app.name.clone(),
+            overrides: self.overrides.clone(),
+            commit: Some(commit.clone()),
+            stage_timeout_secs: self.fleet.stage_timeout.as_secs().max(1),
+            host: host.to_string(),
+            trigger: self.trigger.clone(),
+        };
+        let mut run = Run {
+            remotes,
+            heard,
+            print: self.print,
+            timeout: self.fleet.stage_timeout + REPORT_TIMEOUT_MARGIN,
+        };
+        for remote in &mut run.remotes {
+            let job = job(remote.host_name());
+            remote.order(&Order::Open(Box::new(job)))?;
+        }
+        let all: Vec<usize> = (0..run.remotes.len()).collect();
+        let opened = run.await_reports(&all, |r| matches!(r, Report::Opened { .. }));
+        run.fail_if_any(&opened, "before staging; nothing changed anywhere")?;
+        let agree = run.remotes.iter().all(|r| {
+            r.live_commit.as_deref() == Some(commit.as_str()) && r.live == run.remotes[0].live
+        });
+        if agree && !self.plan.force {
+            (self.print)(
+                "fleet",
+                &format!(
+                    "every host already serves {} at commit {}; nothing to do (--force deploys anyway)",
+                    run.remotes[0].live.as_deref().unwrap_or("?"),
+                    short(&commit)
+                ),
+            );
+            run.abort_all("the fleet already serves this commit");
+            return Ok(run.result("unchanged", run.remotes[0].live.clone(), Some(commit)));
+        }
+        let release = self.pick_name(&run.remotes);
+        self.send_objects(&run.remotes, &commit, &release)?;
+        (self.print)(
+            "fleet",
+            &format!(
+                "staging {release} ({} at {}) on {} hosts",
+                reference,
+                short(&commit),
+                run.remotes.len()
+            ),
+        );
+        run.stage_all(&release, self.fleet.parallel)?;
+        run.step_all(
+            &Order::Sync,
+            |r| matches!(r, Report::Synced),
+            "before the switch; nothing switched anywhere",
+        )?;
+        run.switch_all()?;
+        for remote in &mut run.remotes {
+            remote.order(&Order::Finish)?;
+        }
+        let done = run.await_reports(&all, |r| matches!(r, Report::Done { .. }));
+        for (index, heard) in &done {
+            if let Err(error) = heard {
+                (self.print)(
+                    run.remotes[*index].host_name(),
+                    &format!("warning: after the switch: {error}"),
+                );
+            }
+        }
+        let skew = run.skew_ms();
+        (self.print)(
+            "fleet",
+            &format!(
+                "{} hosts now serve {release}; switch skew {} ms",
+                run.remotes.len(),
+                skew.unwrap_or(0)
+            ),
+        );
+        Ok(run.result("deployed", Some(release), Some(commit)))
+    }
+
+    /// The commit the ref names, fetched into the controller's own mirror.
+    fn resolve(&self, url: &str) -> Result<(String, String)> {
+        let shown = self.plan.source.shown();
+        let mirror = controller_mirror(self.app)?;
+        let reference = match &self.plan.reference {
+            Some(r) => r.clone(),
+            None => git::default_branch(url, &shown)?
+                .ok_or_else(|| anyhow!("{shown} has no default branch; pass --ref"))?,
+        };
+        (self.print)("fleet", &format!("fetching {shown}"));
+        git::fetch(&mirror, url, &shown)?;
+        let commit = git::resolve(&mirror, &reference, &shown)?;
+        Ok((commit, reference))
+    }
+
+    /// One release name for every host: now, or just after the newest
+    /// release any host has, so names sort in deploy order everywhere.
+    fn pick_name(&self, remotes: &[Remote]) -> String {
+        let context = self.app.layout.context();
+        let mut at = Timestamp::now();
+        let newest = remotes.iter().filter_map(|r| r.newest.as_deref()).max();
+        loop {
+            let name = release_name(context, at);
+            if newest.is_none_or(|n| name.as_str() > n) {
+                return name;
+            }
+            at += jiff::SignedDuration::from_secs(1);
+        }
+    }
+
+    /// Push the commit to each host's mirror: git's pack protocol sends only
+    /// the objects the mirror lacks.
+    fn send_objects(&self, remotes: &[Remote], commit: &str, release: &str) -> Result<()> {
+        let mirror = controller_mirror(self.app)?;
+        let remote_mirror = self.app.layout.mirror_path();
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = remotes
+                .iter()
+                .map(|remote| {
+                    let mirror = &mirror;
+                    let remote_mirror = &remote_mirror;
+                    scope.spawn(move || {
+                        let mut push = git::git();
+                        push.env("GIT_SSH_COMMAND", remote.connection.git_ssh_command())
+                            .arg("--git-dir")
+                            .arg(mirror)
+                            .args(["push", "--quiet", "--force", "--end-of-options"])
+                            .arg(remote.connection.host.ssh_url(remote_mirror))
+                            .arg(format!("{commit}:refs/zdeploy/{release}"));
+                        let output = push.output().context("run git push")?;
+                        if !output.status.success() {
+                            bail!(
+                                "{}: sending commit {} failed: {}",
+                                remote.host_name(),
+                                short(commit),
+                                String::from_utf8_lossy(&output.stderr).trim()
+                            );
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("push thread"))
+                .collect()
+        });
+        let errors: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+            .collect();
+        if !errors.is_empty() {
+            bail!("{}; nothing changed anywhere", errors.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Start `zdeploy fleet-host` on a host, its reports read on a thread.
+    fn start(
+        &self,
+        index: usize,
+        connection: Connection,
+        events: &Sender<(usize, Heard)>,
+    ) -> Result<Remote> {
+        let mut words: Vec<&str> = self.fleet.remote_zdeploy.split_whitespace().collect();
+        words.push("fleet-host");
+        let mut child = connection
+            .command(&words)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow!("{}: cannot run ssh: {e}", connection.host.shown))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let events = events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Report>(&line) {
+                    Ok(report) => {
+                        if events.send((index, Heard::Report(report))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = events.send((
+                            index,
+                            Heard::Closed(format!("said something unreadable: {line}")),
+                        ));
+                        return;
+                    }
+                }
+            }
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut said);
+            let said = said.trim();
+            let why = if said.is_empty() {
+                "the connection closed".to_string()
+            } else {
+                format!("the connection closed: {said}")
+            };
+            let _ = events.send((index, Heard::Closed(why)));
+        });
+        let stdin = child.stdin.take();
+        Ok(Remote {
+            connection,
+            child,
+            stdin,
+            deployment: None,
+            live: None,
+            live_commit: None,
+            newest: None,
+            switched_at_ms: None,
+        })
+    }
+}
+
+/// The hosts' processes and what they report, during one run.
+struct Run<'a> {
+    remotes: Vec<Remote>,
+    heard: Receiver<(usize, Heard)>,
+    print: Printer<'a>,
+    timeout: Duration,
+}
+
+type Answers = Vec<(usize, Result<Report, String>)>;
+
+impl Run<'_> {
+    /// Wait until each of `hosts` gives a report `wanted` matches, fails, or
+    /// goes quiet; everything else they say is printed on the way.
+    fn await_reports(&mut self, hosts: &[usize], wanted: impl Fn(&Report) -> bool) -> Answers {
+        let mut answers: Answers = Vec::new();
+        while answers.len() < hosts.len() {
+            let pending: Vec<usize> = hosts
+                .iter()
+                .copied()
+                .filter(|h| !answers.iter().any(|(a, _)| a == h))
+                .collect();
+            let (index, heard) = match self.heard.recv_timeout(self.timeout) {
+                Ok(event) => event,
+                Err(_) => {
+                    for index in pending {
+                        answers.push((index, Err("no report in time".into())));
+                    }
+                    break;
+                }
+            };
+            if !pending.contains(&index) {
+                if let Heard::Report(report) = &heard {
+                    self.show(index, report);
+                }
+                continue;
+            }
+            match heard {
+                Heard::Report(Report::Failed { error }) => answers.push((index, Err(error))),
+                Heard::Report(report) if wanted(&report) => {
+                    self.note(index, &report);
+                    answers.push((index, Ok(report)));
+                }
+                Heard::Report(report) => self.show(index, &report),
+                Heard::Closed(why) => answers.push((index, Err(why))),
+            }
+        }
+        answers
+    }
+
+    fn note(&mut self, index: usize, report: &Report) {
+        let remote = &mut self.remotes[index];
+        match report {
+            Report::Opened {
+                deployment,
+                live,
+                live_commit,
+                newest,
+                ..
+            } => {
+                remote.deployment = Some(*deployment);
+                remote.live = live.clone();
+                remote.live_commit = live_commit.clone();
+                remote.newest = newest.clone();
+            }
+            Report::Switched { at_ms } => remote.switched_at_ms = Some(*at_ms),
+            _ => {}
+        }
+    }
+
+    fn show(&self, index: usize, report: &Report) {
+        let name = self.remotes[index].host_name();
+        match report {
+            Report::Log { level, message } if level == "warn" => {
+                (self.print)(name, &format!("warning: {message}"))
+            }
+            Report::Log { message, .. } => (self.print)(name, message),
+            Report::Step {
+                step,
+                done: true,
+                ok: false,
+            } => (self.print)(name, &format!("[{step}] FAILED")),
+            _ => {}
+        }
+    }
+
+    /// Fail with every host's error named, after stopping the others.
+    fn fail_if_any(&mut self, answers: &Answers, consequence: &str) -> Result<()> {
+        let failed: Vec<String> = answers
+            .iter()
+            .filter_map(|(i, a)| {
+                a.as_ref()
+                    .err()
+                    .map(|e| format!("{}: {e}", self.remotes[*i].host_name()))
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let why = failed.join("; ");
+        self.abort_all(&why);
+        bail!("fleet deploy failed {consequence}: {why}")
+    }
+
+    /// Tell every host still listening to stop, and wait for each.
+    fn abort_all(&mut self, why: &str) {
+        let mut listening = Vec::new();
+        for (index, remote) in self.remotes.iter_mut().enumerate() {
+            if remote
+                .order(&Order::Abort {
+                    why: why.to_string(),
+                })
+                .is_ok()
+            {
+                listening.push(index);
+            }
+        }
+        for (index, answer) in self.await_reports(&listening, |r| matches!(r, Report::Aborted)) {
+            if let Err(error) = answer {
+                let name = self.remotes[index].host_name();
+                if !error.contains(why) {
+                    (self.print)(name, &format!("while stopping: {error}"));
+                }
+            }
+        }
+    }
+
+    /// Stage on every host, at most `parallel` at once.
+    fn stage_all(&mut self, release: &str, parallel: usize) -> Result<()> {
+        let order = Order::Stage {
+            release: release.to_string(),
+            force: true,
+        };
+        let count = self.remotes.len();
+        let mut answers: Answers = Vec::new();
+        let mut next = 0;
+        while answers.len() < count {
+            while next < count && next - answers.len() < parallel.max(1) {
+                if let Err(e) = self.remotes[next].order(&order) {
+                    answers.push((next, Err(format!("{e:#}"))));
+                }
+                next += 1;
+            }
+            let started: Vec<usize> = (0..next)
+                .filter(|i| !answers.iter().any(|(a, _)| a == i))
+                .collect();
+            let first = self.await_one(&started, |r| matches!(r, Report::Staged { .. }));
+            answers.push(first);
+        }
+        self.fail_if_any(
+            &answers,
+            "while staging; nothing switched anywhere, staged releases removed",
+        )
+    }
+
+    /// The first of `hosts` to answer.
+    fn await_one(
+        &mut self,
+        hosts: &[usize],
+        wanted: impl Fn(&Report) -> bool,
+    ) -> (usize, Result<Report, String>) {
+        loop {
+            let (index, heard) = match self.heard.recv_timeout(self.timeout) {
+                Ok(event) => event,
+                Err(_) => return (hosts[0], Err("no report in time".into())),
+            };
+            match heard {
+                Heard::Report(Report::Failed { error }) if hosts.contains(&index) => {
+                    return (index, Err(error));
+                }
+                Heard::Report(report) if hosts.contains(&index) && wanted(&report) => {
+                    return (index, Ok(report));
+                }
+                Heard::Report(report) => self.show(index, &report),
+                Heard::Closed(why) if hosts.contains(&index) => return (index, Err(why)),
+                Heard::Closed(_) => {}
+            }
+        }
+    }
+
+    fn step_all(
+        &mut self,
+        order: &Order,
+        wanted: impl Fn(&Report) -> bool,
+        consequence: &str,
+    ) -> Result<()> {
+        let mut answers: Answers = Vec::new();
+        let mut sent = Vec::new();
+        for (index, remote) in self.remotes.iter_mut().enumerate() {
+            match remote.order(order) {
+                Ok(()) => sent.push(index),
+                Err(e) => answers.push((index, Err(format!("{e:#}")))),
+            }
+        }
+        answers.extend(self.await_reports(&sent, wanted));
+        self.fail_if_any(&answers, consequence)
+    }
+
+    /// Order every switch at once (the lines are written back to back, so
+    /// hosts switch within about one round trip); if a host fails, switch
+    /// back the ones that switched.
+    fn switch_all(&mut self) -> Result<()> {
+        let line = serde_json::to_string(&Order::Switch)? + "\n";
+        let mut answers: Answers = Vec::new();
+        let mut sent = Vec::new();
+        for (index, remote) in self.remotes.iter_mut().enumerate() {
+            let written = remote
+                .stdin
+                .as_mut()
+                .map(|s| s.write_all(line.as_bytes()).and_then(|_| s.flush()));
+            match written {
+                Some(Ok(())) => sent.push(index),
+                _ => answers.push((index, Err("the connection broke before the switch".into()))),
+            }
+        }
+        answers.extend(self.await_reports(&sent, |r| matches!(r, Report::Switched { .. })));
+        let failed: Vec<String> = answers
+            .iter()
+            .filter_map(|(i, a)| {
+                a.as_ref()
+                    .err()
+                    .map(|e| format!("{}: {e}", self.remotes[*i].host_name()))
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let why = failed.join("; ");
+        let switched: Vec<String> = answers
+            .iter()
+            .filter(|(_, a)| a.is_ok())
+            .map(|(i, _)| self.remotes[*i].host_name().to_string())
+            .collect();
+        self.abort_all(&format!("another host failed to switch ({why})"));
+        bail!(
+            "fleet deploy failed at the switch: {why}; {}",
+            if switched.is_empty() {
+                "no host had switched".to_string()
+            } else {
+                format!("switched back: {}", switched.join(", "))
+            }
+        )
+    }
+
+    fn skew_ms(&self) -> Option<i64> {
+        let times: Vec<i64> = self
+            .remotes
+            .iter()
+            .filter_map(|r| r.switched_at_ms)
+            .collect();
+        Some(times.iter().max()? - times.iter().min()?)
+    }
+
+    fn result(
+        &self,
+        outcome: &'static str,
+        release: Option<String>,
+        commit: Option<String>,
+    ) -> FleetResult {
+        FleetResult {
+            outcome,
+            release: release.clone(),
+            commit,
+            skew_ms: self.skew_ms(),
+            hosts: self
+                .remotes
+                .iter()
+                .map(|r| HostResult {
+                    host: r.host_name().to_string(),
+                    deployment: r.deployment,
+                    release: if outcome == "deployed" {
+                        release.clone()
+                    } else {
+                        r.live.clone()
+                    },
+                    switched_at_ms: r.switched_at_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Connect to every host at once; every failure is named.
+fn connect_all(fleet: &FleetSettings) -> Result<Vec<Connection>> {
+    let results: Vec<Result<Connection>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fleet
+            .hosts
+            .iter()
+            .map(|host| scope.spawn(move || Connection::open(host, fleet)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("connect thread"))
+            .collect()
+    });
+    let mut connections = Vec::new();
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(c) => connections.push(c),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    Ok(connections)
+}
+
+/// Every host must run this very zdeploy version.
+fn check_versions(connections: &[Connection], remote_zdeploy: &str) -> Result<()> {
+    let ours = format!("zdeploy {}", env!("CARGO_PKG_VERSION"));
+    let mut words: Vec<&str> = remote_zdeploy.split_whitespace().collect();
+    words.push("--version");
+    let theirs: Vec<(String, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = connections
+            .iter()
+            .map(|c| {
+                let words = &words;
+                scope.spawn(move || {
+                    let version = match c.command(words).stdin(Stdio::null()).output() {
+                        Ok(out) if out.status.success() => {
+                            String::from_utf8_lossy(&out.stdout).trim().to_string()
+                        }
+                        Ok(_) => "no zdeploy".to_string(),
+                        Err(e) => format!("unreachable ({e})"),
+                    };
+                    (c.host.shown.clone(), version)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("version thread"))
+            .collect()
+    });
+    let differ: Vec<String> = theirs
+        .iter()
+        .filter(|(_, v)| *v != ours)
+        .map(|(host, v)| format!("{host} has {v}"))
+        .collect();
+    if !differ.is_empty() {
+        bail!(
+            "zdeploy versions differ: this controller is {ours}, {} (zdeploy fleet install puts this binary on them)",
+            differ.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The controller's own mirror of the app's repository.
+fn controller_mirror(app: &AppConfig) -> Result<PathBuf> {
+    let base = match std::env::var_os("ZDEPLOY_STATE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+            (Some(state), _) => PathBuf::from(state).join("zdeploy"),
+            (None, Some(home)) => PathBuf::from(home).join(".local/state/zdeploy"),
+            (None, None) => bail!(
+                "neither HOME nor ZDEPLOY_STATE_DIR is set: nowhere to keep the controller's git mirror"
+            ),
+        },
+    };
+    let key = sha256_hex(app.layout.context_path().display().to_string().as_bytes());
+    let dir = base.join("fleets").join(format!(
+        "{}-{}",
+        app.name.as_deref().unwrap_or(app.layout.context()),
+        &key[..12]
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir.join("mirror.git"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

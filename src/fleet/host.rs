@@ -1,0 +1,312 @@
+//! A fleet host's part of a deploy (`zdeploy fleet-host`, run by the
+//! controller over ssh): one process that holds the host's lock from stage to
+//! switch and does what the controller orders, composed of the same steps as
+//! a single-host deploy. If the controller goes away (its connection closes,
+//! or no order comes within `stage_timeout`), a staged release is removed; a
+//! switched one stays and the next deploy converges the fleet.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use zdeploy_core::history::{Kind, Outcome};
+use zdeploy_core::lock::LockWait;
+use zdeploy_core::policy::{DeployPlan, DeployResult};
+use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
+use zdeploy_core::source::{Source, git};
+use zdeploy_core::steps::discard::discard_release;
+use zdeploy_core::steps::recover::recover;
+use zdeploy_core::steps::stage::{Staging, stage};
+use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
+use zdeploy_core::switch::read_live;
+
+use crate::config::{AppConfig, ConfigFile, ad_hoc};
+use crate::fleet::protocol::{Job, Order, Report};
+
+/// Reports go to stdout, one line each, from the run and its observer.
+struct Reporter {
+    out: Mutex<std::io::Stdout>,
+}
+
+impl Reporter {
+    fn send(&self, report: &Report) {
+        let line = serde_json::to_string(report).expect("reports serialize");
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // A controller that went away is noticed on stdin, not here.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+impl Observer for Reporter {
+    fn step_started(&self, step: Step) {
+        self.send(&Report::Step {
+            step: step.as_str().into(),
+            done: false,
+            ok: true,
+        });
+    }
+    fn step_finished(&self, step: Step, _elapsed: Duration, ok: bool) {
+        self.send(&Report::Step {
+            step: step.as_str().into(),
+            done: true,
+            ok,
+        });
+    }
+    fn log(&self, level: Level, message: &str) {
+        if level >= Level::Info {
+            self.send(&Report::Log {
+                level: level.as_str().into(),
+                message: message.into(),
+            });
+        }
+    }
+    fn progress(&self, step: Step, done: u64, total: Option<u64>) {
+        if done.is_multiple_of(4096) {
+            self.send(&Report::Progress {
+                step: step.as_str().into(),
+                done,
+                total,
+            });
+        }
+    }
+}
+
+/// Orders from stdin, read on a thread; the channel closes when the
+/// controller's connection does.
+fn orders() -> Receiver<Result<Order>> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let order = line
+                .context("read orders")
+                .and_then(|l| serde_json::from_str::<Order>(&l).context("parse an order"));
+            let failed = order.is_err();
+            if sender.send(order).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// What the wait for the next order ended with.
+enum Next {
+    Order(Order),
+    /// The controller went away or said nothing in time.
+    Gone(String),
+}
+
+fn next(orders: &Receiver<Result<Order>>, timeout: Duration) -> Next {
+    match orders.recv_timeout(timeout) {
+        Ok(Ok(order)) => Next::Order(order),
+        Ok(Err(e)) => Next::Gone(format!("the controller sent something unreadable: {e:#}")),
+        Err(RecvTimeoutError::Timeout) => Next::Gone(format!(
+            "no word from the controller within the stage timeout ({}s)",
+            timeout.as_secs()
+        )),
+        Err(RecvTimeoutError::Disconnected) => {
+            Next::Gone("the controller's connection closed".into())
+        }
+    }
+}
+
+pub fn serve() -> Result<()> {
+    let reporter = Reporter {
+        out: Mutex::new(std::io::stdout()),
+    };
+    let orders = orders();
+    let result = serve_job(&orders, &reporter);
+    if let Err(error) = &result {
+        reporter.send(&Report::Failed {
+            error: format!("{error:#}"),
+        });
+    }
+    result
+}
+
+fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter) -> Result<()> {
+    let job = match next(orders, Duration::from_secs(60)) {
+        Next::Order(Order::Open(job)) => job,
+        Next::Order(other) => bail!("expected an open order first, got {other:?}"),
+        Next::Gone(why) => bail!("{why}"),
+    };
+    let app = app_of(&job)?;
+    let mut plan = app.deploy_plan(false)?;
+    if !matches!(plan.source, Source::Git { .. }) {
+        bail!("fleets deploy git sources in this version");
+    }
+    plan.commit = job.commit.clone();
+    let options = RunOptions {
+        trigger: format!("fleet {}", job.trigger),
+        wait: LockWait::Fail,
+    };
+    let shown = plan.source.shown();
+    let session = Session::open(
+        &app.layout,
+        Kind::Deploy,
+        &options,
+        Some(&shown),
+        plan.reference.as_deref(),
+        reporter,
+    )?;
+    let result = run(&session, &plan, &job, orders, reporter);
+    let recorded = match &result {
+        Ok(done) => Ok(done.clone()),
+        Err(error) => Err(zdeploy_core::Error::Invalid(format!("{error:#}"))),
+    };
+    session.finish(&recorded, |_| Outcome::Success)?;
+    let done = result?;
+    reporter.send(&Report::Done {
+        release: done.release,
+        outcome: done.outcome.into(),
+    });
+    Ok(())
+}
+
+/// The app as the controller's config (or flags) define it.
+fn app_of(job: &Job) -> Result<AppConfig> {
+    let app = match &job.config {
+        Some((path, text)) => ConfigFile::parse(Path::new(path), text.clone())?
+            .app(job.app.as_deref(), &job.overrides)?,
+        None => ad_hoc(&job.overrides)?,
+    };
+    Ok(app)
+}
+
+fn run(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    job: &Job,
+    orders: &Receiver<Result<Order>>,
+    reporter: &Reporter,
+) -> Result<DeployResult> {
+    let policy = &plan.policy;
+    let layout = session.layout;
+    session.step(Step::Recover, || recover(session, policy.apache.as_ref()))?;
+    git::init_mirror(&layout.mirror_path())?;
+    let live = read_live(layout)?;
+    let live_name = live.record_name(layout).map(str::to_string);
+    let live_commit = match &live_name {
+        Some(name) => session.history.release(name)?.and_then(|r| r.commit),
+        None => None,
+    };
+    let newest = zdeploy_core::inventory::releases_on_disk(layout)?
+        .into_iter()
+        .filter(|r| r.stamp().is_some())
+        .map(|r| r.name)
+        .max();
+    reporter.send(&Report::Opened {
+        deployment: session.id,
+        mirror: layout.mirror_path().display().to_string(),
+        live: live_name,
+        live_commit,
+        newest,
+    });
+    let timeout = Duration::from_secs(job.stage_timeout_secs);
+    let (release, force) = match next(orders, timeout) {
+        Next::Order(Order::Stage { release, force }) => (release, force),
+        Next::Order(Order::Abort { why }) => {
+            reporter.send(&Report::Aborted);
+            return Err(anyhow!("stopped before staging: {why}"));
+        }
+        Next::Order(other) => bail!("expected a stage order, got {other:?}"),
+        Next::Gone(why) => bail!("{why}"),
+    };
+    let plan = &DeployPlan {
+        force,
+        ..plan.clone()
+    };
+    let staged = match stage(session, plan, Some(&release))? {
+        Staging::Done(result) => return Ok(result),
+        Staging::Staged(staged) => staged,
+    };
+    reporter.send(&Report::Staged {
+        release: staged.name.clone(),
+    });
+    let discard = |why: &str| -> Result<()> {
+        discard_release(session, &staged.name, why)?;
+        session.warn(&format!(
+            "removed the staged release {}: {why}",
+            staged.name
+        ));
+        Ok(())
+    };
+    let deadline = Instant::now() + timeout;
+    let wait_staged =
+        |deadline: Instant| next(orders, deadline.saturating_duration_since(Instant::now()));
+    match wait_staged(deadline) {
+        Next::Order(Order::Sync) => {}
+        Next::Order(Order::Abort { why }) => {
+            discard(&why)?;
+            reporter.send(&Report::Aborted);
+            bail!("aborted before the switch: {why}");
+        }
+        Next::Order(other) => {
+            discard("the controller broke the protocol")?;
+            bail!("expected a sync order, got {other:?}");
+        }
+        Next::Gone(why) => {
+            discard(&why)?;
+            bail!("{why}");
+        }
+    }
+    let synced = match sync(session, &staged, policy) {
+        Ok(synced) => synced,
+        Err(error) => {
+            discard(&error.to_string())?;
+            return Err(error.into());
+        }
+    };
+    reporter.send(&Report::Synced);
+    match wait_staged(deadline) {
+        Next::Order(Order::Switch) => {}
+        Next::Order(Order::Abort { why }) => {
+            discard(&why)?;
+            reporter.send(&Report::Aborted);
+            bail!("aborted before the switch: {why}");
+        }
+        Next::Order(other) => {
+            discard("the controller broke the protocol")?;
+            bail!("expected a switch order, got {other:?}");
+        }
+        Next::Gone(why) => {
+            discard(&why)?;
+            bail!("{why}");
+        }
+    }
+    let switched = switch(session, &staged, &synced, policy)?;
+    check_live(session, &switched, policy)?;
+    reporter.send(&Report::Switched {
+        at_ms: switched.at_ms,
+    });
+    match next(orders, timeout) {
+        Next::Order(Order::Finish) => {}
+        Next::Order(Order::Abort { why }) => {
+            let previous = switch_back(session, &switched, policy, &why)?;
+            reporter.send(&Report::Aborted);
+            bail!("switched back to {previous}: {why}");
+        }
+        Next::Order(other) => session.warn(&format!(
+            "expected a finish order, got {other:?}; keeping {}",
+            switched.name
+        )),
+        Next::Gone(why) => session.warn(&format!(
+            "{why} after the switch; keeping {} (the next fleet deploy brings every host to one release)",
+            switched.name
+        )),
+    }
+    zdeploy_core::deploy::finish(session, &staged, &synced, &switched, policy);
+    let pruned = zdeploy_core::deploy::prune_after_switch(session, policy);
+    Ok(DeployResult {
+        deployment: session.id,
+        outcome: "deployed",
+        release: Some(switched.name),
+        previous: switched.previous,
+        commit: staged.commit,
+        pruned,
+    })
+}

@@ -1,0 +1,9 @@
+//! Fleets: one release on several web servers, decided once and switched
+//! together (DESIGN.md "Fleets"). The hosts run the core's steps; this is the
+//! coordination beside it: ssh, the protocol, the controller's strategy.
+
+pub mod controller;
+pub mod host;
+pub mod protocol;
+pub mod settings;
+pub mod ssh;

@@ -1,0 +1,88 @@
+//! What a fleet's controller and a host's `zdeploy fleet-host` say to each
+//! other: one JSON object per line, the controller on the host's stdin, the
+//! host on its stdout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Overrides;
+
+/// Controller to host.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Take the lock, recover, make the mirror ready; answer `Opened`.
+    Open(Box<Job>),
+    /// Stage this release; answer `Staged` (or `Done` when nothing changes).
+    /// `force`: stage even if the host is live on the commit already (so
+    /// every host ends on the one release name).
+    Stage { release: String, force: bool },
+    /// Carry what users wrote since the stage; answer `Synced`.
+    Sync,
+    /// Switch now; answer `Switched`.
+    Switch,
+    /// Keep the switch: settle, prune; answer `Done`.
+    Finish,
+    /// Another host failed: remove the staged release, or switch back to
+    /// the one that was live; answer `Aborted`.
+    Abort { why: String },
+}
+
+/// Everything a host needs to run its part, so it needs no config of its own.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Job {
+    /// The controller's config file and its text (absent ad hoc).
+    pub config: Option<(String, String)>,
+    pub app: Option<String>,
+    pub overrides: Overrides,
+    /// The commit the controller resolved; its objects are pushed to the
+    /// host's mirror before staging.
+    pub commit: Option<String>,
+    /// Seconds a staged release waits for its switch.
+    pub stage_timeout_secs: u64,
+    /// The host's name as the controller knows it.
+    pub host: String,
+    pub trigger: String,
+}
+
+/// Host to controller.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    Opened {
+        deployment: i64,
+        mirror: String,
+        live: Option<String>,
+        live_commit: Option<String>,
+        /// The host's newest release name: the fleet's new one must sort after it.
+        newest: Option<String>,
+    },
+    Step {
+        step: String,
+        done: bool,
+        ok: bool,
+    },
+    Log {
+        level: String,
+        message: String,
+    },
+    Progress {
+        step: String,
+        done: u64,
+        total: Option<u64>,
+    },
+    Staged {
+        release: String,
+    },
+    Synced,
+    Switched {
+        at_ms: i64,
+    },
+    Aborted,
+    Done {
+        release: Option<String>,
+        outcome: String,
+    },
+    Failed {
+        error: String,
+    },
+}

@@ -1,0 +1,173 @@
+//! A fleet's settings: its hosts (`[user@]name[:port]`, as ssh reads them)
+//! and how a deploy goes through them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a host keeps a staged release waiting for its switch.
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub hosts: Vec<HostAddress>,
+    pub strategy: Strategy,
+    pub stage_timeout: Duration,
+    /// Hosts staged at once.
+    pub parallel: usize,
+    /// An ssh config file passed as `ssh -F` (default: the user's own).
+    pub ssh_config: Option<PathBuf>,
+    /// The zdeploy command on each host.
+    pub remote_zdeploy: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Stage on every host, then switch every host within one round trip.
+    Atomic,
+}
+
+impl Strategy {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "atomic" => Ok(Strategy::Atomic),
+            "rolling" | "sequential" => Err(format!(
+                "strategy '{text}' is not available in this version; use \"atomic\""
+            )),
+            other => Err(format!("unknown strategy '{other}'; use \"atomic\"")),
+        }
+    }
+}
+
+/// One host as the user wrote it, checked so ssh can only read it as a
+/// destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddress {
+    /// As written: how the host is named in every message.
+    pub shown: String,
+    pub user: Option<String>,
+    pub name: String,
+    pub port: Option<u16>,
+}
+
+impl HostAddress {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.starts_with('-') {
+            return Err(format!(
+                "host '{text}' starts with '-', which ssh would read as an option"
+            ));
+        }
+        let (user, rest) = match text.rsplit_once('@') {
+            Some((user, rest)) => (Some(user), rest),
+            None => (None, text),
+        };
+        let (name, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (name, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("host '{text}': '[' without ']'"))?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| format!("host '{text}': expected ':PORT' after ']'"))?,
+                ),
+            };
+            (name, port)
+        } else {
+            match rest.split_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (rest, None),
+            }
+        };
+        let port = port
+            .map(|p| {
+                p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("host '{text}': port '{p}' is not a number from 1 to 65535")
+                })
+            })
+            .transpose()?;
+        let name_ok = !name.is_empty()
+            && !name.starts_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if !name_ok {
+            return Err(format!(
+                "host '{text}': '{name}' is not a host name or address"
+            ));
+        }
+        if let Some(user) = user {
+            let user_ok = !user.is_empty()
+                && !user.starts_with('-')
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !user_ok {
+                return Err(format!("host '{text}': '{user}' is not a user name"));
+            }
+        }
+        Ok(HostAddress {
+            shown: text.to_string(),
+            user: user.map(str::to_string),
+            name: name.to_string(),
+            port,
+        })
+    }
+
+    /// The destination ssh is given: `[user@]name`.
+    pub fn destination(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user}@{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// An `ssh://` URL of `path` on this host, for git.
+    pub fn ssh_url(&self, path: &std::path::Path) -> String {
+        let name = if self.name.contains(':') {
+            format!("[{}]", self.name)
+        } else {
+            self.name.clone()
+        };
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("ssh://{user}{name}{port}{}", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_as_ssh_reads_them_and_options_are_refused() {
+        let plain = HostAddress::parse("web1.example.com").unwrap();
+        assert_eq!((plain.user.as_deref(), plain.port), (None, None));
+        let full = HostAddress::parse("deploy@web2.example.com:2222").unwrap();
+        assert_eq!(full.destination(), "deploy@web2.example.com");
+        assert_eq!(full.port, Some(2222));
+        let v6 = HostAddress::parse("[fd00::5]:22").unwrap();
+        assert_eq!(v6.name, "fd00::5");
+        assert_eq!(
+            v6.ssh_url(std::path::Path::new("/srv/m.git")),
+            "ssh://[fd00::5]:22/srv/m.git"
+        );
+        for hostile in [
+            "-oProxyCommand=touch /tmp/x",
+            "deploy@-oProxyCommand=x",
+            "-deploy@web",
+            "web1:0",
+            "web1:99999",
+            "web 1",
+            "web1;reboot",
+            "",
+            "@web1",
+        ] {
+            assert!(HostAddress::parse(hostile).is_err(), "{hostile} accepted");
+        }
+    }
+}

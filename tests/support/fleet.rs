@@ -1,0 +1,352 @@
+//! Real fleet hosts for tests: each a network namespace on a bridge the test
+//! creates, with a mount namespace that shows the host's own folder at one
+//! shared path, running its own sshd (keys made here), nginx and PHP-FPM. A
+//! load balancer (nginx upstream) on loopback sends requests to them. Every
+//! address is one the test made; everything is torn down on drop.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::servers::{Nginx, Server, free_port, wait_for};
+
+pub struct FleetHost {
+    /// The host's address, as the controller names it.
+    pub address: String,
+    /// The host's own folder, seen at `Fleet::path` inside the host.
+    pub dir: PathBuf,
+    netns: String,
+    pub veth: String,
+    _server: Server,
+}
+
+impl FleetHost {
+    /// The path of `inside` (a path under `Fleet::path`) as this host sees it.
+    pub fn local(&self, fleet_path: &Path, inside: &Path) -> PathBuf {
+        self.dir.join(inside.strip_prefix(fleet_path).unwrap())
+    }
+}
+
+pub struct Fleet {
+    pub root: tempfile::TempDir,
+    /// The path every host sees as its own folder.
+    pub path: PathBuf,
+    pub hosts: Vec<FleetHost>,
+    pub ssh_config: PathBuf,
+    pub balancer: Option<Nginx>,
+    bridge: String,
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("run ip (iproute2)");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run a command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Fleet {
+    /// `count` hosts serving `<path>/www` through nginx and PHP-FPM, each
+    /// reachable over ssh as root with the fleet's key.
+    pub fn start(count: usize) -> Self {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let subnet = format!("10.{}.{}", 100 + std::process::id() % 100, n % 250);
+        let root = tempfile::Builder::new()
+            .prefix("zdeploy-fleet")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let path = root.path().join("host");
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let key = root.path().join("id_ed25519");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key));
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let bridge = format!("zb{tag}");
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let mut fleet = Fleet {
+            root,
+            path: path.clone(),
+            hosts: Vec::new(),
+            ssh_config: PathBuf::new(),
+            balancer: None,
+            bridge: bridge.clone(),
+        };
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let mut known_hosts = String::new();
+        for i in 0..count {
+            let address = format!("{subnet}.{}", 10 + i);
+            let netns = format!("zn{tag}h{i}");
+            let veth = format!("zv{tag}h{i}");
+            let dir = fleet.root.path().join(format!("host{i}"));
+            for sub in ["www", "bin", "nginx", "php", "ssh"] {
+                std::fs::create_dir_all(dir.join(sub)).unwrap();
+            }
+            let host_key = dir.join("ssh/host_key");
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key));
+            let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+            known_hosts.push_str(&format!(
+                "{address} {}\n",
+                host_public
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            std::fs::write(dir.join("ssh/authorized_keys"), &public).unwrap();
+            write_host_configs(&dir, &path, &address);
+            std::os::unix::fs::symlink(super::BIN, dir.join("bin/zdeploy")).unwrap();
+            ip(&["netns", "add", &netns]);
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ]);
+            ip(&["link", "set", &veth, "master", &bridge]);
+            ip(&["link", "set", &veth, "up"]);
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &netns, "link", "set", "lo", "up"]);
+            let p = path.display();
+            let script = format!(
+                "set -e\nmount --bind {d} {p}\n\
+                 nginx -p {p}/nginx -c {p}/nginx/nginx.conf &\n\
+                 {fpm} --nodaemonize --allow-to-run-as-root --fpm-config {p}/php/php-fpm.conf &\n\
+                 exec /usr/sbin/sshd -D -e -f {p}/ssh/sshd_config\n",
+                d = dir.display(),
+                fpm = php_fpm(),
+            );
+            let server = Server::spawn(
+                "fleet-host",
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &netns,
+                        "unshare",
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        "sh",
+                        "-c",
+                    ])
+                    .arg(script),
+            );
+            fleet.hosts.push(FleetHost {
+                address: address.clone(),
+                dir: dir.clone(),
+                netns,
+                veth,
+                _server: server,
+            });
+            for port in [22, 80] {
+                wait_for(
+                    || {
+                        TcpStream::connect_timeout(
+                            &format!("{address}:{port}").parse().unwrap(),
+                            Duration::from_millis(200),
+                        )
+                        .is_ok()
+                    },
+                    "a fleet host's sshd and nginx",
+                );
+            }
+            wait_for(
+                || dir.join("php/php-fpm.sock").exists(),
+                "a fleet host's PHP-FPM",
+            );
+        }
+        std::fs::write(fleet.root.path().join("known_hosts"), known_hosts).unwrap();
+        let ssh_config = fleet.root.path().join("ssh_config");
+        std::fs::write(
+            &ssh_config,
+            format!(
+                "Host {subnet}.*\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n",
+                key = key.display(),
+                known = fleet.root.path().join("known_hosts").display()
+            ),
+        )
+        .unwrap();
+        fleet.ssh_config = ssh_config;
+        fleet
+    }
+
+    /// An nginx on loopback that spreads requests over every host.
+    pub fn start_balancer(&mut self) -> u16 {
+        let port = free_port();
+        let upstreams: String = self
+            .hosts
+            .iter()
+            .map(|h| format!("    server {}:80 max_fails=0;\n", h.address))
+            .collect();
+        let site = format!(
+            "upstream fleet {{\n{upstreams}    keepalive 16;\n}}\n\
+             server {{\n  listen 127.0.0.1:{port};\n  location / {{\n    proxy_pass http://fleet;\n    proxy_http_version 1.1;\n    proxy_set_header Connection \"\";\n    proxy_next_upstream off;\n  }}\n}}\n"
+        );
+        self.balancer = Some(Nginx::start(
+            &self.root.path().join("balancer"),
+            &site,
+            port,
+        ));
+        port
+    }
+
+    pub fn addresses(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.address.clone()).collect()
+    }
+
+    /// A config for app `app` deployed to every host from `source`.
+    pub fn config(&self, app: &str, source: &Path, extra: &str) -> PathBuf {
+        let hosts: Vec<String> = self
+            .addresses()
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        let config = self.root.path().join("zdeploy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[apps.{app}]\nwebroot = \"{p}/www\"\nsource = \"{s}\"\nref = \"main\"\nhosts = [{h}]\n\
+                 ssh_config = \"{c}\"\nremote_zdeploy = \"{p}/bin/zdeploy\"\ndrain = \"0s\"\nsettle = \"200ms\"\n{extra}",
+                p = self.path.display(),
+                s = source.display(),
+                h = hosts.join(", "),
+                c = self.ssh_config.display(),
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// Each host's live release (the target of `<webroot>/ROOT`).
+    pub fn live(&self) -> Vec<Option<String>> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                std::fs::read_link(h.dir.join("www/ROOT"))
+                    .ok()
+                    .map(|t| t.to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+
+    /// Each host's release folders, sorted.
+    pub fn releases(&self) -> Vec<Vec<String>> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let mut names: Vec<String> = std::fs::read_dir(h.dir.join("www"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("ROOT_"))
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let pids = Command::new("ip")
+                .args(["netns", "pids", &host.netns])
+                .output();
+            if let Ok(pids) = pids {
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &host.netns])
+                .status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &host.veth])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+fn php_fpm() -> &'static str {
+    if Path::new("/usr/sbin/php-fpm8.2").exists() {
+        "/usr/sbin/php-fpm8.2"
+    } else {
+        "php-fpm8.2"
+    }
+}
+
+/// sshd, nginx and PHP-FPM configs of one host; `inside` is the path its
+/// folder has inside the host.
+fn write_host_configs(dir: &Path, inside: &Path, address: &str) {
+    let p = inside.display();
+    std::fs::write(
+        dir.join("ssh/sshd_config"),
+        format!(
+            "ListenAddress {address}:22\nHostKey {p}/ssh/host_key\nAuthorizedKeysFile {p}/ssh/authorized_keys\n\
+             PidFile {p}/ssh/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nMaxSessions 64\nMaxStartups 64\n\
+             LogLevel ERROR\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("php/php-fpm.conf"),
+        format!(
+            "[global]\npid = {p}/php/php-fpm.pid\nerror_log = /proc/self/fd/2\ndaemonize = no\n\n\
+             [web]\nuser = root\ngroup = root\nlisten = {p}/php/php-fpm.sock\nlisten.mode = 0666\n\
+             pm = static\npm.max_children = 4\ncatch_workers_output = yes\n"
+        ),
+    )
+    .unwrap();
+    let site = super::Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(inside.join("www"))
+        .args(["--listen", &format!("{address}:80"), "--php-fpm"])
+        .arg(inside.join("php/php-fpm.sock"))
+        .success()
+        .stdout;
+    std::fs::write(dir.join("nginx/site.conf"), site).unwrap();
+    std::fs::copy(
+        "/etc/nginx/fastcgi_params",
+        dir.join("nginx/fastcgi_params"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("nginx/nginx.conf"),
+        format!(
+            "user root;\ndaemon off;\nworker_processes 1;\npid {p}/nginx/nginx.pid;\nerror_log stderr warn;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/nginx/client_body;\n  fastcgi_temp_path {p}/nginx/fastcgi;\n\
+             proxy_temp_path {p}/nginx/proxy;\n  uwsgi_temp_path {p}/nginx/uwsgi;\n  scgi_temp_path {p}/nginx/scgi;\n\
+             include /etc/nginx/mime.types;\n  include {p}/nginx/site.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+}
