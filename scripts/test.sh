@@ -4,8 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The tests drive real git, drop privileges with setpriv (util-linux),
-# serve deploys under load with real nginx, Apache and PHP-FPM, and click
-# through the agent's dashboard in a real browser.
+# serve deploys under load with real nginx, Apache and PHP-FPM, deploy
+# fleets over real ssh, and click through the agent's dashboard in a real
+# browser.
 needed=()
 command -v git >/dev/null || needed+=(git)
 command -v setpriv >/dev/null || needed+=(util-linux)
@@ -18,6 +19,11 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || needed+=(mariadb-
 # The agent's dashboard is tested in headless Chromium through ChromeDriver.
 command -v chromium >/dev/null || needed+=(chromium)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)
+# Fleets are tested on hosts made of network namespaces (iproute2), each
+# running its own sshd, reached with OpenSSH's client.
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || needed+=(iproute2)
+command -v ssh >/dev/null || needed+=(openssh-client)
+[ -x /usr/sbin/sshd ] || needed+=(openssh-server)
 # Reflinks are tested on an XFS image the tests loop-mount.
 command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || needed+=(xfsprogs)
 if [ ${#needed[@]} -gt 0 ]; then

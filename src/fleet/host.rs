@@ -299,8 +299,8 @@ fn run(
             switched.name
         )),
     }
-    zdeploy_core::deploy::finish(session, &staged, &synced, &switched, policy);
-    let pruned = zdeploy_core::deploy::prune_after_switch(session, policy);
+    zdeploy_core::steps::settle::settle_switched(session, &staged, &synced, &switched, policy);
+    let pruned = zdeploy_core::steps::prune::prune_after_switch(session, policy);
     Ok(DeployResult {
         deployment: session.id,
         outcome: "deployed",

@@ -3,16 +3,15 @@
 //! failure before the switch removes the new release and leaves the live one
 //! untouched.
 
-use crate::carry::Deployed;
 use crate::error::Result;
 use crate::history::{Kind, Outcome};
 use crate::layout::Layout;
 use crate::policy::{DeployPlan, DeployResult};
 use crate::session::{Observer, RunOptions, Session, Step};
 use crate::steps::discard::discard_release;
-use crate::steps::prune::prune_in_session;
+use crate::steps::prune::prune_after_switch;
 use crate::steps::recover::recover;
-use crate::steps::settle::settle;
+use crate::steps::settle::settle_switched;
 use crate::steps::stage::{Staging, stage};
 use crate::steps::switch::{check_live, switch, sync};
 
@@ -64,7 +63,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     };
     let switched = switch(session, &staged, &synced, policy)?;
     check_live(session, &switched, policy)?;
-    finish(session, &staged, &synced, &switched, policy);
+    settle_switched(session, &staged, &synced, &switched, policy);
     let pruned = prune_after_switch(session, policy);
     Ok(DeployResult {
         deployment: session.id,
@@ -74,37 +73,4 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         commit: staged.commit,
         pruned,
     })
-}
-
-/// After a switch that stays: carry late writes out of the release that was
-/// live.
-pub fn finish(
-    session: &Session<'_>,
-    staged: &crate::steps::stage::Staged<'_>,
-    synced: &crate::steps::switch::Synced,
-    switched: &crate::steps::switch::Switched,
-    policy: &crate::policy::Policy,
-) {
-    if let Some(previous) = &switched.previous {
-        settle(
-            session,
-            previous,
-            &switched.name,
-            Deployed::Listed(&staged.manifest),
-            policy,
-            synced.started_ms,
-            synced.all_linked,
-        );
-    }
-}
-
-/// Retention after a switch; a failure is logged, not fatal: the deploy
-/// itself succeeded.
-pub fn prune_after_switch(session: &Session<'_>, policy: &crate::policy::Policy) -> Vec<String> {
-    session
-        .step(Step::Prune, || prune_in_session(session, policy))
-        .unwrap_or_else(|e| {
-            session.warn(&format!("prune failed (the deploy itself succeeded): {e}"));
-            Vec::new()
-        })
 }

@@ -1,19 +1,18 @@
-//! Rollback: steps lock, recover, carry, sync, switch and settle with an
-//! existing release as the target.
+//! Rollback: lock and recover, then an existing release staged (late writes
+//! rescued out of it, the live user content carried in), synced, switched
+//! to and settled: the deploy's own steps with another target.
 
-use crate::carry::{Deployed, Pass};
 use crate::error::{Error, Result};
-use crate::history::{Kind, Outcome, now_ms};
+use crate::history::{Kind, Outcome};
 use crate::inventory::releases_on_disk;
 use crate::layout::Layout;
 use crate::maintenance::resolve_release_name;
 use crate::policy::Policy;
 use crate::release::ReleaseState;
 use crate::session::{Observer, RunOptions, Session, Step};
-use crate::steps::carry::{MARK_MARGIN_NS, carry_logged, late_writes_since, now_ns};
-use crate::steps::settle::settle;
-use crate::steps::switch::tell_apache;
-use crate::switch::{Live, read_live, switch_to};
+use crate::steps::stage::stage_existing;
+use crate::steps::switch::{switch, sync};
+use crate::switch::{Live, read_live};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RollbackResult {
@@ -95,84 +94,10 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         layout.context()
     ));
 
-    let current_dir = layout.release_path(&current);
-    let target_dir = layout.release_path(&target);
-    let current_manifest = session.history.manifest(&current)?;
-    // A release without a manifest: everything in it counts as deployed.
-    let target_manifest = session.history.manifest(&target)?;
-    let target_deployed = Deployed::listed_or(target_manifest.as_ref(), Deployed::Everything);
-    let current_deployed = Deployed::listed_or(current_manifest.as_ref(), Deployed::Nothing);
-    let target_record = session.history.release(&target)?;
-    let carry_started_ns = now_ns();
-    let carried = session.step(Step::Carry, || {
-        // The target may hold what requests wrote after it stopped being
-        // live: bring that into the live release first, so that making the
-        // target's user content the live one's loses none of it.
-        if let (Some(manifest), Some(record)) = (&target_manifest, &target_record)
-            && record.retired_ms.is_some()
-        {
-            let since = late_writes_since(record.carried_ms);
-            carry_logged(
-                session,
-                Step::Carry,
-                &target_dir,
-                Deployed::Listed(manifest),
-                &current_dir,
-                Deployed::listed_or(current_manifest.as_ref(), Deployed::Everything),
-                &plan.policy.shared,
-                Pass::Late { since },
-                false,
-            )?;
-        }
-        carry_logged(
-            session,
-            Step::Carry,
-            &current_dir,
-            current_deployed,
-            &target_dir,
-            target_deployed,
-            &plan.policy.shared,
-            Pass::Mirror { since: None },
-            false,
-        )
-    })?;
-    let sync_started_ms = now_ms();
-    let synced = session.step(Step::Sync, || {
-        carry_logged(
-            session,
-            Step::Sync,
-            &current_dir,
-            current_deployed,
-            &target_dir,
-            target_deployed,
-            &plan.policy.shared,
-            Pass::Mirror {
-                since: Some(carry_started_ns - MARK_MARGIN_NS),
-            },
-            carried.all_linked(),
-        )
-    })?;
-    session.step(Step::Switch, || {
-        switch_to(layout, &target, None)?;
-        match &plan.policy.apache {
-            Some(apache) => tell_apache(session, apache, &target, Some(&current)),
-            None => Ok(()),
-        }
-    })?;
-    session
-        .history
-        .mark_retired(&current, now_ms(), sync_started_ms)?;
-    session.history.mark_live(&target)?;
-    session.info(&format!("{} now serves {target}", layout.context()));
-    settle(
-        session,
-        &current,
-        &target,
-        target_deployed,
-        &plan.policy,
-        sync_started_ms,
-        carried.all_linked() && synced.all_linked(),
-    );
+    let staged = stage_existing(session, &target, &plan.policy.shared)?;
+    let synced = sync(session, &staged, &plan.policy)?;
+    let switched = switch(session, &staged, &synced, &plan.policy)?;
+    crate::steps::settle::settle_switched(session, &staged, &synced, &switched, &plan.policy);
     Ok(RollbackResult {
         deployment: session.id,
         release: target,

@@ -130,3 +130,14 @@ fn prune_chosen(
     }
     Ok(chosen)
 }
+
+/// Retention after a switch; a failure is logged, not fatal: the deploy
+/// itself succeeded.
+pub fn prune_after_switch(session: &Session<'_>, policy: &Policy) -> Vec<String> {
+    session
+        .step(Step::Prune, || prune_in_session(session, policy))
+        .unwrap_or_else(|e| {
+            session.warn(&format!("prune failed (the deploy itself succeeded): {e}"));
+            Vec::new()
+        })
+}

@@ -5,6 +5,8 @@ use crate::carry::{Deployed, Pass};
 use crate::policy::Policy;
 use crate::session::{Session, Step};
 use crate::steps::carry::{carry_logged, late_writes_since};
+use crate::steps::stage::Staged;
+use crate::steps::switch::{Switched, Synced};
 
 /// After the switch: wait, then carry what in-flight requests wrote into the
 /// old release. Failures are logged: the new release is already live.
@@ -43,5 +45,27 @@ pub(crate) fn settle(
             Ok(()) => session.info(&format!("settle: reset PHP-FPM's opcache at {address}")),
             Err(e) => session.warn(&format!("settle: {e} (the deploy itself succeeded)")),
         }
+    }
+}
+
+/// After a switch that stays: carry late writes out of the release that was
+/// live.
+pub fn settle_switched(
+    session: &Session<'_>,
+    staged: &Staged<'_>,
+    synced: &Synced,
+    switched: &Switched,
+    policy: &Policy,
+) {
+    if let Some(previous) = &switched.previous {
+        settle(
+            session,
+            previous,
+            &switched.name,
+            staged.deployed(),
+            policy,
+            synced.started_ms,
+            synced.all_linked,
+        );
     }
 }

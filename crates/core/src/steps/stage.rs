@@ -21,7 +21,7 @@ use crate::reuse::LiveTree;
 use crate::session::{Session, Step};
 use crate::share::Sharer;
 use crate::shared::link_shared;
-use crate::steps::carry::{carry_logged, live_manifest, now_ns};
+use crate::steps::carry::{carry_logged, late_writes_since, live_manifest, now_ns};
 use crate::steps::discard::discard_release;
 use crate::steps::materialize::materialize;
 use crate::steps::resolve::{Resolved, resolve};
@@ -39,7 +39,12 @@ pub enum Staging<'s> {
 pub struct Staged<'s> {
     pub name: String,
     pub commit: Option<String>,
-    pub manifest: Manifest<'s>,
+    /// What the release deploys; `None` for an older release recorded
+    /// without one (everything in it then counts as deployed).
+    pub manifest: Option<Manifest<'s>>,
+    /// Made by this run (so removed if its switch fails), rather than an
+    /// existing release switched back to.
+    pub fresh: bool,
     /// What was live when the release was staged.
     pub live: Live,
     /// When the carry from the live release started (ns since the epoch);
@@ -124,7 +129,8 @@ pub fn stage<'s>(
             Ok(Staging::Staged(Staged {
                 name,
                 commit: resolved.commit,
-                manifest,
+                manifest: Some(manifest),
+                fresh: true,
                 live,
                 carry_started_ns,
                 carried_all_linked,
@@ -139,6 +145,81 @@ pub fn stage<'s>(
             Err(error)
         }
     }
+}
+
+impl Staged<'_> {
+    /// What counts as deployed in the staged release.
+    pub fn deployed(&self) -> Deployed<'_> {
+        Deployed::listed_or(self.manifest.as_ref(), Deployed::Everything)
+    }
+}
+
+/// Stage an existing release (a rollback, or a fleet host converging to a
+/// release it has): first carry what requests wrote into it after it
+/// stopped being live into the live release, so nothing written anywhere
+/// is lost, then fill it with the live release's user content.
+pub fn stage_existing<'s>(
+    session: &'s Session<'_>,
+    target: &str,
+    shared: &[std::path::PathBuf],
+) -> Result<Staged<'s>> {
+    let layout = session.layout;
+    let live = read_live(layout)?;
+    let Some(live_name) = live
+        .record_name(layout)
+        .filter(|_| matches!(live, Live::Release(_)))
+    else {
+        return Err(Error::Invalid(format!(
+            "{} is not a release (plain mode or never deployed by zdeploy): there is no release to switch from",
+            layout.context_path().display()
+        )));
+    };
+    let live_name = live_name.to_string();
+    let live_dir = layout.release_path(&live_name);
+    let target_dir = layout.release_path(target);
+    let live_manifest = session.history.manifest(&live_name)?;
+    let manifest = session.history.manifest(target)?;
+    let record = session.history.release(target)?;
+    let carry_started_ns = now_ns();
+    let carried = session.step(Step::Carry, || {
+        if let (Some(manifest), Some(record)) = (&manifest, &record)
+            && record.retired_ms.is_some()
+        {
+            carry_logged(
+                session,
+                Step::Carry,
+                &target_dir,
+                Deployed::Listed(manifest),
+                &live_dir,
+                Deployed::listed_or(live_manifest.as_ref(), Deployed::Everything),
+                shared,
+                Pass::Late {
+                    since: late_writes_since(record.carried_ms),
+                },
+                false,
+            )?;
+        }
+        carry_logged(
+            session,
+            Step::Carry,
+            &live_dir,
+            Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
+            &target_dir,
+            Deployed::listed_or(manifest.as_ref(), Deployed::Everything),
+            shared,
+            Pass::Mirror { since: None },
+            false,
+        )
+    })?;
+    Ok(Staged {
+        name: target.to_string(),
+        commit: record.and_then(|r| r.commit),
+        manifest,
+        fresh: false,
+        live,
+        carry_started_ns: Some(carry_started_ns),
+        carried_all_linked: carried.all_linked(),
+    })
 }
 
 /// The result of a deploy that found its content already live.

@@ -53,7 +53,7 @@ pub fn sync(session: &Session<'_>, staged: &Staged<'_>, policy: &Policy) -> Resu
             &from,
             Deployed::listed_or(live_manifest.as_ref(), Deployed::Nothing),
             &layout.release_path(&staged.name),
-            Deployed::Listed(&staged.manifest),
+            staged.deployed(),
             &policy.shared,
             Pass::Mirror {
                 since: Some(carry_started_ns - MARK_MARGIN_NS),
@@ -78,9 +78,11 @@ pub fn switch(
 ) -> Result<Switched> {
     let layout = session.layout;
     let name = &staged.name;
-    session
-        .history
-        .set_release_state(name, ReleaseState::Complete, None)?;
+    if staged.fresh {
+        session
+            .history
+            .set_release_state(name, ReleaseState::Complete, None)?;
+    }
     let displaced = match staged.live {
         Live::Folder => Some(displaced_name(layout, name)?),
         _ => None,
@@ -108,7 +110,7 @@ pub fn switch(
     if let Err(error) = switched {
         // The rename may have happened before a later part failed: only a
         // release that did not go live is discarded.
-        if read_live(layout)? != Live::Release(name.clone()) {
+        if staged.fresh && read_live(layout)? != Live::Release(name.clone()) {
             if let Some(displaced) = &displaced {
                 session
                     .history
@@ -120,6 +122,9 @@ pub fn switch(
     }
     let previous = previous.or(displaced);
     let at_ms = now_ms();
+    if !staged.fresh {
+        session.history.mark_live(name)?;
+    }
     if let Some(previous) = &previous {
         session
             .history
