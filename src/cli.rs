@@ -77,10 +77,18 @@ pub enum Command {
     /// One process for every app in the config. SIGTERM stops it (a running
     /// deploy finishes within agent.shutdown_timeout), SIGHUP rereads the config.
     Agent(AgentArgs),
+    /// Fleets: `zdeploy fleet converge [APP]` brings every host to one
+    /// release; `zdeploy fleet install [APP]` puts this zdeploy on every host.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// A fleet host's part of a fleet deploy, driven by the controller over
     /// ssh (stdin and stdout speak the fleet protocol).
     #[command(hide = true)]
     FleetHost,
+    /// A command run on a fleet host for the controller: the invocation
+    /// (config text and arguments) arrives as JSON on stdin.
+    #[command(hide = true)]
+    FleetRun,
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -106,6 +114,9 @@ pub struct TargetArgs {
     /// Reset PHP-FPM's opcache over FastCGI at this socket or host:port after each switch
     #[arg(long, value_name = "ADDR")]
     pub opcache_reset: Option<String>,
+    /// A fleet host, `[user@]name[:port]`, reached over ssh (repeatable; overrides the app's hosts)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -193,13 +204,31 @@ pub struct DeployArgs {
     /// Deploy even if the live release already has this commit or content
     #[arg(long)]
     pub force: bool,
-    /// Deploy to this host over ssh, `[user@]name[:port]`, with the others given (repeatable): a fleet
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,
     /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Bring every host to the newest release any host serves (after a
+    /// host was down or a controller was killed mid-deploy).
+    Converge(FleetArgs),
+    /// Put this zdeploy binary on every host that lacks it or has another
+    /// (same architecture; written beside and renamed into place).
+    Install(FleetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -367,6 +396,7 @@ impl TargetArgs {
             webserver: self.webserver.clone(),
             apache_map: self.apache_map.clone(),
             opcache_reset: self.opcache_reset.clone(),
+            hosts: self.hosts.clone(),
             ..Overrides::default()
         }
     }

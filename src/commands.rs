@@ -15,10 +15,13 @@ use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
 
 use crate::cli::{
-    AgentArgs, DeployArgs, DoctorArgs, InspectArgs, KeepArgs, LogArgs, LogFormat, PruneArgs,
-    RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs, select_app, split_app,
+    AgentArgs, DeployArgs, DoctorArgs, FleetArgs, InspectArgs, KeepArgs, LogArgs, LogFormat,
+    PruneArgs, RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs, select_app,
+    split_app,
 };
 use crate::config::{self, UsageError};
+use crate::fleet::controller::{FleetResult, FleetRun, Intent};
+use crate::fleet::remote_command;
 use crate::output::Console;
 use crate::output::out;
 use crate::units::human_size;
@@ -39,36 +42,38 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// A deploy to every host of the app's fleet.
-fn deploy_fleet(
+/// Run `intent` on every host of the app's fleet, each host's lines on
+/// stderr led by its name.
+fn fleet_run(
     app: &config::AppConfig,
     fleet: &crate::fleet::settings::FleetSettings,
-    plan: &zdeploy_core::policy::DeployPlan,
     overrides: &config::Overrides,
-    json: bool,
-) -> Result<()> {
+    intent: &Intent<'_>,
+) -> Result<FleetResult> {
     let print = |host: &str, line: &str| eprintln!("{host}: {line}");
-    let result = crate::fleet::controller::FleetDeploy {
+    FleetRun {
         app,
         fleet,
-        plan,
         overrides,
         trigger: "cli".into(),
         print: &print,
     }
-    .run()?;
+    .run(intent)
+}
+
+fn report_fleet(app: &config::AppConfig, result: &FleetResult, json: bool) -> Result<()> {
     if json {
-        return print_json(&result);
+        return print_json(result);
     }
     match result.outcome {
         "unchanged" => out!(
-            "{} unchanged on {} hosts: {} is already live",
+            "{} unchanged on {} hosts: {} is live on every one",
             app.layout.context(),
             result.hosts.len(),
             result.release.as_deref().unwrap_or("it")
         ),
-        _ => out!(
-            "{} -> {} on {} hosts (switch skew {} ms{})",
+        outcome => out!(
+            "{} -> {} on {} hosts, {outcome} (switch skew {} ms{})",
             app.layout.context(),
             result.release.as_deref().unwrap_or("?"),
             result.hosts.len(),
@@ -79,6 +84,43 @@ fn deploy_fleet(
                 .map(|c| format!(", commit {}", short(c)))
                 .unwrap_or_default()
         ),
+    }
+    Ok(())
+}
+
+/// `zdeploy fleet converge [APP]`: every host to the newest release any
+/// host serves.
+pub fn fleet_converge(config: Option<&Path>, args: &FleetArgs) -> Result<()> {
+    let overrides = args.target.overrides();
+    let app = select_app(config, args.app.as_deref(), &overrides)?;
+    let Some(fleet) = &app.fleet else {
+        return Err(UsageError(format!(
+            "{}is not a fleet: give it hosts = [...] (or --host)",
+            app.name
+                .as_ref()
+                .map(|n| format!("app '{n}' "))
+                .unwrap_or_default()
+        ))
+        .into());
+    };
+    let result = fleet_run(&app, fleet, &overrides, &Intent::Converge)?;
+    report_fleet(&app, &result, args.json)
+}
+
+/// `zdeploy fleet install [APP]`.
+pub fn fleet_install(config: Option<&Path>, args: &FleetArgs) -> Result<()> {
+    let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
+    let Some(fleet) = &app.fleet else {
+        return Err(
+            UsageError("not a fleet: give the app hosts = [...] (or --host)".into()).into(),
+        );
+    };
+    let installed = crate::fleet::install::install(fleet)?;
+    if args.json {
+        return print_json(&installed);
+    }
+    for host in &installed {
+        out!("{}: {} {}", host.host, host.outcome, host.path);
     }
     Ok(())
 }
@@ -118,11 +160,11 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
         overrides.source = args.source.clone();
         args.positional.as_deref()
     };
-    overrides.hosts = args.hosts.clone();
     let app = select_app(config, app, &overrides)?;
     let plan = app.deploy_plan(args.force)?;
     if let Some(fleet) = &app.fleet {
-        return deploy_fleet(&app, fleet, &plan, &overrides, args.json);
+        let result = fleet_run(&app, fleet, &overrides, &Intent::Deploy(&plan))?;
+        return report_fleet(&app, &result, args.json);
     }
     let result =
         zdeploy_core::deploy::deploy(&app.layout, &plan, &run_options(args.wait), console)?;
@@ -163,6 +205,15 @@ pub fn rollback_command(
     overrides.shared = args.shared.clone();
     overrides.settle = args.settle.clone();
     let app = select_app(config, app, &overrides)?;
+    if let Some(fleet) = &app.fleet {
+        let result = fleet_run(
+            &app,
+            fleet,
+            &overrides,
+            &Intent::Rollback(rest.first().cloned()),
+        )?;
+        return report_fleet(&app, &result, args.json);
+    }
     let plan = RollbackPlan {
         target: rest.first().cloned(),
         policy: app.policy.clone(),
@@ -192,6 +243,9 @@ fn open_history(layout: &Layout) -> Result<Option<History>> {
 
 pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
     let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
+    if let Some(fleet) = &app.fleet {
+        return remote_command::show_everywhere(&app, fleet, args.json);
+    }
     let history = open_history(&app.layout)?;
     let list = inventory::list(&app.layout, history.as_ref())?;
     if args.json {
@@ -245,6 +299,9 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
 pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
     let inspect = &args.inspect;
     let app = select_app(config, inspect.app.as_deref(), &inspect.target.overrides())?;
+    if let Some(fleet) = &app.fleet {
+        return crate::fleet::status::show(&app, fleet, inspect.json);
+    }
     let history = open_history(&app.layout)?;
     let live = match read_live(&app.layout)? {
         Live::Release(name) => Some(name),
@@ -323,6 +380,9 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
         return Err(UsageError(format!("too many arguments: {}", rest.join(" "))).into());
     }
     let app = select_app(config, app, &args.target.overrides())?;
+    if let Some(fleet) = &app.fleet {
+        return remote_command::show_everywhere(&app, fleet, args.json);
+    }
     let layout = &app.layout;
     let live = read_live(layout)?;
     let (name, dir) = match rest.first() {
@@ -400,6 +460,9 @@ pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
         None => None,
     };
     let app = select_app(config, app, &args.target.overrides())?;
+    if let Some(fleet) = &app.fleet {
+        return remote_command::show_everywhere(&app, fleet, args.json);
+    }
     let Some(history) = open_history(&app.layout)? else {
         return Err(UsageError(format!("no deployments of {} yet", app.layout.context())).into());
     };
@@ -469,6 +532,9 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
     let mut overrides = args.target.overrides();
     args.retention.apply(&mut overrides);
     let app = select_app(config, args.app.as_deref(), &overrides)?;
+    if let Some(fleet) = &app.fleet {
+        return remote_command::show_everywhere(&app, fleet, args.json);
+    }
     let pruned = maintenance::prune(&app.layout, &app.policy, &run_options(args.wait), console)?;
     if args.json {
         return print_json(&serde_json::json!({ "pruned": pruned }));
@@ -492,6 +558,9 @@ pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result
         return Err(UsageError("usage: zdeploy keep [APP] RELEASE NAME".into()).into());
     };
     let app = select_app(config, app, &args.target.overrides())?;
+    if let Some(fleet) = &app.fleet {
+        return remote_command::show_everywhere(&app, fleet, false);
+    }
     let kept = maintenance::keep(
         &app.layout,
         release,

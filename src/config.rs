@@ -1088,6 +1088,9 @@ fn fleet_settings(
     zero_downtime: bool,
 ) -> Result<Option<crate::fleet::settings::FleetSettings>, UsageError> {
     use crate::fleet::settings::{FleetSettings, HostAddress, Strategy};
+    if crate::fleet::remote_command::on_fleet_host() {
+        return Ok(None);
+    }
     let Some((hosts, span)) = pick(
         (!flags.hosts.is_empty()).then(|| flags.hosts.clone()),
         &raw.hosts,

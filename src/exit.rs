@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use zdeploy_core::ErrorKind;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FleetCommand};
 use crate::commands;
 use crate::config::UsageError;
 use crate::output::{Console, Verbosity};
@@ -17,7 +17,12 @@ pub const EXIT_SOURCE: u8 = 4;
 pub const EXIT_FILESYSTEM: u8 = 5;
 
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    run_args(std::env::args())
+}
+
+/// Run the command these arguments (program name first) describe.
+pub fn run_args(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
         (_, true) => Verbosity::Verbose,
@@ -37,7 +42,15 @@ pub fn run() -> ExitCode {
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),
         Command::Agent(args) => commands::agent(config, args, cli.quiet, cli.verbose),
+        Command::Fleet(FleetCommand::Converge(args)) => commands::fleet_converge(config, args),
+        Command::Fleet(FleetCommand::Install(args)) => commands::fleet_install(config, args),
         Command::FleetHost => crate::fleet::host::serve(),
+        Command::FleetRun => {
+            return crate::fleet::remote_command::serve().unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            });
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -8,9 +8,7 @@ use std::time::Duration;
 use crate::support::Zdeploy;
 use crate::support::fleet::Fleet;
 use crate::support::git::Repo;
-use std::time::Instant;
-
-use crate::support::load::{Load, Op, judge, php_app};
+use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
 
 /// Put version `version` of the load's PHP app in the repo's work tree.
 fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
@@ -36,6 +34,10 @@ fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
     repo.commit(version)
 }
 
+fn fleet_command(config: &Path, args: &[&str]) -> Zdeploy {
+    Zdeploy::new().arg("--config").arg(config).args(args)
+}
+
 fn fleet_deploy(config: &Path) -> Zdeploy {
     Zdeploy::new()
         .arg("--config")
@@ -44,7 +46,7 @@ fn fleet_deploy(config: &Path) -> Zdeploy {
 }
 
 #[test]
-fn a_fleet_switches_together_under_load_and_keeps_every_save() {
+fn a_fleet_deploys_and_rolls_back_together_under_load_and_keeps_every_save() {
     let mut fleet = Fleet::start(3);
     let repo = Repo::new(fleet.root.path(), "shop");
     let scratch = fleet.root.path().join("scratch");
@@ -61,29 +63,36 @@ fn a_fleet_switches_together_under_load_and_keeps_every_save() {
     );
     let port = fleet.start_balancer();
     let load = Load::start(port, 4, true);
-    let mut skews = Vec::new();
+    let skews = std::cell::RefCell::new(Vec::new());
     std::thread::sleep(Duration::from_millis(300));
-    let mut ops = Vec::new();
-    for i in 1..=30 {
-        let version = format!("v{i}");
-        let started = Instant::now();
-        app_version(&repo, &scratch, &version);
-        let out = fleet_deploy(&config).arg("--json").success();
-        ops.push(Op {
-            started,
-            finished: Instant::now(),
-            version,
-        });
-        let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        let release = result["release"].as_str().unwrap();
-        assert_eq!(
-            fleet.live(),
-            vec![Some(release.to_string()); 3],
-            "{}",
-            out.stderr
-        );
-        skews.push(result["skew_ms"].as_i64().unwrap());
-    }
+    let ops = deploys_and_rollbacks(
+        30,
+        |version| {
+            app_version(&repo, &scratch, version);
+            let out = fleet_deploy(&config).arg("--json").success();
+            let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let release = result["release"].as_str().unwrap();
+            assert_eq!(
+                fleet.live(),
+                vec![Some(release.to_string()); 3],
+                "{}",
+                out.stderr
+            );
+            skews.borrow_mut().push(result["skew_ms"].as_i64().unwrap());
+        },
+        || {
+            let out = fleet_command(&config, &["rollback", "shop", "--json"]).success();
+            let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let release = result["release"].as_str().unwrap();
+            assert_eq!(
+                fleet.live(),
+                vec![Some(release.to_string()); 3],
+                "{}",
+                out.stderr
+            );
+            skews.borrow_mut().push(result["skew_ms"].as_i64().unwrap());
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (samples, saved, save_failures) = load.finish();
     // A request that started after a deploy returned must show its version:
@@ -137,5 +146,62 @@ fn a_fleet_switches_together_under_load_and_keeps_every_save() {
         &missing[..missing.len().min(5)]
     );
     assert!(saved.len() > 50, "the saver ran: {}", saved.len());
-    eprintln!("switch skew over 30 fleet deploys (ms): {skews:?}");
+    eprintln!(
+        "switch skew over 30 fleet deploys and 6 rollbacks (ms): {:?}",
+        skews.borrow()
+    );
+}
+
+/// A fleet of three on v1, with a config whose hosts may be failed on purpose.
+fn fleet_on_v1(
+    extra: impl Fn(&Fleet) -> String,
+) -> (Fleet, Repo, std::path::PathBuf, std::path::PathBuf) {
+    let fleet = Fleet::start(3);
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    app_version(&repo, &scratch, "v1");
+    let config = fleet.config("shop", &repo.bare, &extra(&fleet));
+    fleet_deploy(&config).success();
+    (fleet, repo, scratch, config)
+}
+
+/// Nothing live changed, nothing staged is left, and the next deploy runs.
+fn assert_untouched_and_usable(fleet: &Fleet, before: &[Option<String>], config: &Path) {
+    assert_eq!(&fleet.live(), before, "a host switched");
+    assert_eq!(
+        fleet.leftovers(),
+        vec![Vec::<String>::new(); 3],
+        "staged releases left"
+    );
+    let _ = config;
+}
+
+#[test]
+fn a_host_that_fails_to_stage_stops_the_deploy_everywhere() {
+    let (fleet, repo, scratch, config) = fleet_on_v1(|fleet| {
+        format!(
+            "build = [\"test ! -e {}/fail-build\"]\n",
+            fleet.path.display()
+        )
+    });
+    let before = fleet.live();
+    std::fs::write(fleet.hosts[1].dir.join("fail-build"), "").unwrap();
+    app_version(&repo, &scratch, "v2");
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(
+        out.stderr.contains(&fleet.hosts[1].address),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("nothing switched anywhere"),
+        "{}",
+        out.stderr
+    );
+    assert_untouched_and_usable(&fleet, &before, &config);
+    std::fs::remove_file(fleet.hosts[1].dir.join("fail-build")).unwrap();
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let release = result["release"].as_str().unwrap().to_string();
+    assert_eq!(fleet.live(), vec![Some(release); 3]);
 }

@@ -46,14 +46,14 @@ pub struct HostResult {
 }
 
 /// One host's `zdeploy fleet-host` process, over its connection.
-struct Remote {
+pub struct Remote {
     connection: Connection,
     child: Child,
     stdin: Option<ChildStdin>,
     deployment: Option<i64>,
     live: Option<String>,
     live_commit: Option<String>,
-    newest: Option<String>,
+    releases: Vec<String>,
     switched_at_ms: Option<i64>,
 }
 
@@ -93,45 +93,45 @@ enum Heard {
 /// Prints what the hosts report, each line led by the host's name.
 pub type Printer<'a> = &'a (dyn Fn(&str, &str) + Sync);
 
-pub struct FleetDeploy<'a> {
+/// What a fleet run brings every host to.
+pub enum Intent<'a> {
+    /// A new release of the source (the ref resolved once).
+    Deploy(&'a DeployPlan),
+    /// An existing release every host has: the one named, or the newest
+    /// before the live one.
+    Rollback(Option<String>),
+    /// The newest release any host serves, on every host.
+    Converge,
+}
+
+/// Where the run takes the fleet.
+struct Decision {
+    release: String,
+    commit: Option<String>,
+}
+
+pub struct FleetRun<'a> {
     pub app: &'a AppConfig,
     pub fleet: &'a FleetSettings,
-    pub plan: &'a DeployPlan,
     pub overrides: &'a Overrides,
     pub trigger: String,
     pub print: Printer<'a>,
 }
 
-impl FleetDeploy<'_> {
-    pub fn run(&self) -> Result<FleetResult> {
-        let Source::Git { url } = &self.plan.source else {
-            bail!(
-                "fleets deploy git sources in this version; {} is not one",
-                self.plan.source.shown()
-            );
-        };
+impl FleetRun<'_> {
+    pub fn run(&self, intent: &Intent<'_>) -> Result<FleetResult> {
         let connections = connect_all(self.fleet)?;
         check_versions(&connections, &self.fleet.remote_zdeploy)?;
-        let (commit, reference) = self.resolve(url)?;
+        let resolved = match intent {
+            Intent::Deploy(plan) => Some(self.resolve(plan)?),
+            _ => None,
+        };
         let (events, heard) = channel();
         let mut remotes = Vec::new();
         for (index, connection) in connections.into_iter().enumerate() {
             remotes.push(self.start(index, connection, &events)?);
         }
         drop(events);
-        let job = |host: &str| Job {
-            config: self
-                .app
-                .file
-                .as_ref()
-                .map(|(p, t)| (p.display().to_string(), t.clone())),
-            app: self.app.name.clone(),
-            overrides: self.overrides.clone(),
-            commit: Some(commit.clone()),
-            stage_timeout_secs: self.fleet.stage_timeout.as_secs().max(1),
-            host: host.to_string(),
-            trigger: self.trigger.clone(),
-        };
         let mut run = Run {
             remotes,
             heard,
@@ -139,39 +139,122 @@ impl FleetDeploy<'_> {
             timeout: self.fleet.stage_timeout + REPORT_TIMEOUT_MARGIN,
         };
         for remote in &mut run.remotes {
-            let job = job(remote.host_name());
+            let job = Job {
+                config: self
+                    .app
+                    .file
+                    .as_ref()
+                    .map(|(p, t)| (p.display().to_string(), t.clone())),
+                app: self.app.name.clone(),
+                overrides: self.overrides.clone(),
+                stage_timeout_secs: self.fleet.stage_timeout.as_secs().max(1),
+                host: remote.host_name().to_string(),
+                trigger: self.trigger.clone(),
+                rollback: matches!(intent, Intent::Rollback(_)),
+            };
             remote.order(&Order::Open(Box::new(job)))?;
         }
         let all: Vec<usize> = (0..run.remotes.len()).collect();
         let opened = run.await_reports(&all, |r| matches!(r, Report::Opened { .. }));
         run.fail_if_any(&opened, "before staging; nothing changed anywhere")?;
-        let agree = run.remotes.iter().all(|r| {
-            r.live_commit.as_deref() == Some(commit.as_str()) && r.live == run.remotes[0].live
-        });
-        if agree && !self.plan.force {
-            (self.print)(
-                "fleet",
-                &format!(
-                    "every host already serves {} at commit {}; nothing to do (--force deploys anyway)",
-                    run.remotes[0].live.as_deref().unwrap_or("?"),
-                    short(&commit)
-                ),
-            );
-            run.abort_all("the fleet already serves this commit");
-            return Ok(run.result("unchanged", run.remotes[0].live.clone(), Some(commit)));
+        let decision = match intent {
+            Intent::Deploy(plan) => {
+                let (commit, reference) = resolved.expect("resolved above");
+                let agree = run.remotes.iter().all(|r| {
+                    r.live_commit.as_deref() == Some(commit.as_str())
+                        && r.live == run.remotes[0].live
+                });
+                if agree && !plan.force {
+                    let live = run.remotes[0].live.clone();
+                    (self.print)(
+                        "fleet",
+                        &format!(
+                            "every host already serves {} at commit {} ({reference}); nothing to do (--force deploys anyway)",
+                            live.as_deref().unwrap_or("?"),
+                            short(&commit)
+                        ),
+                    );
+                    run.abort_all("the fleet already serves this commit");
+                    return Ok(run.result("unchanged", live, Some(commit)));
+                }
+                Decision {
+                    release: self.pick_name(&run.remotes),
+                    commit: Some(commit),
+                }
+            }
+            Intent::Rollback(target) => {
+                match self.rollback_target(&run.remotes, target.as_deref()) {
+                    Ok(release) => Decision {
+                        release,
+                        commit: None,
+                    },
+                    Err(error) => {
+                        run.abort_all(&format!("{error:#}"));
+                        return Err(error);
+                    }
+                }
+            }
+            Intent::Converge => {
+                let newest = run
+                    .remotes
+                    .iter()
+                    .filter(|r| r.live.is_some())
+                    .max_by(|a, b| a.live.cmp(&b.live));
+                let Some(newest) = newest else {
+                    run.abort_all("nothing is deployed on any host");
+                    bail!("nothing is deployed on any host of the fleet: deploy first");
+                };
+                let decision = Decision {
+                    release: newest.live.clone().expect("filtered"),
+                    commit: newest.live_commit.clone(),
+                };
+                if run
+                    .remotes
+                    .iter()
+                    .all(|r| r.live.as_deref() == Some(decision.release.as_str()))
+                {
+                    (self.print)(
+                        "fleet",
+                        &format!("every host serves {}; nothing to do", decision.release),
+                    );
+                    run.abort_all("the fleet agrees");
+                    return Ok(run.result("unchanged", Some(decision.release), decision.commit));
+                }
+                decision
+            }
+        };
+        let lacking: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| !run.remotes[*i].releases.contains(&decision.release))
+            .collect();
+        if let (Some(commit), false) = (&decision.commit, lacking.is_empty()) {
+            let sent = self
+                .ensure_commit(commit)
+                .and_then(|_| self.send_objects(&run.remotes, &lacking, commit, &decision.release));
+            if let Err(error) = sent {
+                run.abort_all(&format!("{error:#}"));
+                return Err(error);
+            }
         }
-        let release = self.pick_name(&run.remotes);
-        self.send_objects(&run.remotes, &commit, &release)?;
         (self.print)(
             "fleet",
             &format!(
-                "staging {release} ({} at {}) on {} hosts",
-                reference,
-                short(&commit),
+                "staging {}{} on {} hosts",
+                decision.release,
+                decision
+                    .commit
+                    .as_deref()
+                    .map(|c| format!(" (commit {})", short(c)))
+                    .unwrap_or_default(),
                 run.remotes.len()
             ),
         );
-        run.stage_all(&release, self.fleet.parallel)?;
+        run.stage_all(
+            &decision.release,
+            decision.commit.as_deref(),
+            self.fleet.parallel,
+        )?;
         run.step_all(
             &Order::Sync,
             |r| matches!(r, Report::Synced),
@@ -194,19 +277,84 @@ impl FleetDeploy<'_> {
         (self.print)(
             "fleet",
             &format!(
-                "{} hosts now serve {release}; switch skew {} ms",
+                "{} hosts now serve {}; switch skew {} ms",
                 run.remotes.len(),
+                decision.release,
                 skew.unwrap_or(0)
             ),
         );
-        Ok(run.result("deployed", Some(release), Some(commit)))
+        let outcome = match intent {
+            Intent::Rollback(_) => "rolled back",
+            Intent::Converge => "converged",
+            Intent::Deploy(_) => "deployed",
+        };
+        Ok(run.result(outcome, Some(decision.release), decision.commit))
+    }
+
+    /// The release a fleet rollback goes to: named (and on every host), or
+    /// the newest timestamped release older than the live one that every
+    /// host has.
+    fn rollback_target(&self, remotes: &[Remote], named: Option<&str>) -> Result<String> {
+        let context = self.app.layout.context();
+        let live: Vec<&str> = remotes.iter().filter_map(|r| r.live.as_deref()).collect();
+        if live.len() < remotes.len() || live.iter().any(|l| *l != live[0]) {
+            bail!(
+                "the fleet is split ({}); bring it to one release first: zdeploy fleet converge",
+                describe_live(remotes)
+            );
+        }
+        let current = live[0];
+        if let Some(named) = named {
+            let full = if zdeploy_core::release::classify(context, named).is_some() {
+                named.to_string()
+            } else {
+                format!("{context}_{named}")
+            };
+            if full == current {
+                bail!("{full} is already live on every host");
+            }
+            let lacking: Vec<&str> = remotes
+                .iter()
+                .filter(|r| !r.releases.contains(&full))
+                .map(|r| r.host_name())
+                .collect();
+            if !lacking.is_empty() {
+                bail!(
+                    "no complete release {full} on {}; nothing changed",
+                    lacking.join(", ")
+                );
+            }
+            return Ok(full);
+        }
+        let mut common: Vec<&String> = remotes[0]
+            .releases
+            .iter()
+            .filter(|name| name.as_str() < current)
+            .filter(|name| {
+                matches!(
+                    zdeploy_core::release::classify(context, name),
+                    Some(zdeploy_core::release::ReleaseKind::Timestamped(_))
+                )
+            })
+            .filter(|name| remotes.iter().all(|r| r.releases.contains(name)))
+            .collect();
+        common.sort();
+        common.last().map(|n| n.to_string()).ok_or_else(|| {
+            anyhow!("no earlier release is on every host of the fleet; name one that is")
+        })
     }
 
     /// The commit the ref names, fetched into the controller's own mirror.
-    fn resolve(&self, url: &str) -> Result<(String, String)> {
-        let shown = self.plan.source.shown();
+    fn resolve(&self, plan: &DeployPlan) -> Result<(String, String)> {
+        let Source::Git { url } = &plan.source else {
+            bail!(
+                "fleets deploy git sources in this version; {} is not one",
+                plan.source.shown()
+            );
+        };
+        let shown = plan.source.shown();
         let mirror = controller_mirror(self.app)?;
-        let reference = match &self.plan.reference {
+        let reference = match &plan.reference {
             Some(r) => r.clone(),
             None => git::default_branch(url, &shown)?
                 .ok_or_else(|| anyhow!("{shown} has no default branch; pass --ref"))?,
@@ -214,32 +362,80 @@ impl FleetDeploy<'_> {
         (self.print)("fleet", &format!("fetching {shown}"));
         git::fetch(&mirror, url, &shown)?;
         let commit = git::resolve(&mirror, &reference, &shown)?;
+        (self.print)("fleet", &format!("{reference} is at {}", short(&commit)));
         Ok((commit, reference))
+    }
+
+    /// Make sure the controller's mirror has `commit` (a converge may need
+    /// one it never fetched).
+    fn ensure_commit(&self, commit: &str) -> Result<()> {
+        let mirror = controller_mirror(self.app)?;
+        let shown = self
+            .app
+            .source
+            .as_ref()
+            .map(|s| s.shown())
+            .unwrap_or_default();
+        let has = |mirror: &std::path::Path| git::resolve(mirror, commit, &shown).is_ok();
+        if has(&mirror) {
+            return Ok(());
+        }
+        if let Some(Source::Git { url }) = &self.app.source {
+            git::fetch(&mirror, url, &shown)?;
+            if has(&mirror) {
+                return Ok(());
+            }
+        }
+        bail!(
+            "commit {} is not in {} any more; deploy a ref instead",
+            short(commit),
+            if shown.is_empty() {
+                "the source"
+            } else {
+                &shown
+            }
+        )
     }
 
     /// One release name for every host: now, or just after the newest
     /// release any host has, so names sort in deploy order everywhere.
     fn pick_name(&self, remotes: &[Remote]) -> String {
         let context = self.app.layout.context();
+        let newest = remotes
+            .iter()
+            .flat_map(|r| r.releases.iter())
+            .filter(|name| {
+                matches!(
+                    zdeploy_core::release::classify(context, name),
+                    Some(zdeploy_core::release::ReleaseKind::Timestamped(_))
+                )
+            })
+            .max();
         let mut at = Timestamp::now();
-        let newest = remotes.iter().filter_map(|r| r.newest.as_deref()).max();
         loop {
             let name = release_name(context, at);
-            if newest.is_none_or(|n| name.as_str() > n) {
+            if newest.is_none_or(|n| name.as_str() > n.as_str()) {
                 return name;
             }
             at += jiff::SignedDuration::from_secs(1);
         }
     }
 
-    /// Push the commit to each host's mirror: git's pack protocol sends only
-    /// the objects the mirror lacks.
-    fn send_objects(&self, remotes: &[Remote], commit: &str, release: &str) -> Result<()> {
+    /// Push the commit to the mirrors of `hosts`: git's pack protocol sends
+    /// only the objects each mirror lacks.
+    fn send_objects(
+        &self,
+        remotes: &[Remote],
+        hosts: &[usize],
+        commit: &str,
+        release: &str,
+    ) -> Result<()> {
         let mirror = controller_mirror(self.app)?;
         let remote_mirror = self.app.layout.mirror_path();
         let results: Vec<Result<()>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = remotes
+            let handles: Vec<_> = hosts
                 .iter()
+                .map(|i| &remotes[*i])
                 .map(|remote| {
                     let mirror = &mirror;
                     let remote_mirror = &remote_mirror;
@@ -334,7 +530,7 @@ impl FleetDeploy<'_> {
             deployment: None,
             live: None,
             live_commit: None,
-            newest: None,
+            releases: Vec::new(),
             switched_at_ms: None,
         })
     }
@@ -396,13 +592,12 @@ impl Run<'_> {
                 deployment,
                 live,
                 live_commit,
-                newest,
-                ..
+                releases,
             } => {
                 remote.deployment = Some(*deployment);
                 remote.live = live.clone();
                 remote.live_commit = live_commit.clone();
-                remote.newest = newest.clone();
+                remote.releases = releases.clone();
             }
             Report::Switched { at_ms } => remote.switched_at_ms = Some(*at_ms),
             _ => {}
@@ -467,10 +662,10 @@ impl Run<'_> {
     }
 
     /// Stage on every host, at most `parallel` at once.
-    fn stage_all(&mut self, release: &str, parallel: usize) -> Result<()> {
+    fn stage_all(&mut self, release: &str, commit: Option<&str>, parallel: usize) -> Result<()> {
         let order = Order::Stage {
             release: release.to_string(),
-            force: true,
+            commit: commit.map(str::to_string),
         };
         let count = self.remotes.len();
         let mut answers: Answers = Vec::new();
@@ -609,10 +804,10 @@ impl Run<'_> {
                 .map(|r| HostResult {
                     host: r.host_name().to_string(),
                     deployment: r.deployment,
-                    release: if outcome == "deployed" {
-                        release.clone()
-                    } else {
+                    release: if outcome == "unchanged" {
                         r.live.clone()
+                    } else {
+                        release.clone()
                     },
                     switched_at_ms: r.switched_at_ms,
                 })
@@ -714,4 +909,19 @@ fn controller_mirror(app: &AppConfig) -> Result<PathBuf> {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Each host's live release, for messages.
+pub fn describe_live(remotes: &[Remote]) -> String {
+    remotes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} serves {}",
+                r.host_name(),
+                r.live.as_deref().unwrap_or("nothing")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -11,20 +11,24 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use zdeploy_core::history::{Kind, Outcome};
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::{DeployPlan, DeployResult};
+use zdeploy_core::release::ReleaseState;
 use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
 use zdeploy_core::source::{Source, git};
 use zdeploy_core::steps::discard::discard_release;
+use zdeploy_core::steps::prune::prune_after_switch;
 use zdeploy_core::steps::recover::recover;
-use zdeploy_core::steps::stage::{Staging, stage};
+use zdeploy_core::steps::settle::settle_switched;
+use zdeploy_core::steps::stage::{Staged, Staging, stage, stage_existing};
 use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
 use zdeploy_core::switch::read_live;
 
 use crate::config::{AppConfig, ConfigFile, ad_hoc};
 use crate::fleet::protocol::{Job, Order, Report};
+use crate::fleet::settings::HostAddress;
 
 /// Reports go to stdout, one line each, from the run and its observer.
 struct Reporter {
@@ -135,25 +139,24 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter) -> Result<()
         Next::Gone(why) => bail!("{why}"),
     };
     let app = app_of(&job)?;
-    let mut plan = app.deploy_plan(false)?;
-    if !matches!(plan.source, Source::Git { .. }) {
-        bail!("fleets deploy git sources in this version");
-    }
-    plan.commit = job.commit.clone();
     let options = RunOptions {
         trigger: format!("fleet {}", job.trigger),
         wait: LockWait::Fail,
     };
-    let shown = plan.source.shown();
+    let shown = app.source.as_ref().map(|s| s.shown());
     let session = Session::open(
         &app.layout,
-        Kind::Deploy,
+        if job.rollback {
+            Kind::Rollback
+        } else {
+            Kind::Deploy
+        },
         &options,
-        Some(&shown),
-        plan.reference.as_deref(),
+        shown.as_deref(),
+        app.reference.as_deref(),
         reporter,
     )?;
-    let result = run(&session, &plan, &job, orders, reporter);
+    let result = run(&session, &app, &job, orders, reporter);
     let recorded = match &result {
         Ok(done) => Ok(done.clone()),
         Err(error) => Err(zdeploy_core::Error::Invalid(format!("{error:#}"))),
@@ -167,93 +170,116 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter) -> Result<()
     Ok(())
 }
 
-/// The app as the controller's config (or flags) define it.
+/// The app as the controller's config (or flags) define it, its health
+/// URL's `{host}` naming this host.
 fn app_of(job: &Job) -> Result<AppConfig> {
-    let app = match &job.config {
+    let mut app = match &job.config {
         Some((path, text)) => ConfigFile::parse(Path::new(path), text.clone())?
             .app(job.app.as_deref(), &job.overrides)?,
         None => ad_hoc(&job.overrides)?,
     };
+    if let Some(url) = app.policy.health.as_mut().and_then(|h| h.url.as_mut()) {
+        let host = HostAddress::parse(&job.host).map_err(|e| anyhow::anyhow!(e))?;
+        *url = url.replace("{host}", &host.name);
+    }
     Ok(app)
 }
 
-fn run(
-    session: &Session<'_>,
-    plan: &DeployPlan,
-    job: &Job,
-    orders: &Receiver<Result<Order>>,
-    reporter: &Reporter,
-) -> Result<DeployResult> {
-    let policy = &plan.policy;
+/// The host's facts the controller decides with.
+fn opened(session: &Session<'_>) -> Result<Report> {
     let layout = session.layout;
-    session.step(Step::Recover, || recover(session, policy.apache.as_ref()))?;
-    git::init_mirror(&layout.mirror_path())?;
     let live = read_live(layout)?;
     let live_name = live.record_name(layout).map(str::to_string);
     let live_commit = match &live_name {
         Some(name) => session.history.release(name)?.and_then(|r| r.commit),
         None => None,
     };
-    let newest = zdeploy_core::inventory::releases_on_disk(layout)?
-        .into_iter()
-        .filter(|r| r.stamp().is_some())
-        .map(|r| r.name)
-        .max();
-    reporter.send(&Report::Opened {
+    let mut releases = Vec::new();
+    for release in zdeploy_core::inventory::releases_on_disk(layout)? {
+        let record = session.history.release(&release.name)?;
+        let complete = record
+            .as_ref()
+            .is_none_or(|r| r.state == ReleaseState::Complete);
+        if complete {
+            releases.push(release.name);
+        }
+    }
+    Ok(Report::Opened {
         deployment: session.id,
-        mirror: layout.mirror_path().display().to_string(),
         live: live_name,
         live_commit,
-        newest,
-    });
+        releases,
+    })
+}
+
+/// What the host will switch to.
+enum Target<'s> {
+    /// The release is live here already: nothing to stage or switch.
+    AlreadyLive(String),
+    Staged(Box<Staged<'s>>),
+}
+
+fn run(
+    session: &Session<'_>,
+    app: &AppConfig,
+    job: &Job,
+    orders: &Receiver<Result<Order>>,
+    reporter: &Reporter,
+) -> Result<DeployResult> {
+    let layout = session.layout;
+    let policy = &app.policy;
+    session.step(Step::Recover, || recover(session, policy.apache.as_ref()))?;
+    git::init_mirror(&layout.mirror_path())?;
+    reporter.send(&opened(session)?);
     let timeout = Duration::from_secs(job.stage_timeout_secs);
-    let (release, force) = match next(orders, timeout) {
-        Next::Order(Order::Stage { release, force }) => (release, force),
+    let (release, commit) = match next(orders, timeout) {
+        Next::Order(Order::Stage { release, commit }) => (release, commit),
         Next::Order(Order::Abort { why }) => {
             reporter.send(&Report::Aborted);
-            return Err(anyhow!("stopped before staging: {why}"));
+            bail!("stopped before staging: {why}");
         }
         Next::Order(other) => bail!("expected a stage order, got {other:?}"),
         Next::Gone(why) => bail!("{why}"),
     };
-    let plan = &DeployPlan {
-        force,
-        ..plan.clone()
-    };
-    let staged = match stage(session, plan, Some(&release))? {
-        Staging::Done(result) => return Ok(result),
-        Staging::Staged(staged) => staged,
-    };
+    let target = stage_target(session, app, commit, &release)?;
     reporter.send(&Report::Staged {
-        release: staged.name.clone(),
+        release: release.clone(),
     });
+    let staged = match target {
+        Target::AlreadyLive(name) => return follow_along(session, orders, reporter, timeout, name),
+        Target::Staged(staged) => staged,
+    };
     let discard = |why: &str| -> Result<()> {
-        discard_release(session, &staged.name, why)?;
-        session.warn(&format!(
-            "removed the staged release {}: {why}",
-            staged.name
-        ));
+        if staged.fresh {
+            discard_release(session, &staged.name, why)?;
+            session.warn(&format!(
+                "removed the staged release {}: {why}",
+                staged.name
+            ));
+        }
         Ok(())
     };
     let deadline = Instant::now() + timeout;
-    let wait_staged =
-        |deadline: Instant| next(orders, deadline.saturating_duration_since(Instant::now()));
-    match wait_staged(deadline) {
-        Next::Order(Order::Sync) => {}
-        Next::Order(Order::Abort { why }) => {
-            discard(&why)?;
-            reporter.send(&Report::Aborted);
-            bail!("aborted before the switch: {why}");
+    let wait_staged = || next(orders, deadline.saturating_duration_since(Instant::now()));
+    let expect = |wanted: &str, next: Next| -> Result<()> {
+        match next {
+            Next::Order(order) if order.name() == wanted => Ok(()),
+            Next::Order(Order::Abort { why }) => {
+                discard(&why)?;
+                reporter.send(&Report::Aborted);
+                bail!("aborted before the switch: {why}");
+            }
+            Next::Order(other) => {
+                discard("the controller broke the protocol")?;
+                bail!("expected a {wanted} order, got {other:?}");
+            }
+            Next::Gone(why) => {
+                discard(&why)?;
+                bail!("{why}");
+            }
         }
-        Next::Order(other) => {
-            discard("the controller broke the protocol")?;
-            bail!("expected a sync order, got {other:?}");
-        }
-        Next::Gone(why) => {
-            discard(&why)?;
-            bail!("{why}");
-        }
-    }
+    };
+    expect("sync", wait_staged())?;
     let synced = match sync(session, &staged, policy) {
         Ok(synced) => synced,
         Err(error) => {
@@ -262,22 +288,7 @@ fn run(
         }
     };
     reporter.send(&Report::Synced);
-    match wait_staged(deadline) {
-        Next::Order(Order::Switch) => {}
-        Next::Order(Order::Abort { why }) => {
-            discard(&why)?;
-            reporter.send(&Report::Aborted);
-            bail!("aborted before the switch: {why}");
-        }
-        Next::Order(other) => {
-            discard("the controller broke the protocol")?;
-            bail!("expected a switch order, got {other:?}");
-        }
-        Next::Gone(why) => {
-            discard(&why)?;
-            bail!("{why}");
-        }
-    }
+    expect("switch", wait_staged())?;
     let switched = switch(session, &staged, &synced, policy)?;
     check_live(session, &switched, policy)?;
     reporter.send(&Report::Switched {
@@ -299,8 +310,8 @@ fn run(
             switched.name
         )),
     }
-    zdeploy_core::steps::settle::settle_switched(session, &staged, &synced, &switched, policy);
-    let pruned = zdeploy_core::steps::prune::prune_after_switch(session, policy);
+    settle_switched(session, &staged, &synced, &switched, policy);
+    let pruned = prune_after_switch(session, policy);
     Ok(DeployResult {
         deployment: session.id,
         outcome: "deployed",
@@ -308,5 +319,80 @@ fn run(
         previous: switched.previous,
         commit: staged.commit,
         pruned,
+    })
+}
+
+/// Stage `release`: nothing if it is live, the existing folder if the host
+/// has it, else a new release built from the commit the controller sent.
+fn stage_target<'s>(
+    session: &'s Session<'_>,
+    app: &AppConfig,
+    commit: Option<String>,
+    release: &str,
+) -> Result<Target<'s>> {
+    let policy = &app.policy;
+    let layout = session.layout;
+    if read_live(layout)?.record_name(layout) == Some(release) {
+        session.info(&format!("{release} is live here already"));
+        return Ok(Target::AlreadyLive(release.to_string()));
+    }
+    if zdeploy_core::fsx::metadata_if_exists(&layout.release_path(release))?.is_some() {
+        let usable = session
+            .history
+            .release(release)?
+            .is_none_or(|r| r.state == ReleaseState::Complete);
+        if !usable {
+            bail!("{release} is here but not complete; it cannot go live");
+        }
+        let staged = stage_existing(session, release, &policy.shared)?;
+        return Ok(Target::Staged(Box::new(staged)));
+    }
+    let Some(commit) = commit else {
+        bail!("this host has no release {release}");
+    };
+    let plan = app.deploy_plan(true)?;
+    if !matches!(plan.source, Source::Git { .. }) {
+        bail!("fleets deploy git sources in this version");
+    }
+    let plan = DeployPlan {
+        commit: Some(commit),
+        ..plan
+    };
+    match stage(session, &plan, Some(release))? {
+        Staging::Staged(staged) => Ok(Target::Staged(Box::new(staged))),
+        Staging::Done(_) => bail!("nothing was staged for {release}"),
+    }
+}
+
+/// On a host already live on the fleet's release: answer every order so
+/// the fleet moves in step, and change nothing.
+fn follow_along(
+    session: &Session<'_>,
+    orders: &Receiver<Result<Order>>,
+    reporter: &Reporter,
+    timeout: Duration,
+    release: String,
+) -> Result<DeployResult> {
+    loop {
+        match next(orders, timeout) {
+            Next::Order(Order::Sync) => reporter.send(&Report::Synced),
+            Next::Order(Order::Switch) => reporter.send(&Report::Switched {
+                at_ms: zdeploy_core::history::now_ms(),
+            }),
+            Next::Order(Order::Finish) | Next::Gone(_) => break,
+            Next::Order(Order::Abort { .. }) => {
+                reporter.send(&Report::Aborted);
+                break;
+            }
+            Next::Order(other) => bail!("unexpected order {other:?}"),
+        }
+    }
+    Ok(DeployResult {
+        deployment: session.id,
+        outcome: "unchanged",
+        release: Some(release),
+        previous: None,
+        commit: None,
+        pruned: Vec::new(),
     })
 }

@@ -4,6 +4,9 @@
 
 pub mod controller;
 pub mod host;
+pub mod install;
 pub mod protocol;
+pub mod remote_command;
 pub mod settings;
 pub mod ssh;
+pub mod status;

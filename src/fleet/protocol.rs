@@ -13,9 +13,13 @@ pub enum Order {
     /// Take the lock, recover, make the mirror ready; answer `Opened`.
     Open(Box<Job>),
     /// Stage this release; answer `Staged` (or `Done` when nothing changes).
-    /// `force`: stage even if the host is live on the commit already (so
-    /// every host ends on the one release name).
-    Stage { release: String, force: bool },
+    /// Be ready to switch to this release: nothing if it is live, the
+    /// existing folder if the host has it, else built from the job's commit.
+    /// `commit`: what to build the release from if the host lacks it.
+    Stage {
+        release: String,
+        commit: Option<String>,
+    },
     /// Carry what users wrote since the stage; answer `Synced`.
     Sync,
     /// Switch now; answer `Switched`.
@@ -34,14 +38,27 @@ pub struct Job {
     pub config: Option<(String, String)>,
     pub app: Option<String>,
     pub overrides: Overrides,
-    /// The commit the controller resolved; its objects are pushed to the
-    /// host's mirror before staging.
-    pub commit: Option<String>,
+    /// Recorded as a rollback in the host's history.
+    pub rollback: bool,
     /// Seconds a staged release waits for its switch.
     pub stage_timeout_secs: u64,
     /// The host's name as the controller knows it.
     pub host: String,
     pub trigger: String,
+}
+
+impl Order {
+    /// The order's name, as the protocol spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Order::Open(_) => "open",
+            Order::Stage { .. } => "stage",
+            Order::Sync => "sync",
+            Order::Switch => "switch",
+            Order::Finish => "finish",
+            Order::Abort { .. } => "abort",
+        }
+    }
 }
 
 /// Host to controller.
@@ -50,11 +67,10 @@ pub struct Job {
 pub enum Report {
     Opened {
         deployment: i64,
-        mirror: String,
         live: Option<String>,
         live_commit: Option<String>,
-        /// The host's newest release name: the fleet's new one must sort after it.
-        newest: Option<String>,
+        /// Complete releases on disk, live one included.
+        releases: Vec<String>,
     },
     Step {
         step: String,

@@ -60,6 +60,12 @@ impl Fleet {
     /// `count` hosts serving `<path>/www` through nginx and PHP-FPM, each
     /// reachable over ssh as root with the fleet's key.
     pub fn start(count: usize) -> Self {
+        Self::start_with(count, |_, _| {})
+    }
+
+    /// As `start`, with `prepare(index, folder)` run on each host's folder
+    /// before the host starts (to mount a small filesystem there, say).
+    pub fn start_with(count: usize, mut prepare: impl FnMut(usize, &Path)) -> Self {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 100_000);
@@ -113,6 +119,7 @@ impl Fleet {
             std::fs::write(dir.join("ssh/authorized_keys"), &public).unwrap();
             write_host_configs(&dir, &path, &address);
             std::os::unix::fs::symlink(super::BIN, dir.join("bin/zdeploy")).unwrap();
+            prepare(i, &dir);
             ip(&["netns", "add", &netns]);
             ip(&[
                 "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
@@ -132,7 +139,7 @@ impl Fleet {
             ip(&["-n", &netns, "link", "set", "lo", "up"]);
             let p = path.display();
             let script = format!(
-                "set -e\nmount --bind {d} {p}\n\
+                "set -e\nmount --rbind {d} {p}\n\
                  nginx -p {p}/nginx -c {p}/nginx/nginx.conf &\n\
                  {fpm} --nodaemonize --allow-to-run-as-root --fpm-config {p}/php/php-fpm.conf &\n\
                  exec /usr/sbin/sshd -D -e -f {p}/ssh/sshd_config\n",
@@ -212,6 +219,45 @@ impl Fleet {
             port,
         ));
         port
+    }
+
+    /// Cut a host's link (its veth goes down), or restore it.
+    pub fn set_link(&self, host: usize, up: bool) {
+        ip(&[
+            "link",
+            "set",
+            &self.hosts[host].veth,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Folders of releases that are neither live nor complete-and-recorded:
+    /// what a stopped deploy would leave behind, on each host.
+    pub fn leftovers(&self) -> Vec<Vec<String>> {
+        let live = self.live();
+        self.hosts
+            .iter()
+            .zip(live)
+            .map(|(h, live)| {
+                let history = h.dir.join("www/.zdeploy/ROOT/history.sqlite");
+                let staged: Vec<String> = if history.exists() {
+                    let db = rusqlite::Connection::open(&history).unwrap();
+                    let mut query = db
+                        .prepare("SELECT name FROM releases WHERE state IN ('staged', 'building')")
+                        .unwrap();
+                    query
+                        .query_map([], |row| row.get::<_, String>(0))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .filter(|n| Some(n) != live.as_ref())
+                        .filter(|n| h.dir.join("www").join(n).exists())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                staged
+            })
+            .collect()
     }
 
     pub fn addresses(&self) -> Vec<String> {
