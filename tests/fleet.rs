@@ -205,3 +205,188 @@ fn a_host_that_fails_to_stage_stops_the_deploy_everywhere() {
     let release = result["release"].as_str().unwrap().to_string();
     assert_eq!(fleet.live(), vec![Some(release); 3]);
 }
+
+#[test]
+fn a_split_fleet_shows_as_split_and_converges_to_one_release() {
+    let (fleet, repo, scratch, config) = fleet_on_v1(|_| String::new());
+    let status = fleet_command(&config, &["status", "shop", "--json"]).success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["agrees"], true, "{status}");
+    // A deploy that reached two hosts of three (as if the third was down).
+    app_version(&repo, &scratch, "v2");
+    let partial = fleet_deploy(&config)
+        .args([
+            "--host",
+            &fleet.hosts[0].address,
+            "--host",
+            &fleet.hosts[1].address,
+        ])
+        .success();
+    let live = fleet.live();
+    assert_eq!(live[0], live[1], "{}", partial.stderr);
+    assert_ne!(live[0], live[2]);
+    let status = fleet_command(&config, &["status", "shop"]).success();
+    assert!(status.stdout.contains("SPLIT"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains(&fleet.hosts[2].address),
+        "{}",
+        status.stdout
+    );
+    // A rollback of a split fleet is refused, naming what each host serves.
+    let refused = fleet_command(&config, &["rollback", "shop"]).fails_with(1);
+    assert!(refused.stderr.contains("split"), "{}", refused.stderr);
+    assert_eq!(fleet.live(), live);
+    let converged = fleet_command(&config, &["fleet", "converge", "shop", "--json"]).success();
+    let result: serde_json::Value = serde_json::from_str(&converged.stdout).unwrap();
+    assert_eq!(result["outcome"], "converged", "{}", converged.stdout);
+    assert_eq!(
+        fleet.live(),
+        vec![live[0].clone(); 3],
+        "{}",
+        converged.stderr
+    );
+    let status = fleet_command(&config, &["status", "shop", "--json"]).success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["agrees"], true, "{status}");
+    // The converged host built the same content: its page is v2.
+    let page = std::fs::read_to_string(
+        fleet.hosts[2]
+            .dir
+            .join("www")
+            .join(live[0].as_ref().unwrap())
+            .join("data_v2.txt"),
+    )
+    .unwrap();
+    assert_eq!(page.trim(), "v2");
+    // Per-host commands name every host.
+    let releases = fleet_command(&config, &["releases", "shop"]).success();
+    for host in &fleet.hosts {
+        assert!(
+            releases.stdout.contains(&format!("== {} ==", host.address)),
+            "{}",
+            releases.stdout
+        );
+    }
+    let again = fleet_command(&config, &["fleet", "converge", "shop", "--json"]).success();
+    let result: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(result["outcome"], "unchanged", "{}", again.stdout);
+}
+
+#[test]
+fn hosts_that_refuse_us_or_run_another_zdeploy_are_named_and_nothing_changes() {
+    let (fleet, repo, scratch, config) = fleet_on_v1(|_| String::new());
+    let before = fleet.live();
+    app_version(&repo, &scratch, "v2");
+    // Another zdeploy version on one host.
+    let bin = fleet.hosts[2].dir.join("bin/zdeploy");
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::write(&bin, "#!/bin/sh\necho 'zdeploy 0.0.1'\n").unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = fleet_deploy(&config).fails_with(1);
+    let line = out
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap();
+    assert!(
+        line.contains("versions differ")
+            && line.contains(&format!("{} has zdeploy 0.0.1", fleet.hosts[2].address)),
+        "{}",
+        out.stderr
+    );
+    assert_untouched_and_usable(&fleet, &before, &config);
+    // `fleet install` puts this binary there; the others are current.
+    let installed = fleet_command(&config, &["fleet", "install", "shop", "--json"]).success();
+    let installed: serde_json::Value = serde_json::from_str(&installed.stdout).unwrap();
+    let outcomes: Vec<&str> = installed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["current", "current", "replaced"]);
+    assert_eq!(
+        std::fs::read(&bin).unwrap(),
+        std::fs::read(crate::support::BIN).unwrap()
+    );
+    // A host that refuses our key: one clear line, no prompt (stdin is closed).
+    let keys = fleet.hosts[1].dir.join("ssh/authorized_keys");
+    let key = std::fs::read_to_string(&keys).unwrap();
+    std::fs::write(&keys, "").unwrap();
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: the host refused our key",
+            fleet.hosts[1].address
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_untouched_and_usable(&fleet, &before, &config);
+    std::fs::write(&keys, key).unwrap();
+    // A host whose key we do not know.
+    let known = fleet.root.path().join("known_hosts");
+    let all = std::fs::read_to_string(&known).unwrap();
+    let without: String = all
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{} ", fleet.hosts[0].address)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&known, without).unwrap();
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: its host key is not in known_hosts",
+            fleet.hosts[0].address
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_untouched_and_usable(&fleet, &before, &config);
+    std::fs::write(&known, all).unwrap();
+    // A host ssh would read as an option never reaches ssh.
+    let out = fleet_deploy(&config)
+        .arg("--host=-oProxyCommand=touch /tmp/zdeploy-pwned")
+        .fails_with(2);
+    assert!(
+        out.stderr.contains("ssh would read as an option"),
+        "{}",
+        out.stderr
+    );
+    assert!(!Path::new("/tmp/zdeploy-pwned").exists());
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        fleet.live(),
+        vec![Some(result["release"].as_str().unwrap().to_string()); 3]
+    );
+}
+
+#[test]
+fn a_second_controller_is_refused_at_once_naming_the_holder() {
+    let (fleet, repo, scratch, config) = fleet_on_v1(|_| "build = [\"sleep 4\"]\n".into());
+    app_version(&repo, &scratch, "v2");
+    let first = fleet_deploy(&config)
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let started = std::time::Instant::now();
+    let second = fleet_deploy(&config).arg("--force").fails_with(3);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the second controller waited"
+    );
+    assert!(
+        second.stderr.contains("being deployed by pid"),
+        "{}",
+        second.stderr
+    );
+    let status = first.wait_with_output().unwrap().status;
+    assert!(status.success(), "the first deploy failed");
+    let live = fleet.live();
+    assert!(live.iter().all(|l| l == &live[0]));
+    assert_eq!(fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+}

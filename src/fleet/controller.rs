@@ -137,6 +137,7 @@ impl FleetRun<'_> {
             heard,
             print: self.print,
             timeout: self.fleet.stage_timeout + REPORT_TIMEOUT_MARGIN,
+            busy: false,
         };
         for remote in &mut run.remotes {
             let job = Job {
@@ -542,6 +543,8 @@ struct Run<'a> {
     heard: Receiver<(usize, Heard)>,
     print: Printer<'a>,
     timeout: Duration,
+    /// A host said another run holds its lock.
+    busy: bool,
 }
 
 type Answers = Vec<(usize, Result<Report, String>)>;
@@ -573,7 +576,10 @@ impl Run<'_> {
                 continue;
             }
             match heard {
-                Heard::Report(Report::Failed { error }) => answers.push((index, Err(error))),
+                Heard::Report(Report::Failed { error, busy }) => {
+                    self.busy |= busy;
+                    answers.push((index, Err(error)))
+                }
                 Heard::Report(report) if wanted(&report) => {
                     self.note(index, &report);
                     answers.push((index, Ok(report)));
@@ -635,7 +641,12 @@ impl Run<'_> {
         }
         let why = failed.join("; ");
         self.abort_all(&why);
-        bail!("fleet deploy failed {consequence}: {why}")
+        let message = format!("fleet run failed {consequence}: {why}");
+        if self.busy {
+            // Exit as a single host's busy lock does.
+            return Err(zdeploy_core::Error::Busy(message).into());
+        }
+        bail!(message)
     }
 
     /// Tell every host still listening to stop, and wait for each.
@@ -701,7 +712,8 @@ impl Run<'_> {
                 Err(_) => return (hosts[0], Err("no report in time".into())),
             };
             match heard {
-                Heard::Report(Report::Failed { error }) if hosts.contains(&index) => {
+                Heard::Report(Report::Failed { error, busy }) if hosts.contains(&index) => {
+                    self.busy |= busy;
                     return (index, Err(error));
                 }
                 Heard::Report(report) if hosts.contains(&index) && wanted(&report) => {

@@ -125,8 +125,12 @@ pub fn serve() -> Result<()> {
     let orders = orders();
     let result = serve_job(&orders, &reporter);
     if let Err(error) = &result {
+        let busy = error
+            .downcast_ref::<zdeploy_core::Error>()
+            .is_some_and(|e| e.kind() == zdeploy_core::ErrorKind::Busy);
         reporter.send(&Report::Failed {
             error: format!("{error:#}"),
+            busy,
         });
     }
     result

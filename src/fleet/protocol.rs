@@ -98,7 +98,9 @@ pub enum Report {
         release: Option<String>,
         outcome: String,
     },
+    /// `busy`: another run holds the host's lock.
     Failed {
         error: String,
+        busy: bool,
     },
 }
