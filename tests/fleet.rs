@@ -13,6 +13,11 @@ use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
 /// Put version `version` of the load's PHP app in the repo's work tree.
 fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
     php_app(scratch, version);
+    app_version_from(repo, scratch)
+}
+
+/// Make the repo's work tree what `scratch` holds, and commit it.
+fn app_version_from(repo: &Repo, scratch: &Path) -> String {
     for entry in std::fs::read_dir(&repo.work).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name() != ".git" {
@@ -31,7 +36,7 @@ fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
         .status()
         .unwrap();
     assert!(copied.success());
-    repo.commit(version)
+    repo.commit("a version")
 }
 
 fn fleet_command(config: &Path, args: &[&str]) -> Zdeploy {
@@ -364,19 +369,23 @@ fn hosts_that_refuse_us_or_run_another_zdeploy_are_named_and_nothing_changes() {
 
 #[test]
 fn a_second_controller_is_refused_at_once_naming_the_holder() {
-    let (fleet, repo, scratch, config) = fleet_on_v1(|_| "build = [\"sleep 4\"]\n".into());
+    let (fleet, repo, scratch, config) = fleet_on_v1(|_| "build = [\"sleep 8\"]\n".into());
     app_version(&repo, &scratch, "v2");
-    let first = fleet_deploy(&config)
+    let mut first = fleet_deploy(&config)
         .command()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
-    let started = std::time::Instant::now();
+    eventually(
+        "the first deploy to be building",
+        Duration::from_secs(30),
+        || !fleet.processes(0, "sleep 8").is_empty(),
+    );
     let second = fleet_deploy(&config).arg("--force").fails_with(3);
+    // Refused while the first still runs: nobody waited for it.
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        first.try_wait().unwrap().is_none(),
         "the second controller waited"
     );
     assert!(
@@ -389,4 +398,177 @@ fn a_second_controller_is_refused_at_once_naming_the_holder() {
     let live = fleet.live();
     assert!(live.iter().all(|l| l == &live[0]));
     assert_eq!(fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+}
+
+/// Wait (bounded) until `done`, polling.
+fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in {limit:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn no_host_process_left(fleet: &Fleet) -> bool {
+    (0..fleet.hosts.len()).all(|h| fleet.processes(h, "fleet-host").is_empty())
+}
+
+#[test]
+fn a_controller_killed_in_any_phase_leaves_nothing_behind_and_the_next_deploy_converges() {
+    let (fleet, repo, scratch, config) =
+        fleet_on_v1(|_| "stage_timeout = \"3s\"\nbuild = [\"sleep 1\"]\n".into());
+    // From connecting, through staging and building, to switching and settling.
+    for (round, delay_ms) in [150u64, 600, 1100, 1500, 1800, 2100, 2600]
+        .into_iter()
+        .enumerate()
+    {
+        app_version(&repo, &scratch, &format!("v{}", round + 2));
+        let mut controller = fleet_deploy(&config)
+            .command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        controller.kill().unwrap();
+        controller.wait().unwrap();
+        eventually("every host's part to stop", Duration::from_secs(15), || {
+            no_host_process_left(&fleet)
+        });
+        assert_eq!(
+            fleet.leftovers(),
+            vec![Vec::<String>::new(); 3],
+            "after a kill at {delay_ms} ms"
+        );
+        let out = fleet_deploy(&config).arg("--json").success();
+        let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let live = fleet.live();
+        assert!(
+            live.iter().all(|l| l == &live[0]),
+            "split after a kill at {delay_ms} ms: {live:?}"
+        );
+        if result["outcome"] == "deployed" {
+            assert_eq!(live[0].as_deref(), result["release"].as_str());
+        }
+    }
+}
+
+#[test]
+fn a_host_cut_off_while_staging_stops_the_deploy_and_cleans_up_after_itself() {
+    let (fleet, repo, scratch, config) =
+        fleet_on_v1(|_| "stage_timeout = \"4s\"\nbuild = [\"sleep 3\"]\n".into());
+    let before = fleet.live();
+    app_version(&repo, &scratch, "v2");
+    let controller = fleet_deploy(&config)
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("host 2 to be building", Duration::from_secs(20), || {
+        !fleet.processes(2, "sleep 3").is_empty()
+    });
+    fleet.set_link(2, false);
+    let out = controller.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&fleet.hosts[2].address), "{stderr}");
+    assert!(stderr.contains("nothing switched anywhere"), "{stderr}");
+    fleet.set_link(2, true);
+    let address = format!("{}:22", fleet.hosts[2].address);
+    eventually("the host to answer again", Duration::from_secs(10), || {
+        std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_millis(300))
+            .is_ok()
+    });
+    eventually(
+        "the cut-off host to give up its staged release",
+        Duration::from_secs(20),
+        || no_host_process_left(&fleet),
+    );
+    assert_untouched_and_usable(&fleet, &before, &config);
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        fleet.live(),
+        vec![Some(result["release"].as_str().unwrap().to_string()); 3]
+    );
+}
+
+#[test]
+fn a_host_that_fails_after_its_switch_has_every_host_switched_back() {
+    let fleet = Fleet::start(3);
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    let health = format!(
+        "<?php if (file_exists('{}/unhealthy')) {{ http_response_code(500); echo 'sick'; }} else {{ echo 'ok'; }}\n",
+        fleet.path.display()
+    );
+    php_app(&scratch, "v1");
+    std::fs::write(scratch.join("health.php"), &health).unwrap();
+    app_version_from(&repo, &scratch);
+    let config = fleet.config(
+        "shop",
+        &repo.bare,
+        "health = { url = \"http://{host}/health.php\", timeout = \"2s\" }\n",
+    );
+    fleet_deploy(&config).success();
+    let before = fleet.live();
+    std::fs::write(fleet.hosts[1].dir.join("unhealthy"), "").unwrap();
+    php_app(&scratch, "v2");
+    std::fs::write(scratch.join("health.php"), &health).unwrap();
+    app_version_from(&repo, &scratch);
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(
+        out.stderr.contains("at the switch") && out.stderr.contains(&fleet.hosts[1].address),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("switched back"), "{}", out.stderr);
+    assert_untouched_and_usable(&fleet, &before, &config);
+}
+
+#[test]
+fn a_full_disk_on_one_host_stops_the_deploy_everywhere() {
+    let fleet = Fleet::start_with(3, |index, dir| {
+        if index != 2 {
+            return Vec::new();
+        }
+        let www = dir.join("www");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&www)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        vec![www]
+    });
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    app_version(&repo, &scratch, "v1");
+    let config = fleet.config("shop", &repo.bare, "");
+    fleet_deploy(&config).success();
+    let before = fleet.live();
+    php_app(&scratch, "v2");
+    // Random bytes: git cannot compress them below the host's free space.
+    let noise: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(scratch.join("big.bin"), noise).unwrap();
+    app_version_from(&repo, &scratch);
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(
+        out.stderr.contains(&fleet.hosts[2].address),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("nothing changed anywhere")
+            || out.stderr.contains("nothing switched anywhere"),
+        "{}",
+        out.stderr
+    );
+    assert_untouched_and_usable(&fleet, &before, &config);
 }

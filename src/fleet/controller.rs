@@ -781,11 +781,11 @@ impl Run<'_> {
             .collect();
         self.abort_all(&format!("another host failed to switch ({why})"));
         bail!(
-            "fleet deploy failed at the switch: {why}; {}",
+            "fleet run failed at the switch: {why}{}",
             if switched.is_empty() {
-                "no host had switched".to_string()
+                String::new()
             } else {
-                format!("switched back: {}", switched.join(", "))
+                format!("; switched back: {}", switched.join(", "))
             }
         )
     }
@@ -870,6 +870,11 @@ fn check_versions(connections: &[Connection], remote_zdeploy: &str) -> Result<()
                         Ok(out) if out.status.success() => {
                             String::from_utf8_lossy(&out.stdout).trim().to_string()
                         }
+                        // ssh's own failure, not the command's.
+                        Ok(out) if out.status.code() == Some(255) => format!(
+                            "no answer ({})",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ),
                         Ok(_) => "no zdeploy".to_string(),
                         Err(e) => format!("unreachable ({e})"),
                     };

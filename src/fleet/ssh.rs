@@ -48,7 +48,7 @@ impl Connection {
         for option in [
             "BatchMode=yes".to_string(),
             format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"),
-            "ServerAliveInterval=5".into(),
+            "ServerAliveInterval=3".into(),
             "ServerAliveCountMax=3".into(),
         ] {
             base.push("-o".into());

@@ -37,6 +37,7 @@ pub struct Fleet {
     pub ssh_config: PathBuf,
     pub balancer: Option<Nginx>,
     bridge: String,
+    mounts: Vec<PathBuf>,
 }
 
 fn ip(args: &[&str]) {
@@ -60,15 +61,17 @@ impl Fleet {
     /// `count` hosts serving `<path>/www` through nginx and PHP-FPM, each
     /// reachable over ssh as root with the fleet's key.
     pub fn start(count: usize) -> Self {
-        Self::start_with(count, |_, _| {})
+        Self::start_with(count, |_, _| Vec::new())
     }
 
     /// As `start`, with `prepare(index, folder)` run on each host's folder
-    /// before the host starts (to mount a small filesystem there, say).
-    pub fn start_with(count: usize, mut prepare: impl FnMut(usize, &Path)) -> Self {
+    /// before the host starts (to mount a small filesystem there, say); it
+    /// returns the mounts it made, undone on drop.
+    pub fn start_with(count: usize, mut prepare: impl FnMut(usize, &Path) -> Vec<PathBuf>) -> Self {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{}{n}", std::process::id() % 100_000);
+        sweep_dead_fleets();
+        let tag = format!("{}x{}", std::process::id(), n % 100);
         let subnet = format!("10.{}.{}", 100 + std::process::id() % 100, n % 250);
         let root = tempfile::Builder::new()
             .prefix("zdeploy-fleet")
@@ -91,6 +94,7 @@ impl Fleet {
             ssh_config: PathBuf::new(),
             balancer: None,
             bridge: bridge.clone(),
+            mounts: Vec::new(),
         };
         ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
@@ -119,7 +123,8 @@ impl Fleet {
             std::fs::write(dir.join("ssh/authorized_keys"), &public).unwrap();
             write_host_configs(&dir, &path, &address);
             std::os::unix::fs::symlink(super::BIN, dir.join("bin/zdeploy")).unwrap();
-            prepare(i, &dir);
+            let mounts = prepare(i, &dir);
+            fleet.mounts.extend(mounts);
             ip(&["netns", "add", &netns]);
             ip(&[
                 "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
@@ -260,6 +265,22 @@ impl Fleet {
             .collect()
     }
 
+    /// Processes on a host whose command line contains `pattern`.
+    pub fn processes(&self, host: usize, pattern: &str) -> Vec<String> {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.hosts[host].netns])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .filter_map(|pid| {
+                let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let line = String::from_utf8_lossy(&line).replace('\0', " ");
+                line.contains(pattern).then(|| format!("{pid}: {line}"))
+            })
+            .collect()
+    }
+
     pub fn addresses(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.address.clone()).collect()
     }
@@ -337,6 +358,47 @@ impl Drop for Fleet {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .status();
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
+}
+
+/// Remove namespaces and links left by test processes that died without
+/// cleaning up (killed by a signal): their names carry the owner's pid.
+fn sweep_dead_fleets() {
+    let owner_gone = |name: &str, prefix: &str| {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            return false;
+        };
+        let Some((pid, _)) = rest.split_once('x') else {
+            return false;
+        };
+        pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if owner_gone(name, "zn") {
+            let pids = Command::new("ip")
+                .args(["netns", "pids", name])
+                .output()
+                .unwrap();
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    for line in String::from_utf8_lossy(&links.stdout).lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        if owner_gone(name, "zb") || owner_gone(name, "zv") {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
     }
 }
 
