@@ -119,6 +119,10 @@ struct RawApp {
     strategy: Option<Spanned<String>>,
     stage_timeout: Option<Spanned<String>>,
     parallel: Option<Spanned<i64>>,
+    batch: Option<Spanned<toml::Value>>,
+    batch_wait: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    on_failure: Option<Spanned<String>>,
     ssh_config: Option<Spanned<String>>,
     remote_zdeploy: Option<Spanned<String>>,
 }
@@ -1087,7 +1091,7 @@ fn fleet_settings(
     origin: &Origin<'_>,
     zero_downtime: bool,
 ) -> Result<Option<crate::fleet::settings::FleetSettings>, UsageError> {
-    use crate::fleet::settings::{FleetSettings, HostAddress, Strategy};
+    use crate::fleet::settings::{FleetSettings, HostAddress};
     if crate::fleet::remote_command::on_fleet_host() {
         return Ok(None);
     }
@@ -1122,12 +1126,7 @@ fn fleet_settings(
             "a fleet needs releases to stage and switch together; plain mode (zero_downtime = false) cannot be one",
         ));
     }
-    let strategy = match pick(None, &raw.strategy) {
-        None => Strategy::Atomic,
-        Some((text, span)) => {
-            Strategy::parse(&text).map_err(|e| origin.error("strategy", "strategy", span, &e))?
-        }
-    };
+    let strategy = rollout(raw, origin)?;
     let stage_timeout = match pick(None, &raw.stage_timeout) {
         None => crate::fleet::settings::DEFAULT_STAGE_TIMEOUT,
         Some((text, span)) => parse_duration(&text)
@@ -1156,4 +1155,96 @@ fn fleet_settings(
             .as_ref()
             .map_or_else(|| "zdeploy".to_string(), |p| p.get_ref().clone()),
     }))
+}
+
+/// `strategy` and the keys that shape a rolling or sequential rollout.
+fn rollout(
+    raw: &RawApp,
+    origin: &Origin<'_>,
+) -> Result<crate::fleet::settings::Strategy, UsageError> {
+    use crate::fleet::settings::{Batch, OnFailure, Strategy};
+    let strategy = pick(None, &raw.strategy).unwrap_or(("atomic".into(), None));
+    let duration =
+        |key: &str, value: &Option<Spanned<String>>| -> Result<Option<Duration>, UsageError> {
+            match pick(None, value) {
+                None => Ok(None),
+                Some((text, span)) => parse_duration(&text)
+                    .map(Some)
+                    .map_err(|e| origin.error(key, key, span, &e)),
+            }
+        };
+    let on_failure = match pick(None, &raw.on_failure) {
+        None => OnFailure::Revert,
+        Some((text, span)) => OnFailure::parse(&text)
+            .map_err(|e| origin.error("on_failure", "on_failure", span, &e))?,
+    };
+    let misplaced = |key: &str, given: bool, span: Option<Range<usize>>| {
+        if given {
+            Err(origin.error(
+                key,
+                key,
+                span,
+                &format!("{key} does not apply to strategy \"{}\"", strategy.0),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match strategy.0.as_str() {
+        "atomic" => {
+            misplaced(
+                "batch",
+                raw.batch.is_some(),
+                raw.batch.as_ref().map(|b| b.span()),
+            )?;
+            misplaced(
+                "delay",
+                raw.delay.is_some(),
+                raw.delay.as_ref().map(|b| b.span()),
+            )?;
+            Ok(Strategy::Atomic)
+        }
+        "rolling" => {
+            misplaced(
+                "delay",
+                raw.delay.is_some(),
+                raw.delay.as_ref().map(|b| b.span()),
+            )?;
+            let batch = match &raw.batch {
+                None => Batch::Count(1),
+                Some(value) => {
+                    let text = match value.get_ref() {
+                        toml::Value::Integer(n) => n.to_string(),
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    Batch::parse(&text)
+                        .map_err(|e| origin.error("batch", "batch", Some(value.span()), &e))?
+                }
+            };
+            Ok(Strategy::Rolling {
+                batch,
+                wait: duration("batch_wait", &raw.batch_wait)?.unwrap_or(Duration::ZERO),
+                on_failure,
+            })
+        }
+        "sequential" => {
+            misplaced(
+                "batch",
+                raw.batch.is_some(),
+                raw.batch.as_ref().map(|b| b.span()),
+            )?;
+            Ok(Strategy::Rolling {
+                batch: Batch::Count(1),
+                wait: duration("delay", &raw.delay)?.unwrap_or(Duration::ZERO),
+                on_failure,
+            })
+        }
+        other => Err(origin.error(
+            "strategy",
+            "strategy",
+            strategy.1,
+            &format!("unknown strategy '{other}'; use \"atomic\", \"rolling\" or \"sequential\""),
+        )),
+    }
 }

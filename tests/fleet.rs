@@ -572,3 +572,94 @@ fn a_full_disk_on_one_host_stops_the_deploy_everywhere() {
     );
     assert_untouched_and_usable(&fleet, &before, &config);
 }
+
+/// A fleet of three whose v1 has a health page that fails on a host with
+/// an `unhealthy` marker; `extra` shapes the rollout.
+fn fleet_with_health(extra: &str) -> (Fleet, Repo, std::path::PathBuf, std::path::PathBuf, String) {
+    let fleet = Fleet::start(3);
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    let health = format!(
+        "<?php if (file_exists('{}/unhealthy')) {{ http_response_code(500); echo 'sick'; }} else {{ echo 'ok'; }}\n",
+        fleet.path.display()
+    );
+    php_app(&scratch, "v1");
+    std::fs::write(scratch.join("health.php"), &health).unwrap();
+    app_version_from(&repo, &scratch);
+    let config = fleet.config(
+        "shop",
+        &repo.bare,
+        &format!("health = {{ url = \"http://{{host}}/health.php\", timeout = \"2s\" }}\n{extra}"),
+    );
+    fleet_deploy(&config).success();
+    (fleet, repo, scratch, config, health)
+}
+
+fn commit_version(repo: &Repo, scratch: &Path, version: &str, health: &str) {
+    php_app(scratch, version);
+    std::fs::write(scratch.join("health.php"), health).unwrap();
+    app_version_from(repo, scratch);
+}
+
+#[test]
+fn a_rolling_deploy_switches_batch_by_batch_and_reverts_every_batch_on_failure() {
+    let (fleet, repo, scratch, config, health) =
+        fleet_with_health("strategy = \"rolling\"\nbatch = \"34%\"\nbatch_wait = \"1s\"\n");
+    commit_version(&repo, &scratch, "v2", &health);
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let release = result["release"].as_str().unwrap().to_string();
+    assert_eq!(fleet.live(), vec![Some(release.clone()); 3]);
+    // Batches of two, then one, a second apart.
+    assert!(
+        out.stderr.contains("batch 1 of 2") && out.stderr.contains("batch 2 of 2"),
+        "{}",
+        out.stderr
+    );
+    let times: Vec<i64> = result["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["switched_at_ms"].as_i64().unwrap())
+        .collect();
+    assert!((times[0] - times[1]).abs() < 1000, "{times:?}");
+    assert!(times[2] - times[0] >= 1000, "{times:?}");
+    // The last batch fails its health check: every host goes back.
+    std::fs::write(fleet.hosts[2].dir.join("unhealthy"), "").unwrap();
+    commit_version(&repo, &scratch, "v3", &health);
+    let out = fleet_deploy(&config).fails_with(1);
+    let line = out
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap();
+    assert!(
+        line.contains(&fleet.hosts[2].address) && line.contains("switched back"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fleet.live(), vec![Some(release); 3]);
+    assert_eq!(fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+}
+
+#[test]
+fn a_sequential_deploy_that_stops_leaves_the_fleet_split_until_converge() {
+    let (fleet, repo, scratch, config, health) =
+        fleet_with_health("strategy = \"sequential\"\ndelay = \"200ms\"\non_failure = \"stop\"\n");
+    let before = fleet.live();
+    std::fs::write(fleet.hosts[1].dir.join("unhealthy"), "").unwrap();
+    commit_version(&repo, &scratch, "v2", &health);
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(out.stderr.contains("stopped"), "{}", out.stderr);
+    let live = fleet.live();
+    assert_ne!(live[0], before[0], "the first host keeps the new release");
+    assert_eq!(live[1], before[1], "the failing host switched back");
+    assert_eq!(live[2], before[2], "the last host never switched");
+    assert_eq!(fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+    let status = fleet_command(&config, &["status", "shop", "--json"]).success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["agrees"], false);
+    std::fs::remove_file(fleet.hosts[1].dir.join("unhealthy")).unwrap();
+    fleet_command(&config, &["fleet", "converge", "shop"]).success();
+    assert_eq!(fleet.live(), vec![live[0].clone(); 3]);
+}

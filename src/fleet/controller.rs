@@ -20,7 +20,7 @@ use zdeploy_core::source::{Source, git};
 
 use crate::config::{AppConfig, Overrides};
 use crate::fleet::protocol::{Job, Order, Report};
-use crate::fleet::settings::FleetSettings;
+use crate::fleet::settings::{FleetSettings, OnFailure, Strategy};
 use crate::fleet::ssh::Connection;
 
 /// How long the controller waits for a host's next report before it gives
@@ -136,7 +136,7 @@ impl FleetRun<'_> {
             remotes,
             heard,
             print: self.print,
-            timeout: self.fleet.stage_timeout + REPORT_TIMEOUT_MARGIN,
+            timeout: self.host_patience() + REPORT_TIMEOUT_MARGIN,
             busy: false,
         };
         for remote in &mut run.remotes {
@@ -148,7 +148,7 @@ impl FleetRun<'_> {
                     .map(|(p, t)| (p.display().to_string(), t.clone())),
                 app: self.app.name.clone(),
                 overrides: self.overrides.clone(),
-                stage_timeout_secs: self.fleet.stage_timeout.as_secs().max(1),
+                stage_timeout_secs: self.host_patience().as_secs().max(1),
                 host: remote.host_name().to_string(),
                 trigger: self.trigger.clone(),
                 rollback: matches!(intent, Intent::Rollback(_)),
@@ -256,12 +256,44 @@ impl FleetRun<'_> {
             decision.commit.as_deref(),
             self.fleet.parallel,
         )?;
-        run.step_all(
-            &Order::Sync,
-            |r| matches!(r, Report::Synced),
-            "before the switch; nothing switched anywhere",
-        )?;
-        run.switch_all()?;
+        match self.fleet.strategy {
+            Strategy::Atomic => {
+                run.step_all(
+                    &Order::Sync,
+                    |r| matches!(r, Report::Synced),
+                    "before the switch; nothing switched anywhere",
+                )?;
+                let everyone: Vec<usize> = (0..run.remotes.len()).collect();
+                run.switch_hosts(&everyone, OnFailure::Revert)?;
+            }
+            Strategy::Rolling {
+                batch,
+                wait,
+                on_failure,
+            } => {
+                let size = batch.size(run.remotes.len());
+                let batches: Vec<Vec<usize>> = all.chunks(size).map(<[usize]>::to_vec).collect();
+                for (number, hosts) in batches.iter().enumerate() {
+                    if number > 0 && !wait.is_zero() {
+                        (self.print)("fleet", &format!("waiting {wait:?} before the next batch"));
+                        std::thread::sleep(wait);
+                    }
+                    let names: Vec<&str> =
+                        hosts.iter().map(|i| run.remotes[*i].host_name()).collect();
+                    (self.print)(
+                        "fleet",
+                        &format!(
+                            "batch {} of {}: {}",
+                            number + 1,
+                            batches.len(),
+                            names.join(", ")
+                        ),
+                    );
+                    run.sync_hosts(hosts, on_failure)?;
+                    run.switch_hosts(hosts, on_failure)?;
+                }
+            }
+        }
         for remote in &mut run.remotes {
             remote.order(&Order::Finish)?;
         }
@@ -290,6 +322,22 @@ impl FleetRun<'_> {
             Intent::Deploy(_) => "deployed",
         };
         Ok(run.result(outcome, Some(decision.release), decision.commit))
+    }
+
+    /// How long a host waits for its next order: the stage timeout, and in
+    /// a rolling deploy the time the batches before its own may take.
+    fn host_patience(&self) -> Duration {
+        match self.fleet.strategy {
+            Strategy::Atomic => self.fleet.stage_timeout,
+            Strategy::Rolling { batch, wait, .. } => {
+                let batches = self
+                    .fleet
+                    .hosts
+                    .len()
+                    .div_ceil(batch.size(self.fleet.hosts.len()));
+                self.fleet.stage_timeout + (wait + REPORT_TIMEOUT_MARGIN) * batches as u32
+            }
+        }
     }
 
     /// The release a fleet rollback goes to: named (and on every host), or
@@ -651,9 +699,14 @@ impl Run<'_> {
 
     /// Tell every host still listening to stop, and wait for each.
     fn abort_all(&mut self, why: &str) {
+        let everyone: Vec<usize> = (0..self.remotes.len()).collect();
+        self.abort_hosts(&everyone, why);
+    }
+
+    fn abort_hosts(&mut self, hosts: &[usize], why: &str) {
         let mut listening = Vec::new();
-        for (index, remote) in self.remotes.iter_mut().enumerate() {
-            if remote
+        for &index in hosts {
+            if self.remotes[index]
                 .order(&Order::Abort {
                     why: why.to_string(),
                 })
@@ -744,15 +797,29 @@ impl Run<'_> {
         self.fail_if_any(&answers, consequence)
     }
 
-    /// Order every switch at once (the lines are written back to back, so
-    /// hosts switch within about one round trip); if a host fails, switch
-    /// back the ones that switched.
-    fn switch_all(&mut self) -> Result<()> {
+    /// Sync `hosts` before their switch.
+    fn sync_hosts(&mut self, hosts: &[usize], on_failure: OnFailure) -> Result<()> {
+        let mut answers: Answers = Vec::new();
+        let mut sent = Vec::new();
+        for &index in hosts {
+            match self.remotes[index].order(&Order::Sync) {
+                Ok(()) => sent.push(index),
+                Err(e) => answers.push((index, Err(format!("{e:#}")))),
+            }
+        }
+        answers.extend(self.await_reports(&sent, |r| matches!(r, Report::Synced)));
+        self.stop_if_any_failed(&answers, on_failure, "before its switch")
+    }
+
+    /// Order the switch of `hosts` at once (the lines are written back to
+    /// back, so they switch within about one round trip); a host's own
+    /// health check runs before it answers.
+    fn switch_hosts(&mut self, hosts: &[usize], on_failure: OnFailure) -> Result<()> {
         let line = serde_json::to_string(&Order::Switch)? + "\n";
         let mut answers: Answers = Vec::new();
         let mut sent = Vec::new();
-        for (index, remote) in self.remotes.iter_mut().enumerate() {
-            let written = remote
+        for &index in hosts {
+            let written = self.remotes[index]
                 .stdin
                 .as_mut()
                 .map(|s| s.write_all(line.as_bytes()).and_then(|_| s.flush()));
@@ -762,6 +829,18 @@ impl Run<'_> {
             }
         }
         answers.extend(self.await_reports(&sent, |r| matches!(r, Report::Switched { .. })));
+        self.stop_if_any_failed(&answers, on_failure, "at the switch")
+    }
+
+    /// After a failure at or before a switch: with `Revert`, every host that
+    /// switched goes back and the staged releases are removed; with `Stop`,
+    /// switched hosts keep the new release and the rest are left as they were.
+    fn stop_if_any_failed(
+        &mut self,
+        answers: &Answers,
+        on_failure: OnFailure,
+        when: &str,
+    ) -> Result<()> {
         let failed: Vec<String> = answers
             .iter()
             .filter_map(|(i, a)| {
@@ -774,20 +853,52 @@ impl Run<'_> {
             return Ok(());
         }
         let why = failed.join("; ");
-        let switched: Vec<String> = answers
+        let failed_hosts: Vec<usize> = answers
             .iter()
-            .filter(|(_, a)| a.is_ok())
-            .map(|(i, _)| self.remotes[*i].host_name().to_string())
+            .filter(|(_, a)| a.is_err())
+            .map(|(i, _)| *i)
             .collect();
-        self.abort_all(&format!("another host failed to switch ({why})"));
-        bail!(
-            "fleet run failed at the switch: {why}{}",
-            if switched.is_empty() {
-                String::new()
-            } else {
-                format!("; switched back: {}", switched.join(", "))
+        let switched: Vec<usize> = (0..self.remotes.len())
+            .filter(|i| self.remotes[*i].switched_at_ms.is_some() && !failed_hosts.contains(i))
+            .collect();
+        let names = |run: &Self, hosts: &[usize]| {
+            hosts
+                .iter()
+                .map(|i| run.remotes[*i].host_name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match on_failure {
+            OnFailure::Revert => {
+                self.abort_all(&format!("another host failed {when} ({why})"));
+                bail!(
+                    "fleet run failed {when}: {why}{}",
+                    if switched.is_empty() {
+                        "; nothing switched anywhere".to_string()
+                    } else {
+                        format!("; switched back: {}", names(self, &switched))
+                    }
+                )
             }
-        )
+            OnFailure::Stop => {
+                for &index in &switched {
+                    let _ = self.remotes[index].order(&Order::Finish);
+                }
+                self.await_reports(&switched, |r| matches!(r, Report::Done { .. }));
+                let others: Vec<usize> = (0..self.remotes.len())
+                    .filter(|i| !switched.contains(i))
+                    .collect();
+                self.abort_hosts(&others, &format!("another host failed {when} ({why})"));
+                bail!(
+                    "fleet run stopped {when}: {why}; {} keep the new release, the others serve what they served (on_failure = \"stop\"; zdeploy fleet converge finishes it)",
+                    if switched.is_empty() {
+                        "no hosts".to_string()
+                    } else {
+                        names(self, &switched)
+                    }
+                )
+            }
+        }
     }
 
     fn skew_ms(&self) -> Option<i64> {

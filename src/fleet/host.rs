@@ -341,12 +341,14 @@ fn stage_target<'s>(
         return Ok(Target::AlreadyLive(release.to_string()));
     }
     if zdeploy_core::fsx::metadata_if_exists(&layout.release_path(release))?.is_some() {
+        // A release that failed a check here is tried again: the fleet
+        // chose it, and the health check after the switch still applies.
         let usable = session
             .history
             .release(release)?
-            .is_none_or(|r| r.state == ReleaseState::Complete);
+            .is_none_or(|r| matches!(r.state, ReleaseState::Complete | ReleaseState::Failed));
         if !usable {
-            bail!("{release} is here but not complete; it cannot go live");
+            bail!("{release} is here but unfinished; it cannot go live");
         }
         let staged = stage_existing(session, release, &policy.shared)?;
         return Ok(Target::Staged(Box::new(staged)));

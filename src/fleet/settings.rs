@@ -24,16 +24,64 @@ pub struct FleetSettings {
 pub enum Strategy {
     /// Stage on every host, then switch every host within one round trip.
     Atomic,
+    /// Stage on every host, then switch batch by batch, each batch's health
+    /// checked before the next (`sequential`: batches of one, `delay` apart).
+    Rolling {
+        batch: Batch,
+        wait: Duration,
+        on_failure: OnFailure,
+    },
 }
 
-impl Strategy {
+/// How many hosts switch together in a rolling deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    Count(usize),
+    Percent(u8),
+}
+
+impl Batch {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("batch must be a count (2) or a percentage (25%), got '{text}'");
+        match text.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p @ 1..=100) => Ok(Batch::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => match text.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Batch::Count(n)),
+                _ => Err(bad()),
+            },
+        }
+    }
+
+    /// Hosts per batch in a fleet of `hosts`: at least one.
+    pub fn size(self, hosts: usize) -> usize {
+        match self {
+            Batch::Count(n) => n,
+            Batch::Percent(p) => (hosts * p as usize).div_ceil(100),
+        }
+        .clamp(1, hosts.max(1))
+    }
+}
+
+/// What a rolling deploy does when a batch fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Switch back every host that switched: the fleet ends where it began.
+    Revert,
+    /// Leave the switched hosts on the new release and stop.
+    Stop,
+}
+
+impl OnFailure {
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
-            "atomic" => Ok(Strategy::Atomic),
-            "rolling" | "sequential" => Err(format!(
-                "strategy '{text}' is not available in this version; use \"atomic\""
+            "revert" => Ok(OnFailure::Revert),
+            "stop" => Ok(OnFailure::Stop),
+            other => Err(format!(
+                "on_failure must be \"revert\" or \"stop\", got '{other}'"
             )),
-            other => Err(format!("unknown strategy '{other}'; use \"atomic\"")),
         }
     }
 }

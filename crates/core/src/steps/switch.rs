@@ -78,7 +78,10 @@ pub fn switch(
 ) -> Result<Switched> {
     let layout = session.layout;
     let name = &staged.name;
-    if staged.fresh {
+    // A fresh release is complete now; an existing one that once failed a
+    // check (a fleet converging to it) is given another chance.
+    let state = session.history.release(name)?.map(|r| r.state);
+    if staged.fresh || state == Some(ReleaseState::Failed) {
         session
             .history
             .set_release_state(name, ReleaseState::Complete, None)?;
