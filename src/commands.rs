@@ -20,6 +20,7 @@ use crate::cli::{
     split_app,
 };
 use crate::config::{self, UsageError};
+use crate::fleet::console::FleetConsole;
 use crate::fleet::controller::{FleetResult, FleetRun, Intent};
 use crate::fleet::remote_command;
 use crate::output::Console;
@@ -49,14 +50,15 @@ fn fleet_run(
     fleet: &crate::fleet::settings::FleetSettings,
     overrides: &config::Overrides,
     intent: &Intent<'_>,
+    quiet: bool,
 ) -> Result<FleetResult> {
-    let print = |host: &str, line: &str| eprintln!("{host}: {line}");
+    let console = FleetConsole::new(fleet, quiet);
     FleetRun {
         app,
         fleet,
         overrides,
         trigger: "cli".into(),
-        print: &print,
+        watch: &console,
     }
     .run(intent)
 }
@@ -90,7 +92,7 @@ fn report_fleet(app: &config::AppConfig, result: &FleetResult, json: bool) -> Re
 
 /// `zdeploy fleet converge [APP]`: every host to the newest release any
 /// host serves.
-pub fn fleet_converge(config: Option<&Path>, args: &FleetArgs) -> Result<()> {
+pub fn fleet_converge(config: Option<&Path>, args: &FleetArgs, console: &Console) -> Result<()> {
     let overrides = args.target.overrides();
     let app = select_app(config, args.app.as_deref(), &overrides)?;
     let Some(fleet) = &app.fleet else {
@@ -103,7 +105,13 @@ pub fn fleet_converge(config: Option<&Path>, args: &FleetArgs) -> Result<()> {
         ))
         .into());
     };
-    let result = fleet_run(&app, fleet, &overrides, &Intent::Converge)?;
+    let result = fleet_run(
+        &app,
+        fleet,
+        &overrides,
+        &Intent::Converge,
+        console.is_quiet(),
+    )?;
     report_fleet(&app, &result, args.json)
 }
 
@@ -163,7 +171,13 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
     let app = select_app(config, app, &overrides)?;
     let plan = app.deploy_plan(args.force)?;
     if let Some(fleet) = &app.fleet {
-        let result = fleet_run(&app, fleet, &overrides, &Intent::Deploy(&plan))?;
+        let result = fleet_run(
+            &app,
+            fleet,
+            &overrides,
+            &Intent::Deploy(&plan),
+            console.is_quiet(),
+        )?;
         return report_fleet(&app, &result, args.json);
     }
     let result =
@@ -211,6 +225,7 @@ pub fn rollback_command(
             fleet,
             &overrides,
             &Intent::Rollback(rest.first().cloned()),
+            console.is_quiet(),
         )?;
         return report_fleet(&app, &result, args.json);
     }

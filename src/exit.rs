@@ -42,7 +42,9 @@ pub fn run_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),
         Command::Agent(args) => commands::agent(config, args, cli.quiet, cli.verbose),
-        Command::Fleet(FleetCommand::Converge(args)) => commands::fleet_converge(config, args),
+        Command::Fleet(FleetCommand::Converge(args)) => {
+            commands::fleet_converge(config, args, &console)
+        }
         Command::Fleet(FleetCommand::Install(args)) => commands::fleet_install(config, args),
         Command::FleetHost => crate::fleet::host::serve(),
         Command::FleetRun => {

@@ -31,6 +31,10 @@ impl Console {
         }
     }
 
+    pub fn is_quiet(&self) -> bool {
+        self.verbosity == Verbosity::Quiet
+    }
+
     fn print(&self, line: &str) {
         match self.bar.borrow().as_ref() {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),

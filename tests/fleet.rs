@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::Zdeploy;
+use crate::support::agent::Agent;
 use crate::support::fleet::Fleet;
 use crate::support::git::Repo;
 use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
@@ -662,4 +663,65 @@ fn a_sequential_deploy_that_stops_leaves_the_fleet_split_until_converge() {
     std::fs::remove_file(fleet.hosts[1].dir.join("unhealthy")).unwrap();
     fleet_command(&config, &["fleet", "converge", "shop"]).success();
     assert_eq!(fleet.live(), vec![live[0].clone(); 3]);
+}
+
+#[test]
+fn the_agent_deploys_a_fleet_on_push_and_shows_each_host() {
+    let fleet = Fleet::start(3);
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    app_version(&repo, &scratch, "v1");
+    let config = fleet.config("shop", &repo.bare, "interval = \"1s\"\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let dir = fleet.root.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let agent = Agent::start(&dir, &text);
+    let agreed = |agent: &Agent| -> Option<String> {
+        let view = &agent.app("shop")["fleet"];
+        let releases: Vec<&str> = view["hosts"]
+            .as_object()?
+            .values()
+            .filter_map(|h| h["release"].as_str())
+            .collect();
+        (releases.len() == 3 && releases.iter().all(|r| *r == releases[0]))
+            .then(|| releases[0].to_string())
+    };
+    agent.wait_for("the first fleet deploy", Duration::from_secs(120), || {
+        agreed(&agent).is_some()
+    });
+    let first = agreed(&agent).unwrap();
+    assert_eq!(fleet.live(), vec![Some(first.clone()); 3]);
+    app_version(&repo, &scratch, "v2");
+    agent.wait_for(
+        "the pushed commit on every host",
+        Duration::from_secs(120),
+        || agreed(&agent).is_some_and(|r| r != first),
+    );
+    agent.wait_idle("shop");
+    let second = agreed(&agent).unwrap();
+    assert_eq!(fleet.live(), vec![Some(second.clone()); 3]);
+    let view = agent.app("shop")["fleet"].clone();
+    assert!(view["skew_ms"].as_i64().is_some(), "{view}");
+    let metrics = agent.get("/metrics").body;
+    assert!(
+        metrics.contains("zdeploy_fleet_switch_skew_seconds{app=\"shop\"}"),
+        "{metrics}"
+    );
+    for host in &fleet.hosts {
+        assert!(
+            metrics.contains(&format!(
+                "zdeploy_fleet_host_failures_total{{app=\"shop\",host=\"{}\"}} 0",
+                host.address
+            )),
+            "{metrics}"
+        );
+    }
+    let panel = agent.get("/apps/shop/panel").body;
+    assert!(
+        panel.contains("<h3>Fleet</h3>") && panel.contains("every host on one release"),
+        "{panel}"
+    );
+    for host in &fleet.hosts {
+        assert!(panel.contains(&host.address), "{panel}");
+    }
 }

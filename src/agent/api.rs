@@ -161,6 +161,7 @@ pub fn summary(app: &App) -> Value {
         "running": running.map(|id| json!({"deployment": id})),
         "pending": pending.map(|t| t.describe()),
         "poll": app.poll_status(),
+        "fleet": config.fleet.as_ref().map(|_| app.fleet_view().lock().expect("fleet view lock").clone()),
     })
 }
 
@@ -543,12 +544,23 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
             Some((app.name.clone(), age))
         })
         .collect();
+    let fleets: Vec<(String, super::fleet::FleetView)> = agent
+        .apps()
+        .iter()
+        .filter(|app| app.config().fleet.is_some())
+        .map(|app| {
+            (
+                app.name.clone(),
+                app.fleet_view().lock().expect("fleet view lock").clone(),
+            )
+        })
+        .collect();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        agent.metrics.render(&ages),
+        agent.metrics.render(&ages, &fleets),
     )
         .into_response()
 }

@@ -142,10 +142,17 @@ pub struct App {
     poll: Mutex<PollStatus>,
     /// Set when SIGHUP dropped the app from the config.
     removed: AtomicBool,
+    /// Each host's state, when the app is a fleet.
+    fleet: Mutex<super::fleet::FleetView>,
 }
 
 impl App {
     pub fn new(name: String, config: AppConfig, secret: Option<String>) -> Arc<Self> {
+        let fleet = config
+            .fleet
+            .as_ref()
+            .map(super::fleet::FleetView::for_hosts)
+            .unwrap_or_default();
         Arc::new(App {
             name,
             config: RwLock::new(Arc::new(config)),
@@ -156,7 +163,12 @@ impl App {
             deliveries: Mutex::default(),
             poll: Mutex::default(),
             removed: AtomicBool::new(false),
+            fleet: Mutex::new(fleet),
         })
+    }
+
+    pub fn fleet_view(&self) -> &Mutex<super::fleet::FleetView> {
+        &self.fleet
     }
 
     pub fn config(&self) -> Arc<AppConfig> {

@@ -73,7 +73,11 @@ impl Metrics {
     }
 
     /// The text format; `live_ages` are (app, seconds since the live release was made).
-    pub fn render(&self, live_ages: &[(String, f64)]) -> String {
+    pub fn render(
+        &self,
+        live_ages: &[(String, f64)],
+        fleets: &[(String, super::fleet::FleetView)],
+    ) -> String {
         let mut out = String::new();
         self.with(|m| {
             header(&mut out, "zdeploy_runs_total", "counter", "Runs by the agent (deploy; rollback, keep, prune asked through the API), by outcome.");
@@ -115,6 +119,39 @@ impl Metrics {
                 "zdeploy_live_release_age_seconds{{app=\"{}\"}} {age:.0}",
                 escape(app)
             );
+        }
+        header(
+            &mut out,
+            "zdeploy_fleet_switch_skew_seconds",
+            "gauge",
+            "Time between the first and the last host's switch in the last fleet deploy.",
+        );
+        for (app, view) in fleets {
+            if let Some(skew) = view.skew_ms {
+                let _ = writeln!(
+                    out,
+                    "zdeploy_fleet_switch_skew_seconds{{app=\"{}\"}} {}",
+                    escape(app),
+                    skew as f64 / 1000.0
+                );
+            }
+        }
+        header(
+            &mut out,
+            "zdeploy_fleet_host_failures_total",
+            "counter",
+            "Fleet runs a host failed in, by host.",
+        );
+        for (app, view) in fleets {
+            for (host, state) in &view.hosts {
+                let _ = writeln!(
+                    out,
+                    "zdeploy_fleet_host_failures_total{{app=\"{}\",host=\"{}\"}} {}",
+                    escape(app),
+                    escape(host),
+                    state.failures
+                );
+            }
         }
         out
     }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod fleet;
 mod front;
 pub mod metrics;
 pub mod notify;

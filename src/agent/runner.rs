@@ -123,6 +123,9 @@ pub fn run_streamed<T>(
 /// Deploy the app once for `trigger`.
 fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
     let config = app.config();
+    if let Some(fleet) = &config.fleet {
+        return super::fleet::deploy(app, &config, fleet, trigger.force, &trigger.describe());
+    }
     let plan = match config.deploy_plan(trigger.force) {
         Ok(plan) => plan,
         Err(e) => return failed(None, e.0),

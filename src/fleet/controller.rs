@@ -90,8 +90,14 @@ enum Heard {
     Closed(String),
 }
 
-/// Prints what the hosts report, each line led by the host's name.
-pub type Printer<'a> = &'a (dyn Fn(&str, &str) + Sync);
+/// Who watches a fleet run: every line a host (or the controller, as
+/// "fleet") says, and each host's state as it changes.
+pub trait FleetObserver: Sync {
+    fn line(&self, host: &str, text: &str);
+    /// "materialize", "build", …, "staged", "switched", "done" or
+    /// "failed: why".
+    fn host_state(&self, _host: &str, _state: &str) {}
+}
 
 /// What a fleet run brings every host to.
 pub enum Intent<'a> {
@@ -115,7 +121,7 @@ pub struct FleetRun<'a> {
     pub fleet: &'a FleetSettings,
     pub overrides: &'a Overrides,
     pub trigger: String,
-    pub print: Printer<'a>,
+    pub watch: &'a dyn FleetObserver,
 }
 
 impl FleetRun<'_> {
@@ -135,7 +141,7 @@ impl FleetRun<'_> {
         let mut run = Run {
             remotes,
             heard,
-            print: self.print,
+            watch: self.watch,
             timeout: self.host_patience() + REPORT_TIMEOUT_MARGIN,
             busy: false,
         };
@@ -167,7 +173,7 @@ impl FleetRun<'_> {
                 });
                 if agree && !plan.force {
                     let live = run.remotes[0].live.clone();
-                    (self.print)(
+                    self.watch.line(
                         "fleet",
                         &format!(
                             "every host already serves {} at commit {} ({reference}); nothing to do (--force deploys anyway)",
@@ -214,7 +220,7 @@ impl FleetRun<'_> {
                     .iter()
                     .all(|r| r.live.as_deref() == Some(decision.release.as_str()))
                 {
-                    (self.print)(
+                    self.watch.line(
                         "fleet",
                         &format!("every host serves {}; nothing to do", decision.release),
                     );
@@ -238,7 +244,7 @@ impl FleetRun<'_> {
                 return Err(error);
             }
         }
-        (self.print)(
+        self.watch.line(
             "fleet",
             &format!(
                 "staging {}{} on {} hosts",
@@ -275,12 +281,13 @@ impl FleetRun<'_> {
                 let batches: Vec<Vec<usize>> = all.chunks(size).map(<[usize]>::to_vec).collect();
                 for (number, hosts) in batches.iter().enumerate() {
                     if number > 0 && !wait.is_zero() {
-                        (self.print)("fleet", &format!("waiting {wait:?} before the next batch"));
+                        self.watch
+                            .line("fleet", &format!("waiting {wait:?} before the next batch"));
                         std::thread::sleep(wait);
                     }
                     let names: Vec<&str> =
                         hosts.iter().map(|i| run.remotes[*i].host_name()).collect();
-                    (self.print)(
+                    self.watch.line(
                         "fleet",
                         &format!(
                             "batch {} of {}: {}",
@@ -300,14 +307,14 @@ impl FleetRun<'_> {
         let done = run.await_reports(&all, |r| matches!(r, Report::Done { .. }));
         for (index, heard) in &done {
             if let Err(error) = heard {
-                (self.print)(
+                self.watch.line(
                     run.remotes[*index].host_name(),
                     &format!("warning: after the switch: {error}"),
                 );
             }
         }
         let skew = run.skew_ms();
-        (self.print)(
+        self.watch.line(
             "fleet",
             &format!(
                 "{} hosts now serve {}; switch skew {} ms",
@@ -408,10 +415,11 @@ impl FleetRun<'_> {
             None => git::default_branch(url, &shown)?
                 .ok_or_else(|| anyhow!("{shown} has no default branch; pass --ref"))?,
         };
-        (self.print)("fleet", &format!("fetching {shown}"));
+        self.watch.line("fleet", &format!("fetching {shown}"));
         git::fetch(&mirror, url, &shown)?;
         let commit = git::resolve(&mirror, &reference, &shown)?;
-        (self.print)("fleet", &format!("{reference} is at {}", short(&commit)));
+        self.watch
+            .line("fleet", &format!("{reference} is at {}", short(&commit)));
         Ok((commit, reference))
     }
 
@@ -589,7 +597,7 @@ impl FleetRun<'_> {
 struct Run<'a> {
     remotes: Vec<Remote>,
     heard: Receiver<(usize, Heard)>,
-    print: Printer<'a>,
+    watch: &'a dyn FleetObserver,
     timeout: Duration,
     /// A host said another run holds its lock.
     busy: bool,
@@ -626,20 +634,33 @@ impl Run<'_> {
             match heard {
                 Heard::Report(Report::Failed { error, busy }) => {
                     self.busy |= busy;
-                    answers.push((index, Err(error)))
+                    answers.push((index, Err(self.failed(index, error))));
                 }
                 Heard::Report(report) if wanted(&report) => {
                     self.note(index, &report);
                     answers.push((index, Ok(report)));
                 }
                 Heard::Report(report) => self.show(index, &report),
-                Heard::Closed(why) => answers.push((index, Err(why))),
+                Heard::Closed(why) => answers.push((index, Err(self.failed(index, why)))),
             }
         }
         answers
     }
 
     fn note(&mut self, index: usize, report: &Report) {
+        let state = match report {
+            Report::Opened { .. } => Some("opened"),
+            Report::Staged { .. } => Some("staged"),
+            Report::Synced => Some("synced"),
+            Report::Switched { .. } => Some("switched"),
+            Report::Aborted => Some("stopped"),
+            Report::Done { .. } => Some("done"),
+            _ => None,
+        };
+        if let Some(state) = state {
+            self.watch
+                .host_state(self.remotes[index].host_name(), state);
+        }
         let remote = &mut self.remotes[index];
         match report {
             Report::Opened {
@@ -658,18 +679,31 @@ impl Run<'_> {
         }
     }
 
+    /// Note that a host failed; the reason, for the caller's answer.
+    fn failed(&self, index: usize, why: String) -> String {
+        self.watch
+            .host_state(self.remotes[index].host_name(), &format!("failed: {why}"));
+        why
+    }
+
     fn show(&self, index: usize, report: &Report) {
         let name = self.remotes[index].host_name();
+        if let Report::Step {
+            step, done: false, ..
+        } = report
+        {
+            self.watch.host_state(name, step);
+        }
         match report {
             Report::Log { level, message } if level == "warn" => {
-                (self.print)(name, &format!("warning: {message}"))
+                self.watch.line(name, &format!("warning: {message}"))
             }
-            Report::Log { message, .. } => (self.print)(name, message),
+            Report::Log { message, .. } => self.watch.line(name, message),
             Report::Step {
                 step,
                 done: true,
                 ok: false,
-            } => (self.print)(name, &format!("[{step}] FAILED")),
+            } => self.watch.line(name, &format!("[{step}] FAILED")),
             _ => {}
         }
     }
@@ -719,7 +753,7 @@ impl Run<'_> {
             if let Err(error) = answer {
                 let name = self.remotes[index].host_name();
                 if !error.contains(why) {
-                    (self.print)(name, &format!("while stopping: {error}"));
+                    self.watch.line(name, &format!("while stopping: {error}"));
                 }
             }
         }
@@ -767,13 +801,16 @@ impl Run<'_> {
             match heard {
                 Heard::Report(Report::Failed { error, busy }) if hosts.contains(&index) => {
                     self.busy |= busy;
-                    return (index, Err(error));
+                    return (index, Err(self.failed(index, error)));
                 }
                 Heard::Report(report) if hosts.contains(&index) && wanted(&report) => {
+                    self.note(index, &report);
                     return (index, Ok(report));
                 }
                 Heard::Report(report) => self.show(index, &report),
-                Heard::Closed(why) if hosts.contains(&index) => return (index, Err(why)),
+                Heard::Closed(why) if hosts.contains(&index) => {
+                    return (index, Err(self.failed(index, why)));
+                }
                 Heard::Closed(_) => {}
             }
         }

@@ -145,6 +145,9 @@ fn render_panel(data: &PanelData) -> String {
     if let Some(pending) = s["pending"].as_str() {
         let _ = write!(html, r#"<p class="meta">Queued: {}</p>"#, esc(pending));
     }
+    if let Some(fleet) = s["fleet"].as_object() {
+        render_fleet(&mut html, fleet);
+    }
     html.push_str(r#"<h3>Releases</h3><div class="scroll"><table class="releases"><thead><tr><th>Release</th><th>State</th><th>Commit</th><th>Size</th><th></th></tr></thead><tbody>"#);
     for release in data.releases.iter().rev() {
         let action = if release.live {
@@ -195,6 +198,48 @@ fn render_panel(data: &PanelData) -> String {
     }
     html.push_str("</tbody></table></div>");
     html
+}
+
+/// A fleet's hosts: each one's release, state and failures, and the last
+/// switch's skew.
+fn render_fleet(html: &mut String, fleet: &serde_json::Map<String, Value>) {
+    let skew = fleet["skew_ms"]
+        .as_i64()
+        .map(|ms| format!(" · last switch skew <span class=\"skew\">{ms} ms</span>"))
+        .unwrap_or_default();
+    let hosts = fleet["hosts"].as_object().cloned().unwrap_or_default();
+    let releases: Vec<&str> = hosts
+        .values()
+        .filter_map(|h| h["release"].as_str())
+        .collect();
+    let agrees = !releases.is_empty()
+        && releases.len() == hosts.len()
+        && releases.iter().all(|r| *r == releases[0]);
+    let _ = write!(
+        html,
+        r#"<h3>Fleet</h3><p class="meta">{} hosts · {}{skew}</p><div class="scroll"><table class="fleet"><thead><tr><th>Host</th><th>Release</th><th>State</th><th>Failures</th></tr></thead><tbody>"#,
+        hosts.len(),
+        if agrees {
+            "every host on one release"
+        } else {
+            "hosts not known to agree"
+        },
+    );
+    for (host, view) in &hosts {
+        let error = view["last_error"]
+            .as_str()
+            .map(|e| format!(r#"<div class="error">{}</div>"#, esc(e)))
+            .unwrap_or_default();
+        let _ = write!(
+            html,
+            r#"<tr><td class="name">{}</td><td>{}</td><td>{}{error}</td><td class="num">{}</td></tr>"#,
+            esc(host),
+            esc(view["release"].as_str().unwrap_or("unknown")),
+            esc(view["state"].as_str().unwrap_or("")),
+            view["failures"].as_u64().unwrap_or(0),
+        );
+    }
+    html.push_str("</tbody></table></div>");
 }
 
 async fn panel_html(app: std::sync::Arc<App>) -> String {
