@@ -250,11 +250,17 @@ pub fn archive_into(mirror: &Path, commit: &str, extractor: &mut Extractor<'_>) 
     let mut child = archive
         .spawn()
         .map_err(|e| Error::Source(format!("cannot run git archive: {e}")))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let result = extract_tar(&format!("commit {commit}"), stdout, extractor);
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let result = extract_tar(&format!("commit {commit}"), &mut stdout, extractor);
     if result.is_err() {
         let _ = child.kill();
+    } else {
+        // The tar reader stops at the end marker; git may still be writing
+        // the padding after it. Closing the pipe first would fail git with
+        // SIGPIPE (and no message) on a busy machine.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
     }
+    drop(stdout);
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
@@ -264,9 +270,12 @@ pub fn archive_into(mirror: &Path, commit: &str, extractor: &mut Extractor<'_>) 
         .map_err(|e| Error::Source(format!("git archive failed: {e}")))?;
     result?;
     if !status.success() {
+        let said = match stderr.trim() {
+            "" => status.to_string(),
+            said => said.to_string(),
+        };
         return Err(Error::Source(format!(
-            "git archive of {commit} failed: {}",
-            stderr.trim()
+            "git archive of {commit} failed: {said}"
         )));
     }
     Ok(())
