@@ -40,15 +40,23 @@ fn app_version_from(repo: &Repo, scratch: &Path) -> String {
     repo.commit("a version")
 }
 
+/// The controller's state (its mirror, its fleet history) beside the config.
+fn controller(config: &Path) -> Zdeploy {
+    Zdeploy::new()
+        .env(
+            "ZDEPLOY_STATE_DIR",
+            config.parent().unwrap().join("controller"),
+        )
+        .arg("--config")
+        .arg(config)
+}
+
 fn fleet_command(config: &Path, args: &[&str]) -> Zdeploy {
-    Zdeploy::new().arg("--config").arg(config).args(args)
+    controller(config).args(args)
 }
 
 fn fleet_deploy(config: &Path) -> Zdeploy {
-    Zdeploy::new()
-        .arg("--config")
-        .arg(config)
-        .args(["deploy", "shop"])
+    controller(config).args(["deploy", "shop"])
 }
 
 #[test]
@@ -254,6 +262,18 @@ fn a_split_fleet_shows_as_split_and_converges_to_one_release() {
     let status = fleet_command(&config, &["status", "shop", "--json"]).success();
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["agrees"], true, "{status}");
+    // The controller's history has every run, newest first.
+    let runs: Vec<&str> = status["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        runs[..4],
+        ["converged", "failed", "deployed", "deployed"],
+        "{status}"
+    );
     // The converged host built the same content: its page is v2.
     let page = std::fs::read_to_string(
         fleet.hosts[2]

@@ -20,6 +20,7 @@ use zdeploy_core::source::{Source, git};
 
 use crate::config::{AppConfig, Overrides};
 use crate::fleet::protocol::{Job, Order, Report};
+use crate::fleet::record;
 use crate::fleet::settings::{FleetSettings, OnFailure, Strategy};
 use crate::fleet::ssh::Connection;
 
@@ -125,7 +126,40 @@ pub struct FleetRun<'a> {
 }
 
 impl FleetRun<'_> {
+    /// Run `intent` and record it in the controller's fleet history.
     pub fn run(&self, intent: &Intent<'_>) -> Result<FleetResult> {
+        let started_ms = zdeploy_core::history::now_ms();
+        let result = self.run_unrecorded(intent);
+        let entry = record::FleetRecord {
+            started_ms,
+            finished_ms: zdeploy_core::history::now_ms(),
+            kind: match intent {
+                Intent::Deploy(_) => "deploy",
+                Intent::Rollback(_) => "rollback",
+                Intent::Converge => "converge",
+            }
+            .into(),
+            trigger: self.trigger.clone(),
+            outcome: match &result {
+                Ok(done) => done.outcome.into(),
+                Err(_) => "failed".into(),
+            },
+            release: result.as_ref().ok().and_then(|d| d.release.clone()),
+            commit: result.as_ref().ok().and_then(|d| d.commit.clone()),
+            skew_ms: result.as_ref().ok().and_then(|d| d.skew_ms),
+            hosts: self.fleet.hosts.iter().map(|h| h.shown.clone()).collect(),
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        if let Err(error) = record::append(self.app, &entry) {
+            self.watch.line(
+                "fleet",
+                &format!("warning: the run was not recorded: {error:#}"),
+            );
+        }
+        result
+    }
+
+    fn run_unrecorded(&self, intent: &Intent<'_>) -> Result<FleetResult> {
         let connections = connect_all(self.fleet)?;
         check_versions(&connections, &self.fleet.remote_zdeploy)?;
         let resolved = match intent {
@@ -1051,29 +1085,7 @@ fn check_versions(connections: &[Connection], remote_zdeploy: &str) -> Result<()
 
 /// The controller's own mirror of the app's repository.
 fn controller_mirror(app: &AppConfig) -> Result<PathBuf> {
-    let base = match std::env::var_os("ZDEPLOY_STATE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
-            (Some(state), _) => PathBuf::from(state).join("zdeploy"),
-            (None, Some(home)) => PathBuf::from(home).join(".local/state/zdeploy"),
-            (None, None) => bail!(
-                "neither HOME nor ZDEPLOY_STATE_DIR is set: nowhere to keep the controller's git mirror"
-            ),
-        },
-    };
-    let key = sha256_hex(app.layout.context_path().display().to_string().as_bytes());
-    let dir = base.join("fleets").join(format!(
-        "{}-{}",
-        app.name.as_deref().unwrap_or(app.layout.context()),
-        &key[..12]
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir.join("mirror.git"))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    Ok(record::controller_dir(app)?.join("mirror.git"))
 }
 
 /// Each host's live release, for messages.

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod host;
 pub mod install;
 pub mod protocol;
+pub mod record;
 pub mod remote_command;
 pub mod settings;
 pub mod ssh;

@@ -27,6 +27,7 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
         })
         .collect();
     let agrees = live.iter().all(|l| l.is_some() && *l == live[0]);
+    let runs = crate::fleet::record::recent(app, 10);
     if json {
         let hosts: Vec<serde_json::Value> = answers
             .iter()
@@ -39,6 +40,7 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
                 "agrees": agrees,
                 "live": if agrees { live[0].clone() } else { None },
                 "hosts": hosts,
+                "runs": runs,
             }))?
         );
         return fail_if_any_failed(&answers);
@@ -71,6 +73,30 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
                 .as_ref()
                 .map(|n| format!(" {n}"))
                 .unwrap_or_default()
+        );
+    }
+    if !runs.is_empty() {
+        out!("recent fleet runs from here:");
+    }
+    for run in &runs {
+        let when = jiff::Timestamp::from_millisecond(run.started_ms)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let what = match (&run.error, &run.release) {
+            (Some(error), _) => error.clone(),
+            (None, Some(release)) => format!(
+                "{release}{}",
+                run.skew_ms
+                    .map(|s| format!(", skew {s} ms"))
+                    .unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        out!(
+            "  {when}  {:<9} {:<11} {:>6.1}s  {what}",
+            run.kind,
+            run.outcome,
+            (run.finished_ms - run.started_ms) as f64 / 1000.0
         );
     }
     fail_if_any_failed(&answers)
