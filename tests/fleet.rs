@@ -745,3 +745,100 @@ fn the_agent_deploys_a_fleet_on_push_and_shows_each_host() {
         assert!(panel.contains(&host.address), "{panel}");
     }
 }
+
+#[test]
+fn folders_and_archives_reach_every_host_as_the_same_bytes() {
+    let fleet = Fleet::start(3);
+    let folder = fleet.root.path().join("site");
+    php_app(&folder, "f1");
+    std::fs::create_dir_all(folder.join(".git")).unwrap();
+    std::fs::write(folder.join(".git/HEAD"), "not deployed").unwrap();
+    let config = fleet.config("shop", &folder, "source_kind = \"folder\"\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("ref = \"main\"\n", "");
+    std::fs::write(&config, &text).unwrap();
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let release = result["release"].as_str().unwrap().to_string();
+    assert_eq!(
+        fleet.live(),
+        vec![Some(release.clone()); 3],
+        "{}",
+        out.stderr
+    );
+    for host in &fleet.hosts {
+        let root = host.dir.join("www").join(&release);
+        assert_eq!(
+            std::fs::read_to_string(root.join("data_f1.txt"))
+                .unwrap()
+                .trim(),
+            "f1"
+        );
+        assert!(
+            !root.join(".git").exists(),
+            "the folder's .git was deployed"
+        );
+        assert!(
+            !root.join("site").exists(),
+            "the packing folder leaked into the release"
+        );
+    }
+    // An archive: every host gets it and builds the same release.
+    let scratch = fleet.root.path().join("scratch");
+    php_app(&scratch, "a2");
+    let archive = fleet.root.path().join("site.tar.gz");
+    let packed = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&scratch)
+        .arg("-czf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("source = \"{}\"", folder.display()),
+            &format!("source = \"{}\"", archive.display()),
+        )
+        .replace("source_kind = \"folder\"\n", ""),
+    )
+    .unwrap();
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let second = result["release"].as_str().unwrap().to_string();
+    assert_ne!(second, release);
+    assert_eq!(
+        fleet.live(),
+        vec![Some(second.clone()); 3],
+        "{}",
+        out.stderr
+    );
+    let digests: Vec<String> = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let db =
+                rusqlite::Connection::open(h.dir.join("www/.zdeploy/ROOT/history.sqlite")).unwrap();
+            db.query_row(
+                "SELECT content_digest FROM releases WHERE name = ?1",
+                [&second],
+                |r| r.get(0),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+    // Nothing the controller sent stays on a host.
+    for host in &fleet.hosts {
+        let downloads = host.dir.join("www/.zdeploy/ROOT/downloads");
+        assert!(
+            !downloads.exists(),
+            "{} kept {}",
+            host.address,
+            downloads.display()
+        );
+    }
+}

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use zdeploy_core::policy::DeployPlan;
 use zdeploy_core::release::{release_name, short};
-use zdeploy_core::source::{Source, git};
+use zdeploy_core::source::{ArchiveLocation, Source, git};
 
 use crate::config::{AppConfig, Overrides};
 use crate::fleet::protocol::{Job, Order, Report};
@@ -55,6 +55,8 @@ pub struct Remote {
     live: Option<String>,
     live_commit: Option<String>,
     releases: Vec<String>,
+    /// Where an archive for this host goes.
+    upload: Option<String>,
     switched_at_ms: Option<i64>,
 }
 
@@ -111,10 +113,19 @@ pub enum Intent<'a> {
     Converge,
 }
 
+/// What a deploy brings.
+enum Content {
+    Commit { commit: String, reference: String },
+    Archive(PathBuf),
+}
+
 /// Where the run takes the fleet.
 struct Decision {
     release: String,
     commit: Option<String>,
+    /// The archive (made here for a folder) every host lacking the release
+    /// builds it from, when the source is not git.
+    archive: Option<PathBuf>,
 }
 
 pub struct FleetRun<'a> {
@@ -200,7 +211,17 @@ impl FleetRun<'_> {
         run.fail_if_any(&opened, "before staging; nothing changed anywhere")?;
         let decision = match intent {
             Intent::Deploy(plan) => {
-                let (commit, reference) = resolved.expect("resolved above");
+                let (commit, reference) = match resolved.expect("resolved above") {
+                    Content::Commit { commit, reference } => (commit, reference),
+                    Content::Archive(path) => {
+                        let decision = Decision {
+                            release: self.pick_name(&run.remotes),
+                            commit: None,
+                            archive: Some(path),
+                        };
+                        return self.finish_run(run, intent, decision);
+                    }
+                };
                 let agree = run.remotes.iter().all(|r| {
                     r.live_commit.as_deref() == Some(commit.as_str())
                         && r.live == run.remotes[0].live
@@ -221,6 +242,7 @@ impl FleetRun<'_> {
                 Decision {
                     release: self.pick_name(&run.remotes),
                     commit: Some(commit),
+                    archive: None,
                 }
             }
             Intent::Rollback(target) => {
@@ -228,6 +250,7 @@ impl FleetRun<'_> {
                     Ok(release) => Decision {
                         release,
                         commit: None,
+                        archive: None,
                     },
                     Err(error) => {
                         run.abort_all(&format!("{error:#}"));
@@ -248,6 +271,7 @@ impl FleetRun<'_> {
                 let decision = Decision {
                     release: newest.live.clone().expect("filtered"),
                     commit: newest.live_commit.clone(),
+                    archive: None,
                 };
                 if run
                     .remotes
@@ -264,19 +288,33 @@ impl FleetRun<'_> {
                 decision
             }
         };
+        self.finish_run(run, intent, decision)
+    }
+
+    /// Send what hosts lack, stage, then switch by the strategy.
+    fn finish_run(
+        &self,
+        mut run: Run<'_>,
+        intent: &Intent<'_>,
+        decision: Decision,
+    ) -> Result<FleetResult> {
+        let all: Vec<usize> = (0..run.remotes.len()).collect();
         let lacking: Vec<usize> = all
             .iter()
             .copied()
             .filter(|i| !run.remotes[*i].releases.contains(&decision.release))
             .collect();
-        if let (Some(commit), false) = (&decision.commit, lacking.is_empty()) {
-            let sent = self
+        let sent = match (&decision.commit, &decision.archive) {
+            _ if lacking.is_empty() => Ok(()),
+            (Some(commit), _) => self
                 .ensure_commit(commit)
-                .and_then(|_| self.send_objects(&run.remotes, &lacking, commit, &decision.release));
-            if let Err(error) = sent {
-                run.abort_all(&format!("{error:#}"));
-                return Err(error);
-            }
+                .and_then(|_| self.send_objects(&run.remotes, &lacking, commit, &decision.release)),
+            (None, Some(archive)) => send_archive(&run.remotes, &lacking, archive),
+            (None, None) => Ok(()),
+        };
+        if let Err(error) = sent {
+            run.abort_all(&format!("{error:#}"));
+            return Err(error);
         }
         self.watch.line(
             "fleet",
@@ -291,11 +329,7 @@ impl FleetRun<'_> {
                 run.remotes.len()
             ),
         );
-        run.stage_all(
-            &decision.release,
-            decision.commit.as_deref(),
-            self.fleet.parallel,
-        )?;
+        run.stage_all(&decision, self.fleet.parallel)?;
         match self.fleet.strategy {
             Strategy::Atomic => {
                 run.step_all(
@@ -434,13 +468,28 @@ impl FleetRun<'_> {
         })
     }
 
-    /// The commit the ref names, fetched into the controller's own mirror.
-    fn resolve(&self, plan: &DeployPlan) -> Result<(String, String)> {
-        let Source::Git { url } = &plan.source else {
-            bail!(
-                "fleets deploy git sources in this version; {} is not one",
-                plan.source.shown()
-            );
+    /// What the deploy sends: the commit the ref names (fetched into the
+    /// controller's own mirror), or one archive for every host (a folder
+    /// is packed into one; a URL is downloaded once).
+    fn resolve(&self, plan: &DeployPlan) -> Result<Content> {
+        let url = match &plan.source {
+            Source::Git { url } => url,
+            Source::Archive(ArchiveLocation::Path(path)) => {
+                return Ok(Content::Archive(path.clone()));
+            }
+            Source::Archive(ArchiveLocation::Url(url)) => {
+                let dest = record::controller_dir(self.app)?.join("download.archive");
+                self.watch
+                    .line("fleet", &format!("downloading {}", plan.source.shown()));
+                zdeploy_core::source::archive::download(
+                    url,
+                    &plan.source.shown(),
+                    &dest,
+                    plan.policy.limits.max_bytes,
+                )?;
+                return Ok(Content::Archive(dest));
+            }
+            Source::Folder(folder) => return Ok(Content::Archive(self.pack(folder)?)),
         };
         let shown = plan.source.shown();
         let mirror = controller_mirror(self.app)?;
@@ -454,7 +503,40 @@ impl FleetRun<'_> {
         let commit = git::resolve(&mirror, &reference, &shown)?;
         self.watch
             .line("fleet", &format!("{reference} is at {}", short(&commit)));
-        Ok((commit, reference))
+        Ok(Content::Commit { commit, reference })
+    }
+
+    /// A folder source as one tar for every host: its top folder is the
+    /// one an archive's single top folder is unwrapped from; its `.git` is
+    /// left out, as a folder deploy leaves it out.
+    fn pack(&self, folder: &std::path::Path) -> Result<PathBuf> {
+        let folder = std::fs::canonicalize(folder)
+            .map_err(|e| anyhow!("cannot open source folder {}: {e}", folder.display()))?;
+        let (Some(parent), Some(name)) = (folder.parent(), folder.file_name()) else {
+            bail!("cannot send {} as a fleet's source", folder.display());
+        };
+        let dest = record::controller_dir(self.app)?.join("folder.tar");
+        let mut exclude = std::ffi::OsString::from("--exclude=");
+        exclude.push(name);
+        exclude.push("/.git");
+        let output = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(parent)
+            .arg("-cf")
+            .arg(&dest)
+            .arg(exclude)
+            .arg("--")
+            .arg(name)
+            .output()
+            .context("run tar")?;
+        if !output.status.success() {
+            bail!(
+                "cannot pack {}: {}",
+                folder.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(dest)
     }
 
     /// Make sure the controller's mirror has `commit` (a converge may need
@@ -622,6 +704,7 @@ impl FleetRun<'_> {
             live: None,
             live_commit: None,
             releases: Vec::new(),
+            upload: None,
             switched_at_ms: None,
         })
     }
@@ -702,7 +785,9 @@ impl Run<'_> {
                 live,
                 live_commit,
                 releases,
+                upload,
             } => {
+                remote.upload = Some(upload.clone());
                 remote.deployment = Some(*deployment);
                 remote.live = live.clone();
                 remote.live_commit = live_commit.clone();
@@ -794,17 +879,22 @@ impl Run<'_> {
     }
 
     /// Stage on every host, at most `parallel` at once.
-    fn stage_all(&mut self, release: &str, commit: Option<&str>, parallel: usize) -> Result<()> {
-        let order = Order::Stage {
-            release: release.to_string(),
-            commit: commit.map(str::to_string),
-        };
+    fn stage_all(&mut self, decision: &Decision, parallel: usize) -> Result<()> {
+        let orders: Vec<Order> = self
+            .remotes
+            .iter()
+            .map(|remote| Order::Stage {
+                release: decision.release.clone(),
+                commit: decision.commit.clone(),
+                archive: decision.archive.as_ref().and(remote.upload.clone()),
+            })
+            .collect();
         let count = self.remotes.len();
         let mut answers: Answers = Vec::new();
         let mut next = 0;
         while answers.len() < count {
             while next < count && next - answers.len() < parallel.max(1) {
-                if let Err(e) = self.remotes[next].order(&order) {
+                if let Err(e) = self.remotes[next].order(&orders[next]) {
                     answers.push((next, Err(format!("{e:#}"))));
                 }
                 next += 1;
@@ -1008,6 +1098,53 @@ impl Run<'_> {
                 .collect(),
         }
     }
+}
+
+/// Stream the archive to each of `hosts` (in parallel), to the path each
+/// host gave.
+fn send_archive(remotes: &[Remote], hosts: &[usize], archive: &std::path::Path) -> Result<()> {
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|i| &remotes[*i])
+            .map(|remote| {
+                scope.spawn(move || -> Result<()> {
+                    let upload = remote
+                        .upload
+                        .as_deref()
+                        .ok_or_else(|| anyhow!("{}: gave no upload path", remote.host_name()))?;
+                    let file = std::fs::File::open(archive)
+                        .map_err(|e| anyhow!("cannot read {}: {e}", archive.display()))?;
+                    let script = format!("cat > {}", crate::fleet::ssh::shell_quote(upload));
+                    let output = remote
+                        .connection
+                        .command(&["sh", "-c", &script])
+                        .stdin(file)
+                        .output()?;
+                    if !output.status.success() {
+                        bail!(
+                            "{}: sending the archive failed: {}",
+                            remote.host_name(),
+                            String::from_utf8_lossy(&output.stderr).trim()
+                        );
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("upload thread"))
+            .collect()
+    });
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !errors.is_empty() {
+        bail!("{}; nothing changed anywhere", errors.join("; "));
+    }
+    Ok(())
 }
 
 /// Connect to every host at once; every failure is named.

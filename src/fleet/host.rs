@@ -17,7 +17,7 @@ use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::{DeployPlan, DeployResult};
 use zdeploy_core::release::ReleaseState;
 use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
-use zdeploy_core::source::{Source, git};
+use zdeploy_core::source::{ArchiveLocation, Source, git};
 use zdeploy_core::steps::discard::discard_release;
 use zdeploy_core::steps::prune::prune_after_switch;
 use zdeploy_core::steps::recover::recover;
@@ -166,6 +166,8 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter) -> Result<()
         Err(error) => Err(zdeploy_core::Error::Invalid(format!("{error:#}"))),
     };
     session.finish(&recorded, |_| Outcome::Success)?;
+    // What the controller uploaded is only needed during the run.
+    let _ = std::fs::remove_dir_all(app.layout.download_dir());
     let done = result?;
     reporter.send(&Report::Done {
         release: done.release,
@@ -208,11 +210,17 @@ fn opened(session: &Session<'_>) -> Result<Report> {
             releases.push(release.name);
         }
     }
+    let downloads = layout.download_dir();
+    zdeploy_core::fsx::create_dir_all(&downloads)?;
     Ok(Report::Opened {
         deployment: session.id,
         live: live_name,
         live_commit,
         releases,
+        upload: downloads
+            .join(format!("fleet-{}.archive", session.id))
+            .display()
+            .to_string(),
     })
 }
 
@@ -236,8 +244,12 @@ fn run(
     git::init_mirror(&layout.mirror_path())?;
     reporter.send(&opened(session)?);
     let timeout = Duration::from_secs(job.stage_timeout_secs);
-    let (release, commit) = match next(orders, timeout) {
-        Next::Order(Order::Stage { release, commit }) => (release, commit),
+    let (release, content) = match next(orders, timeout) {
+        Next::Order(Order::Stage {
+            release,
+            commit,
+            archive,
+        }) => (release, (commit, archive)),
         Next::Order(Order::Abort { why }) => {
             reporter.send(&Report::Aborted);
             bail!("stopped before staging: {why}");
@@ -245,7 +257,7 @@ fn run(
         Next::Order(other) => bail!("expected a stage order, got {other:?}"),
         Next::Gone(why) => bail!("{why}"),
     };
-    let target = stage_target(session, app, commit, &release)?;
+    let target = stage_target(session, app, content, &release)?;
     reporter.send(&Report::Staged {
         release: release.clone(),
     });
@@ -331,7 +343,7 @@ fn run(
 fn stage_target<'s>(
     session: &'s Session<'_>,
     app: &AppConfig,
-    commit: Option<String>,
+    (commit, archive): (Option<String>, Option<String>),
     release: &str,
 ) -> Result<Target<'s>> {
     let policy = &app.policy;
@@ -353,16 +365,19 @@ fn stage_target<'s>(
         let staged = stage_existing(session, release, &policy.shared)?;
         return Ok(Target::Staged(Box::new(staged)));
     }
-    let Some(commit) = commit else {
-        bail!("this host has no release {release}");
-    };
     let plan = app.deploy_plan(true)?;
-    if !matches!(plan.source, Source::Git { .. }) {
-        bail!("fleets deploy git sources in this version");
-    }
-    let plan = DeployPlan {
-        commit: Some(commit),
-        ..plan
+    let plan = match (commit, archive) {
+        (Some(commit), _) if matches!(plan.source, Source::Git { .. }) => DeployPlan {
+            commit: Some(commit),
+            ..plan
+        },
+        // An archive, or a folder the controller sent as one.
+        (None, Some(archive)) => DeployPlan {
+            source: Source::Archive(ArchiveLocation::Path(archive.into())),
+            reference: None,
+            ..plan
+        },
+        _ => bail!("this host has no release {release} and was sent nothing to build it from"),
     };
     match stage(session, &plan, Some(release))? {
         Staging::Staged(staged) => Ok(Target::Staged(Box::new(staged))),

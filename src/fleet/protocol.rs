@@ -19,6 +19,8 @@ pub enum Order {
     Stage {
         release: String,
         commit: Option<String>,
+        /// Or: the archive the controller wrote to the host's `upload` path.
+        archive: Option<String>,
     },
     /// Carry what users wrote since the stage; answer `Synced`.
     Sync,
@@ -71,6 +73,8 @@ pub enum Report {
         live_commit: Option<String>,
         /// Complete releases on disk, live one included.
         releases: Vec<String>,
+        /// Where the controller may write an archive to stage from.
+        upload: String,
     },
     Step {
         step: String,
