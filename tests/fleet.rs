@@ -842,3 +842,72 @@ fn folders_and_archives_reach_every_host_as_the_same_bytes() {
         );
     }
 }
+
+#[test]
+fn bad_fleet_settings_are_refused_with_the_file_and_line() {
+    let dir = crate::support::TempDir::new().unwrap();
+    let webroot = dir.path().join("www");
+    std::fs::create_dir_all(&webroot).unwrap();
+    for (keys, says) in [
+        ("hosts = []", "hosts is empty"),
+        ("hosts = [\"web1\", \"web1\"]", "listed twice"),
+        (
+            "hosts = [\"-oProxyCommand=x\"]",
+            "ssh would read as an option",
+        ),
+        ("hosts = [\"web1:99999\"]", "port '99999'"),
+        ("hosts = [\"web1\"]\nzero_downtime = false", "plain mode"),
+        (
+            "hosts = [\"web1\"]\nstrategy = \"yolo\"",
+            "unknown strategy 'yolo'",
+        ),
+        (
+            "hosts = [\"web1\"]\nstrategy = \"rolling\"\nbatch = \"0%\"",
+            "batch must be",
+        ),
+        (
+            "hosts = [\"web1\"]\nstrategy = \"rolling\"\ndelay = \"1s\"",
+            "delay does not apply",
+        ),
+        (
+            "hosts = [\"web1\"]\nstrategy = \"atomic\"\nbatch = 2",
+            "batch does not apply",
+        ),
+        (
+            "hosts = [\"web1\"]\nstrategy = \"sequential\"\non_failure = \"panic\"",
+            "on_failure must be",
+        ),
+        (
+            "hosts = [\"web1\"]\nstage_timeout = \"soon\"",
+            "stage_timeout",
+        ),
+        ("hosts = [\"web1\"]\nparallel = 0", "at least 1"),
+    ] {
+        let config = dir.path().join("zdeploy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\n{keys}\n",
+                webroot.display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let out = Zdeploy::new()
+            .arg("--config")
+            .arg(&config)
+            .args(["deploy", "shop"])
+            .fails_with(2);
+        assert!(out.stderr.contains(says), "{keys}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("zdeploy.toml:"),
+            "{keys}: no file and line: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&webroot).unwrap().count(),
+        0,
+        "something was written"
+    );
+}

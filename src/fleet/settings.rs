@@ -192,6 +192,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batches_are_counts_or_percentages_of_at_least_one_host() {
+        assert_eq!(Batch::parse("2").unwrap().size(5), 2);
+        assert_eq!(Batch::parse("25%").unwrap().size(5), 2);
+        assert_eq!(Batch::parse("1%").unwrap().size(5), 1);
+        assert_eq!(Batch::parse("100%").unwrap().size(5), 5);
+        assert_eq!(Batch::parse("9").unwrap().size(3), 3);
+        for bad in ["0", "0%", "101%", "-1", "two", "", "%"] {
+            assert!(Batch::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn hosts_parse_as_ssh_reads_them_and_options_are_refused() {
         let plain = HostAddress::parse("web1.example.com").unwrap();
         assert_eq!((plain.user.as_deref(), plain.port), (None, None));
