@@ -19,6 +19,7 @@ use zdeploy_core::release::{release_name, short};
 use zdeploy_core::source::{ArchiveLocation, Source, git};
 
 use crate::config::{AppConfig, Overrides};
+use crate::fleet::parallel::on_each;
 use crate::fleet::protocol::{Job, Order, Report};
 use crate::fleet::record;
 use crate::fleet::settings::{FleetSettings, OnFailure, Strategy};
@@ -605,46 +606,27 @@ impl FleetRun<'_> {
     ) -> Result<()> {
         let mirror = controller_mirror(self.app)?;
         let remote_mirror = self.app.layout.mirror_path();
-        let results: Vec<Result<()>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = hosts
-                .iter()
-                .map(|i| &remotes[*i])
-                .map(|remote| {
-                    let mirror = &mirror;
-                    let remote_mirror = &remote_mirror;
-                    scope.spawn(move || {
-                        let mut push = git::git();
-                        push.env("GIT_SSH_COMMAND", remote.connection.git_ssh_command())
-                            .arg("--git-dir")
-                            .arg(mirror)
-                            .args(["push", "--quiet", "--force", "--end-of-options"])
-                            .arg(remote.connection.host.ssh_url(remote_mirror))
-                            .arg(format!("{commit}:refs/zdeploy/{release}"));
-                        let output = push.output().context("run git push")?;
-                        if !output.status.success() {
-                            bail!(
-                                "{}: sending commit {} failed: {}",
-                                remote.host_name(),
-                                short(commit),
-                                String::from_utf8_lossy(&output.stderr).trim()
-                            );
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("push thread"))
-                .collect()
-        });
-        let errors: Vec<String> = results
-            .into_iter()
-            .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-            .collect();
-        if !errors.is_empty() {
-            bail!("{}; nothing changed anywhere", errors.join("; "));
-        }
+        let targets: Vec<&Remote> = hosts.iter().map(|i| &remotes[*i]).collect();
+        on_each(&targets, |remote| {
+            let mut push = git::git();
+            push.env("GIT_SSH_COMMAND", remote.connection.git_ssh_command())
+                .arg("--git-dir")
+                .arg(&mirror)
+                .args(["push", "--quiet", "--force", "--end-of-options"])
+                .arg(remote.connection.host.ssh_url(&remote_mirror))
+                .arg(format!("{commit}:refs/zdeploy/{release}"));
+            let output = push.output().context("run git push")?;
+            if !output.status.success() {
+                bail!(
+                    "{}: sending commit {} failed: {}",
+                    remote.host_name(),
+                    short(commit),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            Ok(())
+        })
+        .map_err(|e| anyhow!("{e:#}; nothing changed anywhere"))?;
         Ok(())
     }
 
@@ -1103,75 +1085,36 @@ impl Run<'_> {
 /// Stream the archive to each of `hosts` (in parallel), to the path each
 /// host gave.
 fn send_archive(remotes: &[Remote], hosts: &[usize], archive: &std::path::Path) -> Result<()> {
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .iter()
-            .map(|i| &remotes[*i])
-            .map(|remote| {
-                scope.spawn(move || -> Result<()> {
-                    let upload = remote
-                        .upload
-                        .as_deref()
-                        .ok_or_else(|| anyhow!("{}: gave no upload path", remote.host_name()))?;
-                    let file = std::fs::File::open(archive)
-                        .map_err(|e| anyhow!("cannot read {}: {e}", archive.display()))?;
-                    let script = format!("cat > {}", crate::fleet::ssh::shell_quote(upload));
-                    let output = remote
-                        .connection
-                        .command(&["sh", "-c", &script])
-                        .stdin(file)
-                        .output()?;
-                    if !output.status.success() {
-                        bail!(
-                            "{}: sending the archive failed: {}",
-                            remote.host_name(),
-                            String::from_utf8_lossy(&output.stderr).trim()
-                        );
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("upload thread"))
-            .collect()
-    });
-    let errors: Vec<String> = results
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-        .collect();
-    if !errors.is_empty() {
-        bail!("{}; nothing changed anywhere", errors.join("; "));
-    }
+    let targets: Vec<&Remote> = hosts.iter().map(|i| &remotes[*i]).collect();
+    on_each(&targets, |remote| {
+        let upload = remote
+            .upload
+            .as_deref()
+            .ok_or_else(|| anyhow!("{}: gave no upload path", remote.host_name()))?;
+        let file = std::fs::File::open(archive)
+            .map_err(|e| anyhow!("cannot read {}: {e}", archive.display()))?;
+        let script = format!("cat > {}", crate::fleet::ssh::shell_quote(upload));
+        let output = remote
+            .connection
+            .command(&["sh", "-c", &script])
+            .stdin(file)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "{}: sending the archive failed: {}",
+                remote.host_name(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow!("{e:#}; nothing changed anywhere"))?;
     Ok(())
 }
 
 /// Connect to every host at once; every failure is named.
 fn connect_all(fleet: &FleetSettings) -> Result<Vec<Connection>> {
-    let results: Vec<Result<Connection>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = fleet
-            .hosts
-            .iter()
-            .map(|host| scope.spawn(move || Connection::open(host, fleet)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("connect thread"))
-            .collect()
-    });
-    let mut connections = Vec::new();
-    let mut errors = Vec::new();
-    for result in results {
-        match result {
-            Ok(c) => connections.push(c),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("; "));
-    }
-    Ok(connections)
+    on_each(&fleet.hosts, |host| Connection::open(host, fleet))
 }
 
 /// Every host must run this very zdeploy version.
@@ -1179,33 +1122,21 @@ fn check_versions(connections: &[Connection], remote_zdeploy: &str) -> Result<()
     let ours = format!("zdeploy {}", env!("CARGO_PKG_VERSION"));
     let mut words: Vec<&str> = remote_zdeploy.split_whitespace().collect();
     words.push("--version");
-    let theirs: Vec<(String, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = connections
-            .iter()
-            .map(|c| {
-                let words = &words;
-                scope.spawn(move || {
-                    let version = match c.command(words).stdin(Stdio::null()).output() {
-                        Ok(out) if out.status.success() => {
-                            String::from_utf8_lossy(&out.stdout).trim().to_string()
-                        }
-                        // ssh's own failure, not the command's.
-                        Ok(out) if out.status.code() == Some(255) => format!(
-                            "no answer ({})",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ),
-                        Ok(_) => "no zdeploy".to_string(),
-                        Err(e) => format!("unreachable ({e})"),
-                    };
-                    (c.host.shown.clone(), version)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("version thread"))
-            .collect()
-    });
+    let theirs = on_each(connections, |c| {
+        let version = match c.command(&words).stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() => {
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+            // ssh's own failure, not the command's.
+            Ok(out) if out.status.code() == Some(255) => format!(
+                "no answer ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Ok(_) => "no zdeploy".to_string(),
+            Err(e) => format!("unreachable ({e})"),
+        };
+        Ok((c.host.shown.clone(), version))
+    })?;
     let differ: Vec<String> = theirs
         .iter()
         .filter(|(_, v)| *v != ours)

@@ -8,6 +8,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 
+use crate::fleet::parallel::on_each;
 use crate::fleet::settings::{FleetSettings, HostAddress};
 use crate::fleet::ssh::{Connection, shell_quote};
 
@@ -27,32 +28,9 @@ pub fn install(fleet: &FleetSettings) -> Result<Vec<Installed>> {
     let binary = std::env::current_exe().context("find this zdeploy's binary")?;
     let bytes = std::fs::read(&binary).with_context(|| format!("read {}", binary.display()))?;
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    let results: Vec<Result<Installed>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = fleet
-            .hosts
-            .iter()
-            .map(|host| {
-                let (bytes, digest) = (&bytes, &digest);
-                scope.spawn(move || install_on(host, fleet, bytes, digest))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("install thread"))
-            .collect()
-    });
-    let mut installed = Vec::new();
-    let mut errors = Vec::new();
-    for result in results {
-        match result {
-            Ok(i) => installed.push(i),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("; "));
-    }
-    Ok(installed)
+    on_each(&fleet.hosts, |host| {
+        install_on(host, fleet, &bytes, &digest)
+    })
 }
 
 fn install_on(

@@ -6,6 +6,7 @@ pub mod console;
 pub mod controller;
 pub mod host;
 pub mod install;
+pub mod parallel;
 pub mod protocol;
 pub mod record;
 pub mod remote_command;

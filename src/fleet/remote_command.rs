@@ -7,10 +7,11 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppConfig;
+use crate::fleet::parallel::on_each;
 use crate::fleet::settings::FleetSettings;
 use crate::fleet::ssh::Connection;
 use crate::output::out;
@@ -71,53 +72,28 @@ pub fn run_everywhere(
             .map(|(p, t)| (p.display().to_string(), t.clone())),
         args: args.to_vec(),
     })?;
-    let results: Vec<Result<Answer>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = fleet
-            .hosts
-            .iter()
-            .map(|host| {
-                let invocation = &invocation;
-                scope.spawn(move || -> Result<Answer> {
-                    let connection = Connection::open(host, fleet)?;
-                    let mut words: Vec<&str> = fleet.remote_zdeploy.split_whitespace().collect();
-                    words.push("fleet-run");
-                    let mut child = connection
-                        .command(&words)
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .with_context(|| format!("{}: run ssh", host.shown))?;
-                    let mut stdin = child.stdin.take().expect("piped");
-                    stdin.write_all(invocation.as_bytes())?;
-                    drop(stdin);
-                    let output = child.wait_with_output()?;
-                    Ok(Answer {
-                        host: host.shown.clone(),
-                        code: output.status.code().unwrap_or(1),
-                        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-                    })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("host thread"))
-            .collect()
-    });
-    let mut answers = Vec::new();
-    let mut errors = Vec::new();
-    for result in results {
-        match result {
-            Ok(answer) => answers.push(answer),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("; "));
-    }
-    Ok(answers)
+    on_each(&fleet.hosts, |host| {
+        let connection = Connection::open(host, fleet)?;
+        let mut words: Vec<&str> = fleet.remote_zdeploy.split_whitespace().collect();
+        words.push("fleet-run");
+        let mut child = connection
+            .command(&words)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{}: run ssh", host.shown))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(invocation.as_bytes())?;
+        drop(stdin);
+        let output = child.wait_with_output()?;
+        Ok(Answer {
+            host: host.shown.clone(),
+            code: output.status.code().unwrap_or(1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    })
 }
 
 /// Run this command on every host and show each answer: the host's output
