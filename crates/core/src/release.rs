@@ -126,6 +126,11 @@ impl fmt::Display for ReleaseState {
     }
 }
 
+/// A commit id or digest as people read it: the first 12 characters.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,9 +186,4 @@ mod tests {
             assert!(validate_kept_name(bad).is_err(), "{bad:?}");
         }
     }
-}
-
-/// A commit id or digest as people read it: the first 12 characters.
-pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }
