@@ -397,7 +397,11 @@ fn sweep_dead_fleets() {
         };
         let name = name.split('@').next().unwrap_or(name);
         if owner_gone(name, "zb") || owner_gone(name, "zv") {
-            let _ = Command::new("ip").args(["link", "del", name]).status();
+            // A veth may have gone with its namespace meanwhile.
+            let _ = Command::new("ip")
+                .args(["link", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
