@@ -351,8 +351,10 @@ impl Drop for Fleet {
             let _ = Command::new("ip")
                 .args(["netns", "del", &host.netns])
                 .status();
+            // Usually gone with its namespace already.
             let _ = Command::new("ip")
                 .args(["link", "del", &host.veth])
+                .stderr(std::process::Stdio::null())
                 .status();
         }
         let _ = Command::new("ip")
