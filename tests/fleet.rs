@@ -522,27 +522,10 @@ fn a_host_cut_off_while_staging_stops_the_deploy_and_cleans_up_after_itself() {
 
 #[test]
 fn a_host_that_fails_after_its_switch_has_every_host_switched_back() {
-    let fleet = Fleet::start(3);
-    let repo = Repo::new(fleet.root.path(), "shop");
-    let scratch = fleet.root.path().join("scratch");
-    let health = format!(
-        "<?php if (file_exists('{}/unhealthy')) {{ http_response_code(500); echo 'sick'; }} else {{ echo 'ok'; }}\n",
-        fleet.path.display()
-    );
-    php_app(&scratch, "v1");
-    std::fs::write(scratch.join("health.php"), &health).unwrap();
-    app_version_from(&repo, &scratch);
-    let config = fleet.config(
-        "shop",
-        &repo.bare,
-        "health = { url = \"http://{host}/health.php\", timeout = \"2s\" }\n",
-    );
-    fleet_deploy(&config).success();
+    let (fleet, repo, scratch, config, health) = fleet_with_health("");
     let before = fleet.live();
     std::fs::write(fleet.hosts[1].dir.join("unhealthy"), "").unwrap();
-    php_app(&scratch, "v2");
-    std::fs::write(scratch.join("health.php"), &health).unwrap();
-    app_version_from(&repo, &scratch);
+    commit_version(&repo, &scratch, "v2", &health);
     let out = fleet_deploy(&config).fails_with(1);
     assert!(
         out.stderr.contains("at the switch") && out.stderr.contains(&fleet.hosts[1].address),

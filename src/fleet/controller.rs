@@ -173,7 +173,7 @@ impl FleetRun<'_> {
 
     fn run_unrecorded(&self, intent: &Intent<'_>) -> Result<FleetResult> {
         let connections = connect_all(self.fleet)?;
-        check_versions(&connections, &self.fleet.remote_zdeploy)?;
+        check_versions(&connections, self.fleet)?;
         let resolved = match intent {
             Intent::Deploy(plan) => Some(self.resolve(plan)?),
             _ => None,
@@ -333,12 +333,8 @@ impl FleetRun<'_> {
         run.stage_all(&decision, self.fleet.parallel)?;
         match self.fleet.strategy {
             Strategy::Atomic => {
-                run.step_all(
-                    &Order::Sync,
-                    |r| matches!(r, Report::Synced),
-                    "before the switch; nothing switched anywhere",
-                )?;
                 let everyone: Vec<usize> = (0..run.remotes.len()).collect();
+                run.sync_hosts(&everyone, OnFailure::Revert)?;
                 run.switch_hosts(&everyone, OnFailure::Revert)?;
             }
             Strategy::Rolling {
@@ -637,10 +633,8 @@ impl FleetRun<'_> {
         connection: Connection,
         events: &Sender<(usize, Heard)>,
     ) -> Result<Remote> {
-        let mut words: Vec<&str> = self.fleet.remote_zdeploy.split_whitespace().collect();
-        words.push("fleet-host");
         let mut child = connection
-            .command(&words)
+            .command(&self.fleet.remote("fleet-host"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -809,8 +803,8 @@ impl Run<'_> {
         }
     }
 
-    /// Fail with every host's error named, after stopping the others.
-    fn fail_if_any(&mut self, answers: &Answers, consequence: &str) -> Result<()> {
+    /// Every failed host's error, named, or `None` when all answered.
+    fn failures(&self, answers: &Answers) -> Option<String> {
         let failed: Vec<String> = answers
             .iter()
             .filter_map(|(i, a)| {
@@ -819,10 +813,14 @@ impl Run<'_> {
                     .map(|e| format!("{}: {e}", self.remotes[*i].host_name()))
             })
             .collect();
-        if failed.is_empty() {
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
+    /// Fail with every host's error named, after stopping the others.
+    fn fail_if_any(&mut self, answers: &Answers, consequence: &str) -> Result<()> {
+        let Some(why) = self.failures(answers) else {
             return Ok(());
-        }
-        let why = failed.join("; ");
+        };
         self.abort_all(&why);
         let message = format!("fleet run failed {consequence}: {why}");
         if self.busy {
@@ -922,24 +920,6 @@ impl Run<'_> {
         }
     }
 
-    fn step_all(
-        &mut self,
-        order: &Order,
-        wanted: impl Fn(&Report) -> bool,
-        consequence: &str,
-    ) -> Result<()> {
-        let mut answers: Answers = Vec::new();
-        let mut sent = Vec::new();
-        for (index, remote) in self.remotes.iter_mut().enumerate() {
-            match remote.order(order) {
-                Ok(()) => sent.push(index),
-                Err(e) => answers.push((index, Err(format!("{e:#}")))),
-            }
-        }
-        answers.extend(self.await_reports(&sent, wanted));
-        self.fail_if_any(&answers, consequence)
-    }
-
     /// Sync `hosts` before their switch.
     fn sync_hosts(&mut self, hosts: &[usize], on_failure: OnFailure) -> Result<()> {
         let mut answers: Answers = Vec::new();
@@ -984,18 +964,9 @@ impl Run<'_> {
         on_failure: OnFailure,
         when: &str,
     ) -> Result<()> {
-        let failed: Vec<String> = answers
-            .iter()
-            .filter_map(|(i, a)| {
-                a.as_ref()
-                    .err()
-                    .map(|e| format!("{}: {e}", self.remotes[*i].host_name()))
-            })
-            .collect();
-        if failed.is_empty() {
+        let Some(why) = self.failures(answers) else {
             return Ok(());
-        }
-        let why = failed.join("; ");
+        };
         let failed_hosts: Vec<usize> = answers
             .iter()
             .filter(|(_, a)| a.is_err())
@@ -1118,10 +1089,9 @@ fn connect_all(fleet: &FleetSettings) -> Result<Vec<Connection>> {
 }
 
 /// Every host must run this very zdeploy version.
-fn check_versions(connections: &[Connection], remote_zdeploy: &str) -> Result<()> {
+fn check_versions(connections: &[Connection], fleet: &FleetSettings) -> Result<()> {
     let ours = format!("zdeploy {}", env!("CARGO_PKG_VERSION"));
-    let mut words: Vec<&str> = remote_zdeploy.split_whitespace().collect();
-    words.push("--version");
+    let words = fleet.remote("--version");
     let theirs = on_each(connections, |c| {
         let version = match c.command(&words).stdin(Stdio::null()).output() {
             Ok(out) if out.status.success() => {

@@ -74,10 +74,8 @@ pub fn run_everywhere(
     })?;
     on_each(&fleet.hosts, |host| {
         let connection = Connection::open(host, fleet)?;
-        let mut words: Vec<&str> = fleet.remote_zdeploy.split_whitespace().collect();
-        words.push("fleet-run");
         let mut child = connection
-            .command(&words)
+            .command(&fleet.remote("fleet-run"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

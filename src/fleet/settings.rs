@@ -20,6 +20,15 @@ pub struct FleetSettings {
     pub remote_zdeploy: String,
 }
 
+impl FleetSettings {
+    /// The words of `zdeploy VERB` on a host.
+    pub fn remote(&self, verb: &'static str) -> Vec<&str> {
+        let mut words: Vec<&str> = self.remote_zdeploy.split_whitespace().collect();
+        words.push(verb);
+        words
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// Stage on every host, then switch every host within one round trip.
