@@ -47,6 +47,37 @@ fn user_files_are_carried_for_git_archive_and_folder_sources() {
 }
 
 #[test]
+fn a_folder_the_new_version_drops_is_gone_unless_users_wrote_into_it() {
+    let site = Site::new();
+    let app = site.path("app");
+    write_files(
+        &app,
+        &[
+            ("index.php", "v1"),
+            ("old_feature/page.php", "old"),
+            ("old_feature/deep/part.php", "old"),
+            ("media/logo.png", "logo"),
+        ],
+    );
+    site.deploy(&app).success();
+    std::fs::write(site.context().join("media/upload.jpg"), "user").unwrap();
+    std::fs::remove_dir_all(&app).unwrap();
+    write_files(&app, &[("index.php", "v2")]);
+    site.deploy(&app).success();
+    let context = site.context();
+    assert!(
+        !context.join("old_feature").exists(),
+        "a dropped deployed folder does not come back empty"
+    );
+    assert_eq!(
+        site.read("media/upload.jpg"),
+        "user",
+        "user content in one does"
+    );
+    assert!(!context.join("media/logo.png").exists());
+}
+
+#[test]
 fn a_deployed_file_wins_over_a_user_file_and_the_log_says_so() {
     let site = Site::new();
     let app = site.path("app");

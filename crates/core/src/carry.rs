@@ -428,6 +428,12 @@ impl Carry<'_> {
             Action::Create if kind == EntryKind::Dir => {
                 create_folder(&to_path, &stat)?;
                 self.carry_folder(relative, true, walk)?;
+                // A deployed folder the target's version dropped comes
+                // along only for the user content in it: left empty, it
+                // goes (remove_dir refuses a folder that is not empty).
+                if deployed {
+                    let _ = fs::remove_dir(&to_path);
+                }
             }
             Action::Create => {
                 self.make_parents(relative)?;
