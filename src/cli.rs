@@ -105,8 +105,11 @@ pub struct TargetArgs {
     /// Context: the name the web server serves inside the webroot [default: ROOT]
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// The web server in front of the app: nginx, or apache (zdeploy then keeps its map current) [default: nginx]
-    #[arg(long, value_name = "nginx|apache")]
+    /// The folder of each release the web server serves, e.g. public or web [default: the release itself]
+    #[arg(long, value_name = "DIR")]
+    pub public: Option<String>,
+    /// The web server in front of the app: nginx, caddy, or apache (zdeploy then keeps its map current) [default: nginx]
+    #[arg(long, value_name = "nginx|apache|caddy")]
     pub webserver: Option<String>,
     /// Behind Apache: the text map its vhost reads the live release from, rewritten at each switch [default: apache.map in the state dir]
     #[arg(long, value_name = "FILE")]
@@ -318,6 +321,7 @@ pub struct PruneArgs {
 pub enum WebServer {
     Nginx,
     Apache,
+    Caddy,
 }
 
 #[derive(Debug, Args)]
@@ -393,6 +397,7 @@ impl TargetArgs {
         Overrides {
             webroot: self.webroot.clone(),
             context: self.context.clone(),
+            public: self.public.clone(),
             webserver: self.webserver.clone(),
             apache_map: self.apache_map.clone(),
             opcache_reset: self.opcache_reset.clone(),

@@ -595,28 +595,20 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
         .clone()
         .or(app.php_fpm_address.clone())
         .unwrap_or_else(|| crate::webserver::DEFAULT_PHP_FPM.to_string());
+    let options = crate::webserver::SiteOptions {
+        listen: &args.listen,
+        server_name: &args.server_name,
+        php_fpm: &php_fpm,
+        public: app.policy.public.as_deref(),
+    };
     let text = match args.server {
-        WebServer::Nginx => crate::webserver::nginx(
-            &app.layout,
-            &crate::webserver::SiteOptions {
-                listen: &args.listen,
-                server_name: &args.server_name,
-                php_fpm: &php_fpm,
-            },
-        )?,
+        WebServer::Nginx => crate::webserver::nginx(&app.layout, &options)?,
+        WebServer::Caddy => crate::webserver::caddy(&app.layout, &options)?,
         WebServer::Apache => {
             let map = app.policy.apache.clone().unwrap_or(ApacheMap {
                 path: app.layout.apache_map(),
             });
-            let text = crate::webserver::apache(
-                &app.layout,
-                &map,
-                &crate::webserver::SiteOptions {
-                    listen: &args.listen,
-                    server_name: &args.server_name,
-                    php_fpm: &php_fpm,
-                },
-            )?;
+            let text = crate::webserver::apache(&app.layout, &map, &options)?;
             // The map names the live release from now on; while nothing is
             // deployed it holds no entry, and its existence tells later
             // deploys that Apache reads it.
@@ -644,7 +636,12 @@ pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<()> {
     let mut overrides = args.target.overrides();
     overrides.drain = args.drain.clone();
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    let findings = crate::doctor::examine(&app.layout, &args.url, app.policy.drain)?;
+    let findings = crate::doctor::examine(
+        &app.layout,
+        app.policy.public.as_deref(),
+        &args.url,
+        app.policy.drain,
+    )?;
     if args.json {
         print_json(&findings)?;
     } else {

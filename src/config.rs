@@ -17,6 +17,7 @@ use zdeploy_core::health::HealthCheck;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::policy::{DEFAULT_SETTLE, DeployPlan, Policy};
 use zdeploy_core::privilege::{Privileges, lookup_group, lookup_user, validate_writable_path};
+use zdeploy_core::public::validate_public_path;
 use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
 use zdeploy_core::reuse::Reuse;
 use zdeploy_core::shared::validate_shared_path;
@@ -95,6 +96,7 @@ struct RawApp {
     drain: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     zero_downtime: Option<bool>,
+    public: Option<Spanned<String>>,
     shared: Option<Spanned<Vec<String>>>,
     build: Option<Spanned<Vec<RawBuildStep>>>,
     reuse: Option<Spanned<Vec<RawReuse>>>,
@@ -195,6 +197,8 @@ pub struct Overrides {
     pub drain: Option<String>,
     pub settle: Option<String>,
     pub zero_downtime: Option<bool>,
+    /// `--public DIR`: the release folder the web server serves.
+    pub public: Option<String>,
     pub shared: Vec<String>,
     pub build: Vec<String>,
     pub build_timeout: Option<String>,
@@ -668,6 +672,15 @@ fn resolve(
             shared.push(path);
         }
     }
+    let public = match pick(flags.public.clone(), &raw.public) {
+        None => None,
+        Some((text, span)) => {
+            let path = PathBuf::from(text.trim_end_matches('/'));
+            validate_public_path(&path)
+                .map_err(|e| origin.error("public", "--public", span, &e.to_string()))?;
+            Some(path)
+        }
+    };
     let reuse = reuse_rules(raw, origin)?;
     let build = build_steps(raw, flags, origin, &reuse)?;
     let max_disk = match pick(flags.max_disk.clone(), &raw.max_disk) {
@@ -709,6 +722,7 @@ fn resolve(
             drain,
             settle,
             zero_downtime,
+            public,
             shared,
             build,
             reuse,
@@ -952,17 +966,17 @@ fn apache_map(
         .clone()
         .or_else(|| table.and_then(|t| t.get_ref().map.as_ref().map(PathBuf::from)));
     let apache = match (server.as_deref(), map) {
-        (Some("nginx"), Some(_)) => {
+        (Some(other @ ("nginx" | "caddy")), Some(_)) => {
             return Err(origin
                 .error(
                     "apache",
                     "--apache-map",
                     table_span,
-                    "an Apache map is set but webserver is nginx",
+                    &format!("an Apache map is set but webserver is {other}"),
                 )
                 .into());
         }
-        (Some("nginx"), None) => None,
+        (Some("nginx" | "caddy"), None) => None,
         (None, None) if !zero_downtime || !layout.apache_map().exists() => None,
         (Some("apache") | None, Some(path)) => Some(ApacheMap {
             path: std::path::absolute(&path).unwrap_or(path),
@@ -978,7 +992,7 @@ fn apache_map(
                     "webserver",
                     "--webserver",
                     server_span,
-                    &format!("unknown web server '{other}'; use nginx or apache"),
+                    &format!("unknown web server '{other}'; use nginx, apache or caddy"),
                 )
                 .into());
         }

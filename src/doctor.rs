@@ -93,7 +93,12 @@ fn get(url: &str) -> Result<(u16, String)> {
 }
 
 /// Run every check; `url` is where the site is served.
-pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Finding>> {
+pub fn examine(
+    layout: &Layout,
+    public: Option<&std::path::Path>,
+    url: &str,
+    drain: Duration,
+) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
     let live = match read_live(layout)? {
         Live::Release(name) => name,
@@ -120,7 +125,8 @@ pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Findin
         std::process::id(),
         jiff::Timestamp::now().as_nanosecond()
     );
-    let probe_path = layout.release_path(&live).join(&probe_name);
+    let served = zdeploy_core::public::served_dir(&layout.release_path(&live), public);
+    let probe_path = served.join(&probe_name);
     std::fs::write(&probe_path, PROBE)
         .with_context(|| format!("cannot write the probe {}", probe_path.display()))?;
     let answer = get(&format!("{base}/{probe_name}"));
@@ -132,7 +138,10 @@ pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Findin
             Severity::Problem,
             "exposure",
             format!("{base}/{}/ is served: the document root is the webroot, so old releases and .zdeploy (history, git mirror) are reachable over HTTP", layout.context()),
-            format!("set the document root to {}", layout.context_path().display()),
+            format!(
+                "set the document root to {}",
+                zdeploy_core::public::served_dir(&layout.context_path(), public).display()
+            ),
         ),
         _ => Finding::ok("exposure", "old releases and the state dir are not served"),
     });
@@ -142,7 +151,7 @@ pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Findin
             Severity::Problem,
             "probe",
             format!("{base}/{probe_name} answered {status}: the site at {url} does not serve {}", layout.context_path().display()),
-            "point the web server's document root at the context (zdeploy webserver nginx|apache prints a config), or pass --url",
+            "point the web server's document root at the context, or its public folder (zdeploy webserver nginx|apache|caddy prints a config), or pass --url",
         ));
         return Ok(findings);
     }
@@ -160,7 +169,7 @@ pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Findin
             Severity::Problem,
             "php-path",
             format!("PHP is handed the symlinked path {sees}: its realpath cache and opcache keep old code after a switch and fail once old releases are pruned"),
-            "nginx: after `include fastcgi_params;` set `fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;` and `fastcgi_param DOCUMENT_ROOT $realpath_root;`; Apache: use the vhost `zdeploy webserver apache` prints (a mod_rewrite map that zdeploy keeps on the live release)",
+            "nginx: after `include fastcgi_params;` set `fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;` and `fastcgi_param DOCUMENT_ROOT $realpath_root;`; Apache: use the vhost `zdeploy webserver apache` prints (a mod_rewrite map that zdeploy keeps on the live release); Caddy: `resolve_root_symlink` inside `php_fastcgi`",
         ));
     } else if sees.starts_with(&format!("{release_path}/")) {
         findings.push(Finding::ok(
@@ -178,13 +187,14 @@ pub fn examine(layout: &Layout, url: &str, drain: Duration) -> Result<Vec<Findin
     if report
         .document_root
         .as_deref()
-        .is_some_and(|d| d.trim_end_matches('/') == symlinked)
+        .map(|d| d.trim_end_matches('/'))
+        .is_some_and(|d| d == symlinked || d.starts_with(&format!("{symlinked}/")))
     {
         findings.push(Finding::bad(
             Severity::Problem,
             "document-root",
             "PHP's DOCUMENT_ROOT is the symlink: code that builds paths from it mixes releases",
-            "nginx: `fastcgi_param DOCUMENT_ROOT $realpath_root;` after the fastcgi_params include",
+            "nginx: `fastcgi_param DOCUMENT_ROOT $realpath_root;` after the fastcgi_params include; Caddy: `resolve_root_symlink` inside `php_fastcgi`",
         ));
     }
     if report.opcache_enabled

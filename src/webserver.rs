@@ -3,7 +3,11 @@
 //! cache and opcache key each script by its release path: a request runs
 //! wholly on one release and never on a pruned one. Apache hands PHP the path
 //! it was given, so its vhost maps each request to the live release's real
-//! folder through a text map that zdeploy rewrites at each switch.
+//! folder through a text map that zdeploy rewrites at each switch. Caddy
+//! resolves the symlink once per request with `resolve_root_symlink`.
+//! All three serve the app's `public` folder when it has one, hand PHP the
+//! rest of `…/index.php/rest` as PATH_INFO, and answer 404 themselves for
+//! a `.php` file that does not exist.
 
 use zdeploy_core::apache::ApacheMap;
 use zdeploy_core::layout::Layout;
@@ -21,6 +25,14 @@ pub struct SiteOptions<'a> {
     pub server_name: &'a str,
     /// A socket path, or host:port.
     pub php_fpm: &'a str,
+    /// The folder of each release that is served (`public`), if not the release.
+    pub public: Option<&'a std::path::Path>,
+}
+
+/// The path the server's document root names: the context symlink, and
+/// the app's public folder inside it.
+fn document_root(layout: &Layout, public: Option<&std::path::Path>) -> std::path::PathBuf {
+    zdeploy_core::public::served_dir(&layout.context_path(), public)
 }
 
 /// Whether a value sits inside double quotes in the config (spaces allowed).
@@ -69,8 +81,8 @@ fn utf8<'a>(path: &'a std::path::Path, what: &str) -> Result<&'a str, UsageError
 }
 
 pub fn nginx(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, UsageError> {
-    let context = layout.context_path();
-    let root = utf8(&context, "webroot")?;
+    let served = document_root(layout, options.public);
+    let root = utf8(&served, "webroot")?;
     let check = |what, value, placement| check("nginx", "\"'$;{}\\#", what, value, placement);
     check("webroot", root, Placement::Quoted)?;
     check("listen address", options.listen, Placement::Bare)?;
@@ -100,13 +112,19 @@ server {{
         try_files $uri $uri/ /index.php$is_args$args;
     }}
 
-    location ~ \.php$ {{
-        try_files $uri =404;
+    # `/index.php/Some/Page` runs index.php with PATH_INFO `/Some/Page`.
+    location ~ [^/]\.php(/|$) {{
+        fastcgi_split_path_info ^(.+?\.php)(/.*)$;
+        # try_files empties $fastcgi_path_info: keep it first.
+        set $zdeploy_path_info $fastcgi_path_info;
+        # A script that does not exist is a 404 here, never handed to PHP.
+        try_files $fastcgi_script_name =404;
         fastcgi_pass {upstream};
         include fastcgi_params;
         # After the include, so they win: PHP gets the release path, not the symlink.
         fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
         fastcgi_param DOCUMENT_ROOT $realpath_root;
+        fastcgi_param PATH_INFO $zdeploy_path_info;
     }}
 }}
 "#
@@ -142,7 +160,15 @@ pub fn apache(
         name => format!("    ServerName {name}\n"),
     };
     let context = layout.context();
-    let live = format!("{webroot}/${{zdeploy:{context}|{context}}}");
+    let public = match options.public {
+        Some(public) => {
+            let public = utf8(public, "public")?;
+            check("public folder", public, Placement::Quoted)?;
+            format!("/{public}")
+        }
+        None => String::new(),
+    };
+    let live = format!("{webroot}/${{zdeploy:{context}|{context}}}{public}");
     Ok(format!(
         r#"# Apache vhost for {webroot}/{context}, written by `zdeploy webserver apache`.
 # Apache hands PHP the path it was given, so every request is mapped to the
@@ -151,7 +177,7 @@ pub fn apache(
 # changes, so no reload is needed. Needs mod_rewrite and mod_proxy_fcgi, and
 # Apache listening on {address}.
 <VirtualHost {address}>
-{server_name}    DocumentRoot "{webroot}/{context}"
+{server_name}    DocumentRoot "{webroot}/{context}{public}"
     RewriteEngine On
     RewriteMap zdeploy "txt:{map_path}"
     RewriteRule "^/(.*)$" "{live}/$1" [E=ZDEPLOY_RELEASE:{live}]
@@ -162,14 +188,74 @@ pub fn apache(
         AllowOverride All
         Require all granted
     </Directory>
+    # `/index.php/Some/Page` runs index.php with PATH_INFO `/Some/Page`; a
+    # script that does not exist is a 404 here, never handed to PHP.
+    AcceptPathInfo On
     <FilesMatch "\.php$">
-        SetHandler "{handler}"
+        <If "-f %{{REQUEST_FILENAME}}">
+            SetHandler "{handler}"
+        </If>
     </FilesMatch>
     # Dot-paths (.git, .env, .htaccess) are never served.
     <LocationMatch "/\.">
         Require all denied
     </LocationMatch>
 </VirtualHost>
+"#
+    ))
+}
+
+pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, UsageError> {
+    let served = document_root(layout, options.public);
+    let root = utf8(&served, "webroot")?;
+    // Braces are placeholders and blocks, `#` starts a comment, quotes and
+    // backslashes end or escape a token.
+    let check = |what, value, placement| check("Caddy", "\"`\\{}#", what, value, placement);
+    check("webroot", root, Placement::Quoted)?;
+    check("listen address", options.listen, Placement::Bare)?;
+    check("server name", options.server_name, Placement::Bare)?;
+    check("php-fpm address", options.php_fpm, Placement::Bare)?;
+    let (bind, port) = match options.listen.rsplit_once(':') {
+        Some((address, port)) => (
+            format!(
+                "\tbind {}\n",
+                address.trim_start_matches('[').trim_end_matches(']')
+            ),
+            port,
+        ),
+        None => (String::new(), options.listen),
+    };
+    let host = match options.server_name {
+        "_" => "",
+        name => name,
+    };
+    let upstream = if options.php_fpm.starts_with('/') {
+        format!("unix/{}", options.php_fpm)
+    } else {
+        options.php_fpm.to_string()
+    };
+    Ok(format!(
+        r#"# Caddy site for {root}, written by `zdeploy webserver caddy` (Caddy 2.6 or later).
+# `root` is the context symlink; resolve_root_symlink resolves it once per
+# request, so PHP is handed the live release's real path. Plain HTTP on port
+# {port}: for automatic HTTPS, make the address the site's name alone.
+http://{host}:{port} {{
+{bind}	root * "{root}"
+	# Dot-paths (.git, .env, .htaccess) are never served.
+	@dot_paths path */.*
+	respond @dot_paths 404
+	# A script that does not exist is a 404 here, never handed to PHP.
+	@missing_php {{
+		path *.php
+		not file
+	}}
+	respond @missing_php 404
+	# Front controller, and `/index.php/Some/Page` with PATH_INFO `/Some/Page`.
+	php_fastcgi {upstream} {{
+		resolve_root_symlink
+	}}
+	file_server
+}}
 "#
     ))
 }

@@ -20,6 +20,7 @@ mod hostile;
 mod incremental;
 mod modes;
 mod privilege;
+mod public;
 mod releases;
 mod secrets;
 mod serving;

@@ -4,141 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
+use crate::support::load::{Shape, deploy_under_load, php_app};
 use crate::support::servers::{
     Apache, Nginx, PhpFpm, free_port, post_form, request, zdeploy_nginx_config,
 };
 use crate::support::{Site, Zdeploy};
-
-/// What a load run saw.
-struct LoadReport {
-    /// Deploys and rollbacks run.
-    operations: usize,
-    requests: usize,
-    failed: Vec<String>,
-    torn: Vec<String>,
-    stale: Vec<String>,
-    saved: Vec<String>,
-    save_failures: Vec<String>,
-    /// Mean time of the first and of the last ten deploys and rollbacks.
-    first_ops: Duration,
-    last_ops: Duration,
-}
-
-impl LoadReport {
-    #[track_caller]
-    fn assert_zero_downtime(&self, site: &Site, served_by: &str) {
-        eprintln!(
-            "{served_by}: {} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves; \
-             the first ten took {:?} each, the last ten {:?}",
-            self.operations,
-            self.requests,
-            self.failed.len(),
-            self.torn.len(),
-            self.stale.len(),
-            self.saved.len(),
-            self.first_ops,
-            self.last_ops,
-        );
-        let first = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>();
-        assert_eq!(self.operations, 120, "100 deploys and 20 rollbacks");
-        assert!(
-            self.requests > 1000,
-            "the load ran throughout: {} requests",
-            self.requests
-        );
-        assert!(
-            self.failed.is_empty(),
-            "{} failed requests, e.g. {:?}",
-            self.failed.len(),
-            first(&self.failed)
-        );
-        assert!(
-            self.torn.is_empty(),
-            "{} torn pages, e.g. {:?}",
-            self.torn.len(),
-            first(&self.torn)
-        );
-        assert!(
-            self.stale.is_empty(),
-            "{} stale pages, e.g. {:?}",
-            self.stale.len(),
-            first(&self.stale)
-        );
-        assert!(
-            self.save_failures.is_empty(),
-            "{} saves failed: {:?}",
-            self.save_failures.len(),
-            first(&self.save_failures)
-        );
-        assert!(self.saved.len() > 100, "the saver ran throughout");
-        let saves = site.context().join("saves");
-        let missing: Vec<_> = self
-            .saved
-            .iter()
-            .filter(|id| {
-                std::fs::read_to_string(saves.join(format!("{id}.txt")))
-                    .ok()
-                    .as_deref()
-                    != Some(&format!("saved {id}"))
-            })
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "{} of {} saves lost or damaged: {:?}",
-            missing.len(),
-            self.saved.len(),
-            &missing[..missing.len().min(10)]
-        );
-    }
-}
-
-/// Keep every PHP worker busy (6 readers for 4 workers) and a saver posting,
-/// while 100 deploys and 20 rollbacks run with keep 2; `extra` goes to every
-/// deploy and rollback.
-fn deploy_under_load(site: &Site, app: &Path, port: u16, extra: &[String]) -> LoadReport {
-    // A drain longer than any request takes on a busy machine: a release is
-    // pruned only once no request can still be running on it.
-    let deploy_args = ["--keep", "2", "--drain", "5s", "--settle", "200ms", "-q"];
-    let load = Load::start(port, 6, true);
-    let ops = deploys_and_rollbacks(
-        100,
-        |version| {
-            php_app(app, version);
-            site.zdeploy("deploy")
-                .args(deploy_args)
-                .args(extra)
-                .arg(app)
-                .success();
-        },
-        || {
-            site.zdeploy("rollback")
-                .args(["--settle", "200ms", "-q"])
-                .args(extra)
-                .success();
-        },
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let (samples, saved, save_failures) = load.finish();
-    let verdict = judge(&samples, &ops, "v0");
-    let mean = |ops: &[crate::support::load::Op]| {
-        ops.iter()
-            .map(|op| op.finished - op.started)
-            .sum::<Duration>()
-            / ops.len() as u32
-    };
-    LoadReport {
-        first_ops: mean(&ops[..10]),
-        last_ops: mean(&ops[ops.len() - 10..]),
-        operations: ops.len(),
-        requests: samples.len(),
-        failed: verdict.failed,
-        torn: verdict.torn,
-        stale: verdict.stale,
-        saved,
-        save_failures,
-    }
-}
 
 #[test]
 fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
@@ -158,7 +28,7 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
         request(nginx.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &app, nginx.port, &[]).assert_zero_downtime(&site, "nginx");
+    deploy_under_load(&site, &Shape::plain(&app), nginx.port, &[]).assert_zero_downtime("nginx");
 }
 
 #[test]
@@ -191,7 +61,7 @@ fn apache_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() 
         request(apache.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &app, apache.port, &[]).assert_zero_downtime(&site, "Apache");
+    deploy_under_load(&site, &Shape::plain(&app), apache.port, &[]).assert_zero_downtime("Apache");
     let map_text = std::fs::read_to_string(&map).unwrap();
     assert!(
         map_text.contains(&format!("ROOT {}\n", site.live_release())),

@@ -362,7 +362,7 @@ fn stage_target<'s>(
         if !usable {
             bail!("{release} is here but unfinished; it cannot go live");
         }
-        let staged = stage_existing(session, release, &policy.shared)?;
+        let staged = stage_existing(session, release, policy)?;
         return Ok(Target::Staged(Box::new(staged)));
     }
     let plan = app.deploy_plan(true)?;

@@ -2,12 +2,13 @@
 //! whose parts must all come from one version, a client saving data through
 //! the app, and the verdict on what they saw.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::Site;
 use super::servers::request;
 
 /// A PHP app whose page includes two PHP files and a data file that must all
@@ -149,6 +150,11 @@ impl Load {
     /// `readers` clients requesting `/` at a steady pace, and a saver
     /// posting to `/save.php` when `saver` is set.
     pub fn start(port: u16, readers: usize, saver: bool) -> Self {
+        Self::start_at(port, "/", readers, saver)
+    }
+
+    /// The same, the readers requesting `path`.
+    pub fn start_at(port: u16, path: &'static str, readers: usize, saver: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let readers = (0..readers)
@@ -157,7 +163,7 @@ impl Load {
                 std::thread::spawn(move || {
                     paced(&stop, READ_EVERY, MAX_READS, |_| {
                         let started = Instant::now();
-                        let outcome = request(port, "GET", "/").map_err(|e| e.to_string());
+                        let outcome = request(port, "GET", path).map_err(|e| e.to_string());
                         let finished = Instant::now();
                         samples.lock().unwrap().push(Sample {
                             started,
@@ -261,4 +267,163 @@ pub fn percentile(samples: &[Sample], p: f64) -> Duration {
     latencies.sort();
     let index = ((p / 100.0) * (latencies.len() - 1) as f64).round() as usize;
     latencies[index]
+}
+
+/// What a load run saw.
+pub struct LoadReport {
+    /// Where the app's saves land in the live release.
+    saves: PathBuf,
+    /// Deploys and rollbacks run.
+    operations: usize,
+    requests: usize,
+    failed: Vec<String>,
+    torn: Vec<String>,
+    stale: Vec<String>,
+    saved: Vec<String>,
+    save_failures: Vec<String>,
+    /// Mean time of the first and of the last ten deploys and rollbacks.
+    first_ops: Duration,
+    last_ops: Duration,
+}
+
+impl LoadReport {
+    #[track_caller]
+    pub fn assert_zero_downtime(&self, served_by: &str) {
+        eprintln!(
+            "{served_by}: {} deploys and rollbacks, {} requests, {} failed, {} torn, {} stale, {} saves; \
+             the first ten took {:?} each, the last ten {:?}",
+            self.operations,
+            self.requests,
+            self.failed.len(),
+            self.torn.len(),
+            self.stale.len(),
+            self.saved.len(),
+            self.first_ops,
+            self.last_ops,
+        );
+        let first = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>();
+        assert_eq!(self.operations, 120, "100 deploys and 20 rollbacks");
+        assert!(
+            self.requests > 1000,
+            "the load ran throughout: {} requests",
+            self.requests
+        );
+        assert!(
+            self.failed.is_empty(),
+            "{} failed requests, e.g. {:?}",
+            self.failed.len(),
+            first(&self.failed)
+        );
+        assert!(
+            self.torn.is_empty(),
+            "{} torn pages, e.g. {:?}",
+            self.torn.len(),
+            first(&self.torn)
+        );
+        assert!(
+            self.stale.is_empty(),
+            "{} stale pages, e.g. {:?}",
+            self.stale.len(),
+            first(&self.stale)
+        );
+        assert!(
+            self.save_failures.is_empty(),
+            "{} saves failed: {:?}",
+            self.save_failures.len(),
+            first(&self.save_failures)
+        );
+        assert!(self.saved.len() > 100, "the saver ran throughout");
+        let saves = &self.saves;
+        let missing: Vec<_> = self
+            .saved
+            .iter()
+            .filter(|id| {
+                std::fs::read_to_string(saves.join(format!("{id}.txt")))
+                    .ok()
+                    .as_deref()
+                    != Some(&format!("saved {id}"))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} saves lost or damaged: {:?}",
+            missing.len(),
+            self.saved.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+}
+
+/// An app under load: where its source is, how a version of it is written,
+/// the URL path readers ask for, and its saves folder inside the release.
+pub struct Shape<'a> {
+    pub app: &'a Path,
+    pub write: fn(&Path, &str),
+    pub path: &'static str,
+    pub saves: &'static str,
+}
+
+impl<'a> Shape<'a> {
+    /// `php_app`, served from the release's top folder.
+    pub fn plain(app: &'a Path) -> Self {
+        Shape {
+            app,
+            write: php_app,
+            path: "/",
+            saves: "saves",
+        }
+    }
+}
+
+/// Keep every PHP worker busy (6 readers for 4 workers) and a saver posting,
+/// while 100 deploys and 20 rollbacks run with keep 2; `extra` goes to every
+/// deploy and rollback.
+pub fn deploy_under_load(
+    site: &Site,
+    shape: &Shape<'_>,
+    port: u16,
+    extra: &[String],
+) -> LoadReport {
+    // A drain longer than any request takes on a busy machine: a release is
+    // pruned only once no request can still be running on it.
+    let deploy_args = ["--keep", "2", "--drain", "5s", "--settle", "200ms", "-q"];
+    let load = Load::start_at(port, shape.path, 6, true);
+    let ops = deploys_and_rollbacks(
+        100,
+        |version| {
+            (shape.write)(shape.app, version);
+            site.zdeploy("deploy")
+                .args(deploy_args)
+                .args(extra)
+                .arg(shape.app)
+                .success();
+        },
+        || {
+            site.zdeploy("rollback")
+                .args(["--settle", "200ms", "-q"])
+                .args(extra)
+                .success();
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (samples, saved, save_failures) = load.finish();
+    let verdict = judge(&samples, &ops, "v0");
+    let mean = |ops: &[Op]| {
+        ops.iter()
+            .map(|op| op.finished - op.started)
+            .sum::<Duration>()
+            / ops.len() as u32
+    };
+    LoadReport {
+        saves: site.context().join(shape.saves),
+        first_ops: mean(&ops[..10]),
+        last_ops: mean(&ops[ops.len() - 10..]),
+        operations: ops.len(),
+        requests: samples.len(),
+        failed: verdict.failed,
+        torn: verdict.torn,
+        stale: verdict.stale,
+        saved,
+        save_failures,
+    }
 }

@@ -329,3 +329,35 @@ pub fn zdeploy_nginx_config(site: &super::Site, fpm: &PhpFpm, port: u16) -> Stri
         .success()
         .stdout
 }
+
+pub struct Caddy {
+    pub port: u16,
+    _server: Server,
+}
+
+impl Caddy {
+    /// Caddy serving `site` (a Caddyfile site block), its admin endpoint
+    /// off so several can run at once, its state under `dir`.
+    pub fn start(dir: &Path, site: &str, port: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("Caddyfile");
+        std::fs::write(&path, format!("{{\n\tadmin off\n}}\n\n{site}")).unwrap();
+        let server = Server::spawn(
+            "caddy",
+            Command::new("caddy")
+                .args(["run", "--adapter", "caddyfile", "--config"])
+                .arg(&path)
+                .env("HOME", dir)
+                .env("XDG_DATA_HOME", dir.join("data"))
+                .env("XDG_CONFIG_HOME", dir.join("config")),
+        );
+        wait_for(
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "caddy port",
+        );
+        Caddy {
+            port,
+            _server: server,
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub mod opcache;
 mod plain;
 pub mod policy;
 pub mod privilege;
+pub mod public;
 pub mod release;
 pub mod retention;
 pub mod reuse;

@@ -73,6 +73,16 @@ pub(crate) fn deploy_in_place(
             pruned: Vec::new(),
         });
     }
+    let public = plan.policy.public.as_deref();
+    // Build steps may make the public folder; without them it must be in
+    // the source, checked before anything in place changes.
+    if plan.policy.build.is_empty()
+        && let Err(error) = crate::public::check_public(&staging, public)
+    {
+        fsx::remove_dir_all(&staging)?;
+        session.history.drop_manifest(new_manifest.release())?;
+        return Err(error);
+    }
     let old_manifest = session.history.manifest(&context)?;
     session.step(Step::Switch, || {
         apply_in_place(session, &staging, &new_manifest, old_manifest.as_ref())?;
@@ -94,6 +104,7 @@ pub(crate) fn deploy_in_place(
         session.step(Step::Build, || {
             crate::steps::build::build(session, plan, &context_path, &new_manifest, None)
         })?;
+        crate::public::check_public(&context_path, public)?;
     }
     session.history.insert_release(&ReleaseRecord {
         name: context.clone(),

@@ -21,6 +21,9 @@ pub struct Policy {
     /// requests wrote into the old release.
     pub settle: Duration,
     pub zero_downtime: bool,
+    /// The folder of each release the web server serves (`public/`);
+    /// `None` serves the release itself.
+    pub public: Option<PathBuf>,
     pub shared: Vec<PathBuf>,
     pub build: Vec<crate::build::BuildStep>,
     /// Dependency folders shared from the live release while their key
@@ -56,6 +59,7 @@ impl Default for Policy {
             drain: DEFAULT_DRAIN,
             settle: DEFAULT_SETTLE,
             zero_downtime: true,
+            public: None,
             shared: Vec::new(),
             build: Vec::new(),
             reuse: Vec::new(),

@@ -94,7 +94,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         layout.context()
     ));
 
-    let staged = stage_existing(session, &target, &plan.policy.shared)?;
+    let staged = stage_existing(session, &target, &plan.policy)?;
     let synced = sync(session, &staged, &plan.policy)?;
     let switched = switch(session, &staged, &synced, &plan.policy)?;
     crate::steps::settle::settle_switched(session, &staged, &synced, &switched, &plan.policy);

@@ -15,7 +15,8 @@ use crate::history::{ReleaseRecord, now_ms};
 use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::plain;
-use crate::policy::{DeployPlan, DeployResult};
+use crate::policy::{DeployPlan, DeployResult, Policy};
+use crate::public::check_public;
 use crate::release::{ReleaseState, release_name, short};
 use crate::reuse::LiveTree;
 use crate::session::{Session, Step};
@@ -161,9 +162,10 @@ impl Staged<'_> {
 pub fn stage_existing<'s>(
     session: &'s Session<'_>,
     target: &str,
-    shared: &[std::path::PathBuf],
+    policy: &Policy,
 ) -> Result<Staged<'s>> {
     let layout = session.layout;
+    let shared = &policy.shared;
     let live = read_live(layout)?;
     let Some(live_name) = live
         .record_name(layout)
@@ -177,6 +179,7 @@ pub fn stage_existing<'s>(
     let live_name = live_name.to_string();
     let live_dir = layout.release_path(&live_name);
     let target_dir = layout.release_path(target);
+    check_public(&target_dir, policy.public.as_deref())?;
     let live_manifest = session.history.manifest(&live_name)?;
     let manifest = session.history.manifest(target)?;
     let record = session.history.release(target)?;
@@ -341,6 +344,7 @@ fn build_release<'s>(
     }
     let privileges = &plan.policy.privileges;
     privileges.apply(release_dir, &manifest)?;
+    check_public(release_dir, plan.policy.public.as_deref())?;
     if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
         session.step(Step::Check, || {
             health
