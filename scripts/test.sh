@@ -12,6 +12,8 @@ command -v git >/dev/null || needed+=(git)
 command -v setpriv >/dev/null || needed+=(util-linux)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v php-fpm8.2 >/dev/null || [ -x /usr/sbin/php-fpm8.2 ] || needed+=(php8.2-fpm)
+# Apps served from public/ are also tested behind Caddy.
+command -v caddy >/dev/null || needed+=(caddy)
 command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || needed+=(apache2)
 # WordPress (Debian's package) is deployed as a large real app, on MariaDB.
 [ -f /usr/share/wordpress/wp-settings.php ] || needed+=(wordpress)

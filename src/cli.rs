@@ -177,6 +177,9 @@ pub struct DeployArgs {
     /// Let build steps run as root (also ZDEPLOY_ALLOW_ROOT_BUILD=1)
     #[arg(long)]
     pub allow_root_build: bool,
+    /// Command run in the new release right after it goes live (repeatable)
+    #[arg(long = "after-switch", value_name = "CMD")]
+    pub after_switch: Vec<String>,
     /// Time limit for each build command [default: 10m]
     #[arg(long, value_name = "DURATION")]
     pub build_timeout: Option<String>,
@@ -249,6 +252,9 @@ pub struct RollbackArgs {
     /// Wait after the switch before carrying late writes [default: 1s]
     #[arg(long, value_name = "DURATION")]
     pub settle: Option<String>,
+    /// Command run in the release right after it goes live again (repeatable)
+    #[arg(long = "after-switch", value_name = "CMD")]
+    pub after_switch: Vec<String>,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,

@@ -139,6 +139,7 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
     overrides.source_kind = args.source_kind.clone();
     overrides.reference = args.reference.clone();
     overrides.build = args.build.clone();
+    overrides.after_switch = args.after_switch.clone();
     overrides.build_timeout = args.build_timeout.clone();
     overrides.owner = args.owner.clone();
     overrides.group = args.group.clone();
@@ -218,6 +219,7 @@ pub fn rollback_command(
     let mut overrides = args.target.overrides();
     overrides.shared = args.shared.clone();
     overrides.settle = args.settle.clone();
+    overrides.after_switch = args.after_switch.clone();
     let app = select_app(config, app, &overrides)?;
     if let Some(fleet) = &app.fleet {
         let result = fleet_run(

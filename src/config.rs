@@ -101,6 +101,7 @@ struct RawApp {
     build: Option<Spanned<Vec<RawBuildStep>>>,
     reuse: Option<Spanned<Vec<RawReuse>>>,
     build_timeout: Option<Spanned<String>>,
+    after_switch: Option<Spanned<Vec<String>>>,
     max_archive_size: Option<Spanned<String>>,
     max_disk: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
@@ -202,6 +203,7 @@ pub struct Overrides {
     pub shared: Vec<String>,
     pub build: Vec<String>,
     pub build_timeout: Option<String>,
+    pub after_switch: Vec<String>,
     pub max_archive_size: Option<String>,
     pub max_disk: Option<String>,
     pub max_archive_entries: Option<i64>,
@@ -683,6 +685,7 @@ fn resolve(
     };
     let reuse = reuse_rules(raw, origin)?;
     let build = build_steps(raw, flags, origin, &reuse)?;
+    let after_switch = after_switch_commands(raw, flags, origin)?;
     let max_disk = match pick(flags.max_disk.clone(), &raw.max_disk) {
         None => None,
         Some((text, span)) => {
@@ -728,6 +731,7 @@ fn resolve(
             reuse,
             max_disk,
             build_timeout,
+            after_switch,
             limits,
             health,
             apache,
@@ -809,6 +813,30 @@ fn build_steps(
         build.push(BuildStep { run, unless_reused });
     }
     Ok(build)
+}
+
+/// `after_switch` commands, or the `--after-switch` flags.
+fn after_switch_commands(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+) -> Result<Vec<String>, UsageError> {
+    let (commands, span) = match pick(
+        (!flags.after_switch.is_empty()).then(|| flags.after_switch.clone()),
+        &raw.after_switch,
+    ) {
+        Some(picked) => picked,
+        None => return Ok(Vec::new()),
+    };
+    if commands.iter().any(|c| c.trim().is_empty()) {
+        return Err(origin.error(
+            "after_switch",
+            "--after-switch",
+            span,
+            "an after_switch command is empty",
+        ));
+    }
+    Ok(commands)
 }
 
 /// `health = { … }` merged with the `--health-*` flags.

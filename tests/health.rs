@@ -145,3 +145,118 @@ fn health_settings_are_checked() {
     );
     assert!(site.releases().is_empty());
 }
+
+#[test]
+fn after_switch_commands_run_in_order_in_the_release_that_just_went_live() {
+    let site = Site::new();
+    let app = site.path("app");
+    let record = site.path("after-switch.log");
+    // Each command records which release it ran in and what was live then.
+    let step = |label: &str| {
+        format!(
+            "echo \"{label} $(basename \"$PWD\") $(readlink ../ROOT) $ZDEPLOY_PREVIOUS\" >> {}",
+            record.display()
+        )
+    };
+    let deploy = |version: &str| {
+        write_files(&app, &[("index.php", version)]);
+        site.deploy(&app)
+            .args(["--after-switch", &step("first")])
+            .args(["--after-switch", &step("second")])
+            .success();
+    };
+    deploy("v1");
+    let first = site.live_release();
+    deploy("v2");
+    let second = site.live_release();
+    let lines: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("first {first} {first} "),
+            format!("second {first} {first} "),
+            format!("first {second} {second} {first}"),
+            format!("second {second} {second} {first}"),
+        ],
+        "in order, in the new release, once it is live"
+    );
+    // A rollback runs them too (queues must restart on the old code).
+    std::fs::remove_file(&record).unwrap();
+    site.zdeploy("rollback")
+        .args(["--settle", "0s", "--after-switch", &step("back")])
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        format!("back {first} {first} {second}\n")
+    );
+}
+
+#[test]
+fn a_failing_after_switch_command_switches_back_with_a_health_url_and_fails_the_run_without() {
+    let site = Site::new();
+    let app = site.path("app");
+    let server = FileServer::start(&site.webroot);
+    let health = format!("http://{}/ROOT/index.php", server.address);
+    write_files(&app, &[("index.php", "v1")]);
+    site.deploy(&app).success();
+    let good = site.live_release();
+    std::fs::write(site.context().join("upload.txt"), "from a user").unwrap();
+
+    // With a health URL: a failed command is a failed check.
+    write_files(&app, &[("index.php", "v2")]);
+    let out = site
+        .deploy(&app)
+        .args(["--health-url", &health, "--keep", "5"])
+        .args(["--after-switch", "echo restarting; exit 3"])
+        .fails_with(1);
+    assert!(
+        out.stderr.contains("after_switch")
+            && out.stderr.contains("restarting")
+            && out.stderr.contains(&format!("switched back to {good}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(site.live_release(), good);
+    assert_eq!(site.read("upload.txt"), "from a user");
+    let failed: Vec<_> = release_states(&site)
+        .into_iter()
+        .filter(|(_, state)| state == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "the release is marked failed: {failed:?}");
+
+    // Without one: the release stays live, the run fails and says so, and
+    // the history records the failed step.
+    write_files(&app, &[("index.php", "v3")]);
+    let out = site
+        .deploy(&app)
+        .args(["--keep", "5", "--build-timeout", "1s"])
+        .args(["--after-switch", "sleep 30"])
+        .fails_with(1);
+    let live = site.live_release();
+    assert_ne!(live, good);
+    assert_eq!(site.read("index.php"), "v3");
+    assert!(
+        out.stderr.contains("after_switch") && out.stderr.contains(&format!("ROOT serves {live}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(site.read("upload.txt"), "from a user", "settle still ran");
+    let log = site.zdeploy("log").success().stdout;
+    assert!(log.contains("after_switch"), "{log}");
+
+    // An empty command is refused before anything runs.
+    let out = site
+        .deploy(&app)
+        .args(["--after-switch", " "])
+        .fails_with(2);
+    assert!(
+        out.stderr
+            .contains("--after-switch: an after_switch command is empty"),
+        "{}",
+        out.stderr
+    );
+}

@@ -18,6 +18,7 @@ use zdeploy_core::policy::{DeployPlan, DeployResult};
 use zdeploy_core::release::ReleaseState;
 use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
 use zdeploy_core::source::{ArchiveLocation, Source, git};
+use zdeploy_core::steps::after_switch::{OnFailure, after_switch};
 use zdeploy_core::steps::discard::discard_release;
 use zdeploy_core::steps::prune::prune_after_switch;
 use zdeploy_core::steps::recover::recover;
@@ -306,6 +307,9 @@ fn run(
     reporter.send(&Report::Synced);
     expect("switch", wait_staged())?;
     let switched = switch(session, &staged, &synced, policy)?;
+    // A failure that keeps the release live is logged (and so reported to
+    // the controller); the fleet stays on one release.
+    after_switch(session, &switched, policy, OnFailure::SwitchBackIfChecked)?;
     check_live(session, &switched, policy)?;
     reporter.send(&Report::Switched {
         at_ms: switched.at_ms,

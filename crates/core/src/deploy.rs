@@ -8,6 +8,7 @@ use crate::history::{Kind, Outcome};
 use crate::layout::Layout;
 use crate::policy::{DeployPlan, DeployResult};
 use crate::session::{Observer, RunOptions, Session, Step};
+use crate::steps::after_switch::{OnFailure, after_switch};
 use crate::steps::discard::discard_release;
 use crate::steps::prune::prune_after_switch;
 use crate::steps::recover::recover;
@@ -62,9 +63,13 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         }
     };
     let switched = switch(session, &staged, &synced, policy)?;
+    let kept_failure = after_switch(session, &switched, policy, OnFailure::SwitchBackIfChecked)?;
     check_live(session, &switched, policy)?;
     settle_switched(session, &staged, &synced, &switched, policy);
     let pruned = prune_after_switch(session, policy);
+    if let Some(error) = kept_failure {
+        return Err(error);
+    }
     Ok(DeployResult {
         deployment: session.id,
         outcome: "deployed",

@@ -33,6 +33,8 @@ pub struct Policy {
     /// the context's releases take more bytes than this.
     pub max_disk: Option<u64>,
     pub build_timeout: Duration,
+    /// Commands run in the new live release right after the switch.
+    pub after_switch: Vec<String>,
     pub limits: Limits,
     /// Checks before and after the switch; a failed check after it switches back.
     pub health: Option<crate::health::HealthCheck>,
@@ -45,10 +47,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Commands from the app's config that run in the release before the
-    /// switch: build steps and the check.
+    /// Commands from the app's config that run in a release: build steps,
+    /// the check and the after_switch commands.
     pub fn release_commands(&self) -> usize {
-        self.build.len() + self.health.as_ref().map_or(0, |h| h.before.iter().count())
+        self.build.len()
+            + self.after_switch.len()
+            + self.health.as_ref().map_or(0, |h| h.before.iter().count())
     }
 }
 
@@ -65,6 +69,7 @@ impl Default for Policy {
             reuse: Vec::new(),
             max_disk: None,
             build_timeout: crate::build::DEFAULT_BUILD_TIMEOUT,
+            after_switch: Vec::new(),
             limits: Limits::default(),
             health: None,
             apache: None,

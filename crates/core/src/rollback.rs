@@ -10,6 +10,7 @@ use crate::maintenance::resolve_release_name;
 use crate::policy::Policy;
 use crate::release::ReleaseState;
 use crate::session::{Observer, RunOptions, Session, Step};
+use crate::steps::after_switch::{OnFailure, after_switch};
 use crate::steps::stage::stage_existing;
 use crate::steps::switch::{switch, sync};
 use crate::switch::{Live, read_live};
@@ -97,7 +98,11 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     let staged = stage_existing(session, &target, &plan.policy)?;
     let synced = sync(session, &staged, &plan.policy)?;
     let switched = switch(session, &staged, &synced, &plan.policy)?;
+    let kept_failure = after_switch(session, &switched, &plan.policy, OnFailure::Keep)?;
     crate::steps::settle::settle_switched(session, &staged, &synced, &switched, &plan.policy);
+    if let Some(error) = kept_failure {
+        return Err(error);
+    }
     Ok(RollbackResult {
         deployment: session.id,
         release: target,
