@@ -63,6 +63,10 @@ pub enum Command {
     ///
     /// `zdeploy keep [APP] RELEASE NAME`.
     Keep(KeepArgs),
+    /// Write a commented zdeploy.toml for an app, with the preset of the framework found.
+    ///
+    /// `zdeploy init [SOURCE]` reads SOURCE (a checkout; default: here).
+    Init(InitArgs),
     /// Print a web server config for the app that keeps PHP on one release per request.
     ///
     /// `zdeploy webserver nginx [APP]`.
@@ -133,6 +137,9 @@ pub struct RetentionArgs {
     /// Path shared by all releases, kept under the state dir (repeatable)
     #[arg(long = "shared", value_name = "PATH")]
     pub shared: Vec<String>,
+    /// A shared file (.env): linked even before anyone wrote it (repeatable)
+    #[arg(long = "shared-file", value_name = "PATH")]
+    pub shared_files: Vec<String>,
     /// Also prune the oldest releases (never the live or previous one) while all take more than this
     #[arg(long, value_name = "SIZE")]
     pub max_disk: Option<String>,
@@ -180,6 +187,9 @@ pub struct DeployArgs {
     /// Command run in the new release right after it goes live (repeatable)
     #[arg(long = "after-switch", value_name = "CMD")]
     pub after_switch: Vec<String>,
+    /// A framework's defaults for the keys not given: laravel, symfony, wordpress, drupal, magento, craft, typo3, shopware, codeigniter, mediawiki
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
     /// Time limit for each build command [default: 10m]
     #[arg(long, value_name = "DURATION")]
     pub build_timeout: Option<String>,
@@ -323,6 +333,15 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The app's folder (a checkout) [default: .]
+    pub source: Option<PathBuf>,
+    /// Replace an existing config
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum WebServer {
     Nginx,
@@ -419,6 +438,7 @@ impl RetentionArgs {
         overrides.drain = self.drain.clone();
         overrides.max_disk = self.max_disk.clone();
         overrides.shared = self.shared.clone();
+        overrides.shared_files = self.shared_files.clone();
         overrides.settle = self.settle.clone();
     }
 }

@@ -1,6 +1,6 @@
 //! What each subcommand does, given its parsed arguments.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use zdeploy_core::apache::ApacheMap;
@@ -15,9 +15,9 @@ use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
 
 use crate::cli::{
-    AgentArgs, DeployArgs, DoctorArgs, FleetArgs, InspectArgs, KeepArgs, LogArgs, LogFormat,
-    PruneArgs, RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs, select_app,
-    split_app,
+    AgentArgs, DeployArgs, DoctorArgs, FleetArgs, InitArgs, InspectArgs, KeepArgs, LogArgs,
+    LogFormat, PruneArgs, RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs,
+    select_app, split_app,
 };
 use crate::config::{self, UsageError};
 use crate::fleet::console::FleetConsole;
@@ -140,6 +140,7 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
     overrides.reference = args.reference.clone();
     overrides.build = args.build.clone();
     overrides.after_switch = args.after_switch.clone();
+    overrides.preset = args.preset.clone();
     overrides.build_timeout = args.build_timeout.clone();
     overrides.owner = args.owner.clone();
     overrides.group = args.group.clone();
@@ -587,6 +588,28 @@ pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result
         console,
     )?;
     out!("kept {kept}");
+    Ok(())
+}
+
+pub fn init(config: Option<&Path>, args: &InitArgs) -> Result<()> {
+    let source = args.source.clone().unwrap_or_else(|| PathBuf::from("."));
+    let target = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("zdeploy.toml"));
+    let (written, detection) = crate::init::init(&source, &target, args.force)?;
+    match detection {
+        Some(found) => out!(
+            "found {} ({}); wrote {} with preset = \"{}\"",
+            found.preset.framework,
+            found.evidence,
+            written.display(),
+            found.preset.name
+        ),
+        None => out!(
+            "no framework found; wrote {} serving the release's top folder",
+            written.display()
+        ),
+    }
     Ok(())
 }
 

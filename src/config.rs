@@ -83,9 +83,10 @@ struct RawAgent {
     shutdown_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApp {
+    preset: Option<Spanned<String>>,
     webroot: Option<Spanned<String>>,
     context: Option<Spanned<String>>,
     source: Option<Spanned<String>>,
@@ -98,6 +99,7 @@ struct RawApp {
     zero_downtime: Option<bool>,
     public: Option<Spanned<String>>,
     shared: Option<Spanned<Vec<String>>>,
+    shared_files: Option<Spanned<Vec<String>>>,
     build: Option<Spanned<Vec<RawBuildStep>>>,
     reuse: Option<Spanned<Vec<RawReuse>>>,
     build_timeout: Option<Spanned<String>>,
@@ -143,6 +145,7 @@ enum RawBuildStep {
 struct RawBuildTable {
     run: String,
     unless_reused: Option<String>,
+    if_exists: Option<String>,
 }
 
 /// `reuse = [{ path = "vendor", key = "composer.lock" }]`.
@@ -177,7 +180,7 @@ struct RawApache {
     map: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPhpFpm {
     address: Option<String>,
@@ -201,8 +204,11 @@ pub struct Overrides {
     /// `--public DIR`: the release folder the web server serves.
     pub public: Option<String>,
     pub shared: Vec<String>,
+    pub shared_files: Vec<String>,
     pub build: Vec<String>,
     pub build_timeout: Option<String>,
+    /// `--preset NAME`: a framework's defaults for the keys not given.
+    pub preset: Option<String>,
     pub after_switch: Vec<String>,
     pub max_archive_size: Option<String>,
     pub max_disk: Option<String>,
@@ -569,6 +575,15 @@ fn resolve(
     flags: &Overrides,
     origin: &Origin<'_>,
 ) -> Result<AppConfig, ConfigError> {
+    let with_preset;
+    let raw = match pick(flags.preset.clone(), &raw.preset) {
+        None => raw,
+        Some((preset, span)) => {
+            let has_group = flags.group.is_some() || raw.group.is_some();
+            with_preset = preset_defaults(raw, &preset, span, has_group, origin)?;
+            &with_preset
+        }
+    };
     let webroot = flags
         .webroot
         .clone()
@@ -660,20 +675,19 @@ fn resolve(
         pick(flags.build_timeout.clone(), &raw.build_timeout),
         zdeploy_core::build::DEFAULT_BUILD_TIMEOUT,
     )?;
-    let shared_list = if flags.shared.is_empty() {
-        pick(None, &raw.shared)
-    } else {
-        Some((flags.shared.clone(), None))
-    };
-    let mut shared = Vec::new();
-    if let Some((paths, span)) = shared_list {
-        for path in paths {
-            let path = PathBuf::from(path.trim_end_matches('/'));
-            validate_shared_path(&path)
-                .map_err(|e| origin.error("shared", "--shared", span.clone(), &e.to_string()))?;
-            shared.push(path);
-        }
-    }
+    let shared = shared_paths(&flags.shared, &raw.shared, "shared", "--shared", origin)?;
+    let shared_files = shared_paths(
+        &flags.shared_files,
+        &raw.shared_files,
+        "shared_files",
+        "--shared-file",
+        origin,
+    )?;
+    let shared: Vec<PathBuf> = shared
+        .into_iter()
+        .filter(|p| !shared_files.contains(p))
+        .chain(shared_files.iter().cloned())
+        .collect();
     let public = match pick(flags.public.clone(), &raw.public) {
         None => None,
         Some((text, span)) => {
@@ -727,6 +741,7 @@ fn resolve(
             zero_downtime,
             public,
             shared,
+            shared_files,
             build,
             reuse,
             max_disk,
@@ -746,6 +761,103 @@ fn resolve(
             .file
             .map(|(path, text)| (path.to_path_buf(), text.to_string())),
     })
+}
+
+/// The app's keys, with what its preset fills in for those it leaves
+/// unset (located at the `preset` line in messages). The preset's writable
+/// paths apply once the app names the web server's group.
+fn preset_defaults(
+    raw: &RawApp,
+    preset: &str,
+    span: Option<Range<usize>>,
+    has_group: bool,
+    origin: &Origin<'_>,
+) -> Result<RawApp, UsageError> {
+    let Some(found) = crate::preset::find(preset) else {
+        return Err(origin.error(
+            "preset",
+            "--preset",
+            span,
+            &format!(
+                "unknown preset '{preset}'; presets: {}",
+                crate::preset::names().join(", ")
+            ),
+        ));
+    };
+    let span = span.unwrap_or_default();
+    fn at<T>(span: &Range<usize>, value: T) -> Option<Spanned<T>> {
+        Some(Spanned::new(span.clone(), value))
+    }
+    let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut app = raw.clone();
+    if app.public.is_none() {
+        app.public = found.public.and_then(|p| at(&span, p.to_string()));
+    }
+    if app.shared.is_none() && !found.shared.is_empty() {
+        app.shared = at(&span, strings(found.shared));
+    }
+    if app.shared_files.is_none() && !found.shared_files.is_empty() {
+        app.shared_files = at(&span, strings(found.shared_files));
+    }
+    // Writable means writable by the release's group: without one there
+    // is nobody to give the paths to.
+    if app.writable.is_none() && has_group && !found.writable.is_empty() {
+        app.writable = at(&span, strings(found.writable));
+    }
+    if app.after_switch.is_none() && !found.after_switch.is_empty() {
+        app.after_switch = at(&span, strings(found.after_switch));
+    }
+    if app.reuse.is_none() && !found.reuse.is_empty() {
+        let rules = found
+            .reuse
+            .iter()
+            .map(|(path, key)| RawReuse {
+                path: path.to_string(),
+                key: key.to_string(),
+            })
+            .collect();
+        app.reuse = at(&span, rules);
+    }
+    if app.build.is_none() && !found.build.is_empty() {
+        let steps = found
+            .build
+            .iter()
+            .map(|step| {
+                RawBuildStep::Table(RawBuildTable {
+                    run: step.run.to_string(),
+                    unless_reused: step.unless_reused.map(str::to_string),
+                    if_exists: step.if_exists.map(str::to_string),
+                })
+            })
+            .collect();
+        app.build = at(&span, steps);
+    }
+    Ok(app)
+}
+
+/// `shared` or `shared_files`: the flags' paths, else the file's.
+fn shared_paths(
+    flags: &[String],
+    file: &Option<Spanned<Vec<String>>>,
+    key: &str,
+    flag: &str,
+    origin: &Origin<'_>,
+) -> Result<Vec<PathBuf>, UsageError> {
+    let list = if flags.is_empty() {
+        pick(None, file)
+    } else {
+        Some((flags.to_vec(), None))
+    };
+    let mut paths = Vec::new();
+    if let Some((given, span)) = list {
+        for path in given {
+            let path = PathBuf::from(path.trim_end_matches('/'));
+            validate_shared_path(&path)
+                .map_err(|e| origin.error(key, flag, span.clone(), &e.to_string()))?;
+            paths.push(path);
+        }
+    }
+    Ok(paths)
 }
 
 /// `reuse = [{ path, key }]`: relative paths inside the release.
@@ -790,13 +902,31 @@ fn build_steps(
     };
     let mut build = Vec::new();
     for step in steps {
-        let (run, unless_reused) = match step {
-            RawBuildStep::Command(run) => (run, None),
-            RawBuildStep::Table(RawBuildTable { run, unless_reused }) => (
+        let (run, unless_reused, if_exists) = match step {
+            RawBuildStep::Command(run) => (run, None, None),
+            RawBuildStep::Table(RawBuildTable {
+                run,
+                unless_reused,
+                if_exists,
+            }) => (
                 run,
                 unless_reused.map(|p| PathBuf::from(p.trim_end_matches('/'))),
+                if_exists.map(PathBuf::from),
             ),
         };
+        if let Some(path) = &if_exists {
+            validate_shared_path(path).map_err(|_| {
+                origin.error(
+                    "build",
+                    "--build",
+                    span.clone(),
+                    &format!(
+                        "if_exists = \"{}\" must be a relative path inside the release",
+                        path.display()
+                    ),
+                )
+            })?;
+        }
         if run.trim().is_empty() {
             return Err(origin.error("build", "--build", span, "a build command is empty"));
         }
@@ -810,7 +940,11 @@ fn build_steps(
                 &format!("unless_reused = \"{}\" names no reuse path", path.display()),
             ));
         }
-        build.push(BuildStep { run, unless_reused });
+        build.push(BuildStep {
+            run,
+            unless_reused,
+            if_exists,
+        });
     }
     Ok(build)
 }

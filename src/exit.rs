@@ -39,6 +39,7 @@ pub fn run_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         Command::Log(args) => commands::log(config, args),
         Command::Prune(args) => commands::prune(config, args, &console),
         Command::Keep(args) => commands::keep(config, args, &console),
+        Command::Init(args) => commands::init(config, args),
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),
         Command::Agent(args) => commands::agent(config, args, cli.quiet, cli.verbose),

@@ -18,6 +18,9 @@ pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct BuildStep {
     pub run: String,
     pub unless_reused: Option<std::path::PathBuf>,
+    /// Run only when the release has this file (a preset's `npm ci` when
+    /// there is a package-lock.json).
+    pub if_exists: Option<std::path::PathBuf>,
 }
 /// How much of a failed step's output goes into the error message.
 const ERROR_TAIL_LINES: usize = 20;

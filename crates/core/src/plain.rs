@@ -92,6 +92,7 @@ pub(crate) fn deploy_in_place(
                 &context_path,
                 Some(&context_path),
                 path,
+                plan.policy.shared_files.contains(path),
                 &new_manifest,
             )? {
                 session.info(&note);

@@ -25,6 +25,9 @@ pub struct Policy {
     /// `None` serves the release itself.
     pub public: Option<PathBuf>,
     pub shared: Vec<PathBuf>,
+    /// Those of `shared` that are files (`.env`): one nobody has yet is not
+    /// made a folder.
+    pub shared_files: Vec<PathBuf>,
     pub build: Vec<crate::build::BuildStep>,
     /// Dependency folders shared from the live release while their key
     /// file is unchanged.
@@ -65,6 +68,7 @@ impl Default for Policy {
             zero_downtime: true,
             public: None,
             shared: Vec::new(),
+            shared_files: Vec::new(),
             build: Vec::new(),
             reuse: Vec::new(),
             max_disk: None,

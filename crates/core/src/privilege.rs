@@ -217,6 +217,19 @@ fn make_group_writable(release: &Path, writable: &Path, manifest: &Manifest<'_>)
                     partial.display()
                 )));
             }
+            // A folder made for a shared path's link below it (var/ for
+            // var/log) is in no manifest yet: list it, so it is made writable.
+            Ok(meta) if meta.is_dir() && !manifest.contains(&partial)? => {
+                manifest.insert(
+                    &partial,
+                    Entry {
+                        kind: EntryKind::Dir,
+                        mode: meta.mode() & 0o777,
+                        size: 0,
+                        digest: String::new(),
+                    },
+                )?;
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&full).map_err(|e| Error::io("create", &full, e))?;

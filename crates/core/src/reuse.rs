@@ -58,6 +58,11 @@ pub fn reuse_folders(
 ) -> Result<Vec<PathBuf>> {
     let mut reused = Vec::new();
     for rule in rules {
+        // Several keys may name one folder (package-lock.json, yarn.lock):
+        // the first that allows it wins.
+        if reused.contains(&rule.path) {
+            continue;
+        }
         if let Some(why) = refusal(rule, live, manifest)? {
             session.info(&format!("reuse: building {} ({why})", rule.path.display()));
             continue;

@@ -30,6 +30,7 @@ pub fn link_shared(
     release: &Path,
     live: Option<&Path>,
     relative: &Path,
+    file: bool,
     manifest: &Manifest<'_>,
 ) -> Result<Option<String>> {
     let store = layout.shared_path(relative);
@@ -75,7 +76,9 @@ pub fn link_shared(
         }
         manifest.remove_tree(relative)?;
     }
-    if fsx::metadata_if_exists(&store)?.is_none() {
+    // A shared file nobody has yet (a .env, a LocalSettings.php) stays a
+    // link to where it will be: the app or the operator writes it there.
+    if !file && fsx::metadata_if_exists(&store)?.is_none() {
         fsx::create_dir_all(&store)?;
     }
     if let Some(parent) = in_release.parent() {

@@ -69,6 +69,17 @@ pub(crate) fn build(
             ));
             continue;
         }
+        if let Some(path) = step
+            .if_exists
+            .as_ref()
+            .filter(|p| !release_dir.join(p).exists())
+        {
+            session.info(&format!(
+                "build: skipped {command} (the release has no {})",
+                path.display()
+            ));
+            continue;
+        }
         session.info(&format!("build: running {command}"));
         let started = std::time::Instant::now();
         run_command(

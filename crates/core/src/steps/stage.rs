@@ -306,9 +306,14 @@ fn build_release<'s>(
     let carry_started_ns = now_ns();
     let carried = session.step(Step::Carry, || {
         for path in &plan.policy.shared {
-            if let Some(note) =
-                link_shared(layout, release_dir, live_dir.as_deref(), path, &manifest)?
-            {
+            if let Some(note) = link_shared(
+                layout,
+                release_dir,
+                live_dir.as_deref(),
+                path,
+                plan.policy.shared_files.contains(path),
+                &manifest,
+            )? {
                 session.info(&note);
             }
         }
