@@ -205,6 +205,9 @@ pub struct DeployArgs {
     /// Most entries an archive may have [default: 1000000]
     #[arg(long, value_name = "N")]
     pub max_archive_entries: Option<i64>,
+    /// Most bytes an archive may write per byte of its size, once past 100 MiB; 0 for no limit [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_archive_ratio: Option<i64>,
     /// After the switch, GET this URL; if it does not answer --health-status in time, switch back
     #[arg(long, value_name = "URL")]
     pub health_url: Option<String>,

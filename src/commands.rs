@@ -149,6 +149,7 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
     overrides.allow_root_build = args.allow_root_build;
     overrides.max_archive_size = args.max_archive_size.clone();
     overrides.max_archive_entries = args.max_archive_entries;
+    overrides.max_archive_ratio = args.max_archive_ratio;
     overrides.health = crate::config::RawHealth {
         url: args.health_url.clone(),
         expect_status: args.health_status,

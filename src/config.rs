@@ -107,6 +107,7 @@ struct RawApp {
     max_archive_size: Option<Spanned<String>>,
     max_disk: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
+    max_archive_ratio: Option<Spanned<i64>>,
     php_fpm: Option<RawPhpFpm>,
     webserver: Option<Spanned<String>>,
     apache: Option<Spanned<RawApache>>,
@@ -213,6 +214,7 @@ pub struct Overrides {
     pub max_archive_size: Option<String>,
     pub max_disk: Option<String>,
     pub max_archive_entries: Option<i64>,
+    pub max_archive_ratio: Option<i64>,
     pub webserver: Option<String>,
     pub apache_map: Option<PathBuf>,
     /// `--opcache-reset ADDR`: reset PHP-FPM's opcache there after each switch.
@@ -721,6 +723,20 @@ fn resolve(
                     "--max-archive-entries",
                     span,
                     &format!("must be at least 1, got {n}"),
+                )
+                .into());
+        }
+    }
+    match pick(flags.max_archive_ratio, &raw.max_archive_ratio) {
+        None => {}
+        Some((n, _)) if n >= 0 => limits.max_ratio = n as u64,
+        Some((n, span)) => {
+            return Err(origin
+                .error(
+                    "max_archive_ratio",
+                    "--max-archive-ratio",
+                    span,
+                    &format!("must be 0 (no limit) or more, got {n}"),
                 )
                 .into());
         }

@@ -95,6 +95,11 @@ pub fn extract(
     let origin = format!("archive {}", path.display());
     let format = sniff(path, &mut file)?;
     let mut extractor = Extractor::new(root, &origin, limits, manifest, progress);
+    extractor.packed(
+        file.metadata()
+            .map_err(|e| Error::io("inspect", path, e))?
+            .len(),
+    );
     if let Some(sharer) = sharer {
         extractor.share_from(sharer);
     }

@@ -19,6 +19,10 @@ use crate::share::Sharer;
 
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+/// An archive may write at most this many times its own size…
+pub const DEFAULT_MAX_RATIO: u64 = 100;
+/// …once past this much: small archives of very compressible files pass.
+pub const RATIO_FLOOR_BYTES: u64 = 100 << 20;
 const MAX_SYMLINK_HOPS: usize = 40;
 const UNWRAP_TMP: &str = ".zdeploy-unwrap";
 
@@ -27,6 +31,9 @@ const UNWRAP_TMP: &str = ".zdeploy-unwrap";
 pub struct Limits {
     pub max_bytes: u64,
     pub max_entries: u64,
+    /// Bytes written per byte of archive, past `RATIO_FLOOR_BYTES`; 0 is
+    /// no limit. An 8 MB zip of zeros that expands to 8 GiB is a bomb.
+    pub max_ratio: u64,
 }
 
 impl Default for Limits {
@@ -34,6 +41,7 @@ impl Default for Limits {
         Limits {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_ratio: DEFAULT_MAX_RATIO,
         }
     }
 }
@@ -53,6 +61,8 @@ pub struct Extractor<'a> {
     /// folders of the release (entries arrive folder by folder).
     checked_dir: Option<PathBuf>,
     written: u64,
+    /// The archive's own size, for the expansion ratio.
+    packed_size: Option<u64>,
     entries: u64,
     expected: Option<u64>,
     progress: &'a mut ProgressFn<'a>,
@@ -87,10 +97,43 @@ impl<'a> Extractor<'a> {
             manifest,
             checked_dir: None,
             written: 0,
+            packed_size: None,
             entries: 0,
             expected: None,
             progress,
             sharer: None,
+        }
+    }
+
+    /// The source is an archive of `bytes`: it may expand only so far.
+    pub fn packed(&mut self, bytes: u64) {
+        self.packed_size = Some(bytes);
+    }
+
+    /// How many more bytes may be written, and the message for going past
+    /// them: the size limit, or the expansion ratio if that comes first.
+    fn budget(&self) -> (u64, String) {
+        let by_size = self.limits.max_bytes.saturating_sub(self.written);
+        let size_message = format!(
+            "is past the limit of {} bytes written in all (max_archive_size)",
+            self.limits.max_bytes
+        );
+        let Some(packed) = self.packed_size.filter(|_| self.limits.max_ratio > 0) else {
+            return (by_size, size_message);
+        };
+        let allowed = packed
+            .saturating_mul(self.limits.max_ratio)
+            .max(RATIO_FLOOR_BYTES);
+        let by_ratio = allowed.saturating_sub(self.written);
+        if by_ratio < by_size {
+            let message = format!(
+                "expands the archive ({packed} bytes) past {} times its size and past {} MiB: refused as a likely decompression bomb (max_archive_ratio allows more)",
+                self.limits.max_ratio,
+                RATIO_FLOOR_BYTES >> 20
+            );
+            (by_ratio, message)
+        } else {
+            (by_size, size_message)
         }
     }
 
@@ -323,7 +366,7 @@ impl<'a> Extractor<'a> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&full)
             .map_err(|e| self.write_error(&path, "create", e))?;
-        let budget = self.limits.max_bytes.saturating_sub(self.written);
+        let (budget, past_budget) = self.budget();
         let mut writer = HashingWriter::new(file);
         let copied = copy_limited(content, &mut writer, budget).map_err(|e| match e {
             CopyError::Read(e) => Error::Source(format!(
@@ -332,13 +375,7 @@ impl<'a> Extractor<'a> {
                 path.display()
             )),
             CopyError::Write(e) => Error::io("write", &full, e),
-            CopyError::Limit => self.refuse(
-                &path,
-                &format!(
-                    "is past the limit of {} bytes written in all",
-                    self.limits.max_bytes
-                ),
-            ),
+            CopyError::Limit => self.refuse(&path, &past_budget),
         })?;
         self.written += copied;
         let (file, digest, size) = writer.finish();
