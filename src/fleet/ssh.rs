@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,12 +33,23 @@ impl Connection {
     /// refused key is an error naming the host, never a question.
     pub fn open(host: &HostAddress, settings: &FleetSettings) -> Result<Self> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "zdeploy-ssh-{}-{}",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_dead_controllers);
+        // A folder of our own for the master's socket. A controller that
+        // was killed leaves its folder behind, and pids come round again:
+        // a name taken is passed over, never reused.
+        let dir = loop {
+            let dir = std::env::temp_dir().join(format!(
+                "zdeploy-ssh-{}-{}",
+                std::process::id(),
+                SEQUENCE.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(anyhow!("cannot create {}: {e}", dir.display())),
+            }
+        };
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let mut base: Vec<OsString> = Vec::new();
         if let Some(config) = &settings.ssh_config {
@@ -193,5 +204,29 @@ pub fn shell_quote(word: &str) -> String {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Remove the socket folders that controllers killed mid-run left behind:
+/// ours (same uid), named after a process that no longer exists.
+fn sweep_dead_controllers() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("zdeploy-ssh-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
