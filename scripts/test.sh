@@ -26,6 +26,13 @@ command -v chromedriver >/dev/null || needed+=(chromium-driver)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || needed+=(iproute2)
 command -v ssh >/dev/null || needed+=(openssh-client)
 [ -x /usr/sbin/sshd ] || needed+=(openssh-server)
+# The .deb is installed into a fresh Debian made by debootstrap, and its
+# unit checked with systemd-analyze (scripts/package.sh installs what the
+# build itself needs).
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || needed+=(debootstrap)
+command -v systemd-analyze >/dev/null || needed+=(systemd)
+# MediaWiki (Debian's package) is deployed with its preset, on SQLite.
+[ -f /usr/share/mediawiki/includes/MediaWiki.php ] || needed+=(mediawiki php8.2-sqlite3)
 # Reflinks are tested on an XFS image the tests loop-mount.
 command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || needed+=(xfsprogs)
 if [ ${#needed[@]} -gt 0 ]; then

@@ -93,6 +93,9 @@ pub enum Command {
     /// (config text and arguments) arrives as JSON on stdin.
     #[command(hide = true)]
     FleetRun,
+    /// Write the man pages into DIR (the package build runs this).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

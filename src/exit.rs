@@ -54,6 +54,9 @@ pub fn run_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             });
         }
+        Command::Manpages { dir } => crate::manpages::write_all(dir).map(|count| {
+            eprintln!("wrote {count} man pages into {}", dir.display());
+        }),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

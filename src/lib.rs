@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod exit;
 pub mod fleet;
 pub mod init;
+pub mod manpages;
 pub mod output;
 pub mod preset;
 pub mod units;

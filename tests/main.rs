@@ -19,6 +19,7 @@ mod health;
 mod hostile;
 mod incremental;
 mod modes;
+mod package;
 mod presets;
 mod privilege;
 mod public;
