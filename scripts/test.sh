@@ -31,8 +31,6 @@ command -v ssh >/dev/null || needed+=(openssh-client)
 # build itself needs).
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || needed+=(debootstrap)
 command -v systemd-analyze >/dev/null || needed+=(systemd)
-# MediaWiki (Debian's package) is deployed with its preset, on SQLite.
-[ -f /usr/share/mediawiki/includes/MediaWiki.php ] || needed+=(mediawiki php8.2-sqlite3)
 # Reflinks are tested on an XFS image the tests loop-mount.
 command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || needed+=(xfsprogs)
 if [ ${#needed[@]} -gt 0 ]; then
