@@ -802,7 +802,7 @@ fn the_systemd_unit_starts_checks_and_stops_the_agent_as_written() {
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("{key} in the unit"));
         let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        assert_eq!(words[0], "/usr/local/bin/zdeploy");
+        assert_eq!(words[0], "/usr/bin/zdeploy", "the path the .deb installs");
         assert!(words.contains(&"/etc/zdeploy/zdeploy.toml".to_string()));
         words[1..].to_vec()
     };
