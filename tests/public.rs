@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::support::load::{Shape, deploy_under_load};
+use crate::support::load::{SAVE_PHP, Shape, deploy_under_load};
 use crate::support::servers::{Apache, Caddy, Nginx, PhpFpm, free_port, request};
 use crate::support::{Site, Zdeploy};
 
@@ -46,13 +46,7 @@ fn public_php_app(root: &Path, version: &str) {
         format!("{version}\n"),
     )
     .unwrap();
-    std::fs::write(
-        root.join("public/save.php"),
-        "<?php\n$id = preg_replace('/[^0-9a-z-]/', '', $_GET['id'] ?? '');\n\
-         if ($id === '') { http_response_code(400); exit; }\n\
-         file_put_contents(__DIR__ . \"/saves/$id.txt\", \"saved $id\");\necho \"ok $id\";\n",
-    )
-    .unwrap();
+    std::fs::write(root.join("public/save.php"), SAVE_PHP).unwrap();
 }
 
 fn shape(app: &Path) -> Shape<'_> {

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use super::Site;
 use super::servers::request;
 
+/// The app's save endpoint: writes `saves/<id>.txt` beside itself.
+pub const SAVE_PHP: &str = "<?php\n$id = preg_replace('/[^0-9a-z-]/', '', $_GET['id'] ?? '');\n\
+     if ($id === '') { http_response_code(400); exit; }\n\
+     file_put_contents(__DIR__ . \"/saves/$id.txt\", \"saved $id\");\necho \"ok $id\";\n";
+
 /// A PHP app whose page includes two PHP files and a data file that must all
 /// come from one version; every version names its files differently, so a
 /// mixed or half-updated tree fails or shows.
@@ -43,13 +48,7 @@ pub fn php_app(root: &Path, version: &str) {
         format!("{version}\n"),
     )
     .unwrap();
-    std::fs::write(
-        root.join("save.php"),
-        "<?php\n$id = preg_replace('/[^0-9a-z-]/', '', $_GET['id'] ?? '');\n\
-         if ($id === '') { http_response_code(400); exit; }\n\
-         file_put_contents(__DIR__ . \"/saves/$id.txt\", \"saved $id\");\necho \"ok $id\";\n",
-    )
-    .unwrap();
+    std::fs::write(root.join("save.php"), SAVE_PHP).unwrap();
 }
 
 /// The version a page shows, or why it is torn.
