@@ -713,33 +713,28 @@ fn resolve(
         limits.max_bytes = parse_size(&text)
             .map_err(|e| origin.error("max_archive_size", "--max-archive-size", span, &e))?;
     }
-    match pick(flags.max_archive_entries, &raw.max_archive_entries) {
-        None => {}
-        Some((n, _)) if n >= 1 => limits.max_entries = n as u64,
-        Some((n, span)) => {
-            return Err(origin
-                .error(
-                    "max_archive_entries",
-                    "--max-archive-entries",
-                    span,
-                    &format!("must be at least 1, got {n}"),
-                )
-                .into());
-        }
+    let count = |key: &str, flag: &str, value, least: i64, hint: &str| match value {
+        None => Ok(None),
+        Some((n, _)) if n >= least => Ok(Some(n as u64)),
+        Some((n, span)) => Err(origin.error(key, flag, span, &format!("{hint}, got {n}"))),
+    };
+    if let Some(n) = count(
+        "max_archive_entries",
+        "--max-archive-entries",
+        pick(flags.max_archive_entries, &raw.max_archive_entries),
+        1,
+        "must be at least 1",
+    )? {
+        limits.max_entries = n;
     }
-    match pick(flags.max_archive_ratio, &raw.max_archive_ratio) {
-        None => {}
-        Some((n, _)) if n >= 0 => limits.max_ratio = n as u64,
-        Some((n, span)) => {
-            return Err(origin
-                .error(
-                    "max_archive_ratio",
-                    "--max-archive-ratio",
-                    span,
-                    &format!("must be 0 (no limit) or more, got {n}"),
-                )
-                .into());
-        }
+    if let Some(n) = count(
+        "max_archive_ratio",
+        "--max-archive-ratio",
+        pick(flags.max_archive_ratio, &raw.max_archive_ratio),
+        0,
+        "must be 0 (no limit) or more",
+    )? {
+        limits.max_ratio = n;
     }
     let health = health(raw, flags, origin)?;
     let automation = automation(raw, origin)?;

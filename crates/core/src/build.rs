@@ -22,6 +22,16 @@ pub struct BuildStep {
     /// there is a package-lock.json).
     pub if_exists: Option<std::path::PathBuf>,
 }
+/// What every command zdeploy runs in a release is told: the release, the
+/// context and the webroot.
+pub fn release_env(layout: &crate::layout::Layout, release: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("ZDEPLOY_RELEASE", release.display().to_string()),
+        ("ZDEPLOY_CONTEXT", layout.context().to_string()),
+        ("ZDEPLOY_WEBROOT", layout.webroot().display().to_string()),
+    ]
+}
+
 /// How much of a failed step's output goes into the error message.
 const ERROR_TAIL_LINES: usize = 20;
 

@@ -110,30 +110,37 @@ impl<'a> Extractor<'a> {
         self.packed_size = Some(bytes);
     }
 
-    /// How many more bytes may be written, and the message for going past
-    /// them: the size limit, or the expansion ratio if that comes first.
-    fn budget(&self) -> (u64, String) {
+    /// How many more bytes may be written, and whether the expansion
+    /// ratio (rather than the size limit) is what stops them.
+    fn budget(&self) -> (u64, bool) {
         let by_size = self.limits.max_bytes.saturating_sub(self.written);
-        let size_message = format!(
-            "is past the limit of {} bytes written in all (max_archive_size)",
-            self.limits.max_bytes
-        );
-        let Some(packed) = self.packed_size.filter(|_| self.limits.max_ratio > 0) else {
-            return (by_size, size_message);
-        };
-        let allowed = packed
-            .saturating_mul(self.limits.max_ratio)
-            .max(RATIO_FLOOR_BYTES);
-        let by_ratio = allowed.saturating_sub(self.written);
-        if by_ratio < by_size {
-            let message = format!(
+        let by_ratio = self
+            .packed_size
+            .filter(|_| self.limits.max_ratio > 0)
+            .map(|packed| {
+                packed
+                    .saturating_mul(self.limits.max_ratio)
+                    .max(RATIO_FLOOR_BYTES)
+                    .saturating_sub(self.written)
+            });
+        match by_ratio {
+            Some(by_ratio) if by_ratio < by_size => (by_ratio, true),
+            _ => (by_size, false),
+        }
+    }
+
+    /// Why writing stopped at the budget.
+    fn past_budget(&self, by_ratio: bool) -> String {
+        match self.packed_size.filter(|_| by_ratio) {
+            Some(packed) => format!(
                 "expands the archive ({packed} bytes) past {} times its size and past {} MiB: refused as a likely decompression bomb (max_archive_ratio allows more)",
                 self.limits.max_ratio,
                 RATIO_FLOOR_BYTES >> 20
-            );
-            (by_ratio, message)
-        } else {
-            (by_size, size_message)
+            ),
+            None => format!(
+                "is past the limit of {} bytes written in all (max_archive_size)",
+                self.limits.max_bytes
+            ),
         }
     }
 
@@ -366,7 +373,7 @@ impl<'a> Extractor<'a> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&full)
             .map_err(|e| self.write_error(&path, "create", e))?;
-        let (budget, past_budget) = self.budget();
+        let (budget, by_ratio) = self.budget();
         let mut writer = HashingWriter::new(file);
         let copied = copy_limited(content, &mut writer, budget).map_err(|e| match e {
             CopyError::Read(e) => Error::Source(format!(
@@ -375,7 +382,7 @@ impl<'a> Extractor<'a> {
                 path.display()
             )),
             CopyError::Write(e) => Error::io("write", &full, e),
-            CopyError::Limit => self.refuse(&path, &past_budget),
+            CopyError::Limit => self.refuse(&path, &self.past_budget(by_ratio)),
         })?;
         self.written += copied;
         let (file, digest, size) = writer.finish();

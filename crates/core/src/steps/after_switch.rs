@@ -5,11 +5,11 @@
 //! previous release comes back; without one the release stays live and the
 //! failure is the run's.
 
-use crate::build::run_command;
+use crate::build::{release_env, run_command};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::session::{Session, Step, human_duration};
-use crate::steps::switch::{Switched, switch_back};
+use crate::steps::switch::{Switched, switched_back_after};
 
 /// What a failed command does to the release that just went live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +34,11 @@ pub fn after_switch(
     }
     let layout = session.layout;
     let release_dir = layout.release_path(&switched.name);
-    let env = [
-        ("ZDEPLOY_RELEASE", release_dir.display().to_string()),
-        ("ZDEPLOY_CONTEXT", layout.context().to_string()),
-        ("ZDEPLOY_WEBROOT", layout.webroot().display().to_string()),
-        (
-            "ZDEPLOY_PREVIOUS",
-            switched.previous.clone().unwrap_or_default(),
-        ),
-    ];
+    let mut env = release_env(layout, &release_dir);
+    env.push((
+        "ZDEPLOY_PREVIOUS",
+        switched.previous.clone().unwrap_or_default(),
+    ));
     let ran = session.step(Step::AfterSwitch, || {
         for command in &policy.after_switch {
             session.info(&format!("after_switch: running {command}"));
@@ -68,12 +64,7 @@ pub fn after_switch(
     };
     let checked = policy.health.as_ref().is_some_and(|h| h.url.is_some());
     if checked && on_failure == OnFailure::SwitchBackIfChecked {
-        return Err(
-            match switch_back(session, switched, policy, &error.to_string()) {
-                Ok(previous) => Error::Health(format!("{error}; switched back to {previous}")),
-                Err(e) => Error::Health(format!("{error}; {e}")),
-            },
-        );
+        return Err(switched_back_after(session, switched, policy, &error));
     }
     session.warn(&format!("{error}; {} stays live", switched.name));
     Ok(Some(Error::Build(format!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
-use crate::build::{BuildStep, run_command};
+use crate::build::{BuildStep, release_env, run_command};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
@@ -52,14 +52,7 @@ pub(crate) fn build(
     )?;
     record_user_content(release_dir, manifest, &user_content)?;
     let started_ns = now_ns();
-    let env = [
-        ("ZDEPLOY_RELEASE", release_dir.display().to_string()),
-        ("ZDEPLOY_CONTEXT", session.layout.context().to_string()),
-        (
-            "ZDEPLOY_WEBROOT",
-            session.layout.webroot().display().to_string(),
-        ),
-    ];
+    let env = release_env(session.layout, release_dir);
     for step in &plan.policy.build {
         let command = &step.run;
         if let Some(path) = step.unless_reused.as_ref().filter(|p| reused.contains(p)) {

@@ -153,12 +153,21 @@ pub fn check_live(session: &Session<'_>, switched: &Switched, policy: &Policy) -
     let Err(error) = healthy else {
         return Ok(());
     };
-    Err(
-        match switch_back(session, switched, policy, &error.to_string()) {
-            Ok(previous) => Error::Health(format!("{error}; switched back to {previous}")),
-            Err(e) => Error::Health(format!("{error}; {e}")),
-        },
-    )
+    Err(switched_back_after(session, switched, policy, &error))
+}
+
+/// Switch back because of `error` (a failed check after the switch), and
+/// say where that left the context.
+pub(crate) fn switched_back_after(
+    session: &Session<'_>,
+    switched: &Switched,
+    policy: &Policy,
+    error: &Error,
+) -> Error {
+    match switch_back(session, switched, policy, &error.to_string()) {
+        Ok(previous) => Error::Health(format!("{error}; switched back to {previous}")),
+        Err(e) => Error::Health(format!("{error}; {e}")),
+    }
 }
 
 /// Behind Apache, point its map at the new live release. If the map cannot
