@@ -147,6 +147,7 @@ struct RawBuildTable {
     run: String,
     unless_reused: Option<String>,
     if_exists: Option<String>,
+    writes: Option<Vec<String>>,
 }
 
 /// `reuse = [{ path = "vendor", key = "composer.lock" }]`.
@@ -838,6 +839,9 @@ fn preset_defaults(
                     run: step.run.to_string(),
                     unless_reused: step.unless_reused.map(str::to_string),
                     if_exists: step.if_exists.map(str::to_string),
+                    writes: step
+                        .writes
+                        .map(|paths| paths.iter().map(|p| p.to_string()).collect()),
                 })
             })
             .collect();
@@ -913,30 +917,43 @@ fn build_steps(
     };
     let mut build = Vec::new();
     for step in steps {
-        let (run, unless_reused, if_exists) = match step {
-            RawBuildStep::Command(run) => (run, None, None),
+        let (run, unless_reused, if_exists, writes) = match step {
+            RawBuildStep::Command(run) => (run, None, None, None),
             RawBuildStep::Table(RawBuildTable {
                 run,
                 unless_reused,
                 if_exists,
+                writes,
             }) => (
                 run,
                 unless_reused.map(|p| PathBuf::from(p.trim_end_matches('/'))),
                 if_exists.map(PathBuf::from),
+                writes.map(|paths| {
+                    paths
+                        .iter()
+                        .map(|p| PathBuf::from(p.trim_end_matches('/')))
+                        .collect::<Vec<_>>()
+                }),
             ),
         };
-        if let Some(path) = &if_exists {
+        let inside = |key: &str, path: &Path| {
             validate_shared_path(path).map_err(|_| {
                 origin.error(
                     "build",
                     "--build",
                     span.clone(),
                     &format!(
-                        "if_exists = \"{}\" must be a relative path inside the release",
+                        "{key} = \"{}\" must be a relative path inside the release",
                         path.display()
                     ),
                 )
-            })?;
+            })
+        };
+        if let Some(path) = &if_exists {
+            inside("if_exists", path)?;
+        }
+        for path in writes.iter().flatten() {
+            inside("writes", path)?;
         }
         if run.trim().is_empty() {
             return Err(origin.error("build", "--build", span, "a build command is empty"));
@@ -955,6 +972,7 @@ fn build_steps(
             run,
             unless_reused,
             if_exists,
+            writes,
         });
     }
     Ok(build)

@@ -198,6 +198,9 @@ pub fn config_text(source: &Path, detection: Option<&Detection>) -> String {
             if let Some(file) = step.if_exists {
                 table += &format!(", if_exists = {}", quoted(file));
             }
+            if let Some(paths) = step.writes {
+                table += &format!(", writes = {}", list(paths));
+            }
             text += &format!("#   {{ {table} }},\n");
         }
         text += "# ]\n";

@@ -11,6 +11,10 @@ pub struct PresetStep {
     pub unless_reused: Option<&'static str>,
     /// Run only when the release has this file.
     pub if_exists: Option<&'static str>,
+    /// What it writes in the release (the rest is read-only while it
+    /// runs); `None` when that cannot be known (composer installers that
+    /// put packages where the app's composer.json says).
+    pub writes: Option<&'static [&'static str]>,
 }
 
 pub struct Preset {
@@ -37,7 +41,31 @@ const COMPOSER_INSTALL: PresetStep = PresetStep {
     run: "composer install --no-dev --prefer-dist --optimize-autoloader --no-interaction",
     unless_reused: Some("vendor"),
     if_exists: Some("composer.json"),
+    writes: Some(&["vendor"]),
 };
+
+/// Composer that also installs outside `vendor/` (Drupal's core and
+/// contrib under `web/`, TYPO3's `public/`, WordPress core where the app
+/// says): it runs on every deploy, as a reused `vendor/` alone would leave
+/// those folders missing; with `vendor/` reused it only fills them from
+/// composer's cache.
+const fn composer_installing_into(writes: Option<&'static [&'static str]>) -> PresetStep {
+    PresetStep {
+        unless_reused: None,
+        writes,
+        ..COMPOSER_INSTALL
+    }
+}
+
+/// A step that writes `writes` only.
+const fn run_writing(command: &'static str, writes: &'static [&'static str]) -> PresetStep {
+    PresetStep {
+        run: command,
+        unless_reused: None,
+        if_exists: None,
+        writes: Some(writes),
+    }
+}
 
 const VENDOR: (&str, &str) = ("vendor", "composer.lock");
 
@@ -47,21 +75,26 @@ const NODE_BUILD: [PresetStep; 4] = [
         run: "npm ci",
         unless_reused: Some("node_modules"),
         if_exists: Some("package-lock.json"),
+        writes: Some(&["node_modules"]),
     },
     PresetStep {
         run: "yarn install --frozen-lockfile",
         unless_reused: Some("node_modules"),
         if_exists: Some("yarn.lock"),
+        writes: Some(&["node_modules"]),
     },
     PresetStep {
         run: "pnpm install --frozen-lockfile",
         unless_reused: Some("node_modules"),
         if_exists: Some("pnpm-lock.yaml"),
+        writes: Some(&["node_modules"]),
     },
+    // Vite writes public/build, Mix public/js, public/css and its manifest.
     PresetStep {
         run: "npm run build",
         unless_reused: None,
         if_exists: Some("package.json"),
+        writes: Some(&["public", "node_modules"]),
     },
 ];
 
@@ -70,14 +103,6 @@ const NODE_MODULES: [(&str, &str); 3] = [
     ("node_modules", "yarn.lock"),
     ("node_modules", "pnpm-lock.yaml"),
 ];
-
-const fn run(command: &'static str) -> PresetStep {
-    PresetStep {
-        run: command,
-        unless_reused: None,
-        if_exists: None,
-    }
-}
 
 pub const PRESETS: &[Preset] = &[
     Preset {
@@ -88,17 +113,22 @@ pub const PRESETS: &[Preset] = &[
         shared_files: &[".env"],
         writable: &["bootstrap/cache"],
         build: &[
-            COMPOSER_INSTALL,
+            // Its scripts run package:discover into bootstrap/cache.
+            PresetStep {
+                writes: Some(&["vendor", "bootstrap/cache"]),
+                ..COMPOSER_INSTALL
+            },
             NODE_BUILD[0],
             NODE_BUILD[1],
             NODE_BUILD[2],
             NODE_BUILD[3],
-            run("php artisan storage:link"),
-            run("php artisan config:cache"),
-            run("php artisan route:cache"),
-            run("php artisan view:cache"),
-            run("php artisan event:cache"),
-            run("php artisan migrate --force"),
+            run_writing("php artisan storage:link", &["public"]),
+            run_writing("php artisan config:cache", &["bootstrap/cache"]),
+            run_writing("php artisan route:cache", &["bootstrap/cache"]),
+            // Compiled views go to storage/, a shared path.
+            run_writing("php artisan view:cache", &["bootstrap/cache"]),
+            run_writing("php artisan event:cache", &["bootstrap/cache"]),
+            run_writing("php artisan migrate --force", &[]),
         ],
         after_switch: &["php artisan queue:restart"],
         reuse: &[VENDOR, NODE_MODULES[0], NODE_MODULES[1], NODE_MODULES[2]],
@@ -114,13 +144,17 @@ pub const PRESETS: &[Preset] = &[
         shared_files: &[".env.local"],
         writable: &["var"],
         build: &[
+            // Flex's auto-scripts clear the cache and install assets.
             PresetStep {
                 run: "APP_ENV=prod composer install --no-dev --prefer-dist --optimize-autoloader --no-interaction",
-                unless_reused: Some("vendor"),
-                if_exists: Some("composer.json"),
+                writes: Some(&["vendor", "var", "public/bundles"]),
+                ..COMPOSER_INSTALL
             },
-            run("APP_ENV=prod php bin/console cache:clear --no-warmup"),
-            run("APP_ENV=prod php bin/console cache:warmup"),
+            run_writing(
+                "APP_ENV=prod php bin/console cache:clear --no-warmup",
+                &["var"],
+            ),
+            run_writing("APP_ENV=prod php bin/console cache:warmup", &["var"]),
         ],
         after_switch: &[],
         reuse: &[VENDOR],
@@ -135,7 +169,7 @@ pub const PRESETS: &[Preset] = &[
         shared: &["wp-content/uploads"],
         shared_files: &["wp-config.php"],
         writable: &[],
-        build: &[COMPOSER_INSTALL],
+        build: &[composer_installing_into(None)],
         after_switch: &[],
         reuse: &[VENDOR],
         packages: &["johnpbloch/wordpress-core"],
@@ -150,9 +184,10 @@ pub const PRESETS: &[Preset] = &[
         shared_files: &["web/sites/default/settings.local.php"],
         writable: &[],
         build: &[
-            COMPOSER_INSTALL,
-            run("vendor/bin/drush updatedb --yes"),
-            run("vendor/bin/drush config:import --yes"),
+            // Core, contrib and the scaffold files go under web/.
+            composer_installing_into(Some(&["vendor", "web"])),
+            run_writing("vendor/bin/drush updatedb --yes", &[]),
+            run_writing("vendor/bin/drush config:import --yes", &[]),
         ],
         after_switch: &[
             "vendor/bin/drush cache:rebuild",
@@ -179,10 +214,18 @@ pub const PRESETS: &[Preset] = &[
         shared_files: &["app/etc/env.php"],
         writable: &["var", "generated", "pub/static"],
         build: &[
-            COMPOSER_INSTALL,
-            run("php bin/magento setup:di:compile"),
-            run("php bin/magento setup:static-content:deploy --force"),
-            run("php bin/magento setup:upgrade --keep-generated"),
+            // magento2-base's installer copies its files into the project.
+            composer_installing_into(None),
+            run_writing("php bin/magento setup:di:compile", &["generated", "var"]),
+            run_writing(
+                "php bin/magento setup:static-content:deploy --force",
+                &["pub/static", "var"],
+            ),
+            // It records the enabled modules in app/etc/config.php.
+            run_writing(
+                "php bin/magento setup:upgrade --keep-generated",
+                &["var", "generated", "app/etc"],
+            ),
         ],
         after_switch: &["php bin/magento cache:flush"],
         reuse: &[VENDOR],
@@ -197,7 +240,10 @@ pub const PRESETS: &[Preset] = &[
         shared: &["storage"],
         shared_files: &[".env"],
         writable: &["web/cpresources"],
-        build: &[COMPOSER_INSTALL, run("php craft up --interactive=0")],
+        build: &[
+            COMPOSER_INSTALL,
+            run_writing("php craft up --interactive=0", &["web/cpresources"]),
+        ],
         after_switch: &["php craft clear-caches/data"],
         reuse: &[VENDOR],
         packages: &["craftcms/cms"],
@@ -211,7 +257,14 @@ pub const PRESETS: &[Preset] = &[
         shared: &["public/fileadmin", "var/log", "var/session"],
         shared_files: &["config/system/additional.php"],
         writable: &["var", "public/typo3temp"],
-        build: &[COMPOSER_INSTALL, run("vendor/bin/typo3 extension:setup")],
+        build: &[
+            // The composer installers put the entry points under public/.
+            composer_installing_into(Some(&["vendor", "public", "var"])),
+            run_writing(
+                "vendor/bin/typo3 extension:setup",
+                &["var", "public/typo3temp"],
+            ),
+        ],
         after_switch: &["vendor/bin/typo3 cache:flush"],
         reuse: &[VENDOR],
         packages: &["typo3/cms-core"],
@@ -233,11 +286,14 @@ pub const PRESETS: &[Preset] = &[
         shared_files: &[".env.local", "install.lock"],
         writable: &["var", "public/theme", "public/bundles"],
         build: &[
-            COMPOSER_INSTALL,
-            run("php bin/console database:migrate --all"),
-            run("php bin/console theme:compile"),
-            run("php bin/console assets:install"),
-            run("php bin/console cache:clear"),
+            PresetStep {
+                writes: Some(&["vendor", "var", "public/bundles"]),
+                ..COMPOSER_INSTALL
+            },
+            run_writing("php bin/console database:migrate --all", &["var"]),
+            run_writing("php bin/console theme:compile", &["public/theme", "var"]),
+            run_writing("php bin/console assets:install", &["public/bundles", "var"]),
+            run_writing("php bin/console cache:clear", &["var"]),
         ],
         after_switch: &["php bin/console cache:warmup"],
         reuse: &[VENDOR],
@@ -252,7 +308,10 @@ pub const PRESETS: &[Preset] = &[
         shared: &["writable/uploads", "writable/logs", "writable/session"],
         shared_files: &[".env"],
         writable: &["writable"],
-        build: &[COMPOSER_INSTALL, run("php spark migrate --all")],
+        build: &[
+            COMPOSER_INSTALL,
+            run_writing("php spark migrate --all", &["writable"]),
+        ],
         after_switch: &["php spark cache:clear"],
         reuse: &[VENDOR],
         packages: &["codeigniter4/framework"],
@@ -272,10 +331,10 @@ pub const PRESETS: &[Preset] = &[
                 if_exists: Some("composer.lock"),
                 ..COMPOSER_INSTALL
             },
+            // It changes the database; caches go to cache/.
             PresetStep {
-                run: "php maintenance/update.php --quick",
-                unless_reused: None,
                 if_exists: Some("LocalSettings.php"),
+                ..run_writing("php maintenance/update.php --quick", &["cache"])
             },
         ],
         after_switch: &[],

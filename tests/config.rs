@@ -130,6 +130,16 @@ fn config_errors_name_the_file_line_and_fix() {
             ":4: apps.a.build_timeout",
             "missing unit",
         ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [{ run = \"make\", writes = [\"../etc\"] }]\n",
+            ":4: apps.a.build",
+            "writes = \"../etc\" must be a relative path inside the release",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [{ run = \"make\", writes = \"vendor\" }]\n",
+            ":4",
+            "",
+        ),
     ];
     for (text, location, message) in cases {
         let config = write_config(&site, text);

@@ -202,7 +202,8 @@ fn files_the_app_rewrote_and_build_outputs_are_written_fresh_not_shared() {
         "the old release keeps what the app wrote"
     );
 
-    // With build steps a build could write into a shared inode: no hardlinks.
+    // A build step that does not say what it writes may write anywhere:
+    // every file shared by hard link gets a copy of its own before it runs.
     repo.write("index.php", "<?php echo 'v3';").commit("v3");
     let log = deploy(
         &site,
@@ -210,7 +211,7 @@ fn files_the_app_rewrote_and_build_outputs_are_written_fresh_not_shared() {
         &["-v", "--build", "echo built >> lib/part0.php"],
     );
     assert!(
-        log.contains("by copy") || log.contains("by reflink"),
+        log.contains("copies of their own before echo built") || log.contains("by reflink"),
         "{log}"
     );
     let third = site.webroot.join(site.live_release());
@@ -515,4 +516,117 @@ fn memory_stays_flat_as_the_tree_grows_a_hundredfold() {
         big_first < small_first + ALLOWED_GROWTH_KIB,
         "a first deploy grew from {small_first} KiB to {big_first} KiB"
     );
+}
+
+#[test]
+fn build_steps_that_say_what_they_write_keep_hard_links_and_cannot_write_elsewhere() {
+    let site = Site::new();
+    let repo = repo_with_files(&site, 50);
+    repo.write("composer.lock", "{\"packages\": [\"a\"]}")
+        .commit("lock");
+    let config = site.path("zdeploy.toml");
+    let write_config = |build: &str, check: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[apps.a]\nwebroot = \"{}\"\nsource = \"{}\"\nsettle = \"0s\"\ndrain = \"0s\"\nkeep = 10\n\
+                 reuse = [{{ path = \"vendor\", key = \"composer.lock\" }}]\n\
+                 build = [\n  {{ run = \"mkdir -p vendor/acme && echo 'lib a' > vendor/acme/a.php\", unless_reused = \"vendor\", writes = [\"vendor\"] }},\n  \
+                 {{ run = \"echo cached > var/cache/c.txt\", writes = [\"var/cache\"] }},\n  {build}\n]\n{check}",
+                site.webroot.display(),
+                repo.url()
+            ),
+        )
+        .unwrap();
+    };
+    let deploy = |code: i32| {
+        std::thread::sleep(Duration::from_millis(1100));
+        let run = Zdeploy::new()
+            .args(["deploy", "-v", "--config"])
+            .arg(&config);
+        if code == 0 {
+            run.success().stderr
+        } else {
+            run.fails_with(code).stderr
+        }
+    };
+    write_config("", "");
+    deploy(0);
+    let first = site.webroot.join(site.live_release());
+    assert_eq!(
+        site.read("var/cache/c.txt"),
+        "cached\n",
+        "var/cache was made"
+    );
+
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    let log = deploy(0);
+    assert!(log.contains("(writes var/cache)"), "{log}");
+    let second = site.webroot.join(site.live_release());
+    let (old, new) = (inodes(&first), inodes(&second));
+    for file in ["lib/part7.php", "config.json", "vendor/acme/a.php"] {
+        assert_eq!(
+            old[file].0, new[file].0,
+            "{file} is the live release's inode"
+        );
+    }
+    assert_ne!(old["index.php"].0, new["index.php"].0);
+    assert!(log.contains("by hardlink"), "{log}");
+
+    // A step that writes a file it did not list: refused by the kernel,
+    // before the live release could change.
+    write_config(
+        "{ run = \"echo leaked >> lib/part7.php\", writes = [\"var/cache\"] }",
+        "",
+    );
+    repo.write("index.php", "<?php echo 'v3';").commit("v3");
+    let releases = tree(&site.webroot, &[".zdeploy"]);
+    let err = deploy(1);
+    assert!(
+        err.contains("Read-only file system") && err.contains("its `writes` names only var/cache"),
+        "{err}"
+    );
+    assert_eq!(
+        tree(&site.webroot, &[".zdeploy"]),
+        releases,
+        "nothing left behind"
+    );
+    assert_eq!(site.read("lib/part7.php"), "<?php // part 7\n");
+
+    // Listed, an in-place append gets a copy of its own first: the live
+    // release keeps its file.
+    write_config(
+        "{ run = \"echo appended >> lib/part7.php\", writes = [\"lib\"] }",
+        "",
+    );
+    let log = deploy(0);
+    assert!(
+        log.contains("copies of their own before echo appended"),
+        "{log}"
+    );
+    let third = site.webroot.join(site.live_release());
+    assert_eq!(
+        std::fs::read_to_string(second.join("lib/part7.php")).unwrap(),
+        "<?php // part 7\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(third.join("lib/part7.php")).unwrap(),
+        "<?php // part 7\nappended\n"
+    );
+    let (old, new) = (inodes(&second), inodes(&third));
+    assert_eq!(
+        old["config.json"].0, new["config.json"].0,
+        "outside lib/, links stay"
+    );
+    assert_ne!(old["lib/part8.php"].0, new["lib/part8.php"].0);
+
+    // A check before the switch reads the release; it cannot write it.
+    write_config(
+        "",
+        "health = { before = \"echo checked >> config.json\" }\n",
+    );
+    repo.write("index.php", "<?php echo 'v4';").commit("v4");
+    let err = deploy(1);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(site.read("config.json"), "{\"version\": 1}");
 }

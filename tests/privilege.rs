@@ -172,6 +172,32 @@ fn build_steps_never_run_as_root_unless_allowed() {
         .fails_with(1);
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
     assert!(!outside.exists());
+
+    // Confined to what it writes, it is still the build user, and the
+    // folder made for it is its own.
+    let out = site
+        .deploy_by_config(
+            &app,
+            "build_user = \"nobody\"\nbuild = [{ run = \"id -un > var/cache/who && mkdir made-here\", writes = [\"var/cache\"] }]",
+        )
+        .args(["--force", "-v"])
+        .env_remove("ZDEPLOY_ALLOW_ROOT_BUILD")
+        .fails_with(1);
+    assert!(
+        out.stderr.contains("(writes var/cache)") && out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    let out = site
+        .deploy_by_config(
+            &app,
+            "build_user = \"nobody\"\nbuild = [{ run = \"id -un > var/cache/who\", writes = [\"var/cache\"] }]",
+        )
+        .arg("--force")
+        .env_remove("ZDEPLOY_ALLOW_ROOT_BUILD")
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(site.read("var/cache/who"), "nobody\n");
 }
 
 #[test]

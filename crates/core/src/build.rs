@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::confine::Confinement;
 use crate::privilege::Account;
 
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -21,6 +22,11 @@ pub struct BuildStep {
     /// Run only when the release has this file (a preset's `npm ci` when
     /// there is a package-lock.json).
     pub if_exists: Option<std::path::PathBuf>,
+    /// What the step writes in the release: folders (made if missing) and
+    /// files it has; the rest is read-only while it runs. `None`: it may
+    /// write anywhere, so no file of the release is a hard link to the
+    /// live release's.
+    pub writes: Option<Vec<std::path::PathBuf>>,
 }
 /// What every command zdeploy runs in a release is told: the release, the
 /// context and the webroot.
@@ -36,13 +42,15 @@ pub fn release_env(layout: &crate::layout::Layout, release: &Path) -> Vec<(&'sta
 const ERROR_TAIL_LINES: usize = 20;
 
 /// Run `command` with `sh -c` in `dir`, as `user` when given (its uid, gid
-/// and home; no supplementary groups); every output line goes to
-/// `on_line`. The error says why, with the last lines of output.
+/// and home; no supplementary groups), confined to what it may write when
+/// `confinement` says; every output line goes to `on_line`. The error says
+/// why, with the last lines of output.
 pub fn run_command(
     command: &str,
     dir: &Path,
     env: &[(&str, String)],
     user: Option<&Account>,
+    confinement: Option<&Confinement>,
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
@@ -56,7 +64,7 @@ pub fn run_command(
             .env("USER", &user.name)
             .env("LOGNAME", &user.name);
     }
-    let mut child = shell
+    shell
         .arg("-c")
         .arg(format!("exec 2>&1; {command}"))
         .current_dir(dir)
@@ -64,9 +72,12 @@ pub fn run_command(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start '{command}': {e}"))?;
+        .process_group(0);
+    let mut child = match confinement {
+        Some(confinement) => confinement.spawn(&mut shell),
+        None => shell.spawn(),
+    }
+    .map_err(|e| format!("cannot start '{command}': {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (lines_tx, lines_rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {

@@ -89,3 +89,19 @@ pub fn is_safe_relative(path: &Path) -> bool {
     use std::path::Component;
     !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
+
+/// `root/relative` when no part of `relative` under `root` is a symlink
+/// (parts that do not exist yet are not links).
+pub fn without_symlinks(root: &Path, relative: &Path) -> Option<std::path::PathBuf> {
+    let mut full = root.to_path_buf();
+    for component in relative.components() {
+        full.push(component);
+        if full
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return None;
+        }
+    }
+    Some(full)
+}

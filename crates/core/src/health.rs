@@ -54,12 +54,19 @@ impl HealthCheck {
         &self,
         release: &Path,
         user: Option<&crate::privilege::Account>,
+        confinement: Option<&crate::confine::Confinement>,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<(), String> {
         match &self.before {
-            Some(command) => {
-                crate::build::run_command(command, release, &[], user, self.timeout, on_line)
-            }
+            Some(command) => crate::build::run_command(
+                command,
+                release,
+                &[],
+                user,
+                confinement,
+                self.timeout,
+                on_line,
+            ),
             None => Ok(()),
         }
     }

@@ -5,6 +5,7 @@ pub mod apache;
 pub mod blocks;
 pub mod build;
 pub mod carry;
+pub mod confine;
 pub mod deploy;
 pub mod error;
 pub mod failpoint;

@@ -46,15 +46,13 @@ fn refusal(rule: &Reuse, live: &LiveTree<'_>, new: &Manifest<'_>) -> Result<Opti
 }
 
 /// Share each reusable folder into `release`, adding its entries to
-/// `manifest`; returns the folders reused. Hardlinks only when
-/// `hardlinks_ok` (no build step will run in the release).
+/// `manifest`; returns the folders reused.
 pub fn reuse_folders(
     session: &Session<'_>,
     rules: &[Reuse],
     live: &LiveTree<'_>,
     release: &Path,
     manifest: &Manifest<'_>,
-    hardlinks_ok: bool,
 ) -> Result<Vec<PathBuf>> {
     let mut reused = Vec::new();
     for rule in rules {
@@ -68,7 +66,7 @@ pub fn reuse_folders(
             continue;
         }
         // Files to share are named one by one here, not looked up.
-        let sharer = Sharer::new(live.dir, None, live.made_ms, hardlinks_ok);
+        let sharer = Sharer::new(live.dir, None, live.made_ms);
         // What is shared is listed apart first: a folder that cannot be
         // reused after all leaves the new manifest untouched.
         let shared = Manifest::create(&session.history, &format!("{}/reuse", manifest.release()))?;

@@ -4,7 +4,9 @@
 //! hardlinked, else copied in the kernel. Only a file the live release got
 //! from its source and that nothing touched since (its mtime is older than
 //! the live release) is shared: build outputs and files the app rewrote are
-//! written fresh. User content is never shared.
+//! written fresh. User content is never shared. A hard link is the live
+//! release's own inode: before any command may write where one is, it is
+//! made a copy of its own ([`own_copies`]).
 
 use std::cell::{Cell, RefCell};
 use std::fs::{self, OpenOptions};
@@ -12,7 +14,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::{Entry, EntryKind, Manifest};
 
 /// How shared files are made, from the cheapest the filesystem allows.
@@ -44,9 +46,6 @@ pub struct Sharer<'a> {
     /// Files modified at or after this moment (ns) are not shared.
     made_ns: i128,
     method: Cell<Method>,
-    /// Hardlinks are only safe when nothing writes into the new release
-    /// before it goes live: no build steps.
-    allow_hardlink: bool,
     shared: Cell<u64>,
     shared_bytes: Cell<u64>,
     /// The last folder of the live release whose chain of parents was
@@ -58,18 +57,12 @@ pub struct Sharer<'a> {
 impl<'a> Sharer<'a> {
     /// Share from the live release at `live`, described by `manifest`, whose
     /// files were all written before `made_ms`.
-    pub fn new(
-        live: &Path,
-        manifest: Option<&'a Manifest<'a>>,
-        made_ms: i64,
-        allow_hardlink: bool,
-    ) -> Self {
+    pub fn new(live: &Path, manifest: Option<&'a Manifest<'a>>, made_ms: i64) -> Self {
         Sharer {
             live: live.to_path_buf(),
             manifest,
             made_ns: made_ms as i128 * 1_000_000,
             method: Cell::new(Method::Reflink),
-            allow_hardlink,
             shared: Cell::new(0),
             shared_bytes: Cell::new(0),
             real_dir: RefCell::default(),
@@ -155,12 +148,7 @@ impl<'a> Sharer<'a> {
                     Ok(()) => true,
                     Err(e) if unsupported(&e) => {
                         let _ = fs::remove_file(to);
-                        let next = if self.allow_hardlink {
-                            Method::Hardlink
-                        } else {
-                            Method::Copy
-                        };
-                        self.method.set(next);
+                        self.method.set(Method::Hardlink);
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -170,6 +158,10 @@ impl<'a> Sharer<'a> {
                     // Too many links to one inode: write this one.
                     Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => {
                         false
+                    }
+                    Err(e) if unsupported(&e) => {
+                        self.method.set(Method::Copy);
+                        continue;
                     }
                     Err(e) => return Err(e),
                 },
@@ -185,6 +177,64 @@ impl<'a> Sharer<'a> {
             return Ok(done);
         }
     }
+}
+
+/// Ending of the temporary name a file's own copy is written under.
+const OWN_COPY_SUFFIX: &str = ".zdeploy-own";
+
+/// Make every deployed file of `release` at or under `paths` (relative;
+/// the empty path is the whole release) that is a hard link a copy of its
+/// own, with the same content, mode and mtime, renamed over the link: a
+/// command about to write there can no longer change the live release.
+/// User files carried by link stay links (they are one file for every
+/// release by design); paths through a symlink lead out of the release.
+/// Returns how many files were copied.
+pub fn own_copies(release: &Path, paths: &[PathBuf], manifest: &Manifest<'_>) -> Result<u64> {
+    let mut copied = 0;
+    for path in paths {
+        let Some(top) = crate::fsx::without_symlinks(release, path) else {
+            continue;
+        };
+        let walk = walkdir::WalkDir::new(&top)
+            .follow_links(false)
+            .follow_root_links(false);
+        for entry in walk {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(Error::io("read", &top, e.into())),
+            };
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let full = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io("inspect", full, e.into()))?;
+            let relative = full
+                .strip_prefix(release)
+                .expect("walked under the release");
+            if meta.nlink() < 2 || !manifest.contains(relative)? {
+                continue;
+            }
+            let mut tmp = full.as_os_str().to_owned();
+            tmp.push(OWN_COPY_SUFFIX);
+            let tmp = PathBuf::from(tmp);
+            let _ = fs::remove_file(&tmp);
+            copy_preserving(full, &tmp).map_err(|e| Error::io("copy", full, e))?;
+            fs::rename(&tmp, full).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::io("replace", full, e)
+            })?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
 }
 
 /// The filesystem cannot clone: fall back, do not fail.

@@ -48,6 +48,7 @@ pub fn after_switch(
                 &release_dir,
                 &env,
                 policy.privileges.build_user.as_ref(),
+                None,
                 policy.build_timeout,
                 &mut |line| session.debug(&format!("after_switch | {line}")),
             )

@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
-use crate::build::{BuildStep, release_env, run_command};
+use crate::build::{release_env, run_command};
+use crate::confine::{Confinement, make_missing_folders};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
 use crate::policy::DeployPlan;
 use crate::reuse::{LiveTree, reuse_folders};
 use crate::session::{Session, human_duration};
+use crate::share::own_copies;
 use crate::steps::carry::{MARK_MARGIN_NS, now_ns};
 
 pub(crate) fn build(
@@ -23,26 +25,11 @@ pub(crate) fn build(
 ) -> Result<()> {
     let reused = match live {
         Some(live) if !plan.policy.reuse.is_empty() => {
-            let skipped = |step: &BuildStep, reusable: &[PathBuf]| {
-                step.unless_reused
-                    .as_ref()
-                    .is_some_and(|p| reusable.contains(p))
-            };
-            // Hardlinks only if every build step would be skipped.
-            let all_paths: Vec<PathBuf> =
-                plan.policy.reuse.iter().map(|r| r.path.clone()).collect();
-            let hardlinks_ok = plan.policy.build.iter().all(|s| skipped(s, &all_paths));
-            reuse_folders(
-                session,
-                &plan.policy.reuse,
-                live,
-                release_dir,
-                manifest,
-                hardlinks_ok,
-            )?
+            reuse_folders(session, &plan.policy.reuse, live, release_dir, manifest)?
         }
         _ => Vec::new(),
     };
+    let build_user = plan.policy.privileges.build_user.as_ref();
     plan.policy
         .privileges
         .hand_to_build_user(release_dir, manifest)?;
@@ -51,8 +38,20 @@ pub(crate) fn build(
         &format!("{}/user-content", manifest.release()),
     )?;
     record_user_content(release_dir, manifest, &user_content)?;
+    // Made after user content was noted: they are the build's, deployed.
+    let confine = crate::confine::available();
+    if confine {
+        let writes: Vec<PathBuf> = plan
+            .policy
+            .build
+            .iter()
+            .flat_map(|step| step.writes.iter().flatten().cloned())
+            .collect();
+        make_missing_folders(release_dir, &writes, build_user.map(|u| (u.uid, u.gid)))?;
+    }
     let started_ns = now_ns();
     let env = release_env(session.layout, release_dir);
+    let mut whole_release_owned = false;
     for step in &plan.policy.build {
         let command = &step.run;
         if let Some(path) = step.unless_reused.as_ref().filter(|p| reused.contains(p)) {
@@ -73,19 +72,39 @@ pub(crate) fn build(
             ));
             continue;
         }
-        session.info(&format!("build: running {command}"));
+        let confined_to = step.writes.as_deref().filter(|_| confine);
+        let confinement = confined_to.map(|writes| Confinement::new(release_dir, writes));
+        if !whole_release_owned {
+            own_copies_before(session, command, release_dir, confined_to, manifest)?;
+            whole_release_owned = confined_to.is_none();
+        }
+        match &confinement {
+            Some(confined) => session.info(&format!(
+                "build: running {command} (writes {})",
+                confined.describe()
+            )),
+            None => session.info(&format!("build: running {command}")),
+        }
         let started = std::time::Instant::now();
         run_command(
             command,
             release_dir,
             &env,
-            plan.policy.privileges.build_user.as_ref(),
+            build_user,
+            confinement.as_ref(),
             plan.policy.build_timeout,
             &mut |line| {
                 session.debug(&format!("build | {line}"));
             },
         )
-        .map_err(|why| Error::Build(format!("build step {why}")))?;
+        .map_err(|why| match &confinement {
+            Some(confined) => Error::Build(format!(
+                "build step {why}\n(the rest of the release is read-only while it runs: its `writes` \
+                 names only {}; a step that writes elsewhere must list it)",
+                confined.describe()
+            )),
+            None => Error::Build(format!("build step {why}")),
+        })?;
         session.info(&format!(
             "build: {command} finished in {}",
             human_duration(started.elapsed())
@@ -102,6 +121,26 @@ pub(crate) fn build(
     )?;
     manifest.replace_with(&rescanned)?;
     session.history.drop_manifest(user_content.release())
+}
+
+/// Before `command` runs, make the deployed files it may write (under
+/// `writes`, or anywhere) copies of their own where they are hard links to
+/// the live release's.
+pub(crate) fn own_copies_before(
+    session: &Session<'_>,
+    command: &str,
+    release_dir: &Path,
+    writes: Option<&[PathBuf]>,
+    manifest: &Manifest<'_>,
+) -> Result<()> {
+    let whole = [PathBuf::new()];
+    let copied = own_copies(release_dir, writes.unwrap_or(&whole), manifest)?;
+    if copied > 0 {
+        session.info(&format!(
+            "gave {copied} files hard-linked with the live release copies of their own before {command} (it may write them)"
+        ));
+    }
+    Ok(())
 }
 
 /// Note in `user_content` every entry of `root` that `manifest` does not

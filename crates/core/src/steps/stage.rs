@@ -9,6 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::carry::{Deployed, Pass};
+use crate::confine::Confinement;
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::history::{ReleaseRecord, now_ms};
@@ -21,7 +22,9 @@ use crate::release::{ReleaseState, release_name, short};
 use crate::reuse::LiveTree;
 use crate::session::{Session, Step};
 use crate::share::Sharer;
+use crate::share::own_copies;
 use crate::shared::link_shared;
+use crate::steps::build::own_copies_before;
 use crate::steps::carry::{carry_logged, late_writes_since, live_manifest, now_ns};
 use crate::steps::discard::discard_release;
 use crate::steps::materialize::materialize;
@@ -269,7 +272,6 @@ fn build_release<'s>(
             &layout.release_path(live_name),
             Some(manifest),
             record.created_ms,
-            plan.policy.build.is_empty(),
         )),
         _ => None,
     };
@@ -348,14 +350,24 @@ fn build_release<'s>(
         })?;
     }
     let privileges = &plan.policy.privileges;
+    // Writable paths are made group-writable in place.
+    own_copies(release_dir, &privileges.writable, &manifest)?;
     privileges.apply(release_dir, &manifest)?;
     check_public(release_dir, plan.policy.public.as_deref())?;
     if let Some(health) = plan.policy.health.as_ref().filter(|h| h.before.is_some()) {
+        // A check reads the release; it writes only where the app may.
+        let confined_to = crate::confine::available().then_some(privileges.writable.as_slice());
+        let confinement = confined_to.map(|writes| Confinement::new(release_dir, writes));
+        let command = health.before.as_deref().unwrap_or_default();
+        own_copies_before(session, command, release_dir, confined_to, &manifest)?;
         session.step(Step::Check, || {
             health
-                .check_release(release_dir, privileges.build_user.as_ref(), &mut |line| {
-                    session.debug(&format!("check | {line}"));
-                })
+                .check_release(
+                    release_dir,
+                    privileges.build_user.as_ref(),
+                    confinement.as_ref(),
+                    &mut |line| session.debug(&format!("check | {line}")),
+                )
                 .map_err(|why| Error::Health(format!("the check before the switch {why}")))
         })?;
     }
