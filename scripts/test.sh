@@ -18,6 +18,10 @@ command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || needed+=(apache2)
 # WordPress (Debian's package) is deployed as a large real app, on MariaDB.
 [ -f /usr/share/wordpress/wp-settings.php ] || needed+=(wordpress)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || needed+=(mariadb-server)
+# MediaWiki (Debian's package) is deployed with its preset and installed by
+# its own installer on SQLite.
+[ -f /usr/share/mediawiki/maintenance/install.php ] || needed+=(mediawiki)
+php -m 2>/dev/null | grep -qx pdo_sqlite || needed+=(php8.2-sqlite3)
 # The agent's dashboard is tested in headless Chromium through ChromeDriver.
 command -v chromium >/dev/null || needed+=(chromium)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)

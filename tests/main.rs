@@ -18,6 +18,7 @@ mod git_sources;
 mod health;
 mod hostile;
 mod incremental;
+mod mediawiki;
 mod modes;
 mod package;
 mod presets;
