@@ -10,6 +10,7 @@ project=$(dirname "$here")
 demo=${ZDEPLOY_DEMO_DIR:-/tmp/zdeploy-demo}
 
 command -v git >/dev/null || { echo "demo: git is required (apt-get install git)" >&2; exit 1; }
+"$project/scripts/build-deps.sh"
 echo "==> building zdeploy"
 cargo build --release --quiet --manifest-path "$project/Cargo.toml"
 zdeploy="$project/target/release/zdeploy"

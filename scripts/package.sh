@@ -14,6 +14,7 @@ if ! command -v musl-gcc >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools
 fi
+./scripts/build-deps.sh
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 arch=$(uname -m)
 musl="$arch-unknown-linux-musl"

@@ -45,6 +45,7 @@ if [ ${#needed[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${needed[@]}"
 fi
+./scripts/build-deps.sh
 # nginx and php-fpm live in /usr/sbin, which a plain user's PATH may lack.
 export PATH="$PATH:/usr/sbin"
 

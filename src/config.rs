@@ -24,6 +24,7 @@ use zdeploy_core::shared::validate_shared_path;
 use zdeploy_core::source::extract::Limits;
 use zdeploy_core::source::{Source, SourceKind};
 
+use crate::fleet::etcd::settings::{EtcdSettings, Membership};
 use crate::units::{parse_duration, parse_size};
 
 pub const DEFAULT_CONTEXT: &str = "ROOT";
@@ -71,8 +72,24 @@ fn usage<T>(message: impl Into<String>) -> Result<T, UsageError> {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     agent: Option<RawAgent>,
+    fleet: Option<Spanned<RawEtcdFleet>>,
     #[serde(default)]
     apps: BTreeMap<String, RawApp>,
+}
+
+/// `[fleet]`: how this agent reaches the fleet's etcd cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcdFleet {
+    etcd: Vec<String>,
+    name: Option<String>,
+    prefix: Option<String>,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    user: Option<String>,
+    password_file: Option<String>,
+    lease_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +139,7 @@ struct RawApp {
     build_user: Option<Spanned<String>>,
     allow_root_build: Option<bool>,
     hosts: Option<Spanned<Vec<String>>>,
+    fleet: Option<Spanned<bool>>,
     strategy: Option<Spanned<String>>,
     stage_timeout: Option<Spanned<String>>,
     parallel: Option<Spanned<i64>>,
@@ -246,6 +264,8 @@ pub struct AppConfig {
     pub automation: Automation,
     /// The hosts that serve the app, when it is a fleet.
     pub fleet: Option<crate::fleet::settings::FleetSettings>,
+    /// Its place in a fleet whose agents agree through etcd.
+    pub membership: Option<Membership>,
     /// The config file the app came from and its text, as read: a fleet's
     /// controller sends it to every host.
     pub file: Option<(PathBuf, String)>,
@@ -396,6 +416,7 @@ pub struct ConfigFile {
     path: PathBuf,
     text: String,
     agent: RawAgent,
+    fleet: Option<Spanned<RawEtcdFleet>>,
     apps: BTreeMap<String, RawApp>,
 }
 
@@ -441,6 +462,7 @@ impl ConfigFile {
             path: path.to_path_buf(),
             text,
             agent: raw.agent.unwrap_or_default(),
+            fleet: raw.fleet,
             apps: raw.apps,
         })
     }
@@ -555,7 +577,150 @@ impl ConfigFile {
             file: Some((&self.path, &self.text)),
             app: Some(&name),
         };
-        resolve(Some(name.clone()), &self.apps[&name], overrides, &origin)
+        let raw = &self.apps[&name];
+        let mut app = resolve(Some(name.clone()), raw, overrides, &origin)?;
+        app.membership = self.membership(raw, &app, &origin)?;
+        Ok(app)
+    }
+
+    /// The line of the file at byte `at`.
+    fn line_of(&self, at: usize) -> usize {
+        self.text[..at.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    /// The app's place in a fleet in etcd: `fleet = true` with the file's
+    /// `[fleet]` table.
+    fn membership(
+        &self,
+        raw: &RawApp,
+        app: &AppConfig,
+        origin: &Origin<'_>,
+    ) -> Result<Option<Membership>, UsageError> {
+        let Some(flag) = raw.fleet.as_ref().filter(|f| *f.get_ref()) else {
+            return Ok(None);
+        };
+        if crate::fleet::remote_command::on_fleet_host() {
+            return Ok(None);
+        }
+        let span = Some(flag.span());
+        let refuse = |message: &str| Err(origin.error("fleet", "fleet", span.clone(), message));
+        if app.fleet.is_some() {
+            return refuse(
+                "an app is deployed over ssh (hosts) or through etcd (fleet = true), not both",
+            );
+        }
+        if !matches!(app.source, Some(Source::Git { .. })) {
+            return refuse(
+                "a fleet in etcd deploys from git: every host fetches the commit the leader chose",
+            );
+        }
+        if !app.policy.zero_downtime {
+            return refuse(
+                "a fleet needs releases to stage and switch together; plain mode (zero_downtime = false) cannot be one",
+            );
+        }
+        let Some(table) = &self.fleet else {
+            return refuse(
+                "fleet = true needs a [fleet] table naming the etcd cluster (etcd = [\"http://…:2379\"])",
+            );
+        };
+        let etcd = self.etcd_settings(table)?;
+        let stage_timeout = match pick(None, &raw.stage_timeout) {
+            None => crate::fleet::settings::DEFAULT_STAGE_TIMEOUT,
+            Some((text, span)) => parse_duration(&text)
+                .map_err(|e| origin.error("stage_timeout", "stage_timeout", span, &e))?,
+        };
+        Ok(Some(Membership {
+            etcd,
+            stage_timeout,
+        }))
+    }
+
+    /// The `[fleet]` table, checked; errors name its line.
+    fn etcd_settings(&self, table: &Spanned<RawEtcdFleet>) -> Result<EtcdSettings, UsageError> {
+        use crate::fleet::etcd::settings as etcd;
+        let raw = table.get_ref();
+        let line = self.line_of(table.span().start);
+        let error = |key: &str, message: String| {
+            UsageError(format!(
+                "{}:{line}: fleet.{key}: {message}",
+                self.path.display()
+            ))
+        };
+        if raw.etcd.is_empty() {
+            return Err(error("etcd", "lists no etcd endpoint".into()));
+        }
+        for endpoint in &raw.etcd {
+            etcd::validate_endpoint(endpoint).map_err(|e| error("etcd", e))?;
+        }
+        let name = match &raw.name {
+            Some(name) => name.clone(),
+            None => etcd::host_name().map_err(|e| error("name", e))?,
+        };
+        etcd::validate_name(&name).map_err(|e| error("name", e))?;
+        let prefix = raw
+            .prefix
+            .clone()
+            .unwrap_or_else(|| etcd::DEFAULT_PREFIX.to_string());
+        etcd::validate_prefix(&prefix).map_err(|e| error("prefix", e))?;
+        let secure = raw.etcd.iter().any(|e| e.starts_with("https://"));
+        let tls = match (&raw.ca_file, &raw.cert_file, &raw.key_file) {
+            (None, None, None) if !secure => None,
+            (None, _, _) => {
+                return Err(error(
+                    "ca_file",
+                    "https endpoints and client certificates need the cluster's CA (ca_file)"
+                        .into(),
+                ));
+            }
+            (Some(ca), None, None) => Some(etcd::TlsFiles {
+                ca: PathBuf::from(ca),
+                identity: None,
+            }),
+            (Some(ca), Some(cert), Some(key)) => Some(etcd::TlsFiles {
+                ca: PathBuf::from(ca),
+                identity: Some((PathBuf::from(cert), PathBuf::from(key))),
+            }),
+            (Some(_), _, _) => {
+                return Err(error(
+                    "cert_file",
+                    "a client certificate needs both cert_file and key_file".into(),
+                ));
+            }
+        };
+        let auth = match (&raw.user, &raw.password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => Some((user.clone(), PathBuf::from(file))),
+            _ => {
+                return Err(error(
+                    "user",
+                    "etcd credentials need both user and password_file".into(),
+                ));
+            }
+        };
+        let lease_ttl = match &raw.lease_ttl {
+            None => etcd::DEFAULT_LEASE_TTL,
+            Some(text) => {
+                let ttl = parse_duration(text).map_err(|e| error("lease_ttl", e))?;
+                if ttl < Duration::from_secs(2) {
+                    return Err(error(
+                        "lease_ttl",
+                        format!(
+                            "'{text}' is too short: at least 2s (etcd's leases count whole seconds)"
+                        ),
+                    ));
+                }
+                ttl
+            }
+        };
+        Ok(EtcdSettings {
+            endpoints: raw.etcd.clone(),
+            name,
+            prefix,
+            tls,
+            auth,
+            lease_ttl,
+        })
     }
 }
 
@@ -769,6 +934,7 @@ fn resolve(
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
         automation,
         fleet: fleet_settings(raw, flags, origin, zero_downtime)?,
+        membership: None,
         file: origin
             .file
             .map(|(path, text)| (path.to_path_buf(), text.to_string())),

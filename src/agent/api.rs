@@ -162,7 +162,46 @@ pub fn summary(app: &App) -> Value {
         "pending": pending.map(|t| t.describe()),
         "poll": app.poll_status(),
         "fleet": config.fleet.as_ref().map(|_| app.fleet_view().lock().expect("fleet view lock").clone()),
+        "etcd_fleet": config.membership.as_ref().map(|_| {
+            let view = app.member_view().lock().expect("member view lock").clone();
+            json!({"ready": view.ready(), "view": view})
+        }),
     })
+}
+
+/// `GET /ready`, for a load balancer's health check: 200 while this host
+/// serves the committed release of every fleet it is a member of (or is
+/// switching to it right now), 503 while it is behind. When etcd cannot be
+/// reached it answers from what it last knew: losing etcd must not take
+/// every host out of rotation.
+pub async fn ready(State(agent): State<SharedAgent>) -> Response {
+    let mut behind = Vec::new();
+    for app in agent.apps() {
+        if app.config().membership.is_none() {
+            continue;
+        }
+        let view = app.member_view().lock().expect("member view lock").clone();
+        if !view.ready() {
+            behind.push(format!(
+                "{}: serves {}, the fleet {}",
+                app.name,
+                view.live.as_deref().unwrap_or("nothing"),
+                view.committed.as_ref().map_or(
+                    "has no committed release yet".to_string(),
+                    |c| format!("committed {}", c.release)
+                )
+            ));
+        }
+    }
+    if behind.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("behind: {}\n", behind.join("; ")),
+        )
+            .into_response()
+    }
 }
 
 pub async fn apps(State(agent): State<SharedAgent>) -> Json<Value> {
@@ -476,6 +515,24 @@ pub async fn rollback(
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
     let body: RollbackBody = parse_body(&body)?;
+    if let Some(membership) = app.config().membership.clone() {
+        // A fleet's rollback is a deploy of the older release, decided by
+        // its leader.
+        refuse_if_stopping(&agent)?;
+        let started = Instant::now();
+        let worker = app.clone();
+        let finished = tokio::task::spawn_blocking(move || {
+            let trigger = super::app::Trigger::new("api rollback");
+            super::member::deploy(&worker, &membership, &trigger, Some(body.release))
+        })
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        report(&agent, &app, "rollback", &finished, started.elapsed());
+        return match &finished.error {
+            None => Ok(Json(json!(finished)).into_response()),
+            Some(why) => Err(error(StatusCode::CONFLICT, why.clone())),
+        };
+    }
     act(agent, app, "rollback", move |app, options, observer| {
         let config = app.config();
         let plan = RollbackPlan {

@@ -144,6 +144,8 @@ pub struct App {
     removed: AtomicBool,
     /// Each host's state, when the app is a fleet.
     fleet: Mutex<super::fleet::FleetView>,
+    /// What this host knows of its fleet in etcd.
+    member: Mutex<crate::fleet::etcd::member::MemberView>,
 }
 
 impl App {
@@ -164,7 +166,12 @@ impl App {
             poll: Mutex::default(),
             removed: AtomicBool::new(false),
             fleet: Mutex::new(fleet),
+            member: Mutex::default(),
         })
+    }
+
+    pub fn member_view(&self) -> &Mutex<crate::fleet::etcd::member::MemberView> {
+        &self.member
     }
 
     pub fn fleet_view(&self) -> &Mutex<super::fleet::FleetView> {

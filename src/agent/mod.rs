@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod fleet;
 mod front;
+pub mod member;
 pub mod metrics;
 pub mod notify;
 pub mod poll;
@@ -176,6 +177,7 @@ fn router(agent: SharedAgent) -> Router {
         .route("/", get(crate::web::dashboard))
         .route("/apps/{app}/panel", get(crate::web::panel))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(api::ready))
         .route("/metrics", get(api::metrics))
         .route("/hooks/{app}", post(webhook::receive))
         .route("/api/apps", get(api::apps))
@@ -198,7 +200,12 @@ fn router(agent: SharedAgent) -> Router {
 
 fn spawn_app_tasks(agent: &SharedAgent, app: &Arc<App>) {
     tokio::spawn(runner::work(agent.clone(), app.clone()));
-    tokio::spawn(poll::poll(agent.clone(), app.clone()));
+    if app.config().membership.is_some() {
+        // The fleet's leader polls for every member.
+        tokio::spawn(member::serve(agent.clone(), app.clone()));
+    } else {
+        tokio::spawn(poll::poll(agent.clone(), app.clone()));
+    }
 }
 
 /// SIGHUP: reread the config; apps added start, apps removed stop (a
@@ -231,8 +238,12 @@ fn reload(agent: &SharedAgent) {
             Some(app) => {
                 let had_interval = app.config().automation.interval.is_some();
                 let has_interval = config.automation.interval.is_some();
+                let had_membership = app.config().membership.is_some();
+                let has_membership = config.membership.is_some();
                 app.replace(config, secret);
-                if has_interval && !had_interval {
+                if has_membership && !had_membership {
+                    tokio::spawn(member::serve(agent.clone(), app.clone()));
+                } else if has_interval && !had_interval && !has_membership {
                     tokio::spawn(poll::poll(agent.clone(), app.clone()));
                 }
             }

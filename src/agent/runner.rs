@@ -126,6 +126,9 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
     if let Some(fleet) = &config.fleet {
         return super::fleet::deploy(app, &config, fleet, trigger.force, &trigger.describe());
     }
+    if let Some(membership) = &config.membership {
+        return super::member::deploy(app, membership, trigger, None);
+    }
     let plan = match config.deploy_plan(trigger.force) {
         Ok(plan) => plan,
         Err(e) => return failed(None, e.0),

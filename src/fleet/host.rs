@@ -1,9 +1,10 @@
-//! A fleet host's part of a deploy (`zdeploy fleet-host`, run by the
-//! controller over ssh): one process that holds the host's lock from stage to
-//! switch and does what the controller orders, composed of the same steps as
-//! a single-host deploy. If the controller goes away (its connection closes,
-//! or no order comes within `stage_timeout`), a staged release is removed; a
-//! switched one stays and the next deploy converges the fleet.
+//! A fleet host's part of a deploy: one run that holds the host's lock from
+//! stage to switch and does what it is ordered, composed of the same steps
+//! as a single-host deploy. The orders come from a controller over ssh
+//! (`zdeploy fleet-host`, reports on stdout) or from the fleet's record in
+//! etcd (the agent's member, reports written back there). If the orders stop
+//! (the connection closes, or none comes within `stage_timeout`), a staged
+//! release is removed; a switched one stays and the fleet converges to it.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -31,12 +32,17 @@ use crate::config::{AppConfig, ConfigFile, ad_hoc};
 use crate::fleet::protocol::{Job, Order, Report};
 use crate::fleet::settings::HostAddress;
 
-/// Reports go to stdout, one line each, from the run and its observer.
-struct Reporter {
+/// Where a host's reports go.
+pub trait Reports: Send + Sync {
+    fn send(&self, report: &Report);
+}
+
+/// Reports to a controller over ssh: stdout, one JSON line each.
+struct StdoutReports {
     out: Mutex<std::io::Stdout>,
 }
 
-impl Reporter {
+impl Reports for StdoutReports {
     fn send(&self, report: &Report) {
         let line = serde_json::to_string(report).expect("reports serialize");
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
@@ -46,7 +52,18 @@ impl Reporter {
     }
 }
 
-impl Observer for Reporter {
+/// The run's steps and log lines, as reports.
+struct Reporter<'a> {
+    sink: &'a dyn Reports,
+}
+
+impl Reporter<'_> {
+    fn send(&self, report: &Report) {
+        self.sink.send(report);
+    }
+}
+
+impl Observer for Reporter<'_> {
     fn step_started(&self, step: Step) {
         self.send(&Report::Step {
             step: step.as_str().into(),
@@ -119,12 +136,19 @@ fn next(orders: &Receiver<Result<Order>>, timeout: Duration) -> Next {
     }
 }
 
+/// `zdeploy fleet-host`: orders on stdin, reports on stdout.
 pub fn serve() -> Result<()> {
-    let reporter = Reporter {
+    let sink = StdoutReports {
         out: Mutex::new(std::io::stdout()),
     };
-    let orders = orders();
-    let result = serve_job(&orders, &reporter);
+    serve_orders(&orders(), &sink)
+}
+
+/// Carry out one job's orders, reporting to `sink`; a failure is reported
+/// too.
+pub fn serve_orders(orders: &Receiver<Result<Order>>, sink: &dyn Reports) -> Result<()> {
+    let reporter = Reporter { sink };
+    let result = serve_job(orders, &reporter);
     if let Err(error) = &result {
         let busy = error
             .downcast_ref::<zdeploy_core::Error>()
@@ -137,7 +161,7 @@ pub fn serve() -> Result<()> {
     result
 }
 
-fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter) -> Result<()> {
+fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter<'_>) -> Result<()> {
     let job = match next(orders, Duration::from_secs(60)) {
         Next::Order(Order::Open(job)) => job,
         Next::Order(other) => bail!("expected an open order first, got {other:?}"),
@@ -237,7 +261,7 @@ fn run(
     app: &AppConfig,
     job: &Job,
     orders: &Receiver<Result<Order>>,
-    reporter: &Reporter,
+    reporter: &Reporter<'_>,
 ) -> Result<DeployResult> {
     let layout = session.layout;
     let policy = &app.policy;
@@ -394,7 +418,7 @@ fn stage_target<'s>(
 fn follow_along(
     session: &Session<'_>,
     orders: &Receiver<Result<Order>>,
-    reporter: &Reporter,
+    reporter: &Reporter<'_>,
     timeout: Duration,
     release: String,
 ) -> Result<DeployResult> {

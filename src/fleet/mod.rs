@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod controller;
+pub mod etcd;
 pub mod host;
 pub mod install;
 pub mod parallel;

@@ -34,7 +34,7 @@ pub enum Order {
 }
 
 /// Everything a host needs to run its part, so it needs no config of its own.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     /// The controller's config file and its text (absent ad hoc).
     pub config: Option<(String, String)>,
@@ -64,7 +64,7 @@ impl Order {
 }
 
 /// Host to controller.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Report {
     Opened {

@@ -22,10 +22,20 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolved> {
     let layout = session.layout;
     match &plan.source {
-        Source::Git { .. } if plan.commit.is_some() => {
+        Source::Git { url } if plan.commit.is_some() => {
             let commit = plan.commit.clone().expect("matched on it");
             let shown = plan.source.shown();
-            let found = git::resolve(&layout.mirror_path(), &commit, &shown)?;
+            let mirror = layout.mirror_path();
+            // A controller pushes the commit's objects first; an agent of a
+            // fleet in etcd fetches them itself.
+            let found = match git::resolve(&mirror, &commit, &shown) {
+                Ok(found) if found == commit => found,
+                _ => {
+                    session.info(&format!("fetching {shown} for commit {}", short(&commit)));
+                    git::fetch(&mirror, url, &shown)?;
+                    git::resolve(&mirror, &commit, &shown)?
+                }
+            };
             if found != commit {
                 return Err(Error::Source(format!(
                     "commit {commit} is not in {}",
@@ -34,7 +44,7 @@ pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolv
             }
             let message = git::describe(&layout.mirror_path(), &commit);
             session.info(&format!(
-                "deploying commit {} {} sent by the fleet's controller",
+                "deploying commit {} {} chosen for the fleet",
                 short(&commit),
                 message.as_deref().unwrap_or("")
             ));

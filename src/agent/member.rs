@@ -1,0 +1,169 @@
+//! The agent's part in a fleet whose agents agree through etcd, per app:
+//! connect, register this host under a lease, and follow the fleet (and
+//! campaign to lead it) while the lease holds; when it is lost, register
+//! again. What it last knew stays in the app's member view, so `/ready` and
+//! the dashboard keep answering while etcd cannot be reached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use zdeploy_core::history::now_ms;
+
+use super::SharedAgent;
+use super::app::{App, Event, Trigger};
+use super::runner::{Finished, failed};
+use crate::fleet::etcd::leader::Leader;
+use crate::fleet::etcd::member::Member;
+use crate::fleet::etcd::records::TriggerRecord;
+use crate::fleet::etcd::request::{ask, trigger_id};
+use crate::fleet::etcd::settings::Membership;
+use crate::fleet::etcd::store::Store;
+
+/// What a member's registration says of it.
+#[derive(Serialize)]
+struct Registration {
+    version: &'static str,
+    started_ms: i64,
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Take part in the app's fleet until the agent stops or the app leaves
+/// the config.
+pub async fn serve(agent: SharedAgent, app: Arc<App>) {
+    let started_ms = now_ms();
+    let mut retry = RETRY_FIRST;
+    loop {
+        if app.is_removed() || agent.is_stopping() {
+            return;
+        }
+        let config = app.config();
+        let Some(membership) = config.membership.clone() else {
+            return;
+        };
+        let log = |level: &str, message: &str| log(&app, level, message);
+        let epoch = async {
+            let store = Store::connect(&membership.etcd, &app.name).await?;
+            let ttl = membership.etcd.lease_ttl;
+            let lease = store.grant(ttl).await?;
+            let registration = Registration {
+                version: env!("CARGO_PKG_VERSION"),
+                started_ms,
+            };
+            store
+                .put(&store.keys.member(&store.name), &registration, Some(lease))
+                .await?;
+            retry = RETRY_FIRST;
+            app.member_view()
+                .lock()
+                .expect("member view lock")
+                .connected = true;
+            tracing::info!(app = %app.name, member = %store.name, "joined the fleet");
+            let member = Member {
+                store: &store,
+                lease,
+                config: config.clone(),
+                membership: &membership,
+                view: app.member_view(),
+                log: &log,
+            };
+            let leader = Leader {
+                store: &store,
+                lease,
+                config: config.clone(),
+                membership: &membership,
+                view: app.member_view(),
+                log: &log,
+            };
+            let ended: Result<()> = tokio::select! {
+                why = store.keep_alive(lease, ttl) => Err(why),
+                () = member.follow() => Ok(()),
+                () = leader.serve() => Ok(()),
+                () = agent.stopped() => {
+                    // Leave at once: no deploy waits for this host, and
+                    // another agent may lead.
+                    store.revoke(lease).await;
+                    Ok(())
+                }
+            };
+            ended
+        };
+        if let Err(e) = epoch.await {
+            let error = format!("{e:#}");
+            tracing::warn!(app = %app.name, %error, "etcd: registering again");
+            let mut view = app.member_view().lock().expect("member view lock");
+            view.connected = false;
+            view.error = Some(error);
+        }
+        if !agent.sleep(retry).await {
+            return;
+        }
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// A member's line, in the app's event stream and the agent's log.
+fn log(app: &App, level: &str, message: &str) {
+    match level {
+        "warn" | "error" => tracing::warn!(app = %app.name, "{message}"),
+        _ => tracing::info!(app = %app.name, "{message}"),
+    }
+    app.emit(Event::Log {
+        deployment: 0,
+        seq: 0,
+        at_ms: now_ms(),
+        level: level.to_string(),
+        message: message.to_string(),
+    });
+}
+
+/// A trigger of the app's queue, handed to the fleet's leader: its outcome
+/// is the run's.
+pub fn deploy(
+    app: &App,
+    membership: &Membership,
+    trigger: &Trigger,
+    rollback: Option<Option<String>>,
+) -> Finished {
+    let request = TriggerRecord {
+        id: trigger_id(&membership.etcd.name),
+        trigger: format!("{} on {}", trigger.source, membership.etcd.name),
+        force: trigger.force,
+        commit: trigger.commit.clone(),
+        rollback: rollback.is_some(),
+        release: rollback.flatten(),
+        at_ms: now_ms(),
+    };
+    // The stage timeout bounds a deploy; the rest is the switch and a
+    // leader that may still have to be elected.
+    let wait = membership.stage_timeout + Duration::from_secs(300);
+    let asked = async {
+        let store = Store::connect(&membership.etcd, &app.name).await?;
+        ask(&store, &request, wait, &|why| log(app, "info", why)).await
+    };
+    // On the worker's blocking thread.
+    match tokio::runtime::Handle::current().block_on(asked) {
+        Ok(outcome) if matches!(outcome.outcome.as_str(), "deployed" | "unchanged") => Finished {
+            deployment: None,
+            outcome: if outcome.outcome == "unchanged" {
+                "unchanged"
+            } else {
+                "success"
+            }
+            .into(),
+            release: outcome.release,
+            commit: outcome.commit,
+            error: None,
+        },
+        Ok(outcome) => failed(
+            None,
+            outcome
+                .error
+                .unwrap_or_else(|| format!("the fleet's deploy ended {}", outcome.outcome)),
+        ),
+        Err(e) => failed(None, format!("{e:#}")),
+    }
+}

@@ -1,0 +1,521 @@
+//! One host's agent as a member of a fleet in etcd: it follows the fleet's
+//! deploy record and committed release, and runs the same host steps an ssh
+//! controller orders (src/fleet/host.rs), with the orders taken from the
+//! record: stage when a deploy names it, switch as soon as commit is
+//! recorded, remove the staged release on abort. Whenever it serves
+//! something other than the committed release and nothing is being decided
+//! for it (it started, restarted, was cut off, or joined late), it converges
+//! on its own, carrying its user content, before it reports ready.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use serde::Serialize;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use zdeploy_core::history::now_ms;
+use zdeploy_core::switch::read_live;
+
+use super::decision::{ready, skew_ms};
+use super::records::{Committed, DeployRecord, HostState, HostStatus, Phase, StageReport};
+use super::settings::Membership;
+use super::store::Store;
+use crate::config::{AppConfig, Overrides};
+use crate::fleet::host::{Reports, serve_orders};
+use crate::fleet::protocol::{Job, Order, Report};
+
+/// How long a member waits before trying again to converge after a failure.
+const CONVERGE_RETRY: Duration = Duration::from_secs(10);
+/// How often a member looks again when nothing changed (a safety net under
+/// the watch).
+const RECHECK: Duration = Duration::from_secs(5);
+/// A run that finds the context locked (the CLI deploying by hand) is
+/// tried again after this.
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What this host's agent knows of its fleet: for `/ready`, the API, the
+/// dashboard and metrics. Kept when etcd cannot be reached, so the host
+/// keeps answering from what it last knew.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemberView {
+    pub name: String,
+    pub connected: bool,
+    /// The fleet's record was read at least once since the agent started:
+    /// until then this host cannot know it is not behind.
+    pub known: bool,
+    /// Why etcd cannot be reached, or the last thing that went wrong.
+    pub error: Option<String>,
+    pub leader: Option<String>,
+    pub committed: Option<Committed>,
+    pub live: Option<String>,
+    pub state: Option<HostState>,
+    /// The committed release this host is switching to right now.
+    pub switching_to: Option<String>,
+    /// The fleet as last read: the members alive, each host's status, the
+    /// last deploy and its switch's skew.
+    pub members: Vec<String>,
+    pub hosts: BTreeMap<String, HostStatus>,
+    pub deploy: Option<DeployRecord>,
+    pub skew_ms: Option<i64>,
+}
+
+impl MemberView {
+    pub fn ready(&self) -> bool {
+        self.known
+            && ready(
+                self.live.as_deref(),
+                self.committed.as_ref(),
+                self.switching_to.as_deref(),
+            )
+    }
+}
+
+/// Where a member's runs report, and who it tells.
+pub struct Member<'a> {
+    pub store: &'a Store,
+    pub lease: i64,
+    pub config: Arc<AppConfig>,
+    pub membership: &'a Membership,
+    pub view: &'a Mutex<MemberView>,
+    /// Each line a run logs, for the agent's event stream.
+    pub log: &'a (dyn Fn(&str, &str) + Sync),
+}
+
+impl Member<'_> {
+    fn update(&self, change: impl FnOnce(&mut MemberView)) {
+        change(&mut self.view.lock().expect("member view lock"));
+    }
+
+    fn live(&self) -> Option<String> {
+        let layout = &self.config.layout;
+        read_live(layout)
+            .ok()
+            .and_then(|live| live.record_name(layout).map(str::to_string))
+    }
+
+    /// Tell the fleet what this host does now.
+    async fn status(&self, state: HostState, switched: Option<(u64, i64)>, error: Option<String>) {
+        let live = self.live();
+        self.update(|view| {
+            view.live = live.clone();
+            view.state = Some(state);
+            if let Some(error) = &error {
+                view.error = Some(error.clone());
+            }
+        });
+        let old = self
+            .store
+            .get::<HostStatus>(&self.store.keys.status(&self.store.name))
+            .await
+            .ok()
+            .flatten()
+            .map(|(s, _)| s);
+        let status = HostStatus {
+            state,
+            live,
+            switched: switched.or(old.and_then(|s| s.switched)),
+            error,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self
+            .store
+            .put(
+                &self.store.keys.status(&self.store.name),
+                &status,
+                Some(self.lease),
+            )
+            .await
+        {
+            self.update(|v| v.error = Some(format!("{e:#}")));
+        }
+    }
+
+    /// Follow the fleet until this future is dropped (the lease was lost or
+    /// the agent stops).
+    pub async fn follow(&self) {
+        let mut handled: u64 = 0;
+        let mut retry_at: Option<Instant> = None;
+        let mut changes = None;
+        loop {
+            if changes.is_none() {
+                changes = self
+                    .store
+                    .watch(&self.store.keys.deploy(), false)
+                    .await
+                    .ok();
+                if let Some(stream) = changes.as_mut() {
+                    let _ = stream.watch(self.store.keys.committed(), None).await;
+                }
+            }
+            match self.look(&mut handled, &mut retry_at).await {
+                Ok(()) => self.update(|v| {
+                    v.connected = true;
+                }),
+                Err(e) => self.update(|v| {
+                    v.connected = false;
+                    v.error = Some(format!("{e:#}"));
+                }),
+            }
+            // Wake on a change of the deploy or the committed release, or
+            // look again after a while.
+            let woke = match changes.as_mut() {
+                Some(stream) => tokio::time::timeout(RECHECK, stream.message()).await,
+                None => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if matches!(woke, Ok(Err(_)) | Ok(Ok(None))) {
+                changes = None;
+            }
+        }
+    }
+
+    /// One look at the fleet's record: take part in a deploy that names
+    /// this host, or converge to the committed release.
+    async fn look(&self, handled: &mut u64, retry_at: &mut Option<Instant>) -> Result<()> {
+        let keys = &self.store.keys;
+        let deploy = self
+            .store
+            .get::<DeployRecord>(&keys.deploy())
+            .await?
+            .map(|(d, _)| d);
+        let committed = self
+            .store
+            .get::<Committed>(&keys.committed())
+            .await?
+            .map(|(c, _)| c);
+        let leader = self.store.leader().await?;
+        let members = self.store.names(&keys.members()).await?;
+        let hosts: BTreeMap<String, HostStatus> = self
+            .store
+            .list(&keys.statuses())
+            .await?
+            .into_iter()
+            .collect();
+        self.update(|v| {
+            v.name = self.store.name.clone();
+            v.known = true;
+            v.committed = committed.clone();
+            v.leader = leader;
+            v.error = None;
+            v.members = members;
+            v.skew_ms = committed.as_ref().and_then(|c| skew_ms(&hosts, c.deploy));
+            v.hosts = hosts;
+            v.deploy = deploy.clone();
+        });
+        if let Some(deploy) = deploy.filter(|d| {
+            d.phase == Phase::Staging && d.id > *handled && d.members.contains(&self.store.name)
+        }) {
+            *handled = deploy.id;
+            return self.take_part(&deploy).await;
+        }
+        let live = self.live();
+        self.update(|v| v.live = live.clone());
+        let Some(committed) = committed else {
+            return Ok(());
+        };
+        if live.as_deref() == Some(committed.release.as_str()) {
+            *retry_at = None;
+            if self.view.lock().expect("member view lock").state != Some(HostState::Ready) {
+                self.status(HostState::Ready, None, None).await;
+            }
+            return Ok(());
+        }
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(());
+        }
+        match self.converge(&committed).await {
+            Ok(()) => {
+                *retry_at = None;
+                self.status(HostState::Ready, None, None).await;
+            }
+            Err(e) => {
+                *retry_at = Some(Instant::now() + CONVERGE_RETRY);
+                let error = format!("cannot converge to {}: {e:#}", committed.release);
+                (self.log)("warn", &error);
+                self.status(HostState::Behind, None, Some(error)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn job(&self, rollback: bool, trigger: String) -> Job {
+        Job {
+            config: self
+                .config
+                .file
+                .as_ref()
+                .map(|(path, text)| (path.display().to_string(), text.clone())),
+            app: self.config.name.clone(),
+            overrides: Overrides::default(),
+            rollback,
+            stage_timeout_secs: self.membership.stage_timeout.as_secs().max(1),
+            host: self.store.name.clone(),
+            trigger,
+        }
+    }
+
+    /// Stage a deploy that names this host, report, and do what the leader
+    /// decides.
+    async fn take_part(&self, deploy: &DeployRecord) -> Result<()> {
+        let keys = &self.store.keys;
+        let started = Instant::now();
+        self.status(HostState::Staging, None, None).await;
+        let job = self.job(
+            deploy.rollback,
+            format!("fleet deploy #{} ({})", deploy.id, deploy.trigger),
+        );
+        let mut run = match self.stage(job, &deploy.release, &deploy.commit).await {
+            Ok(run) => run,
+            Err(e) => {
+                let report = StageReport::Failed {
+                    error: format!("{e:#}"),
+                };
+                self.store
+                    .put(
+                        &keys.stage_report(deploy.id, &self.store.name),
+                        &report,
+                        Some(self.lease),
+                    )
+                    .await?;
+                self.status(HostState::Behind, None, Some(format!("{e:#}")))
+                    .await;
+                return Ok(());
+            }
+        };
+        self.store
+            .put(
+                &keys.stage_report(deploy.id, &self.store.name),
+                &StageReport::Staged,
+                Some(self.lease),
+            )
+            .await?;
+        self.status(HostState::Staged, None, None).await;
+        let deadline = started + self.membership.stage_timeout;
+        let decided = self.decision(deploy.id, deadline).await;
+        match decided {
+            Some(record) if record.phase == Phase::Commit => {
+                self.update(|v| v.switching_to = Some(record.release.clone()));
+                let switched = run.switch(self).await;
+                self.update(|v| v.switching_to = None);
+                match switched {
+                    Ok(at_ms) => {
+                        self.status(HostState::Ready, Some((deploy.id, at_ms)), None)
+                            .await
+                    }
+                    Err(e) => {
+                        self.status(HostState::Behind, None, Some(format!("{e:#}")))
+                            .await
+                    }
+                }
+            }
+            Some(record) => {
+                let why = record.why.unwrap_or_else(|| "aborted by the leader".into());
+                run.order(Order::Abort { why });
+                let _ = run.finish(self).await;
+                self.status(HostState::Ready, None, None).await;
+            }
+            None => {
+                // No word in time (etcd unreachable, or no leader): the run
+                // removes its staged release; the host converges later.
+                drop(run.orders);
+                let _ = run.done.await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The decided record of deploy `id`, or `None` if none came by
+    /// `deadline`.
+    async fn decision(&self, id: u64, deadline: Instant) -> Option<DeployRecord> {
+        let key = self.store.keys.deploy();
+        let mut changes = self.store.watch(&key, false).await.ok();
+        loop {
+            if let Ok(Some((record, _))) = self.store.get::<DeployRecord>(&key).await {
+                if record.id != id {
+                    // A newer deploy: this one was decided without us seeing it.
+                    return self
+                        .store
+                        .get::<Committed>(&self.store.keys.committed())
+                        .await
+                        .ok()
+                        .flatten()
+                        .filter(|(c, _)| c.deploy == id)
+                        .map(|_| DeployRecord {
+                            phase: Phase::Commit,
+                            ..record
+                        });
+                }
+                if record.phase != Phase::Staging {
+                    return Some(record);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let wait = left.min(Duration::from_millis(500));
+            match changes.as_mut() {
+                Some(stream) => {
+                    if let Ok(Err(_) | Ok(None)) =
+                        tokio::time::timeout(wait, stream.message()).await
+                    {
+                        changes = self.store.watch(&key, false).await.ok();
+                    }
+                }
+                None => {
+                    tokio::time::sleep(wait).await;
+                    changes = self.store.watch(&key, false).await.ok();
+                }
+            }
+        }
+    }
+
+    /// Start a host run and stage `release` in it (retried while the
+    /// context is locked by someone else).
+    async fn stage(&self, job: Job, release: &str, commit: &str) -> Result<HostRun> {
+        loop {
+            let mut run = HostRun::start(job.clone());
+            let staged = async {
+                run.until(self, |r| matches!(r, Report::Opened { .. }))
+                    .await?;
+                run.order(Order::Stage {
+                    release: release.to_string(),
+                    commit: Some(commit.to_string()),
+                    archive: None,
+                });
+                run.until(self, |r| matches!(r, Report::Staged { .. }))
+                    .await
+            }
+            .await;
+            match staged {
+                Ok(_) => return Ok(run),
+                Err(e) if run.busy => {
+                    (self.log)(
+                        "info",
+                        &format!("the context is locked; trying again ({e:#})"),
+                    );
+                    let _ = run.done.await;
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(e) => {
+                    drop(run.orders);
+                    let _ = run.done.await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Serve the committed release: stage and switch on its own.
+    async fn converge(&self, committed: &Committed) -> Result<()> {
+        self.status(HostState::CatchingUp, None, None).await;
+        (self.log)(
+            "info",
+            &format!(
+                "catching up to the fleet's {} (deploy #{})",
+                committed.release, committed.deploy
+            ),
+        );
+        let job = self.job(false, format!("fleet catch-up to #{}", committed.deploy));
+        let mut run = self
+            .stage(job, &committed.release, &committed.commit)
+            .await?;
+        self.update(|v| v.switching_to = Some(committed.release.clone()));
+        let switched = run.switch(self).await;
+        self.update(|v| v.switching_to = None);
+        switched.map(|_| ())
+    }
+}
+
+/// Reports of a host run, handed to the member's async side.
+struct ChannelReports(UnboundedSender<Report>);
+
+impl Reports for ChannelReports {
+    fn send(&self, report: &Report) {
+        let _ = self.0.send(report.clone());
+    }
+}
+
+/// A host run on a blocking thread, driven by orders.
+struct HostRun {
+    orders: std::sync::mpsc::Sender<Result<Order>>,
+    reports: UnboundedReceiver<Report>,
+    done: tokio::task::JoinHandle<Result<()>>,
+    /// It failed because another run held the context's lock.
+    busy: bool,
+}
+
+impl HostRun {
+    fn start(job: Job) -> HostRun {
+        let (orders, receiver) = std::sync::mpsc::channel();
+        let (sender, reports) = unbounded_channel();
+        let done =
+            tokio::task::spawn_blocking(move || serve_orders(&receiver, &ChannelReports(sender)));
+        let _ = orders.send(Ok(Order::Open(Box::new(job))));
+        HostRun {
+            orders,
+            reports,
+            done,
+            busy: false,
+        }
+    }
+
+    fn order(&self, order: Order) {
+        let _ = self.orders.send(Ok(order));
+    }
+
+    /// The next report `wanted` takes, logging the rest; an error if the
+    /// run failed or ended first.
+    async fn until(
+        &mut self,
+        member: &Member<'_>,
+        wanted: impl Fn(&Report) -> bool,
+    ) -> Result<Report> {
+        while let Some(report) = self.reports.recv().await {
+            match &report {
+                _ if wanted(&report) => return Ok(report),
+                Report::Log { level, message } => (member.log)(level, message),
+                Report::Failed { error, busy } => {
+                    self.busy = *busy;
+                    bail!("{error}");
+                }
+                Report::Done { .. } => bail!("the run ended early"),
+                _ => {}
+            }
+        }
+        Err(anyhow!("the run ended without a word"))
+    }
+
+    /// Sync, switch, finish: the switch's time, once the run is done.
+    async fn switch(&mut self, member: &Member<'_>) -> Result<i64> {
+        self.order(Order::Sync);
+        self.until(member, |r| matches!(r, Report::Synced)).await?;
+        self.order(Order::Switch);
+        let Report::Switched { at_ms } = self
+            .until(member, |r| matches!(r, Report::Switched { .. }))
+            .await?
+        else {
+            unreachable!("until returns what it waited for");
+        };
+        self.order(Order::Finish);
+        self.until(member, |r| matches!(r, Report::Done { .. }))
+            .await?;
+        Ok(at_ms)
+    }
+
+    /// Wait for the run to end, logging what it says.
+    async fn finish(mut self, member: &Member<'_>) -> Result<()> {
+        let _ = self
+            .until(member, |r| {
+                matches!(r, Report::Done { .. } | Report::Aborted)
+            })
+            .await;
+        drop(self.orders);
+        self.done
+            .await
+            .map_err(|e| anyhow!("the run panicked: {e}"))?
+    }
+}

@@ -1,0 +1,280 @@
+//! The fleet's records in etcd, through the etcd-client crate: connecting
+//! with the `[fleet]` table's TLS and credentials, JSON records read and
+//! written, a lease that keeps this host registered, the leader's key taken
+//! under that lease, writes only a leader whose lease still holds that key
+//! can make, and notice of changes under a key.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::keys::Keys;
+use super::settings::EtcdSettings;
+
+/// How long one request may take: without quorum a request fails in this
+/// time (and says so) rather than hanging.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    pub keys: Keys,
+    /// This host's name among the members.
+    pub name: String,
+}
+
+impl Store {
+    /// Connect to the cluster for `app`'s fleet.
+    pub async fn connect(settings: &EtcdSettings, app: &str) -> Result<Store> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if let Some(tls) = &settings.tls {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).with_context(|| format!("read {}", path.display()))
+            };
+            let mut tls_options =
+                TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+            if let Some((cert, key)) = &tls.identity {
+                tls_options = tls_options.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls_options);
+        }
+        if let Some((user, file)) = &settings.auth {
+            let password = std::fs::read_to_string(file)
+                .with_context(|| format!("read the etcd password from {}", file.display()))?;
+            options = options.with_user(user.clone(), password.trim().to_string());
+        }
+        let client = Client::connect(&settings.endpoints, Some(options))
+            .await
+            .with_context(|| format!("cannot reach etcd at {}", settings.endpoints.join(", ")))?;
+        Ok(Store {
+            client,
+            keys: Keys::new(&settings.prefix, app),
+            name: settings.name.clone(),
+        })
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The record at `key` and its modification revision.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, i64)>> {
+        let response = self
+            .client()
+            .get(key, None)
+            .await
+            .with_context(|| format!("read {key} from etcd"))?;
+        match response.kvs().first() {
+            None => Ok(None),
+            Some(kv) => {
+                let value = serde_json::from_slice(kv.value())
+                    .with_context(|| format!("{key} in etcd holds no record zdeploy wrote"))?;
+                Ok(Some((value, kv.mod_revision())))
+            }
+        }
+    }
+
+    /// Every record under `prefix`, by the rest of its key; records that do
+    /// not parse are skipped (another version's, say).
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>> {
+        let response = self
+            .client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .with_context(|| format!("list {prefix} in etcd"))?;
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let name = Keys::name_in(kv.key(), prefix)?;
+                let value = serde_json::from_slice(kv.value()).ok()?;
+                Some((name, value))
+            })
+            .collect())
+    }
+
+    /// The keys under `prefix`, by the rest of their key (values unread).
+    pub async fn names(&self, prefix: &str) -> Result<Vec<String>> {
+        let response = self
+            .client()
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .with_context(|| format!("list {prefix} in etcd"))?;
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| Keys::name_in(kv.key(), prefix))
+            .collect())
+    }
+
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T, lease: Option<i64>) -> Result<()> {
+        let options = lease.map(|id| PutOptions::new().with_lease(id));
+        self.client()
+            .put(key, json(value), options)
+            .await
+            .with_context(|| format!("write {key} to etcd"))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str, prefix: bool) -> Result<()> {
+        let options = prefix.then(|| etcd_client::DeleteOptions::new().with_prefix());
+        self.client()
+            .delete(key, options)
+            .await
+            .with_context(|| format!("delete {key} in etcd"))?;
+        Ok(())
+    }
+
+    /// A lease of `ttl` seconds.
+    pub async fn grant(&self, ttl: Duration) -> Result<i64> {
+        let response = self
+            .client()
+            .lease_grant(ttl.as_secs().max(1) as i64, None)
+            .await
+            .context("take a lease in etcd")?;
+        Ok(response.id())
+    }
+
+    /// Keep `lease` alive until it cannot be: returns why it ended (it
+    /// expired, or no keepalive got through for a whole `ttl`). A stream
+    /// broken by one etcd member going away is opened again (the client
+    /// picks another member).
+    pub async fn keep_alive(&self, lease: i64, ttl: Duration) -> anyhow::Error {
+        let every = (ttl / 3).max(Duration::from_millis(500));
+        let mut last_ok = tokio::time::Instant::now();
+        let mut why = anyhow!("the lease could not be kept alive");
+        loop {
+            if last_ok.elapsed() >= ttl {
+                return why.context(format!("no keepalive got through for {}s", ttl.as_secs()));
+            }
+            let kept = async {
+                let (mut keeper, mut stream) = self.client().lease_keep_alive(lease).await?;
+                loop {
+                    keeper.keep_alive().await?;
+                    match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
+                        Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                            last_ok = tokio::time::Instant::now();
+                        }
+                        Ok(Ok(Some(_))) => return Ok::<bool, etcd_client::Error>(false),
+                        Ok(Ok(None)) => return Ok(true),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Ok(true),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }
+            .await;
+            match kept {
+                Ok(false) => return anyhow!("the lease expired"),
+                Ok(true) => why = anyhow!("etcd stopped answering keepalives"),
+                Err(e) => why = anyhow!(e).context("keep the lease alive"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn revoke(&self, lease: i64) {
+        let _ = self.client().lease_revoke(lease).await;
+    }
+
+    /// Take the leader's key under `lease` if nobody holds it; true when
+    /// this host leads (now, or already under this lease).
+    pub async fn campaign(&self, lease: i64) -> Result<bool> {
+        let key = self.keys.leader();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                self.name.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let response = self
+            .client()
+            .txn(txn)
+            .await
+            .context("campaign for leader")?;
+        if response.succeeded() {
+            return Ok(true);
+        }
+        let holder = response.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        });
+        Ok(holder == Some(lease))
+    }
+
+    /// The leader's name, if there is one.
+    pub async fn leader(&self) -> Result<Option<String>> {
+        let response = self
+            .client()
+            .get(self.keys.leader(), None)
+            .await
+            .context("read the leader from etcd")?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Write `puts` (each under its lease, if any) and `deletes` (a key,
+    /// or every key under it) at once, only while `lease` holds the
+    /// leader's key: a leader that lost it (its lease expired, someone else
+    /// leads) changes nothing. False when it was not the leader.
+    pub async fn as_leader(
+        &self,
+        lease: i64,
+        puts: Vec<(String, Vec<u8>, Option<i64>)>,
+        deletes: Vec<(String, bool)>,
+    ) -> Result<bool> {
+        let mut ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(key, value, lease)| {
+                TxnOp::put(key, value, lease.map(|id| PutOptions::new().with_lease(id)))
+            })
+            .collect();
+        ops.extend(deletes.into_iter().map(|(key, prefix)| {
+            TxnOp::delete(
+                key,
+                prefix.then(|| etcd_client::DeleteOptions::new().with_prefix()),
+            )
+        }));
+        let txn = Txn::new()
+            .when([Compare::lease(
+                self.keys.leader().as_str(),
+                CompareOp::Equal,
+                lease,
+            )])
+            .and_then(ops);
+        let response = self.client().txn(txn).await.context("write as leader")?;
+        Ok(response.succeeded())
+    }
+
+    /// A stream of changes at `key` (or under it, with `prefix`).
+    pub async fn watch(&self, key: &str, prefix: bool) -> Result<WatchStream> {
+        let options = prefix.then(|| WatchOptions::new().with_prefix());
+        self.client()
+            .watch(key, options)
+            .await
+            .with_context(|| format!("watch {key} in etcd"))
+    }
+}
+
+/// A record as etcd stores it.
+pub fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize")
+}
