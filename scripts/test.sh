@@ -30,6 +30,11 @@ command -v chromedriver >/dev/null || needed+=(chromium-driver)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || needed+=(iproute2)
 command -v ssh >/dev/null || needed+=(openssh-client)
 [ -x /usr/sbin/sshd ] || needed+=(openssh-server)
+# Fleets whose agents agree through etcd: a real etcd cluster (etcdctl to
+# read it), with HAProxy in front checking each host's /ready.
+command -v etcd >/dev/null || needed+=(etcd-server)
+command -v etcdctl >/dev/null || needed+=(etcd-client)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || needed+=(haproxy)
 # The .deb is installed into a fresh Debian made by debootstrap, and its
 # unit checked with systemd-analyze (scripts/package.sh installs what the
 # build itself needs).

@@ -11,6 +11,7 @@ mod concurrency;
 mod config;
 mod crash;
 mod dashboard;
+mod etcd_fleet;
 mod faults;
 mod fleet;
 mod flood;

@@ -180,6 +180,7 @@ pub async fn ready(State(agent): State<SharedAgent>) -> Response {
         if app.config().membership.is_none() {
             continue;
         }
+        super::member::refresh_for_ready(&app).await;
         let view = app.member_view().lock().expect("member view lock").clone();
         if !view.ready() {
             behind.push(format!(

@@ -146,6 +146,8 @@ pub struct App {
     fleet: Mutex<super::fleet::FleetView>,
     /// What this host knows of its fleet in etcd.
     member: Mutex<crate::fleet::etcd::member::MemberView>,
+    /// Its client of the fleet's etcd, once connected.
+    etcd: Mutex<Option<crate::fleet::etcd::store::Store>>,
 }
 
 impl App {
@@ -167,7 +169,12 @@ impl App {
             removed: AtomicBool::new(false),
             fleet: Mutex::new(fleet),
             member: Mutex::default(),
+            etcd: Mutex::default(),
         })
+    }
+
+    pub fn etcd(&self) -> &Mutex<Option<crate::fleet::etcd::store::Store>> {
+        &self.etcd
     }
 
     pub fn member_view(&self) -> &Mutex<crate::fleet::etcd::member::MemberView> {

@@ -28,8 +28,10 @@ struct Registration {
     started_ms: i64,
 }
 
+/// A host that lost etcd tries again this often, so that it catches up
+/// soon after its link is back.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Take part in the app's fleet until the agent stops or the app leaves
 /// the config.
@@ -61,6 +63,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 .lock()
                 .expect("member view lock")
                 .connected = true;
+            *app.etcd().lock().expect("etcd client lock") = Some(store.clone());
             tracing::info!(app = %app.name, member = %store.name, "joined the fleet");
             let member = Member {
                 store: &store,
@@ -78,8 +81,16 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 view: app.member_view(),
                 log: &log,
             };
+            // The lease holds a TTL past each keepalive etcd answered.
+            let kept = || {
+                app.member_view()
+                    .lock()
+                    .expect("member view lock")
+                    .lease_until = Some(std::time::Instant::now() + ttl);
+            };
+            kept();
             let ended: Result<()> = tokio::select! {
-                why = store.keep_alive(lease, ttl) => Err(why),
+                why = store.keep_alive(lease, ttl, &kept) => Err(why),
                 () = member.follow() => Ok(()),
                 () = leader.serve() => Ok(()),
                 () = agent.stopped() => {
@@ -102,6 +113,43 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
             return;
         }
         retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// How long `/ready` may spend asking etcd itself.
+const READY_CHECK: Duration = Duration::from_millis(500);
+/// A record read this recently is fresh enough for `/ready`.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// Before `/ready` answers from the member view, read the committed
+/// release afresh if the view is older than a second: a host whose link
+/// just came back must not answer from what it knew before it was cut off
+/// (the fleet may have moved on without it). When etcd cannot answer (no
+/// quorum, or unreachable), what it last knew stands: losing etcd must not
+/// take every host out of rotation.
+pub async fn refresh_for_ready(app: &App) {
+    let Some(membership) = app.config().membership.clone() else {
+        return;
+    };
+    let read_at = app.member_view().lock().expect("member view lock").read_at;
+    if read_at.is_some_and(|at| at.elapsed() < FRESH) {
+        return;
+    }
+    let cached = app.etcd().lock().expect("etcd client lock").clone();
+    let read = async {
+        let store = match cached {
+            Some(store) => store,
+            None => Store::connect(&membership.etcd, &app.name).await?,
+        };
+        store
+            .get::<crate::fleet::etcd::records::Committed>(&store.keys.committed())
+            .await
+    };
+    if let Ok(Ok(committed)) = tokio::time::timeout(READY_CHECK, read).await {
+        let mut view = app.member_view().lock().expect("member view lock");
+        view.committed = committed.map(|(c, _)| c);
+        view.known = true;
+        view.read_at = Some(std::time::Instant::now());
     }
 }
 

@@ -383,12 +383,21 @@ fn stage_target<'s>(
     if zdeploy_core::fsx::metadata_if_exists(&layout.release_path(release))?.is_some() {
         // A release that failed a check here is tried again: the fleet
         // chose it, and the health check after the switch still applies.
-        let usable = session
-            .history
-            .release(release)?
+        let record = session.history.release(release)?;
+        let usable = record
+            .as_ref()
             .is_none_or(|r| matches!(r.state, ReleaseState::Complete | ReleaseState::Failed));
         if !usable {
             bail!("{release} is here but unfinished; it cannot go live");
+        }
+        if let (Some(wanted), Some(found)) = (&commit, record.and_then(|r| r.commit))
+            && wanted != &found
+        {
+            bail!(
+                "{release} is here with commit {}, not the fleet's {}; it cannot go live under that name",
+                zdeploy_core::release::short(&found),
+                zdeploy_core::release::short(wanted)
+            );
         }
         let staged = stage_existing(session, release, policy)?;
         return Ok(Target::Staged(Box::new(staged)));

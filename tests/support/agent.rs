@@ -51,6 +51,26 @@ impl Answer {
     }
 }
 
+/// GET (no body) or POST `url` with `headers`, on any address.
+pub fn call(url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
+    match body {
+        None => {
+            let mut request = client().get(url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            Answer::from(request.call())
+        }
+        Some(body) => {
+            let mut request = client().post(url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            Answer::from(request.send(body))
+        }
+    }
+}
+
 fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -20,6 +20,8 @@ pub struct FleetHost {
     netns: String,
     pub veth: String,
     _server: Server,
+    /// Its zdeploy agent, on a host of a fleet in etcd.
+    agent: Option<Server>,
 }
 
 impl FleetHost {
@@ -29,6 +31,15 @@ impl FleetHost {
     }
 }
 
+/// What a host runs besides nginx and PHP-FPM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// sshd, for a controller to deploy over.
+    Ssh,
+    /// Nothing yet: its agent is started (and killed) by the test.
+    Agent,
+}
+
 pub struct Fleet {
     pub root: tempfile::TempDir,
     /// The path every host sees as its own folder.
@@ -36,8 +47,14 @@ pub struct Fleet {
     pub hosts: Vec<FleetHost>,
     pub ssh_config: PathBuf,
     pub balancer: Option<Nginx>,
+    haproxy: Option<Server>,
     bridge: String,
     mounts: Vec<PathBuf>,
+    tag: String,
+    subnet: String,
+    /// The fleet's ssh key.
+    key: PathBuf,
+    known_hosts: String,
 }
 
 fn ip(args: &[&str]) {
@@ -68,11 +85,48 @@ impl Fleet {
     /// before the host starts (to mount a small filesystem there, say); it
     /// returns the mounts it made, undone on drop.
     pub fn start_with(count: usize, mut prepare: impl FnMut(usize, &Path) -> Vec<PathBuf>) -> Self {
+        let mut fleet = Fleet::bridge_only();
+        for i in 0..count {
+            fleet.add_host(HostKind::Ssh, |dir| prepare(i, dir));
+        }
+        fleet
+    }
+
+    /// `count` hosts serving `<path>/www` through nginx and PHP-FPM, their
+    /// agents started by `start_agent`.
+    pub fn start_agents(count: usize) -> Self {
+        let mut fleet = Fleet::bridge_only();
+        for _ in 0..count {
+            fleet.add_host(HostKind::Agent, |_| Vec::new());
+        }
+        fleet
+    }
+
+    /// The bridge, with no host on it yet.
+    fn bridge_only() -> Self {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         sweep_dead_fleets();
         let tag = format!("{}x{}", std::process::id(), n % 100);
-        let subnet = format!("10.{}.{}", 100 + std::process::id() % 100, n % 250);
+        // Test processes run side by side: a subnet is taken under a lock,
+        // and only if no bridge holds it yet.
+        let lock = std::fs::File::create("/tmp/zdeploy-test-subnets.lock").unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let taken = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "-4", "addr"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        let subnet = (0..25_000u32)
+            .map(|k| {
+                let slot = std::process::id() * 7 + n * 131 + k;
+                format!("10.{}.{}", 100 + (slot / 250) % 100, slot % 250)
+            })
+            .find(|subnet| !taken.contains(&format!(" {subnet}.")))
+            .expect("a free test subnet");
         let root = tempfile::Builder::new()
             .prefix("zdeploy-fleet")
             .tempdir_in("/tmp")
@@ -84,35 +138,55 @@ impl Fleet {
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
             .arg(&key));
-        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let bridge = format!("zb{tag}");
         ip(&["link", "add", &bridge, "type", "bridge"]);
-        let mut fleet = Fleet {
+        let fleet = Fleet {
+            ssh_config: root.path().join("ssh_config"),
             root,
-            path: path.clone(),
+            path,
             hosts: Vec::new(),
-            ssh_config: PathBuf::new(),
             balancer: None,
+            haproxy: None,
             bridge: bridge.clone(),
             mounts: Vec::new(),
+            tag,
+            subnet: subnet.clone(),
+            key,
+            known_hosts: String::new(),
         };
         ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
-        let mut known_hosts = String::new();
-        for i in 0..count {
-            let address = format!("{subnet}.{}", 10 + i);
-            let netns = format!("zn{tag}h{i}");
-            let veth = format!("zv{tag}h{i}");
-            let dir = fleet.root.path().join(format!("host{i}"));
-            for sub in ["www", "bin", "nginx", "php", "ssh"] {
-                std::fs::create_dir_all(dir.join(sub)).unwrap();
-            }
+        drop(lock);
+        fleet
+    }
+
+    /// The root namespace's address on the fleet's bridge (the test made it).
+    pub fn bridge_address(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
+    /// Add a host of `kind`, with `prepare(folder)` run on its folder first
+    /// (returning mounts to undo on drop); its index.
+    pub fn add_host(
+        &mut self,
+        kind: HostKind,
+        prepare: impl FnOnce(&Path) -> Vec<PathBuf>,
+    ) -> usize {
+        let (i, tag, path) = (self.hosts.len(), self.tag.clone(), self.path.clone());
+        let address = format!("{}.{}", self.subnet, 10 + i);
+        let netns = format!("zn{tag}h{i}");
+        let veth = format!("zv{tag}h{i}");
+        let dir = self.root.path().join(format!("host{i}"));
+        for sub in ["www", "bin", "nginx", "php", "ssh"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        if kind == HostKind::Ssh {
             let host_key = dir.join("ssh/host_key");
             run(Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-f"])
                 .arg(&host_key));
             let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-            known_hosts.push_str(&format!(
+            self.known_hosts.push_str(&format!(
                 "{address} {}\n",
                 host_public
                     .split_whitespace()
@@ -120,90 +194,110 @@ impl Fleet {
                     .collect::<Vec<_>>()
                     .join(" ")
             ));
-            std::fs::write(dir.join("ssh/authorized_keys"), &public).unwrap();
-            write_host_configs(&dir, &path, &address);
-            std::os::unix::fs::symlink(super::BIN, dir.join("bin/zdeploy")).unwrap();
-            let mounts = prepare(i, &dir);
-            fleet.mounts.extend(mounts);
-            ip(&["netns", "add", &netns]);
-            ip(&[
-                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-            ]);
-            ip(&["link", "set", &veth, "master", &bridge]);
-            ip(&["link", "set", &veth, "up"]);
-            ip(&[
-                "-n",
-                &netns,
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &netns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &netns, "link", "set", "lo", "up"]);
-            let p = path.display();
-            let script = format!(
-                "set -e\nmount --rbind {d} {p}\n\
-                 nginx -p {p}/nginx -c {p}/nginx/nginx.conf &\n\
-                 {fpm} --nodaemonize --allow-to-run-as-root --fpm-config {p}/php/php-fpm.conf &\n\
-                 exec /usr/sbin/sshd -D -e -f {p}/ssh/sshd_config\n",
-                d = dir.display(),
-                fpm = php_fpm(),
-            );
-            let server = Server::spawn(
-                "fleet-host",
-                Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &netns,
-                        "unshare",
-                        "--mount",
-                        "--propagation",
-                        "private",
-                        "sh",
-                        "-c",
-                    ])
-                    .arg(script),
-            );
-            fleet.hosts.push(FleetHost {
-                address: address.clone(),
-                dir: dir.clone(),
-                netns,
-                veth,
-                _server: server,
-            });
-            for port in [22, 80] {
-                wait_for(
-                    || {
-                        TcpStream::connect_timeout(
-                            &format!("{address}:{port}").parse().unwrap(),
-                            Duration::from_millis(200),
-                        )
-                        .is_ok()
-                    },
-                    "a fleet host's sshd and nginx",
-                );
-            }
+            let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+            std::fs::write(dir.join("ssh/authorized_keys"), public).unwrap();
+        }
+        write_host_configs(&dir, &path, &address);
+        std::os::unix::fs::symlink(super::BIN, dir.join("bin/zdeploy")).unwrap();
+        let mounts = prepare(&dir);
+        self.mounts.extend(mounts);
+        ip(&["netns", "add", &netns]);
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        ip(&["link", "set", &veth, "master", &self.bridge]);
+        ip(&["link", "set", &veth, "up"]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        let p = path.display();
+        let main = match kind {
+            HostKind::Ssh => format!("exec /usr/sbin/sshd -D -e -f {p}/ssh/sshd_config"),
+            HostKind::Agent => "exec sleep infinity".to_string(),
+        };
+        let script = format!(
+            "set -e\nmount --rbind {d} {p}\n\
+             nginx -p {p}/nginx -c {p}/nginx/nginx.conf &\n\
+             {fpm} --nodaemonize --allow-to-run-as-root --fpm-config {p}/php/php-fpm.conf &\n\
+             {main}\n",
+            d = dir.display(),
+            fpm = php_fpm(),
+        );
+        let server = Server::spawn("fleet-host", in_host(&netns).arg(script));
+        self.hosts.push(FleetHost {
+            address: address.clone(),
+            dir: dir.clone(),
+            netns,
+            veth,
+            _server: server,
+            agent: None,
+        });
+        let ports: &[u16] = match kind {
+            HostKind::Ssh => &[22, 80],
+            HostKind::Agent => &[80],
+        };
+        for port in ports {
             wait_for(
-                || dir.join("php/php-fpm.sock").exists(),
-                "a fleet host's PHP-FPM",
+                || {
+                    TcpStream::connect_timeout(
+                        &format!("{address}:{port}").parse().unwrap(),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+                },
+                "a fleet host's sshd and nginx",
             );
         }
-        std::fs::write(fleet.root.path().join("known_hosts"), known_hosts).unwrap();
-        let ssh_config = fleet.root.path().join("ssh_config");
+        wait_for(
+            || dir.join("php/php-fpm.sock").exists(),
+            "a fleet host's PHP-FPM",
+        );
+        std::fs::write(self.root.path().join("known_hosts"), &self.known_hosts).unwrap();
         std::fs::write(
-            &ssh_config,
+            &self.ssh_config,
             format!(
                 "Host {subnet}.*\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n",
-                key = key.display(),
-                known = fleet.root.path().join("known_hosts").display()
+                subnet = self.subnet,
+                key = self.key.display(),
+                known = self.root.path().join("known_hosts").display()
             ),
         )
         .unwrap();
-        fleet.ssh_config = ssh_config;
-        fleet
+        i
+    }
+
+    /// Start host `i`'s agent on `<path>/zdeploy.toml` (its own mount
+    /// namespace showing the host's folder, like the host's servers).
+    pub fn start_agent(&mut self, i: usize, env: &[(&str, &str)]) {
+        let p = self.path.display();
+        let host = &mut self.hosts[i];
+        let vars: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
+        let script = format!(
+            "set -e\nmount --rbind {d} {p}\nexec env ZDEPLOY_ALLOW_ROOT_BUILD=1 {vars}{bin} agent --config {p}/zdeploy.toml\n",
+            d = host.dir.display(),
+            bin = super::BIN,
+        );
+        host.agent = Some(Server::spawn("agent", in_host(&host.netns).arg(script)));
+    }
+
+    /// SIGKILL host `i`'s agent, as a crash would.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(agent) = self.hosts[i].agent.take() {
+            agent.kill();
+        }
+    }
+
+    /// Whether host `i`'s agent process still runs.
+    pub fn agent_running(&mut self, i: usize) -> bool {
+        self.hosts[i].agent.as_mut().is_some_and(Server::running)
     }
 
     /// An nginx on loopback that spreads requests over every host.
@@ -223,6 +317,69 @@ impl Fleet {
             &site,
             port,
         ));
+        port
+    }
+
+    /// HAProxy on loopback in front of `slots` hosts (those not started yet
+    /// included), each in rotation only while its agent's `/ready` on
+    /// `agent_port` answers 200: checked every 100 ms, out after 2 failures,
+    /// back after 2 successes. As in production, a request whose host cannot
+    /// be reached (its link cut) is tried on another.
+    pub fn start_ready_balancer(&mut self, slots: usize, agent_port: u16) -> u16 {
+        let port = free_port();
+        let servers: String = (0..slots)
+            .map(|i| {
+                format!(
+                    "  server h{i} {}.{}:80 check port {agent_port} inter 100ms fall 2 rise 2\n",
+                    self.subnet,
+                    10 + i
+                )
+            })
+            .collect();
+        let dir = self.root.path().join("haproxy");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 2000\n\ndefaults\n  mode http\n  timeout connect 500ms\n  timeout client 30s\n  timeout server 10s\n  timeout check 1s\n\n\
+                 frontend site\n  bind 127.0.0.1:{port}\n  default_backend fleet\n\n\
+                 backend fleet\n  balance roundrobin\n  option httpchk GET /ready\n  http-check expect status 200\n\
+                 option redispatch 1\n  retries 3\n  retry-on conn-failure empty-response response-timeout\n  option http-buffer-request\n{servers}"
+            ),
+        )
+        .unwrap();
+        let haproxy = if Path::new("/usr/sbin/haproxy").exists() {
+            "/usr/sbin/haproxy"
+        } else {
+            "haproxy"
+        };
+        self.haproxy = Some(Server::spawn(
+            "haproxy",
+            Command::new(haproxy).arg("-db").arg("-f").arg(&config),
+        ));
+        wait_for(
+            || {
+                TcpStream::connect_timeout(
+                    &format!("127.0.0.1:{port}").parse().unwrap(),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            },
+            "haproxy",
+        );
+        // Its servers settle after their first checks.
+        let mut in_a_row = 0;
+        wait_for(
+            || {
+                in_a_row = match super::servers::request(port, "GET", "/") {
+                    Ok((200, _)) => in_a_row + 1,
+                    _ => 0,
+                };
+                in_a_row >= 25
+            },
+            "haproxy to keep servers in rotation",
+        );
         port
     }
 
@@ -364,6 +521,23 @@ impl Drop for Fleet {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
     }
+}
+
+/// `sh -c` inside network namespace `netns` and a mount namespace of its own.
+fn in_host(netns: &str) -> Command {
+    let mut command = Command::new("ip");
+    command.args([
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+    ]);
+    command
 }
 
 /// Remove namespaces and links left by test processes that died without

@@ -221,11 +221,21 @@ pub fn judge(samples: &[Sample], ops: &[Op], initial: &str) -> Verdict {
         torn: Vec::new(),
         stale: Vec::new(),
     };
+    let first = samples.first().map(|s| s.started);
     for sample in samples {
         let body = match &sample.outcome {
             Ok((200, body)) => body,
             other => {
-                verdict.failed.push(format!("{other:?}"));
+                // When, and during what, for whoever reads the failure.
+                let during: Vec<&str> = ops
+                    .iter()
+                    .filter(|op| op.started < sample.finished && op.finished > sample.started)
+                    .map(|op| op.version.as_str())
+                    .collect();
+                let at = first.map(|t| sample.started - t).unwrap_or_default();
+                verdict
+                    .failed
+                    .push(format!("{other:?} at {at:?} (during {during:?})"));
                 continue;
             }
         };

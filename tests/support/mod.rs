@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod archive;
 pub mod browser;
+pub mod etcd;
 pub mod fleet;
 pub mod git;
 pub mod http;

@@ -50,6 +50,17 @@ impl Server {
         }
         Server { child }
     }
+
+    /// SIGKILL it, as a crash would, and reap it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it still runs (reaping it if it ended).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Server {

@@ -76,18 +76,23 @@ pub fn on_takeover(record: &DeployRecord) -> Option<Decision> {
 }
 
 /// Whether a host should get traffic: it serves the committed release, or
-/// is switching to it right now as part of that deploy. With no committed
-/// release yet (a fleet before its first deploy), whatever it serves.
+/// has it staged while still a member (its lease alive): a member switches
+/// the moment it sees the commit, every member of a deploy is in this state
+/// at once, and taking them all out of rotation would take the site down.
+/// A host whose lease ran out was not waited for and may be cut off: until
+/// it serves the committed release, it is behind. With no committed release
+/// yet (a fleet before its first deploy), whatever it serves.
 pub fn ready(
     live: Option<&str>,
     committed: Option<&Committed>,
-    switching_to: Option<&str>,
+    staged: Option<&str>,
+    member: bool,
 ) -> bool {
     match committed {
         None => live.is_some(),
         Some(committed) => {
             live == Some(committed.release.as_str())
-                || switching_to == Some(committed.release.as_str())
+                || (member && staged == Some(committed.release.as_str()))
         }
     }
 }
@@ -245,20 +250,25 @@ mod tests {
     }
 
     #[test]
-    fn ready_means_serving_the_committed_release_or_switching_to_it() {
+    fn ready_means_serving_the_committed_release_or_about_to() {
         let committed = Committed {
             deploy: 4,
             release: "R4".into(),
             commit: "c4".into(),
-            at_ms: 0,
+            at_ms: 10_000,
         };
-        assert!(ready(Some("R4"), Some(&committed), None));
-        assert!(!ready(Some("R3"), Some(&committed), None));
-        assert!(ready(Some("R3"), Some(&committed), Some("R4")));
-        assert!(!ready(Some("R3"), Some(&committed), Some("R5")));
-        assert!(!ready(None, Some(&committed), None));
-        assert!(ready(Some("R1"), None, None));
-        assert!(!ready(None, None, None));
+        assert!(ready(Some("R4"), Some(&committed), None, true));
+        assert!(ready(Some("R4"), Some(&committed), None, false));
+        assert!(!ready(Some("R3"), Some(&committed), None, true));
+        assert!(ready(Some("R3"), Some(&committed), Some("R4"), true));
+        assert!(
+            !ready(Some("R3"), Some(&committed), Some("R4"), false),
+            "staged, but its lease ran out: cut off"
+        );
+        assert!(!ready(Some("R3"), Some(&committed), Some("R5"), true));
+        assert!(!ready(None, Some(&committed), None, true));
+        assert!(ready(Some("R1"), None, None, true));
+        assert!(!ready(None, None, None, true));
     }
 
     #[test]

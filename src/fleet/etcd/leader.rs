@@ -340,10 +340,24 @@ impl Leader<'_> {
         if committed.is_some_and(|c| c.commit == commit) && !force {
             return Ok(None);
         }
+        // Names are timestamps of whole seconds, in the order they sort:
+        // a new one comes after every name the fleet ever used (a rollback
+        // makes an older release live while newer ones stay on disk).
+        let keys = &self.store.keys;
+        let mut used: Vec<String> = self
+            .store
+            .list::<Committed>(&keys.history())
+            .await?
+            .into_iter()
+            .map(|(_, c)| c.release)
+            .collect();
+        if let Some((last, _)) = self.store.get::<DeployRecord>(&keys.deploy()).await? {
+            used.push(last.release);
+        }
+        let newest = used.into_iter().max();
         let context = self.config.layout.context().to_string();
         let mut release = release_name(&context, jiff::Timestamp::now());
-        // Names have whole seconds: never reuse the committed one's.
-        while committed.is_some_and(|c| c.release == release) {
+        while newest.as_ref().is_some_and(|n| &release <= n) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             release = release_name(&context, jiff::Timestamp::now());
         }

@@ -44,14 +44,22 @@ pub struct MemberView {
     /// The fleet's record was read at least once since the agent started:
     /// until then this host cannot know it is not behind.
     pub known: bool,
+    /// When the fleet's record was last read.
+    #[serde(skip)]
+    pub read_at: Option<Instant>,
+    /// Until when this host's lease holds, as its last keepalive said: past
+    /// it, the fleet may have gone on without it.
+    #[serde(skip)]
+    pub lease_until: Option<Instant>,
     /// Why etcd cannot be reached, or the last thing that went wrong.
     pub error: Option<String>,
     pub leader: Option<String>,
     pub committed: Option<Committed>,
     pub live: Option<String>,
     pub state: Option<HostState>,
-    /// The committed release this host is switching to right now.
-    pub switching_to: Option<String>,
+    /// The release this host has staged for a deploy being decided (or is
+    /// switching to): if it is committed, this host switches at once.
+    pub staged: Option<String>,
     /// The fleet as last read: the members alive, each host's status, the
     /// last deploy and its switch's skew.
     pub members: Vec<String>,
@@ -66,7 +74,8 @@ impl MemberView {
             && ready(
                 self.live.as_deref(),
                 self.committed.as_ref(),
-                self.switching_to.as_deref(),
+                self.staged.as_deref(),
+                self.lease_until.is_some_and(|until| Instant::now() < until),
             )
     }
 }
@@ -100,6 +109,11 @@ impl Member<'_> {
         self.update(|view| {
             view.live = live.clone();
             view.state = Some(state);
+            // Told at once with what it serves, so readiness never sees
+            // neither.
+            if state != HostState::Staged {
+                view.staged = None;
+            }
             if let Some(error) = &error {
                 view.error = Some(error.clone());
             }
@@ -197,6 +211,7 @@ impl Member<'_> {
         self.update(|v| {
             v.name = self.store.name.clone();
             v.known = true;
+            v.read_at = Some(Instant::now());
             v.committed = committed.clone();
             v.leader = leader;
             v.error = None;
@@ -292,14 +307,22 @@ impl Member<'_> {
                 Some(self.lease),
             )
             .await?;
+        self.update(|v| v.staged = Some(deploy.release.clone()));
         self.status(HostState::Staged, None, None).await;
         let deadline = started + self.membership.stage_timeout;
         let decided = self.decision(deploy.id, deadline).await;
         match decided {
             Some(record) if record.phase == Phase::Commit => {
-                self.update(|v| v.switching_to = Some(record.release.clone()));
+                // What the fleet committed, as this host knows it from now
+                // on (even if etcd goes away before its next look).
+                let committed = Committed {
+                    deploy: record.id,
+                    release: record.release.clone(),
+                    commit: record.commit.clone(),
+                    at_ms: record.decided_ms.unwrap_or_else(now_ms),
+                };
+                self.update(|v| v.committed = Some(committed));
                 let switched = run.switch(self).await;
-                self.update(|v| v.switching_to = None);
                 match switched {
                     Ok(at_ms) => {
                         self.status(HostState::Ready, Some((deploy.id, at_ms)), None)
@@ -320,6 +343,7 @@ impl Member<'_> {
             None => {
                 // No word in time (etcd unreachable, or no leader): the run
                 // removes its staged release; the host converges later.
+                self.update(|v| v.staged = None);
                 drop(run.orders);
                 let _ = run.done.await;
             }
@@ -423,9 +447,8 @@ impl Member<'_> {
         let mut run = self
             .stage(job, &committed.release, &committed.commit)
             .await?;
-        self.update(|v| v.switching_to = Some(committed.release.clone()));
+        self.update(|v| v.staged = Some(committed.release.clone()));
         let switched = run.switch(self).await;
-        self.update(|v| v.switching_to = None);
         switched.map(|_| ())
     }
 }

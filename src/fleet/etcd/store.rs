@@ -4,6 +4,8 @@
 //! under that lease, writes only a leader whose lease still holds that key
 //! can make, and notice of changes under a key.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -23,10 +25,35 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    endpoints: Arc<Endpoints>,
     pub keys: Keys,
     /// This host's name among the members.
     pub name: String,
+}
+
+/// One client per etcd member, made when first needed, and the one in use:
+/// a request that fails for want of that member goes to the next (etcd's
+/// own clients do the same; one balanced channel kept sending requests to
+/// a member that was gone).
+struct Endpoints {
+    urls: Vec<String>,
+    options: ConnectOptions,
+    clients: Mutex<Vec<Option<Client>>>,
+    current: AtomicUsize,
+}
+
+/// Whether a request that failed this way may succeed at another member:
+/// not when etcd refused what was asked.
+fn worth_another_member(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            // InvalidArgument, NotFound, AlreadyExists, PermissionDenied,
+            // FailedPrecondition, OutOfRange, Unauthenticated.
+            !matches!(status.code() as i32, 3 | 5 | 6 | 7 | 9 | 11 | 16)
+        }
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::Utf8Error(_) => false,
+        _ => true,
+    }
 }
 
 impl Store {
@@ -54,25 +81,71 @@ impl Store {
                 .with_context(|| format!("read the etcd password from {}", file.display()))?;
             options = options.with_user(user.clone(), password.trim().to_string());
         }
-        let client = Client::connect(&settings.endpoints, Some(options))
-            .await
-            .with_context(|| format!("cannot reach etcd at {}", settings.endpoints.join(", ")))?;
-        Ok(Store {
-            client,
+        let store = Store {
+            endpoints: Arc::new(Endpoints {
+                urls: settings.endpoints.clone(),
+                options,
+                clients: Mutex::new(vec![None; settings.endpoints.len()]),
+                current: AtomicUsize::new(0),
+            }),
             keys: Keys::new(&settings.prefix, app),
             name: settings.name.clone(),
-        })
+        };
+        // Reach one member now, so a wrong address or password says so.
+        store
+            .call(|mut client| async move { client.status().await })
+            .await
+            .with_context(|| format!("cannot reach etcd at {}", settings.endpoints.join(", ")))?;
+        Ok(store)
     }
 
-    fn client(&self) -> Client {
-        self.client.clone()
+    /// The client of member `i`, connected when first asked for.
+    async fn client_of(&self, i: usize) -> Result<Client, etcd_client::Error> {
+        if let Some(client) = self.endpoints.clients.lock().expect("clients lock")[i].clone() {
+            return Ok(client);
+        }
+        let url = &self.endpoints.urls[i];
+        let client = Client::connect([url], Some(self.endpoints.options.clone())).await?;
+        self.endpoints.clients.lock().expect("clients lock")[i] = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Run `request` on the member in use; if that member cannot answer,
+    /// on the next ones in turn.
+    async fn call<T, F, Fut>(&self, request: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let count = self.endpoints.urls.len();
+        let first = self.endpoints.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..count {
+            let i = (first + attempt) % count;
+            let answer = match self.client_of(i).await {
+                Ok(client) => request(client).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(value) => {
+                    self.endpoints.current.store(i, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(e) if worth_another_member(&e) => {
+                    // A client that failed is made afresh next time.
+                    self.endpoints.clients.lock().expect("clients lock")[i] = None;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one endpoint"))
     }
 
     /// The record at `key` and its modification revision.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, i64)>> {
         let response = self
-            .client()
-            .get(key, None)
+            .call(|mut client| async move { client.get(key, None).await })
             .await
             .with_context(|| format!("read {key} from etcd"))?;
         match response.kvs().first() {
@@ -89,8 +162,11 @@ impl Store {
     /// not parse are skipped (another version's, say).
     pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>> {
         let response = self
-            .client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .call(|mut client| async move {
+                client
+                    .get(prefix, Some(GetOptions::new().with_prefix()))
+                    .await
+            })
             .await
             .with_context(|| format!("list {prefix} in etcd"))?;
         Ok(response
@@ -107,11 +183,14 @@ impl Store {
     /// The keys under `prefix`, by the rest of their key (values unread).
     pub async fn names(&self, prefix: &str) -> Result<Vec<String>> {
         let response = self
-            .client()
-            .get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .call(|mut client| async move {
+                client
+                    .get(
+                        prefix,
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await
+            })
             .await
             .with_context(|| format!("list {prefix} in etcd"))?;
         Ok(response
@@ -122,28 +201,34 @@ impl Store {
     }
 
     pub async fn put<T: Serialize>(&self, key: &str, value: &T, lease: Option<i64>) -> Result<()> {
-        let options = lease.map(|id| PutOptions::new().with_lease(id));
-        self.client()
-            .put(key, json(value), options)
-            .await
-            .with_context(|| format!("write {key} to etcd"))?;
+        let value = json(value);
+        self.call(|mut client| {
+            let (value, options) = (
+                value.clone(),
+                lease.map(|id| PutOptions::new().with_lease(id)),
+            );
+            async move { client.put(key, value, options).await }
+        })
+        .await
+        .with_context(|| format!("write {key} to etcd"))?;
         Ok(())
     }
 
     pub async fn delete(&self, key: &str, prefix: bool) -> Result<()> {
-        let options = prefix.then(|| etcd_client::DeleteOptions::new().with_prefix());
-        self.client()
-            .delete(key, options)
-            .await
-            .with_context(|| format!("delete {key} in etcd"))?;
+        self.call(|mut client| async move {
+            let options = prefix.then(|| etcd_client::DeleteOptions::new().with_prefix());
+            client.delete(key, options).await
+        })
+        .await
+        .with_context(|| format!("delete {key} in etcd"))?;
         Ok(())
     }
 
     /// A lease of `ttl` seconds.
     pub async fn grant(&self, ttl: Duration) -> Result<i64> {
+        let seconds = ttl.as_secs().max(1) as i64;
         let response = self
-            .client()
-            .lease_grant(ttl.as_secs().max(1) as i64, None)
+            .call(|mut client| async move { client.lease_grant(seconds, None).await })
             .await
             .context("take a lease in etcd")?;
         Ok(response.id())
@@ -153,7 +238,12 @@ impl Store {
     /// expired, or no keepalive got through for a whole `ttl`). A stream
     /// broken by one etcd member going away is opened again (the client
     /// picks another member).
-    pub async fn keep_alive(&self, lease: i64, ttl: Duration) -> anyhow::Error {
+    pub async fn keep_alive(
+        &self,
+        lease: i64,
+        ttl: Duration,
+        on_kept: &(dyn Fn() + Sync),
+    ) -> anyhow::Error {
         let every = (ttl / 3).max(Duration::from_millis(500));
         let mut last_ok = tokio::time::Instant::now();
         let mut why = anyhow!("the lease could not be kept alive");
@@ -162,12 +252,15 @@ impl Store {
                 return why.context(format!("no keepalive got through for {}s", ttl.as_secs()));
             }
             let kept = async {
-                let (mut keeper, mut stream) = self.client().lease_keep_alive(lease).await?;
+                let (mut keeper, mut stream) = self
+                    .call(|mut client| async move { client.lease_keep_alive(lease).await })
+                    .await?;
                 loop {
                     keeper.keep_alive().await?;
                     match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
                         Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
                             last_ok = tokio::time::Instant::now();
+                            on_kept();
                         }
                         Ok(Ok(Some(_))) => return Ok::<bool, etcd_client::Error>(false),
                         Ok(Ok(None)) => return Ok(true),
@@ -188,7 +281,9 @@ impl Store {
     }
 
     pub async fn revoke(&self, lease: i64) {
-        let _ = self.client().lease_revoke(lease).await;
+        let _ = self
+            .call(|mut client| async move { client.lease_revoke(lease).await })
+            .await;
     }
 
     /// Take the leader's key under `lease` if nobody holds it; true when
@@ -204,8 +299,10 @@ impl Store {
             )])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let response = self
-            .client()
-            .txn(txn)
+            .call(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
             .await
             .context("campaign for leader")?;
         if response.succeeded() {
@@ -220,9 +317,12 @@ impl Store {
 
     /// The leader's name, if there is one.
     pub async fn leader(&self) -> Result<Option<String>> {
+        let key = self.keys.leader();
         let response = self
-            .client()
-            .get(self.keys.leader(), None)
+            .call(|mut client| {
+                let key = key.clone();
+                async move { client.get(key, None).await }
+            })
             .await
             .context("read the leader from etcd")?;
         Ok(response
@@ -260,17 +360,24 @@ impl Store {
                 lease,
             )])
             .and_then(ops);
-        let response = self.client().txn(txn).await.context("write as leader")?;
+        let response = self
+            .call(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await
+            .context("write as leader")?;
         Ok(response.succeeded())
     }
 
     /// A stream of changes at `key` (or under it, with `prefix`).
     pub async fn watch(&self, key: &str, prefix: bool) -> Result<WatchStream> {
-        let options = prefix.then(|| WatchOptions::new().with_prefix());
-        self.client()
-            .watch(key, options)
-            .await
-            .with_context(|| format!("watch {key} in etcd"))
+        self.call(|mut client| async move {
+            let options = prefix.then(|| WatchOptions::new().with_prefix());
+            client.watch(key, options).await
+        })
+        .await
+        .with_context(|| format!("watch {key} in etcd"))
     }
 }
 

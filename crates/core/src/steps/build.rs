@@ -98,12 +98,13 @@ pub(crate) fn build(
             },
         )
         .map_err(|why| match &confinement {
-            Some(confined) => Error::Build(format!(
+            // The kernel's words for a write the confinement refused.
+            Some(confined) if why.contains("Read-only file system") => Error::Build(format!(
                 "build step {why}\n(the rest of the release is read-only while it runs: its `writes` \
                  names only {}; a step that writes elsewhere must list it)",
                 confined.describe()
             )),
-            None => Error::Build(format!("build step {why}")),
+            _ => Error::Build(format!("build step {why}")),
         })?;
         session.info(&format!(
             "build: {command} finished in {}",

@@ -1,0 +1,539 @@
+//! Fleets whose agents agree through etcd: a 3-member etcd cluster on
+//! loopback, hosts made of network namespaces (each with its own agent,
+//! nginx, PHP-FPM and webroot), and HAProxy in front that keeps a host in
+//! rotation only while its agent's `/ready` answers 200. Pushes arrive as
+//! signed webhooks at any agent; nothing but the agents deploys.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::agent::{Answer, call, sign};
+use crate::support::etcd::EtcdCluster;
+use crate::support::fleet::{Fleet, HostKind};
+use crate::support::git::Repo;
+use crate::support::load::{Load, Op, Verdict, judge, php_app};
+
+const APP: &str = "shop";
+const AGENT_PORT: u16 = 9470;
+const TOKEN: &str = "etcd-fleet-test-token";
+const SECRET: &str = "etcd-fleet-test-secret";
+
+struct EtcdFleet {
+    fleet: Fleet,
+    etcd: EtcdCluster,
+    repo: Repo,
+    scratch: PathBuf,
+    /// Pushes so far, for webhook delivery ids.
+    pushes: usize,
+}
+
+impl EtcdFleet {
+    /// `hosts` hosts, their agents started, and version v0 committed on
+    /// every one of them.
+    fn start(hosts: usize, extra: &str) -> Self {
+        let fleet = Fleet::start_agents(hosts);
+        let etcd = EtcdCluster::start(&fleet.root.path().join("etcd"), &fleet.bridge_address());
+        let repo = Repo::new(fleet.root.path(), APP);
+        let scratch = fleet.root.path().join("scratch");
+        php_app(&scratch, "v0");
+        copy_into_repo(&repo, &scratch);
+        let mut this = EtcdFleet {
+            fleet,
+            etcd,
+            repo,
+            scratch,
+            pushes: 0,
+        };
+        for i in 0..hosts {
+            this.configure(i, extra);
+            this.fleet.start_agent(i, &[]);
+        }
+        let v0 = this.push_to(0, None);
+        this.wait_all_on(&v0, (0..hosts).collect(), Duration::from_secs(60));
+        this
+    }
+
+    fn configure(&self, i: usize, extra: &str) {
+        let p = self.fleet.path.display();
+        let endpoints: Vec<String> = self
+            .etcd
+            .endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect();
+        let dir = &self.fleet.hosts[i].dir;
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        std::fs::write(dir.join("secret"), SECRET).unwrap();
+        std::fs::write(
+            dir.join("zdeploy.toml"),
+            format!(
+                "[agent]\nlisten = \"{address}:{AGENT_PORT}\"\ntoken_file = \"{p}/token\"\n\n\
+                 [fleet]\netcd = [{endpoints}]\nname = \"h{i}\"\nlease_ttl = \"3s\"\n\n\
+                 [apps.{APP}]\nwebroot = \"{p}/www\"\nsource = \"{source}\"\nref = \"main\"\nfleet = true\n\
+                 keep = 3\ndrain = \"5s\"\nsettle = \"200ms\"\nstage_timeout = \"20s\"\n\
+                 webhook_secret_file = \"{p}/secret\"\n{extra}",
+                address = self.fleet.hosts[i].address,
+                endpoints = endpoints.join(", "),
+                source = self.repo.bare.display(),
+            ),
+        )
+        .unwrap();
+    }
+
+    fn agent_url(&self, i: usize, path: &str) -> String {
+        format!("http://{}:{AGENT_PORT}{path}", self.fleet.hosts[i].address)
+    }
+
+    /// Host `i`'s `/ready` status (0: no answer).
+    fn ready(&self, i: usize) -> u16 {
+        call(&self.agent_url(i, "/ready"), &[], None).status
+    }
+
+    /// Host `i`'s view of the fleet.
+    fn view(&self, i: usize) -> Value {
+        let answer = call(&self.agent_url(i, &format!("/api/apps/{APP}")), &[], None);
+        answer.json()["etcd_fleet"]["view"].clone()
+    }
+
+    /// Commit `version` (or what `scratch` holds) and send the push webhook
+    /// to host `to`'s agent; the commit.
+    fn push_to(&mut self, to: usize, version: Option<&str>) -> String {
+        if let Some(version) = version {
+            php_app(&self.scratch, version);
+        }
+        let commit = copy_into_repo(&self.repo, &self.scratch);
+        self.pushes += 1;
+        let body = serde_json::json!({
+            "ref": "refs/heads/main",
+            "after": commit,
+            "repository": {"default_branch": "main"},
+        })
+        .to_string();
+        let signature = format!("sha256={}", sign(SECRET, &body));
+        let delivery = format!("push-{}", self.pushes);
+        let answer = call(
+            &self.agent_url(to, &format!("/hooks/{APP}")),
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", &delivery),
+                ("X-Hub-Signature-256", &signature),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&body),
+        );
+        assert_eq!(answer.status, 202, "the webhook: {}", answer.body);
+        commit
+    }
+
+    /// The fleet's committed release and commit, as etcd holds them.
+    fn committed(&self) -> Option<(String, String, u64)> {
+        let values = self.etcd.get(&format!("/zdeploy/{APP}/committed"), false);
+        let value: Value = serde_json::from_str(values.first()?).ok()?;
+        Some((
+            value["release"].as_str()?.to_string(),
+            value["commit"].as_str()?.to_string(),
+            value["deploy"].as_u64()?,
+        ))
+    }
+
+    /// The host whose agent leads.
+    fn leader(&self) -> Option<usize> {
+        let name = self.etcd.get(&format!("/zdeploy/{APP}/leader"), false);
+        name.first()?.strip_prefix('h')?.parse().ok()
+    }
+
+    /// The deploy record's id and phase.
+    fn deploy_record(&self) -> Option<(u64, String)> {
+        let values = self.etcd.get(&format!("/zdeploy/{APP}/deploy"), false);
+        let value: Value = serde_json::from_str(values.first()?).ok()?;
+        Some((value["id"].as_u64()?, value["phase"].as_str()?.to_string()))
+    }
+
+    /// Wait until `commit` is committed and `hosts` all serve its release;
+    /// the release.
+    #[track_caller]
+    fn wait_all_on(&self, commit: &str, hosts: Vec<usize>, limit: Duration) -> String {
+        let mut release = String::new();
+        eventually(&format!("{commit} live on hosts {hosts:?}"), limit, || {
+            let Some((committed, committed_commit, _)) = self.committed() else {
+                return false;
+            };
+            if committed_commit != commit {
+                return false;
+            }
+            release = committed.clone();
+            let live = self.fleet.live();
+            hosts
+                .iter()
+                .all(|&i| live[i].as_deref() == Some(committed.as_str()))
+        });
+        release
+    }
+}
+
+/// Make the repo's work tree what `scratch` holds, commit and push it.
+fn copy_into_repo(repo: &Repo, scratch: &Path) -> String {
+    for entry in std::fs::read_dir(&repo.work).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != ".git" {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", scratch.display()))
+        .arg(&repo.work)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    repo.commit("a version")
+}
+
+#[track_caller]
+fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[track_caller]
+fn assert_whole(verdict: &Verdict, samples: usize) {
+    for (what, found) in [
+        ("failed", &verdict.failed),
+        ("torn", &verdict.torn),
+        ("stale", &verdict.stale),
+    ] {
+        assert!(
+            found.is_empty(),
+            "{} {what} requests: {:?}",
+            found.len(),
+            &found[..found.len().min(5)]
+        );
+    }
+    assert!(samples > 100, "the load ran: {samples} requests");
+}
+
+/// Every save some host acknowledged is in that host's live release.
+#[track_caller]
+fn assert_saves_kept(fleet: &Fleet, saved: &[String]) {
+    let live = fleet.live();
+    let missing: Vec<&String> = saved
+        .iter()
+        .filter(|id| {
+            !fleet.hosts.iter().zip(&live).any(|(h, live)| {
+                live.as_ref().is_some_and(|l| {
+                    h.dir
+                        .join("www")
+                        .join(l)
+                        .join(format!("saves/{id}.txt"))
+                        .exists()
+                })
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} saves lost: {:?}",
+        missing.len(),
+        saved.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(saved.len() > 50, "the saver ran: {}", saved.len());
+}
+
+#[test]
+fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_the_record() {
+    let mut cluster = EtcdFleet::start(3, "");
+    let port = cluster.fleet.start_ready_balancer(3, AGENT_PORT);
+    let load = Load::start(port, 4, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ops: Vec<Op> = Vec::new();
+    let mut history = vec![("v0".to_string(), cluster.committed().unwrap().0)];
+    let mut skews = Vec::new();
+    let mut push_to_live = Vec::new();
+    for n in 1..=20 {
+        let version = format!("v{n}");
+        let started = Instant::now();
+        let commit = cluster.push_to(n % 3, Some(&version));
+        let release = cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
+        push_to_live.push(started.elapsed().as_millis());
+        ops.push(Op {
+            started,
+            finished: Instant::now(),
+            version: version.clone(),
+        });
+        history.push((version, release));
+        eventually("the skew to be known", Duration::from_secs(10), || {
+            cluster.view(0)["skew_ms"].as_i64().is_some()
+        });
+        skews.push(cluster.view(0)["skew_ms"].as_i64().unwrap());
+        if n % 5 == 0 {
+            // A rollback is a deploy of the release before, by name.
+            history.pop();
+            let (version, release) = history.last().unwrap().clone();
+            let started = Instant::now();
+            let answer = call(
+                &cluster.agent_url((n + 1) % 3, &format!("/api/apps/{APP}/rollback")),
+                &[
+                    ("Authorization", &format!("Bearer {TOKEN}")),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(&serde_json::json!({ "release": release }).to_string()),
+            );
+            assert_eq!(answer.status, 200, "rollback: {}", answer.body);
+            eventually(
+                "the rollback on every host",
+                Duration::from_secs(60),
+                || cluster.fleet.live() == vec![Some(release.clone()); 3],
+            );
+            ops.push(Op {
+                started,
+                finished: Instant::now(),
+                version,
+            });
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (samples, saved, save_failures) = load.finish();
+    let verdict = judge(&samples, &ops, "v0");
+    eprintln!(
+        "etcd fleet: {} requests, {} saves; push to live (ms): {push_to_live:?}; skew (ms): {skews:?}",
+        samples.len(),
+        saved.len()
+    );
+    assert_whole(&verdict, samples.len());
+    assert!(save_failures.is_empty(), "saves failed: {save_failures:?}");
+    assert_saves_kept(&cluster.fleet, &saved);
+    // Each host's view agrees on the fleet.
+    for i in 0..3 {
+        let view = cluster.view(i);
+        assert_eq!(view["members"].as_array().unwrap().len(), 3, "{view}");
+        assert!(view["leader"].is_string(), "{view}");
+        assert_eq!(cluster.ready(i), 200);
+    }
+    assert_eq!(cluster.fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+}
+
+/// Restart every agent, each with `failpoint` (or none).
+fn restart_agents(cluster: &mut EtcdFleet, failpoint: Option<&str>) {
+    for i in 0..cluster.fleet.hosts.len() {
+        cluster.fleet.kill_agent(i);
+        match failpoint {
+            Some(point) => cluster
+                .fleet
+                .start_agent(i, &[("ZDEPLOY_FAILPOINT", point)]),
+            None => cluster.fleet.start_agent(i, &[]),
+        }
+    }
+}
+
+/// The host whose agent died (its failpoint killed it).
+fn dead_agent(cluster: &mut EtcdFleet) -> usize {
+    let mut dead = None;
+    eventually(
+        "the leader's agent to die at its failpoint",
+        Duration::from_secs(60),
+        || {
+            dead = (0..3).find(|&i| !cluster.fleet.agent_running(i));
+            dead.is_some()
+        },
+    );
+    dead.unwrap()
+}
+
+#[test]
+fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_decides() {
+    let mut cluster = EtcdFleet::start(3, "");
+    let v0 = cluster.committed().unwrap();
+
+    // Killed right before recording commit: the next leader aborts; no
+    // host switched, and every staged release goes.
+    restart_agents(&mut cluster, Some("fleet.commit"));
+    cluster.push_to(0, Some("v1"));
+    let dead = dead_agent(&mut cluster);
+    eventually("the new leader to abort", Duration::from_secs(30), || {
+        cluster
+            .deploy_record()
+            .is_some_and(|(id, phase)| id == v0.2 + 1 && phase == "abort")
+    });
+    assert_eq!(cluster.committed().unwrap(), v0, "nothing was committed");
+    assert_eq!(cluster.fleet.live(), vec![Some(v0.0.clone()); 3]);
+    eventually(
+        "staged releases to be removed",
+        Duration::from_secs(30),
+        || {
+            (0..3)
+                .filter(|&i| i != dead)
+                .all(|i| cluster.fleet.leftovers()[i].is_empty())
+        },
+    );
+
+    // Killed right after recording it: the others switch on what the
+    // record says; the killed host catches up when its agent is back.
+    restart_agents(&mut cluster, Some("fleet.committed"));
+    let commit = cluster.push_to(1, None);
+    let dead = dead_agent(&mut cluster);
+    let alive: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
+    let v1 = cluster.wait_all_on(&commit, alive, Duration::from_secs(60));
+    cluster.fleet.kill_agent(dead);
+    cluster.fleet.start_agent(dead, &[]);
+    cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
+    eventually("every host ready", Duration::from_secs(30), || {
+        (0..3).all(|i| cluster.ready(i) == 200)
+    });
+    assert_eq!(cluster.fleet.live(), vec![Some(v1); 3]);
+    eventually(
+        "no staged release left anywhere",
+        Duration::from_secs(30),
+        || cluster.fleet.leftovers() == vec![Vec::<String>::new(); 3],
+    );
+}
+
+#[test]
+fn cut_off_hosts_catch_up_out_of_rotation_new_hosts_join_and_etcd_losses_only_delay() {
+    // A build step makes staging (and catching up) take a while.
+    let mut cluster = EtcdFleet::start(
+        3,
+        "build = [{ run = \"sleep 1\", writes = [] }]\nallow_root_build = true\n",
+    );
+    let port = cluster.fleet.start_ready_balancer(4, AGENT_PORT);
+    let load = Load::start(port, 4, true);
+    let mut ops: Vec<Op> = Vec::new();
+
+    // A host's link is cut while the fleet stages (not the leader's: a
+    // leader that is gone aborts): its lease runs out, the others commit
+    // without it; back, it is out of rotation until it has caught up.
+    let leader = cluster.leader().expect("a leader");
+    let cut = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    let started = Instant::now();
+    let v1 = cluster.push_to(leader, Some("v1"));
+    eventually("staging to begin", Duration::from_secs(30), || {
+        cluster
+            .deploy_record()
+            .is_some_and(|(_, phase)| phase == "staging")
+    });
+    cluster.fleet.set_link(cut, false);
+    cluster.wait_all_on(&v1, others.clone(), Duration::from_secs(60));
+    ops.push(Op {
+        started,
+        finished: Instant::now(),
+        version: "v1".into(),
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.fleet.set_link(cut, true);
+    let mut answers = Vec::new();
+    eventually(
+        "the cut-off host to catch up",
+        Duration::from_secs(60),
+        || {
+            let ready = cluster.ready(cut);
+            answers.push(ready);
+            let live = cluster.fleet.live();
+            let caught_up = live[cut] == live[others[0]];
+            if !caught_up {
+                assert_ne!(ready, 200, "ready while behind: {live:?}");
+            }
+            caught_up && ready == 200
+        },
+    );
+    assert!(answers.contains(&503), "behind, it said so: {answers:?}");
+
+    // A new host joins and serves the committed release with no deploy.
+    let deploys_before = cluster.deploy_record().unwrap().0;
+    let new = cluster.fleet.add_host(HostKind::Agent, |_| Vec::new());
+    cluster.configure(
+        new,
+        "build = [{ run = \"sleep 1\", writes = [] }]\nallow_root_build = true\n",
+    );
+    cluster.fleet.start_agent(new, &[]);
+    eventually(
+        "the new host to serve the committed release",
+        Duration::from_secs(60),
+        || cluster.fleet.live()[new] == cluster.fleet.live()[0] && cluster.ready(new) == 200,
+    );
+    assert_eq!(
+        cluster.deploy_record().unwrap().0,
+        deploys_before,
+        "no deploy ran for it"
+    );
+
+    // One etcd member killed: deploys go on.
+    cluster.etcd.kill_member(2);
+    let started = Instant::now();
+    let v2 = cluster.push_to(1, Some("v2"));
+    cluster.wait_all_on(&v2, vec![0, 1, 2, 3], Duration::from_secs(60));
+    ops.push(Op {
+        started,
+        finished: Instant::now(),
+        version: "v2".into(),
+    });
+
+    // Two killed: no quorum. The push waits; every host keeps serving and
+    // stays in rotation; when they return, the fleet resumes.
+    cluster.etcd.kill_member(1);
+    let v2_release = cluster.fleet.live()[0].clone();
+    let started = Instant::now();
+    php_app(&cluster.scratch, "v3");
+    let v3 = copy_into_repo(&cluster.repo, &cluster.scratch);
+    // The webhook is taken (queued); the deploy waits for etcd.
+    cluster.pushes += 1;
+    let body = serde_json::json!({"ref": "refs/heads/main", "after": v3}).to_string();
+    let signature = format!("sha256={}", sign(SECRET, &body));
+    let answer: Answer = call(
+        &cluster.agent_url(2, &format!("/hooks/{APP}")),
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "no-quorum"),
+            ("X-Hub-Signature-256", &signature),
+            ("Content-Type", "application/json"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        cluster.fleet.live(),
+        vec![v2_release.clone(); 4],
+        "nothing moved"
+    );
+    let answers: Vec<Answer> = (0..4)
+        .map(|i| call(&cluster.agent_url(i, "/ready"), &[], None))
+        .collect();
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "every host stays in rotation: {answers:?}"
+    );
+    cluster.etcd.start_member(1);
+    cluster.etcd.start_member(2);
+    cluster.wait_all_on(&v3, vec![0, 1, 2, 3], Duration::from_secs(90));
+    ops.push(Op {
+        started,
+        finished: Instant::now(),
+        version: "v3".into(),
+    });
+
+    std::thread::sleep(Duration::from_millis(500));
+    let (samples, saved, save_failures) = load.finish();
+    let verdict = judge(&samples, &ops, "v0");
+    eprintln!(
+        "etcd fleet faults: {} requests, {} saves",
+        samples.len(),
+        saved.len()
+    );
+    assert_whole(&verdict, samples.len());
+    assert!(save_failures.is_empty(), "saves failed: {save_failures:?}");
+    assert_saves_kept(&cluster.fleet, &saved);
+}
