@@ -38,7 +38,7 @@ fn run_options(wait: bool) -> RunOptions {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -172,6 +172,9 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
         args.positional.as_deref()
     };
     let app = select_app(config, app, &overrides)?;
+    if let Some(membership) = &app.membership {
+        return crate::fleet::etcd::command::request(&app, membership, args.force, None, args.json);
+    }
     let plan = app.deploy_plan(args.force)?;
     if let Some(fleet) = &app.fleet {
         let result = fleet_run(
@@ -223,6 +226,10 @@ pub fn rollback_command(
     overrides.settle = args.settle.clone();
     overrides.after_switch = args.after_switch.clone();
     let app = select_app(config, app, &overrides)?;
+    if let Some(membership) = &app.membership {
+        let target = Some(rest.first().cloned());
+        return crate::fleet::etcd::command::request(&app, membership, false, target, args.json);
+    }
     if let Some(fleet) = &app.fleet {
         let result = fleet_run(
             &app,
@@ -320,6 +327,9 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
     let app = select_app(config, inspect.app.as_deref(), &inspect.target.overrides())?;
     if let Some(fleet) = &app.fleet {
         return crate::fleet::status::show(&app, fleet, inspect.json);
+    }
+    if let Some(membership) = &app.membership {
+        return crate::fleet::etcd::command::status(&app, membership, inspect.json);
     }
     let history = open_history(&app.layout)?;
     let live = match read_live(&app.layout)? {

@@ -140,6 +140,52 @@ fn config_errors_name_the_file_line_and_fix() {
             ":4",
             "",
         ),
+        // Fleets in etcd.
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":4: apps.a.fleet",
+            "needs a [fleet] table",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nfleet = true\n",
+            ":7: apps.a.fleet",
+            "deploys from git",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nhosts = [\"web2\"]\nfleet = true\n",
+            ":8: apps.a.fleet",
+            "not both",
+        ),
+        (
+            "[fleet]\netcd = [\"10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":1: fleet.etcd",
+            "not an http:// or https:// URL",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"-oProxyCommand=x\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":1: fleet.name",
+            "is not a host name",
+        ),
+        (
+            "[fleet]\netcd = [\"https://10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":1: fleet.ca_file",
+            "need the cluster's CA",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\nlease_ttl = \"500ms\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":1: fleet.lease_ttl",
+            "too short",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nuser = \"zd\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":1: fleet.user",
+            "both user and password_file",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nendpoints = 3\n",
+            ":3",
+            "unknown field `endpoints`",
+        ),
     ];
     for (text, location, message) in cases {
         let config = write_config(&site, text);

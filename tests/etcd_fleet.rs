@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::Zdeploy;
 use crate::support::agent::{Answer, call, sign};
 use crate::support::etcd::EtcdCluster;
 use crate::support::fleet::{Fleet, HostKind};
@@ -324,6 +325,62 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         assert_eq!(cluster.ready(i), 200);
     }
     assert_eq!(cluster.fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+
+    // The CLI shows the fleet from etcd and asks its leader for deploys.
+    let config = cluster.fleet.hosts[0].dir.join("zdeploy.toml");
+    let cli = |args: &[&str]| {
+        Zdeploy::new()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .success()
+    };
+    let status = cli(&["status", APP]).stdout;
+    assert!(
+        status.contains("3 members") && status.contains("committed: ROOT_"),
+        "{status}"
+    );
+    let state: Value = serde_json::from_str(&cli(&["status", APP, "--json"]).stdout).unwrap();
+    assert_eq!(state["members"].as_array().unwrap().len(), 3, "{state}");
+    assert!(state["skew_ms"].is_i64(), "{state}");
+    php_app(&cluster.scratch, "v21");
+    let commit = copy_into_repo(&cluster.repo, &cluster.scratch);
+    let deployed = cli(&["deploy", APP]).stdout;
+    assert!(deployed.contains("the fleet -> ROOT_"), "{deployed}");
+    let v21 = cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
+    let unchanged = cli(&["deploy", APP]).stdout;
+    assert!(unchanged.contains("unchanged"), "{unchanged}");
+    let rolled: Value = serde_json::from_str(&cli(&["rollback", APP, "--json"]).stdout).unwrap();
+    let back = rolled["release"].as_str().unwrap().to_string();
+    assert_ne!(back, v21);
+    eventually(
+        "the CLI's rollback on every host",
+        Duration::from_secs(60),
+        || cluster.fleet.live() == vec![Some(back.clone()); 3],
+    );
+
+    // Metrics and the dashboard show it too.
+    let metrics = call(&cluster.agent_url(1, "/metrics"), &[], None).body;
+    for line in [
+        format!("zdeploy_fleet_ready{{app=\"{APP}\"}} 1"),
+        format!("zdeploy_fleet_members{{app=\"{APP}\"}} 3"),
+        format!("zdeploy_fleet_etcd_connected{{app=\"{APP}\"}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    let leaders: usize = (0..3)
+        .map(|i| {
+            let metrics = call(&cluster.agent_url(i, "/metrics"), &[], None).body;
+            usize::from(metrics.contains(&format!("zdeploy_fleet_leader{{app=\"{APP}\"}} 1")))
+        })
+        .sum();
+    assert_eq!(leaders, 1, "one leader");
+    let page = call(&cluster.agent_url(2, "/"), &[], None).body;
+    assert!(
+        page.contains("Fleet (etcd)") && page.contains(&back),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
 }
 
 /// Restart every agent, each with `failpoint` (or none).

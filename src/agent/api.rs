@@ -613,12 +613,23 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
             )
         })
         .collect();
+    let members: Vec<(String, crate::fleet::etcd::member::MemberView)> = agent
+        .apps()
+        .iter()
+        .filter(|app| app.config().membership.is_some())
+        .map(|app| {
+            (
+                app.name.clone(),
+                app.member_view().lock().expect("member view lock").clone(),
+            )
+        })
+        .collect();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        agent.metrics.render(&ages, &fleets),
+        agent.metrics.render(&ages, &fleets, &members),
     )
         .into_response()
 }

@@ -77,6 +77,7 @@ impl Metrics {
         &self,
         live_ages: &[(String, f64)],
         fleets: &[(String, super::fleet::FleetView)],
+        members: &[(String, crate::fleet::etcd::member::MemberView)],
     ) -> String {
         let mut out = String::new();
         self.with(|m| {
@@ -126,14 +127,50 @@ impl Metrics {
             "gauge",
             "Time between the first and the last host's switch in the last fleet deploy.",
         );
-        for (app, view) in fleets {
-            if let Some(skew) = view.skew_ms {
+        let skews = fleets
+            .iter()
+            .map(|(app, view)| (app, view.skew_ms))
+            .chain(members.iter().map(|(app, view)| (app, view.skew_ms)));
+        for (app, skew) in skews {
+            if let Some(skew) = skew {
                 let _ = writeln!(
                     out,
                     "zdeploy_fleet_switch_skew_seconds{{app=\"{}\"}} {}",
                     escape(app),
                     skew as f64 / 1000.0
                 );
+            }
+        }
+        let gauges: [MemberGauge; 4] = [
+            (
+                "zdeploy_fleet_ready",
+                "1 while this host serves its fleet's committed release (what /ready answers).",
+                |v| f64::from(u8::from(v.ready())),
+            ),
+            (
+                "zdeploy_fleet_leader",
+                "1 while this host's agent leads its fleet in etcd.",
+                |v| {
+                    f64::from(u8::from(
+                        v.leader.is_some() && v.leader.as_deref() == Some(v.name.as_str()),
+                    ))
+                },
+            ),
+            (
+                "zdeploy_fleet_members",
+                "Members of the fleet in etcd (hosts whose lease holds).",
+                |v| v.members.len() as f64,
+            ),
+            (
+                "zdeploy_fleet_etcd_connected",
+                "1 while this host's agent reaches its fleet's etcd.",
+                |v| f64::from(u8::from(v.connected)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, "gauge", help);
+            for (app, view) in members {
+                let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", escape(app), value(view));
             }
         }
         header(
@@ -156,6 +193,13 @@ impl Metrics {
         out
     }
 }
+
+/// A gauge of a fleet member: its name, help and value.
+type MemberGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::fleet::etcd::member::MemberView) -> f64,
+);
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -148,6 +148,9 @@ fn render_panel(data: &PanelData) -> String {
     if let Some(fleet) = s["fleet"].as_object() {
         render_fleet(&mut html, fleet);
     }
+    if let Some(fleet) = s["etcd_fleet"].as_object() {
+        render_etcd_fleet(&mut html, fleet);
+    }
     html.push_str(r#"<h3>Releases</h3><div class="scroll"><table class="releases"><thead><tr><th>Release</th><th>State</th><th>Commit</th><th>Size</th><th></th></tr></thead><tbody>"#);
     for release in data.releases.iter().rev() {
         let action = if release.live {
@@ -237,6 +240,61 @@ fn render_fleet(html: &mut String, fleet: &serde_json::Map<String, Value>) {
             esc(view["release"].as_str().unwrap_or("unknown")),
             esc(view["state"].as_str().unwrap_or("")),
             view["failures"].as_u64().unwrap_or(0),
+        );
+    }
+    html.push_str("</tbody></table></div>");
+}
+
+/// A fleet in etcd as this host's agent last read it: the leader, the
+/// committed release, each member's state and live release, the last
+/// deploy and its skew, and whether this host is in rotation.
+fn render_etcd_fleet(html: &mut String, fleet: &serde_json::Map<String, Value>) {
+    let view = &fleet["view"];
+    let ready = fleet["ready"].as_bool().unwrap_or(false);
+    let committed = view["committed"]["release"]
+        .as_str()
+        .unwrap_or("nothing yet");
+    let skew = view["skew_ms"]
+        .as_i64()
+        .map(|ms| format!(" · last switch skew <span class=\"skew\">{ms} ms</span>"))
+        .unwrap_or_default();
+    let reach = match view["connected"].as_bool() {
+        Some(true) => String::new(),
+        _ => format!(
+            r#"<p class="alert">etcd cannot be reached: {} (this host keeps serving what it serves)</p>"#,
+            esc(view["error"].as_str().unwrap_or("not yet connected"))
+        ),
+    };
+    let _ = write!(
+        html,
+        r#"<h3>Fleet (etcd)</h3>{reach}<p class="meta">this host <b>{name}</b> is <span class="state {ready_class}">{ready_word}</span> · leader {leader} · committed <code>{committed}</code>{skew}</p><div class="scroll"><table class="fleet"><thead><tr><th>Host</th><th>Live</th><th>State</th></tr></thead><tbody>"#,
+        name = esc(view["name"].as_str().unwrap_or("")),
+        ready_class = if ready { "success" } else { "failed" },
+        ready_word = if ready { "ready" } else { "behind" },
+        leader = esc(view["leader"].as_str().unwrap_or("none")),
+        committed = esc(committed),
+    );
+    let members: Vec<&str> = view["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let hosts = view["hosts"].as_object().cloned().unwrap_or_default();
+    for (host, status) in &hosts {
+        let gone = if members.contains(&host.as_str()) {
+            ""
+        } else {
+            r#" <span class="meta">(left the fleet)</span>"#
+        };
+        let error = status["error"]
+            .as_str()
+            .map(|e| format!(r#"<div class="error">{}</div>"#, esc(e)))
+            .unwrap_or_default();
+        let _ = write!(
+            html,
+            r#"<tr><td class="name">{}{gone}</td><td>{}</td><td>{}{error}</td></tr>"#,
+            esc(host),
+            esc(status["live"].as_str().unwrap_or("-")),
+            esc(status["state"].as_str().unwrap_or("")),
         );
     }
     html.push_str("</tbody></table></div>");

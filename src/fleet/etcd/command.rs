@@ -1,0 +1,195 @@
+//! The CLI on an app of a fleet in etcd: `deploy` and `rollback` hand a
+//! trigger to the fleet's leader and wait for its outcome (no host is
+//! touched from here: the agents do it); `status` shows the fleet as etcd
+//! holds it — members, leader, committed release, each host's live release
+//! and state, the last deploy and its switch's skew.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use zdeploy_core::history::now_ms;
+use zdeploy_core::release::short;
+
+use super::decision::skew_ms;
+use super::records::{Committed, DeployRecord, HostStatus, Outcome, TriggerRecord};
+use super::request::{ask, trigger_id};
+use super::settings::Membership;
+use super::store::Store;
+use crate::config::AppConfig;
+use crate::output::out;
+
+fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(work)
+}
+
+fn app_name(app: &AppConfig) -> Result<&str> {
+    app.name
+        .as_deref()
+        .context("a fleet in etcd is an app of a config file")
+}
+
+/// Ask the fleet for a deploy (or a rollback to `rollback`'s release, or the
+/// one before) and wait for the outcome.
+pub fn request(
+    app: &AppConfig,
+    membership: &Membership,
+    force: bool,
+    rollback: Option<Option<String>>,
+    json: bool,
+) -> Result<()> {
+    let name = app_name(app)?;
+    let request = TriggerRecord {
+        id: trigger_id(&format!("cli-{}", membership.etcd.name)),
+        trigger: format!("cli on {}", membership.etcd.name),
+        force,
+        commit: None,
+        rollback: rollback.is_some(),
+        release: rollback.flatten(),
+        at_ms: now_ms(),
+    };
+    let wait = membership.stage_timeout + Duration::from_secs(300);
+    let outcome: Outcome = block_on(async {
+        let store = Store::connect(&membership.etcd, name).await?;
+        ask(&store, &request, wait, &|why| eprintln!("{why}")).await
+    })?;
+    if json {
+        return crate::commands::print_json(&outcome);
+    }
+    let release = outcome.release.as_deref().unwrap_or("?");
+    let commit = outcome
+        .commit
+        .as_deref()
+        .map(|c| format!(", commit {}", short(c)))
+        .unwrap_or_default();
+    match outcome.outcome.as_str() {
+        "deployed" => out!(
+            "the fleet -> {release} (fleet deploy #{}{commit}); every member switches to it",
+            outcome.deploy.unwrap_or(0)
+        ),
+        "unchanged" => out!("the fleet unchanged: {release} is already committed{commit}"),
+        other => bail!(
+            "the fleet's deploy {other}: {}",
+            outcome.error.as_deref().unwrap_or("no reason given")
+        ),
+    }
+    Ok(())
+}
+
+/// The fleet as etcd holds it.
+#[derive(Serialize)]
+pub struct FleetState {
+    pub members: Vec<String>,
+    pub leader: Option<String>,
+    pub committed: Option<Committed>,
+    pub deploy: Option<DeployRecord>,
+    pub hosts: BTreeMap<String, HostStatus>,
+    pub skew_ms: Option<i64>,
+}
+
+pub async fn read_state(store: &Store) -> Result<FleetState> {
+    let keys = &store.keys;
+    let committed = store
+        .get::<Committed>(&keys.committed())
+        .await?
+        .map(|(c, _)| c);
+    let hosts: BTreeMap<String, HostStatus> =
+        store.list(&keys.statuses()).await?.into_iter().collect();
+    Ok(FleetState {
+        members: store.names(&keys.members()).await?,
+        leader: store.leader().await?,
+        skew_ms: committed.as_ref().and_then(|c| skew_ms(&hosts, c.deploy)),
+        committed,
+        deploy: store
+            .get::<DeployRecord>(&keys.deploy())
+            .await?
+            .map(|(d, _)| d),
+        hosts,
+    })
+}
+
+/// `zdeploy status` of a fleet in etcd.
+pub fn status(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
+    let name = app_name(app)?;
+    let state = block_on(async {
+        let store = Store::connect(&membership.etcd, name).await?;
+        read_state(&store).await
+    })?;
+    if json {
+        return crate::commands::print_json(&state);
+    }
+    out!(
+        "fleet {name} in etcd ({}): {} members, leader {}",
+        membership.etcd.endpoints.join(", "),
+        state.members.len(),
+        state.leader.as_deref().unwrap_or("none (electing)")
+    );
+    match &state.committed {
+        Some(c) => out!(
+            "committed: {} (commit {}, fleet deploy #{})",
+            c.release,
+            short(&c.commit),
+            c.deploy
+        ),
+        None => out!("committed: nothing yet"),
+    }
+    if let Some(d) = &state.deploy {
+        out!(
+            "last deploy: #{} {} {} ({}){}",
+            d.id,
+            d.phase.as_str(),
+            d.release,
+            d.trigger,
+            d.why
+                .as_deref()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(skew) = state.skew_ms {
+        out!("last switch skew: {skew} ms");
+    }
+    let width = state
+        .members
+        .iter()
+        .chain(state.hosts.keys())
+        .map(String::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    out!("  {:width$}  {:<12}  {:<26}  NOTE", "HOST", "STATE", "LIVE");
+    let mut names: Vec<&String> = state.members.iter().chain(state.hosts.keys()).collect();
+    names.sort();
+    names.dedup();
+    for host in names {
+        let status = state.hosts.get(host);
+        let member = state.members.contains(host);
+        let on_committed = status
+            .and_then(|s| s.live.as_deref())
+            .zip(state.committed.as_ref())
+            .is_some_and(|(live, c)| live == c.release);
+        let note = match (member, status.and_then(|s| s.error.as_deref())) {
+            (false, _) => "not a member (its lease ran out)".to_string(),
+            (true, Some(error)) => error.to_string(),
+            (true, None) if on_committed => String::new(),
+            (true, None) => "behind the committed release".to_string(),
+        };
+        out!(
+            "{} {:width$}  {:<12}  {:<26}  {note}",
+            if state.leader.as_ref() == Some(host) {
+                "*"
+            } else {
+                " "
+            },
+            host,
+            status.map_or("-", |s| s.state.as_str()),
+            status.and_then(|s| s.live.as_deref()).unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
