@@ -4,7 +4,7 @@
 //! rotation only while its agent's `/ready` answers 200. Pushes arrive as
 //! signed webhooks at any agent; nothing but the agents deploys.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,7 +14,7 @@ use crate::support::agent::{Answer, call, sign};
 use crate::support::etcd::EtcdCluster;
 use crate::support::fleet::{Fleet, HostKind};
 use crate::support::git::Repo;
-use crate::support::load::{Load, Op, Verdict, judge, php_app};
+use crate::support::load::{Load, Op, assert_whole, judge, php_app};
 
 const APP: &str = "shop";
 const AGENT_PORT: u16 = 9470;
@@ -39,7 +39,7 @@ impl EtcdFleet {
         let repo = Repo::new(fleet.root.path(), APP);
         let scratch = fleet.root.path().join("scratch");
         php_app(&scratch, "v0");
-        copy_into_repo(&repo, &scratch);
+        repo.commit_tree_of(&scratch);
         let mut this = EtcdFleet {
             fleet,
             etcd,
@@ -104,7 +104,7 @@ impl EtcdFleet {
         if let Some(version) = version {
             php_app(&self.scratch, version);
         }
-        let commit = copy_into_repo(&self.repo, &self.scratch);
+        let commit = self.repo.commit_tree_of(&self.scratch);
         self.pushes += 1;
         let body = serde_json::json!({
             "ref": "refs/heads/main",
@@ -174,29 +174,6 @@ impl EtcdFleet {
     }
 }
 
-/// Make the repo's work tree what `scratch` holds, commit and push it.
-fn copy_into_repo(repo: &Repo, scratch: &Path) -> String {
-    for entry in std::fs::read_dir(&repo.work).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != ".git" {
-            let path = entry.path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
-    }
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", scratch.display()))
-        .arg(&repo.work)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    repo.commit("a version")
-}
-
 #[track_caller]
 fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -207,23 +184,6 @@ fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
-}
-
-#[track_caller]
-fn assert_whole(verdict: &Verdict, samples: usize) {
-    for (what, found) in [
-        ("failed", &verdict.failed),
-        ("torn", &verdict.torn),
-        ("stale", &verdict.stale),
-    ] {
-        assert!(
-            found.is_empty(),
-            "{} {what} requests: {:?}",
-            found.len(),
-            &found[..found.len().min(5)]
-        );
-    }
-    assert!(samples > 100, "the load ran: {samples} requests");
 }
 
 /// Every save some host acknowledged is in that host's live release.
@@ -344,7 +304,7 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
     assert_eq!(state["members"].as_array().unwrap().len(), 3, "{state}");
     assert!(state["skew_ms"].is_i64(), "{state}");
     php_app(&cluster.scratch, "v21");
-    let commit = copy_into_repo(&cluster.repo, &cluster.scratch);
+    let commit = cluster.repo.commit_tree_of(&cluster.scratch);
     let deployed = cli(&["deploy", APP]).stdout;
     assert!(deployed.contains("the fleet -> ROOT_"), "{deployed}");
     let v21 = cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
@@ -544,7 +504,7 @@ fn cut_off_hosts_catch_up_out_of_rotation_new_hosts_join_and_etcd_losses_only_de
     let v2_release = cluster.fleet.live()[0].clone();
     let started = Instant::now();
     php_app(&cluster.scratch, "v3");
-    let v3 = copy_into_repo(&cluster.repo, &cluster.scratch);
+    let v3 = cluster.repo.commit_tree_of(&cluster.scratch);
     // The webhook is taken (queued); the deploy waits for etcd.
     cluster.pushes += 1;
     let body = serde_json::json!({"ref": "refs/heads/main", "after": v3}).to_string();

@@ -14,30 +14,7 @@ use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
 /// Put version `version` of the load's PHP app in the repo's work tree.
 fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
     php_app(scratch, version);
-    app_version_from(repo, scratch)
-}
-
-/// Make the repo's work tree what `scratch` holds, and commit it.
-fn app_version_from(repo: &Repo, scratch: &Path) -> String {
-    for entry in std::fs::read_dir(&repo.work).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != ".git" {
-            let path = entry.path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
-    }
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", scratch.display()))
-        .arg(&repo.work)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    repo.commit("a version")
+    repo.commit_tree_of(scratch)
 }
 
 /// The controller's state (its mirror, its fleet history) beside the config.
@@ -563,7 +540,7 @@ fn a_full_disk_on_one_host_stops_the_deploy_everywhere() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(scratch.join("big.bin"), noise).unwrap();
-    app_version_from(&repo, &scratch);
+    repo.commit_tree_of(&scratch);
     let out = fleet_deploy(&config).fails_with(1);
     assert!(
         out.stderr.contains(&fleet.hosts[2].address),
@@ -591,7 +568,7 @@ fn fleet_with_health(extra: &str) -> (Fleet, Repo, std::path::PathBuf, std::path
     );
     php_app(&scratch, "v1");
     std::fs::write(scratch.join("health.php"), &health).unwrap();
-    app_version_from(&repo, &scratch);
+    repo.commit_tree_of(&scratch);
     let config = fleet.config(
         "shop",
         &repo.bare,
@@ -604,7 +581,7 @@ fn fleet_with_health(extra: &str) -> (Fleet, Repo, std::path::PathBuf, std::path
 fn commit_version(repo: &Repo, scratch: &Path, version: &str, health: &str) {
     php_app(scratch, version);
     std::fs::write(scratch.join("health.php"), health).unwrap();
-    app_version_from(repo, scratch);
+    repo.commit_tree_of(scratch);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::git::Repo;
-use crate::support::load::{Load, deploys_and_rollbacks, judge};
+use crate::support::load::{Load, deploys_and_rollbacks, judge, version_parts};
 use crate::support::servers::{
     MariaDb, Nginx, PhpFpm, free_port, post_form, request, zdeploy_nginx_config,
 };
@@ -31,21 +31,7 @@ fn theme(repo: &Repo, version: &str) {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join(format!("a_{version}.php")),
-        format!("<?php $a = '{version}';\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(format!("b_{version}.php")),
-        format!("<?php $b = '{version}';\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(format!("data_{version}.txt")),
-        format!("{version}\n"),
-    )
-    .unwrap();
+    version_parts(&dir, &dir, version);
 }
 
 fn wp_config(socket: &Path, port: u16) -> String {

@@ -16,7 +16,8 @@ use super::app::{App, Event, Trigger};
 use super::runner::{Finished, failed};
 use crate::fleet::etcd::leader::Leader;
 use crate::fleet::etcd::member::Member;
-use crate::fleet::etcd::records::TriggerRecord;
+use crate::fleet::etcd::part::Part;
+use crate::fleet::etcd::records::{Committed, TriggerRecord};
 use crate::fleet::etcd::request::{ask, trigger_id};
 use crate::fleet::etcd::settings::Membership;
 use crate::fleet::etcd::store::Store;
@@ -65,7 +66,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 .connected = true;
             *app.etcd().lock().expect("etcd client lock") = Some(store.clone());
             tracing::info!(app = %app.name, member = %store.name, "joined the fleet");
-            let member = Member {
+            let part = Part {
                 store: &store,
                 lease,
                 config: config.clone(),
@@ -73,14 +74,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 view: app.member_view(),
                 log: &log,
             };
-            let leader = Leader {
-                store: &store,
-                lease,
-                config: config.clone(),
-                membership: &membership,
-                view: app.member_view(),
-                log: &log,
-            };
+            let (member, leader) = (Member { part: &part }, Leader { part: &part });
             // The lease holds a TTL past each keepalive etcd answered.
             let kept = || {
                 app.member_view()
@@ -135,22 +129,61 @@ pub async fn refresh_for_ready(app: &App) {
     if read_at.is_some_and(|at| at.elapsed() < FRESH) {
         return;
     }
-    let cached = app.etcd().lock().expect("etcd client lock").clone();
+    // The client in use is trusted while this host's lease holds.
+    let trusted = {
+        let view = app.member_view().lock().expect("member view lock");
+        view.connected
+            && view
+                .lease_until
+                .is_some_and(|until| std::time::Instant::now() < until)
+    };
+    let cached = app
+        .etcd()
+        .lock()
+        .expect("etcd client lock")
+        .clone()
+        .filter(|_| trusted);
     let read = async {
-        let store = match cached {
-            Some(store) => store,
-            None => Store::connect(&membership.etcd, &app.name).await?,
-        };
-        store
-            .get::<crate::fleet::etcd::records::Committed>(&store.keys.committed())
-            .await
+        match cached {
+            Some(store) => read_committed(store).await,
+            // Cut off until now, perhaps: a connection made before may be
+            // dead. Every member is asked afresh at once; the first answer
+            // counts.
+            None => {
+                let mut asking = tokio::task::JoinSet::new();
+                for endpoint in &membership.etcd.endpoints {
+                    let mut one = membership.etcd.clone();
+                    one.endpoints = vec![endpoint.clone()];
+                    let name = app.name.clone();
+                    asking.spawn(async move {
+                        read_committed(Store::connect(&one, &name).await?).await
+                    });
+                }
+                let mut last = None;
+                while let Some(answer) = asking.join_next().await {
+                    match answer {
+                        Ok(Ok(committed)) => return Ok(committed),
+                        Ok(Err(e)) => last = Some(e),
+                        Err(e) => last = Some(e.into()),
+                    }
+                }
+                Err(last.unwrap_or_else(|| anyhow::anyhow!("no etcd endpoint")))
+            }
+        }
     };
     if let Ok(Ok(committed)) = tokio::time::timeout(READY_CHECK, read).await {
         let mut view = app.member_view().lock().expect("member view lock");
-        view.committed = committed.map(|(c, _)| c);
+        view.committed = committed;
         view.known = true;
         view.read_at = Some(std::time::Instant::now());
     }
+}
+
+async fn read_committed(store: Store) -> Result<Option<Committed>> {
+    Ok(store
+        .get::<Committed>(&store.keys.committed())
+        .await?
+        .map(|(c, _)| c))
 }
 
 /// A member's line, in the app's event stream and the agent's log.

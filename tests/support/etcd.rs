@@ -4,12 +4,10 @@
 //! so agents inside host namespaces reach them. Members can be killed and
 //! started again; everything goes on drop.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use super::servers::{Server, free_port, wait_for};
+use super::servers::{Server, free_port, wait_for_port};
 
 pub struct EtcdCluster {
     dir: PathBuf,
@@ -100,16 +98,7 @@ impl EtcdCluster {
 
     fn wait_member(&self, i: usize) {
         let port = self.members[i].client_port;
-        wait_for(
-            || {
-                TcpStream::connect_timeout(
-                    &format!("127.0.0.1:{port}").parse().unwrap(),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            },
-            "an etcd member",
-        );
+        wait_for_port(&format!("127.0.0.1:{port}"), "an etcd member");
     }
 
     /// SIGKILL member `i`.

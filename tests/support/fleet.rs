@@ -4,13 +4,11 @@
 //! load balancer (nginx upstream) on loopback sends requests to them. Every
 //! address is one the test made; everything is torn down on drop.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use super::servers::{Nginx, Server, free_port, wait_for};
+use super::servers::{Nginx, Server, free_port, wait_for, wait_for_port};
 
 pub struct FleetHost {
     /// The host's address, as the controller names it.
@@ -245,14 +243,8 @@ impl Fleet {
             HostKind::Agent => &[80],
         };
         for port in ports {
-            wait_for(
-                || {
-                    TcpStream::connect_timeout(
-                        &format!("{address}:{port}").parse().unwrap(),
-                        Duration::from_millis(200),
-                    )
-                    .is_ok()
-                },
+            wait_for_port(
+                &format!("{address}:{port}"),
                 "a fleet host's sshd and nginx",
             );
         }
@@ -358,16 +350,7 @@ impl Fleet {
             "haproxy",
             Command::new(haproxy).arg("-db").arg("-f").arg(&config),
         ));
-        wait_for(
-            || {
-                TcpStream::connect_timeout(
-                    &format!("127.0.0.1:{port}").parse().unwrap(),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            },
-            "haproxy",
-        );
+        wait_for_port(&format!("127.0.0.1:{port}"), "haproxy");
         // Its servers settle after their first checks.
         let mut in_a_row = 0;
         wait_for(

@@ -69,6 +69,30 @@ impl Repo {
         self
     }
 
+    /// Make the work tree what `dir` holds (its `.git` aside), then commit
+    /// and push it; returns the commit id.
+    pub fn commit_tree_of(&self, dir: &Path) -> String {
+        for entry in std::fs::read_dir(&self.work).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != ".git" {
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
+        }
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", dir.display()))
+            .arg(&self.work)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        self.commit("a version")
+    }
+
     /// Commit everything and push the current branch; returns the commit id.
     pub fn commit(&self, message: &str) -> String {
         git(&self.work, &["add", "-A"]);

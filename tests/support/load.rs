@@ -33,22 +33,28 @@ pub fn php_app(root: &Path, version: &str) {
         ),
     )
     .unwrap();
+    version_parts(&root.join("inc"), root, version);
+    std::fs::write(root.join("save.php"), SAVE_PHP).unwrap();
+}
+
+/// What a page of `version` is made of: two PHP files that set `$a` and
+/// `$b` in `code` and a data file in `data`, each named after the version.
+pub fn version_parts(code: &Path, data: &Path, version: &str) {
     std::fs::write(
-        root.join(format!("inc/a_{version}.php")),
+        code.join(format!("a_{version}.php")),
         format!("<?php $a = '{version}';\n"),
     )
     .unwrap();
     std::fs::write(
-        root.join(format!("inc/b_{version}.php")),
+        code.join(format!("b_{version}.php")),
         format!("<?php $b = '{version}';\n"),
     )
     .unwrap();
     std::fs::write(
-        root.join(format!("data_{version}.txt")),
+        data.join(format!("data_{version}.txt")),
         format!("{version}\n"),
     )
     .unwrap();
-    std::fs::write(root.join("save.php"), SAVE_PHP).unwrap();
 }
 
 /// The version a page shows, or why it is torn.
@@ -261,6 +267,25 @@ pub fn judge(samples: &[Sample], ops: &[Op], initial: &str) -> Verdict {
         }
     }
     verdict
+}
+
+#[track_caller]
+/// No request failed, came back torn or showed a version older than what
+/// was live when it started; and the load ran.
+pub fn assert_whole(verdict: &Verdict, samples: usize) {
+    for (what, found) in [
+        ("failed", &verdict.failed),
+        ("torn", &verdict.torn),
+        ("stale", &verdict.stale),
+    ] {
+        assert!(
+            found.is_empty(),
+            "{} {what} requests: {:?}",
+            found.len(),
+            &found[..found.len().min(5)]
+        );
+    }
+    assert!(samples > 100, "the load ran: {samples} requests");
 }
 
 /// The `p`-th percentile (0..=100) of the latencies of successful samples.

@@ -192,6 +192,15 @@ pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// Wait until something accepts connections at `address` (`host:port`).
+pub fn wait_for_port(address: &str, what: &str) {
+    let address: std::net::SocketAddr = address.parse().expect("an address");
+    wait_for(
+        || TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok(),
+        what,
+    );
+}
+
 /// One HTTP/1.0 request (so the body ends at close); returns status and body.
 pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     send(port, method, path, None)

@@ -7,7 +7,6 @@
 //! it changes nothing; a new leader finishes what the record says.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,11 +15,9 @@ use zdeploy_core::release::{release_name, short};
 use zdeploy_core::source::Source;
 
 use super::decision::{Decision, decide, on_takeover};
-use super::member::MemberView;
+use super::part::Part;
 use super::records::{Committed, DeployRecord, Outcome, Phase, StageReport, TriggerRecord};
-use super::settings::Membership;
-use super::store::{Store, json};
-use crate::config::AppConfig;
+use super::store::json;
 
 /// How often the leader looks again when nothing changed (stage timeouts,
 /// the poll interval).
@@ -30,13 +27,9 @@ const OUTCOME_TTL: Duration = Duration::from_secs(600);
 /// Committed releases remembered for rollbacks.
 const HISTORY_KEPT: u64 = 100;
 
+/// This host campaigning for, and holding, the fleet's lead.
 pub struct Leader<'a> {
-    pub store: &'a Store,
-    pub lease: i64,
-    pub config: Arc<AppConfig>,
-    pub membership: &'a Membership,
-    pub view: &'a Mutex<MemberView>,
-    pub log: &'a (dyn Fn(&str, &str) + Sync),
+    pub part: &'a Part<'a>,
 }
 
 /// What the leader keeps between looks.
@@ -55,19 +48,22 @@ impl Leader<'_> {
         let mut lead = Lead::default();
         let mut changes = None;
         loop {
-            match self.store.campaign(self.lease).await {
+            match self.part.store.campaign(self.part.lease).await {
                 Ok(true) => {
                     if !lead.leading {
                         lead.leading = true;
-                        (self.log)("info", &format!("{} leads the fleet", self.store.name));
-                        self.view.lock().expect("member view lock").leader =
-                            Some(self.store.name.clone());
+                        (self.part.log)(
+                            "info",
+                            &format!("{} leads the fleet", self.part.store.name),
+                        );
+                        self.part.view.lock().expect("member view lock").leader =
+                            Some(self.part.store.name.clone());
                         if let Err(e) = self.take_over().await {
-                            (self.log)("warn", &format!("{e:#}"));
+                            (self.part.log)("warn", &format!("{e:#}"));
                         }
                     }
                     if let Err(e) = self.look(&mut lead).await {
-                        (self.log)("warn", &format!("the fleet waits: {e:#}"));
+                        (self.part.log)("warn", &format!("the fleet waits: {e:#}"));
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -79,7 +75,12 @@ impl Leader<'_> {
                 }
             }
             if changes.is_none() {
-                changes = self.store.watch(&self.store.keys.all(), true).await.ok();
+                changes = self
+                    .part
+                    .store
+                    .watch(&self.part.store.keys.all(), true)
+                    .await
+                    .ok();
             }
             let wait = if lead.leading {
                 TICK
@@ -103,8 +104,9 @@ impl Leader<'_> {
     /// never recorded, so no host switched.
     async fn take_over(&self) -> Result<()> {
         let Some((record, _)) = self
+            .part
             .store
-            .get::<DeployRecord>(&self.store.keys.deploy())
+            .get::<DeployRecord>(&self.part.store.keys.deploy())
             .await?
         else {
             return Ok(());
@@ -116,20 +118,23 @@ impl Leader<'_> {
     }
 
     async fn look(&self, lead: &mut Lead) -> Result<()> {
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         let deploy = self
+            .part
             .store
             .get::<DeployRecord>(&keys.deploy())
             .await?
             .map(|(d, _)| d);
         if let Some(record) = deploy.as_ref().filter(|d| d.phase == Phase::Staging) {
             let reports: BTreeMap<String, StageReport> = self
+                .part
                 .store
                 .list(&keys.stage_reports(record.id))
                 .await?
                 .into_iter()
                 .collect();
             let alive: BTreeSet<String> = self
+                .part
                 .store
                 .names(&keys.members())
                 .await?
@@ -140,7 +145,7 @@ impl Leader<'_> {
                 &reports,
                 &alive,
                 now_ms(),
-                self.membership.stage_timeout,
+                self.part.membership.stage_timeout,
             ) {
                 Decision::Wait => {}
                 Decision::Commit => self.commit(record.clone()).await?,
@@ -152,6 +157,7 @@ impl Leader<'_> {
             return Ok(());
         }
         let mut triggers: Vec<TriggerRecord> = self
+            .part
             .store
             .list::<TriggerRecord>(&keys.triggers())
             .await?
@@ -165,7 +171,7 @@ impl Leader<'_> {
             let committed = self.committed().await?;
             let moved = committed.as_ref().is_none_or(|c| c.commit != head);
             if moved && lead.failed_commit.as_deref() != Some(head.as_str()) {
-                (self.log)(
+                (self.part.log)(
                     "info",
                     &format!("the remote moved to {}; deploying", short(&head)),
                 );
@@ -199,7 +205,7 @@ impl Leader<'_> {
     }
 
     fn poll_due(&self, lead: &Lead) -> bool {
-        let Some(interval) = self.config.automation.interval else {
+        let Some(interval) = self.part.config.automation.interval else {
             return false;
         };
         lead.last_poll.is_none_or(|at| at.elapsed() >= interval)
@@ -207,19 +213,21 @@ impl Leader<'_> {
 
     async fn committed(&self) -> Result<Option<Committed>> {
         Ok(self
+            .part
             .store
-            .get::<Committed>(&self.store.keys.committed())
+            .get::<Committed>(&self.part.store.keys.committed())
             .await?
             .map(|(c, _)| c))
     }
 
     /// The commit the app's ref names on its remote now.
     async fn remote_head(&self) -> Result<String> {
-        let Some(Source::Git { url }) = self.config.source.clone() else {
+        let Some(Source::Git { url }) = self.part.config.source.clone() else {
             bail!("a fleet in etcd deploys from git");
         };
-        let reference = self.config.reference.clone();
+        let reference = self.part.config.reference.clone();
         let shown = self
+            .part
             .config
             .source
             .as_ref()
@@ -240,7 +248,7 @@ impl Leader<'_> {
     /// Record a deploy for `triggers`, or answer them when there is nothing
     /// to do.
     async fn start(&self, triggers: Vec<TriggerRecord>, last: Option<&DeployRecord>) -> Result<()> {
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         let requests: Vec<String> = triggers.iter().map(|t| t.id.clone()).collect();
         let shown: Vec<&str> = triggers.iter().map(|t| t.trigger.as_str()).collect();
         let trigger = shown.join(", ");
@@ -277,11 +285,11 @@ impl Leader<'_> {
                     commit: None,
                     error: Some(format!("{e:#}")),
                 };
-                (self.log)("warn", &format!("cannot deploy for {trigger}: {e:#}"));
+                (self.part.log)("warn", &format!("cannot deploy for {trigger}: {e:#}"));
                 return self.answer(&requests, &outcome, Vec::new(), consumed).await;
             }
         };
-        let mut members = self.store.names(&keys.members()).await?;
+        let mut members = self.part.store.names(&keys.members()).await?;
         members.sort();
         let record = DeployRecord {
             id: last.map_or(1, |d| d.id + 1),
@@ -291,7 +299,7 @@ impl Leader<'_> {
             trigger: trigger.clone(),
             requests,
             members: members.clone(),
-            leader: self.store.name.clone(),
+            leader: self.part.store.name.clone(),
             phase: Phase::Staging,
             started_ms: now_ms(),
             decided_ms: None,
@@ -300,15 +308,16 @@ impl Leader<'_> {
         let mut deletes = consumed;
         deletes.push((keys.all_stage_reports(), true));
         let written = self
+            .part
             .store
             .as_leader(
-                self.lease,
+                self.part.lease,
                 vec![(keys.deploy(), json(&record), None)],
                 deletes,
             )
             .await?;
         if written {
-            (self.log)(
+            (self.part.log)(
                 "info",
                 &format!(
                     "fleet deploy #{}: {} of commit {} on {} ({trigger})",
@@ -343,19 +352,20 @@ impl Leader<'_> {
         // Names are timestamps of whole seconds, in the order they sort:
         // a new one comes after every name the fleet ever used (a rollback
         // makes an older release live while newer ones stay on disk).
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         let mut used: Vec<String> = self
+            .part
             .store
             .list::<Committed>(&keys.history())
             .await?
             .into_iter()
             .map(|(_, c)| c.release)
             .collect();
-        if let Some((last, _)) = self.store.get::<DeployRecord>(&keys.deploy()).await? {
+        if let Some((last, _)) = self.part.store.get::<DeployRecord>(&keys.deploy()).await? {
             used.push(last.release);
         }
         let newest = used.into_iter().max();
-        let context = self.config.layout.context().to_string();
+        let context = self.part.config.layout.context().to_string();
         let mut release = release_name(&context, jiff::Timestamp::now());
         while newest.as_ref().is_some_and(|n| &release <= n) {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -372,8 +382,9 @@ impl Leader<'_> {
         committed: Option<&Committed>,
     ) -> Result<Option<(String, String)>> {
         let history: Vec<Committed> = self
+            .part
             .store
-            .list::<Committed>(&self.store.keys.history())
+            .list::<Committed>(&self.part.store.keys.history())
             .await?
             .into_iter()
             .map(|(_, c)| c)
@@ -401,7 +412,7 @@ impl Leader<'_> {
     /// Every member staged: switch now. One write records commit, the
     /// committed release, the history entry and the outcomes.
     async fn commit(&self, record: DeployRecord) -> Result<()> {
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         zdeploy_core::failpoint::hit("fleet.commit");
         let at = now_ms();
         let committed = Committed {
@@ -427,7 +438,7 @@ impl Leader<'_> {
             (keys.committed(), json(&committed), None),
             (keys.history_entry(decided.id), json(&committed), None),
         ];
-        let outcome_lease = self.store.grant(OUTCOME_TTL).await?;
+        let outcome_lease = self.part.store.grant(OUTCOME_TTL).await?;
         for request in &decided.requests {
             puts.push((keys.outcome(request), json(&outcome), Some(outcome_lease)));
         }
@@ -436,12 +447,13 @@ impl Leader<'_> {
             .checked_sub(HISTORY_KEPT)
             .map(|old| (keys.history_entry(old), false));
         if self
+            .part
             .store
-            .as_leader(self.lease, puts, forgotten.into_iter().collect())
+            .as_leader(self.part.lease, puts, forgotten.into_iter().collect())
             .await?
         {
             zdeploy_core::failpoint::hit("fleet.committed");
-            (self.log)(
+            (self.part.log)(
                 "info",
                 &format!(
                     "fleet deploy #{}: commit recorded; every host switches to {}",
@@ -453,7 +465,7 @@ impl Leader<'_> {
     }
 
     async fn abort(&self, record: DeployRecord, why: String) -> Result<()> {
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         let outcome = Outcome {
             deploy: Some(record.id),
             outcome: "aborted".into(),
@@ -468,12 +480,17 @@ impl Leader<'_> {
             ..record
         };
         let mut puts = vec![(keys.deploy(), json(&decided), None)];
-        let outcome_lease = self.store.grant(OUTCOME_TTL).await?;
+        let outcome_lease = self.part.store.grant(OUTCOME_TTL).await?;
         for request in &decided.requests {
             puts.push((keys.outcome(request), json(&outcome), Some(outcome_lease)));
         }
-        if self.store.as_leader(self.lease, puts, Vec::new()).await? {
-            (self.log)(
+        if self
+            .part
+            .store
+            .as_leader(self.part.lease, puts, Vec::new())
+            .await?
+        {
+            (self.part.log)(
                 "warn",
                 &format!("fleet deploy #{} aborted: {why}", decided.id),
             );
@@ -489,15 +506,18 @@ impl Leader<'_> {
         mut puts: Vec<(String, Vec<u8>, Option<i64>)>,
         deletes: Vec<(String, bool)>,
     ) -> Result<()> {
-        let outcome_lease = self.store.grant(OUTCOME_TTL).await?;
+        let outcome_lease = self.part.store.grant(OUTCOME_TTL).await?;
         for request in requests {
             puts.push((
-                self.store.keys.outcome(request),
+                self.part.store.keys.outcome(request),
                 json(outcome),
                 Some(outcome_lease),
             ));
         }
-        self.store.as_leader(self.lease, puts, deletes).await?;
+        self.part
+            .store
+            .as_leader(self.part.lease, puts, deletes)
+            .await?;
         Ok(())
     }
 }

@@ -8,7 +8,6 @@
 //! on its own, carrying its user content, before it reports ready.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -18,10 +17,9 @@ use zdeploy_core::history::now_ms;
 use zdeploy_core::switch::read_live;
 
 use super::decision::{ready, skew_ms};
+use super::part::Part;
 use super::records::{Committed, DeployRecord, HostState, HostStatus, Phase, StageReport};
-use super::settings::Membership;
-use super::store::Store;
-use crate::config::{AppConfig, Overrides};
+use crate::config::Overrides;
 use crate::fleet::host::{Reports, serve_orders};
 use crate::fleet::protocol::{Job, Order, Report};
 
@@ -80,24 +78,18 @@ impl MemberView {
     }
 }
 
-/// Where a member's runs report, and who it tells.
+/// This host following its fleet.
 pub struct Member<'a> {
-    pub store: &'a Store,
-    pub lease: i64,
-    pub config: Arc<AppConfig>,
-    pub membership: &'a Membership,
-    pub view: &'a Mutex<MemberView>,
-    /// Each line a run logs, for the agent's event stream.
-    pub log: &'a (dyn Fn(&str, &str) + Sync),
+    pub part: &'a Part<'a>,
 }
 
 impl Member<'_> {
     fn update(&self, change: impl FnOnce(&mut MemberView)) {
-        change(&mut self.view.lock().expect("member view lock"));
+        self.part.update(change);
     }
 
     fn live(&self) -> Option<String> {
-        let layout = &self.config.layout;
+        let layout = &self.part.config.layout;
         read_live(layout)
             .ok()
             .and_then(|live| live.record_name(layout).map(str::to_string))
@@ -119,8 +111,9 @@ impl Member<'_> {
             }
         });
         let old = self
+            .part
             .store
-            .get::<HostStatus>(&self.store.keys.status(&self.store.name))
+            .get::<HostStatus>(&self.part.store.keys.status(&self.part.store.name))
             .await
             .ok()
             .flatten()
@@ -133,11 +126,12 @@ impl Member<'_> {
             at_ms: now_ms(),
         };
         if let Err(e) = self
+            .part
             .store
             .put(
-                &self.store.keys.status(&self.store.name),
+                &self.part.store.keys.status(&self.part.store.name),
                 &status,
-                Some(self.lease),
+                Some(self.part.lease),
             )
             .await
         {
@@ -154,12 +148,13 @@ impl Member<'_> {
         loop {
             if changes.is_none() {
                 changes = self
+                    .part
                     .store
-                    .watch(&self.store.keys.deploy(), false)
+                    .watch(&self.part.store.keys.deploy(), false)
                     .await
                     .ok();
                 if let Some(stream) = changes.as_mut() {
-                    let _ = stream.watch(self.store.keys.committed(), None).await;
+                    let _ = stream.watch(self.part.store.keys.committed(), None).await;
                 }
             }
             match self.look(&mut handled, &mut retry_at).await {
@@ -189,27 +184,30 @@ impl Member<'_> {
     /// One look at the fleet's record: take part in a deploy that names
     /// this host, or converge to the committed release.
     async fn look(&self, handled: &mut u64, retry_at: &mut Option<Instant>) -> Result<()> {
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         let deploy = self
+            .part
             .store
             .get::<DeployRecord>(&keys.deploy())
             .await?
             .map(|(d, _)| d);
         let committed = self
+            .part
             .store
             .get::<Committed>(&keys.committed())
             .await?
             .map(|(c, _)| c);
-        let leader = self.store.leader().await?;
-        let members = self.store.names(&keys.members()).await?;
+        let leader = self.part.store.leader().await?;
+        let members = self.part.store.names(&keys.members()).await?;
         let hosts: BTreeMap<String, HostStatus> = self
+            .part
             .store
             .list(&keys.statuses())
             .await?
             .into_iter()
             .collect();
         self.update(|v| {
-            v.name = self.store.name.clone();
+            v.name = self.part.store.name.clone();
             v.known = true;
             v.read_at = Some(Instant::now());
             v.committed = committed.clone();
@@ -221,7 +219,9 @@ impl Member<'_> {
             v.deploy = deploy.clone();
         });
         if let Some(deploy) = deploy.filter(|d| {
-            d.phase == Phase::Staging && d.id > *handled && d.members.contains(&self.store.name)
+            d.phase == Phase::Staging
+                && d.id > *handled
+                && d.members.contains(&self.part.store.name)
         }) {
             *handled = deploy.id;
             return self.take_part(&deploy).await;
@@ -233,7 +233,7 @@ impl Member<'_> {
         };
         if live.as_deref() == Some(committed.release.as_str()) {
             *retry_at = None;
-            if self.view.lock().expect("member view lock").state != Some(HostState::Ready) {
+            if self.part.view.lock().expect("member view lock").state != Some(HostState::Ready) {
                 self.status(HostState::Ready, None, None).await;
             }
             return Ok(());
@@ -249,7 +249,7 @@ impl Member<'_> {
             Err(e) => {
                 *retry_at = Some(Instant::now() + CONVERGE_RETRY);
                 let error = format!("cannot converge to {}: {e:#}", committed.release);
-                (self.log)("warn", &error);
+                (self.part.log)("warn", &error);
                 self.status(HostState::Behind, None, Some(error)).await;
             }
         }
@@ -259,15 +259,16 @@ impl Member<'_> {
     fn job(&self, rollback: bool, trigger: String) -> Job {
         Job {
             config: self
+                .part
                 .config
                 .file
                 .as_ref()
                 .map(|(path, text)| (path.display().to_string(), text.clone())),
-            app: self.config.name.clone(),
+            app: self.part.config.name.clone(),
             overrides: Overrides::default(),
             rollback,
-            stage_timeout_secs: self.membership.stage_timeout.as_secs().max(1),
-            host: self.store.name.clone(),
+            stage_timeout_secs: self.part.membership.stage_timeout.as_secs().max(1),
+            host: self.part.store.name.clone(),
             trigger,
         }
     }
@@ -275,7 +276,7 @@ impl Member<'_> {
     /// Stage a deploy that names this host, report, and do what the leader
     /// decides.
     async fn take_part(&self, deploy: &DeployRecord) -> Result<()> {
-        let keys = &self.store.keys;
+        let keys = &self.part.store.keys;
         let started = Instant::now();
         self.status(HostState::Staging, None, None).await;
         let job = self.job(
@@ -288,11 +289,12 @@ impl Member<'_> {
                 let report = StageReport::Failed {
                     error: format!("{e:#}"),
                 };
-                self.store
+                self.part
+                    .store
                     .put(
-                        &keys.stage_report(deploy.id, &self.store.name),
+                        &keys.stage_report(deploy.id, &self.part.store.name),
                         &report,
-                        Some(self.lease),
+                        Some(self.part.lease),
                     )
                     .await?;
                 self.status(HostState::Behind, None, Some(format!("{e:#}")))
@@ -300,16 +302,17 @@ impl Member<'_> {
                 return Ok(());
             }
         };
-        self.store
+        self.part
+            .store
             .put(
-                &keys.stage_report(deploy.id, &self.store.name),
+                &keys.stage_report(deploy.id, &self.part.store.name),
                 &StageReport::Staged,
-                Some(self.lease),
+                Some(self.part.lease),
             )
             .await?;
         self.update(|v| v.staged = Some(deploy.release.clone()));
         self.status(HostState::Staged, None, None).await;
-        let deadline = started + self.membership.stage_timeout;
+        let deadline = started + self.part.membership.stage_timeout;
         let decided = self.decision(deploy.id, deadline).await;
         match decided {
             Some(record) if record.phase == Phase::Commit => {
@@ -354,15 +357,16 @@ impl Member<'_> {
     /// The decided record of deploy `id`, or `None` if none came by
     /// `deadline`.
     async fn decision(&self, id: u64, deadline: Instant) -> Option<DeployRecord> {
-        let key = self.store.keys.deploy();
-        let mut changes = self.store.watch(&key, false).await.ok();
+        let key = self.part.store.keys.deploy();
+        let mut changes = self.part.store.watch(&key, false).await.ok();
         loop {
-            if let Ok(Some((record, _))) = self.store.get::<DeployRecord>(&key).await {
+            if let Ok(Some((record, _))) = self.part.store.get::<DeployRecord>(&key).await {
                 if record.id != id {
                     // A newer deploy: this one was decided without us seeing it.
                     return self
+                        .part
                         .store
-                        .get::<Committed>(&self.store.keys.committed())
+                        .get::<Committed>(&self.part.store.keys.committed())
                         .await
                         .ok()
                         .flatten()
@@ -386,20 +390,21 @@ impl Member<'_> {
                     if let Ok(Err(_) | Ok(None)) =
                         tokio::time::timeout(wait, stream.message()).await
                     {
-                        changes = self.store.watch(&key, false).await.ok();
+                        changes = self.part.store.watch(&key, false).await.ok();
                     }
                 }
                 None => {
                     tokio::time::sleep(wait).await;
-                    changes = self.store.watch(&key, false).await.ok();
+                    changes = self.part.store.watch(&key, false).await.ok();
                 }
             }
         }
     }
 
     /// Start a host run and stage `release` in it (retried while the
-    /// context is locked by someone else).
+    /// context is locked by someone else, within the stage timeout).
     async fn stage(&self, job: Job, release: &str, commit: &str) -> Result<HostRun> {
+        let deadline = Instant::now() + self.part.membership.stage_timeout;
         loop {
             let mut run = HostRun::start(job.clone());
             let staged = async {
@@ -416,8 +421,8 @@ impl Member<'_> {
             .await;
             match staged {
                 Ok(_) => return Ok(run),
-                Err(e) if run.busy => {
-                    (self.log)(
+                Err(e) if run.busy && Instant::now() < deadline => {
+                    (self.part.log)(
                         "info",
                         &format!("the context is locked; trying again ({e:#})"),
                     );
@@ -436,7 +441,7 @@ impl Member<'_> {
     /// Serve the committed release: stage and switch on its own.
     async fn converge(&self, committed: &Committed) -> Result<()> {
         self.status(HostState::CatchingUp, None, None).await;
-        (self.log)(
+        (self.part.log)(
             "info",
             &format!(
                 "catching up to the fleet's {} (deploy #{})",
@@ -500,7 +505,7 @@ impl HostRun {
         while let Some(report) = self.reports.recv().await {
             match &report {
                 _ if wanted(&report) => return Ok(report),
-                Report::Log { level, message } => (member.log)(level, message),
+                Report::Log { level, message } => (member.part.log)(level, message),
                 Report::Failed { error, busy } => {
                     self.busy = *busy;
                     bail!("{error}");

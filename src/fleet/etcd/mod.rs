@@ -8,6 +8,7 @@ pub mod decision;
 pub mod keys;
 pub mod leader;
 pub mod member;
+pub mod part;
 pub mod records;
 pub mod request;
 pub mod settings;

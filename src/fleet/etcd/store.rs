@@ -247,36 +247,56 @@ impl Store {
         let every = (ttl / 3).max(Duration::from_millis(500));
         let mut last_ok = tokio::time::Instant::now();
         let mut why = anyhow!("the lease could not be kept alive");
+        // No step outlives the lease it is keeping.
+        let left = |last_ok: tokio::time::Instant| ttl.saturating_sub(last_ok.elapsed());
         loop {
             if last_ok.elapsed() >= ttl {
                 return why.context(format!("no keepalive got through for {}s", ttl.as_secs()));
             }
-            let kept = async {
-                let (mut keeper, mut stream) = self
-                    .call(|mut client| async move { client.lease_keep_alive(lease).await })
-                    .await?;
-                loop {
-                    keeper.keep_alive().await?;
-                    match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
-                        Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
-                            last_ok = tokio::time::Instant::now();
-                            on_kept();
-                        }
-                        Ok(Ok(Some(_))) => return Ok::<bool, etcd_client::Error>(false),
-                        Ok(Ok(None)) => return Ok(true),
-                        Ok(Err(e)) => return Err(e),
-                        Err(_) => return Ok(true),
-                    }
-                    tokio::time::sleep(every).await;
-                }
-            }
+            let opened = tokio::time::timeout(
+                left(last_ok),
+                self.call(|mut client| async move { client.lease_keep_alive(lease).await }),
+            )
             .await;
-            match kept {
-                Ok(false) => return anyhow!("the lease expired"),
-                Ok(true) => why = anyhow!("etcd stopped answering keepalives"),
-                Err(e) => why = anyhow!(e).context("keep the lease alive"),
+            let (mut keeper, mut stream) = match opened {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => {
+                    why = anyhow!(e).context("keep the lease alive");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(_) => {
+                    why = anyhow!("no etcd member answered");
+                    continue;
+                }
+            };
+            loop {
+                let step = tokio::time::timeout(left(last_ok).min(REQUEST_TIMEOUT), async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                })
+                .await;
+                match step {
+                    Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                        last_ok = tokio::time::Instant::now();
+                        on_kept();
+                    }
+                    Ok(Ok(Some(_))) => return anyhow!("the lease expired"),
+                    Ok(Ok(None)) => {
+                        why = anyhow!("etcd closed the keepalive stream");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        why = anyhow!(e).context("keep the lease alive");
+                        break;
+                    }
+                    Err(_) => {
+                        why = anyhow!("etcd stopped answering keepalives");
+                        break;
+                    }
+                }
+                tokio::time::sleep(every).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
