@@ -343,7 +343,8 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
     );
 }
 
-/// Restart every agent, each with `failpoint` (or none).
+/// Restart every agent, each with `failpoint` (or none), one after the
+/// other as an operator would: the next once the last is ready again.
 fn restart_agents(cluster: &mut EtcdFleet, failpoint: Option<&str>) {
     for i in 0..cluster.fleet.hosts.len() {
         cluster.fleet.kill_agent(i);
@@ -353,6 +354,11 @@ fn restart_agents(cluster: &mut EtcdFleet, failpoint: Option<&str>) {
                 .start_agent(i, &[("ZDEPLOY_FAILPOINT", point)]),
             None => cluster.fleet.start_agent(i, &[]),
         }
+        eventually(
+            "the restarted agent to be ready",
+            Duration::from_secs(30),
+            || cluster.ready(i) == 200,
+        );
     }
 }
 
@@ -374,6 +380,8 @@ fn dead_agent(cluster: &mut EtcdFleet) -> usize {
 fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_decides() {
     let mut cluster = EtcdFleet::start(3, "");
     let v0 = cluster.committed().unwrap();
+    let port = cluster.fleet.start_ready_balancer(3, AGENT_PORT);
+    let load = Load::start(port, 4, true);
 
     // Killed right before recording commit: the next leader aborts; no
     // host switched, and every staged release goes.
@@ -400,10 +408,20 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
     // Killed right after recording it: the others switch on what the
     // record says; the killed host catches up when its agent is back.
     restart_agents(&mut cluster, Some("fleet.committed"));
+    let started = Instant::now();
     let commit = cluster.push_to(1, None);
     let dead = dead_agent(&mut cluster);
+    let died = Instant::now();
     let alive: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
     let v1 = cluster.wait_all_on(&commit, alive, Duration::from_secs(60));
+    // Its web server still serves the old release until the balancer sees
+    // its agent is gone (two failed checks 100 ms apart).
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(died.elapsed()));
+    let ops = vec![Op {
+        started,
+        finished: Instant::now(),
+        version: "v1".into(),
+    }];
     cluster.fleet.kill_agent(dead);
     cluster.fleet.start_agent(dead, &[]);
     cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
@@ -416,6 +434,11 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
         Duration::from_secs(30),
         || cluster.fleet.leftovers() == vec![Vec::<String>::new(); 3],
     );
+    std::thread::sleep(Duration::from_millis(300));
+    let (samples, saved, save_failures) = load.finish();
+    assert_whole(&judge(&samples, &ops, "v0"), samples.len());
+    assert!(save_failures.is_empty(), "saves failed: {save_failures:?}");
+    assert_saves_kept(&cluster.fleet, &saved);
 }
 
 #[test]

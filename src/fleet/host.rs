@@ -283,6 +283,12 @@ fn run(
         Next::Gone(why) => bail!("{why}"),
     };
     let target = stage_target(session, app, content, &release)?;
+    // Staged means on disk: the flush the switch needs before its rename
+    // is done now, while hosts wait for each other anyway, so every host's
+    // switch has little left to flush and hosts switch closer together.
+    let webroot = layout.webroot();
+    rustix::fs::syncfs(zdeploy_core::fsx::open(webroot)?)
+        .with_context(|| format!("sync the filesystem of {}", webroot.display()))?;
     reporter.send(&Report::Staged {
         release: release.clone(),
     });

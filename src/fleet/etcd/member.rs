@@ -313,7 +313,7 @@ impl Member<'_> {
         self.update(|v| v.staged = Some(deploy.release.clone()));
         self.status(HostState::Staged, None, None).await;
         let deadline = started + self.part.membership.stage_timeout;
-        let decided = self.decision(deploy.id, deadline).await;
+        let decided = self.decision(deploy, deadline).await;
         match decided {
             Some(record) if record.phase == Phase::Commit => {
                 // What the fleet committed, as this host knows it from now
@@ -354,31 +354,34 @@ impl Member<'_> {
         Ok(())
     }
 
-    /// The decided record of deploy `id`, or `None` if none came by
-    /// `deadline`.
-    async fn decision(&self, id: u64, deadline: Instant) -> Option<DeployRecord> {
-        let key = self.part.store.keys.deploy();
-        let mut changes = self.part.store.watch(&key, false).await.ok();
+    /// The decided record of `deploy`, or `None` if none came by
+    /// `deadline`. The change's own value is read from the watch (one round
+    /// trip less between the commit and the switch).
+    async fn decision(&self, deploy: &DeployRecord, deadline: Instant) -> Option<DeployRecord> {
+        let store = self.part.store;
+        let key = store.keys.deploy();
+        let mut changes = store.watch(&key, false).await.ok();
+        let mut seen: Option<DeployRecord> = store.get(&key).await.ok().flatten().map(|(r, _)| r);
         loop {
-            if let Ok(Some((record, _))) = self.part.store.get::<DeployRecord>(&key).await {
-                if record.id != id {
-                    // A newer deploy: this one was decided without us seeing it.
-                    return self
-                        .part
-                        .store
-                        .get::<Committed>(&self.part.store.keys.committed())
-                        .await
-                        .ok()
-                        .flatten()
-                        .filter(|(c, _)| c.deploy == id)
-                        .map(|_| DeployRecord {
-                            phase: Phase::Commit,
-                            ..record
-                        });
-                }
-                if record.phase != Phase::Staging {
+            match seen.take() {
+                Some(record) if record.id == deploy.id && record.phase != Phase::Staging => {
                     return Some(record);
                 }
+                Some(record) if record.id != deploy.id => {
+                    // A newer deploy: this one was decided without us
+                    // seeing it; committed if the committed release says so.
+                    let committed = store.get::<Committed>(&store.keys.committed()).await;
+                    return committed
+                        .ok()
+                        .flatten()
+                        .filter(|(c, _)| c.deploy == deploy.id)
+                        .map(|(c, _)| DeployRecord {
+                            phase: Phase::Commit,
+                            decided_ms: Some(c.at_ms),
+                            ..deploy.clone()
+                        });
+                }
+                _ => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -386,16 +389,27 @@ impl Member<'_> {
             }
             let wait = left.min(Duration::from_millis(500));
             match changes.as_mut() {
-                Some(stream) => {
-                    if let Ok(Err(_) | Ok(None)) =
-                        tokio::time::timeout(wait, stream.message()).await
-                    {
-                        changes = self.part.store.watch(&key, false).await.ok();
+                Some(stream) => match tokio::time::timeout(wait, stream.message()).await {
+                    Ok(Ok(Some(answer))) => {
+                        seen = answer
+                            .events()
+                            .iter()
+                            .rev()
+                            .filter_map(|event| event.kv())
+                            .find_map(|kv| serde_json::from_slice(kv.value()).ok());
                     }
-                }
+                    Ok(Err(_) | Ok(None)) => {
+                        changes = store.watch(&key, false).await.ok();
+                        seen = store.get(&key).await.ok().flatten().map(|(r, _)| r);
+                    }
+                    // Nothing changed: look again (the watch may have missed
+                    // a change while etcd was out of reach).
+                    Err(_) => seen = store.get(&key).await.ok().flatten().map(|(r, _)| r),
+                },
                 None => {
                     tokio::time::sleep(wait).await;
-                    changes = self.part.store.watch(&key, false).await.ok();
+                    changes = store.watch(&key, false).await.ok();
+                    seen = store.get(&key).await.ok().flatten().map(|(r, _)| r);
                 }
             }
         }
