@@ -441,31 +441,53 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
     assert_saves_kept(&cluster.fleet, &saved);
 }
 
+/// A build step that sleeps as long as the host's `stage-seconds` file says
+/// (1 s without one): each host has its own file at the same path.
+const TIMED_BUILD: &str = "build = [{ run = \"sleep $(cat ../../stage-seconds 2>/dev/null || echo 1)\", writes = [] }]\n\
+     allow_root_build = true\n";
+
 #[test]
 fn cut_off_hosts_catch_up_out_of_rotation_new_hosts_join_and_etcd_losses_only_delay() {
-    // A build step makes staging (and catching up) take a while.
-    let mut cluster = EtcdFleet::start(
-        3,
-        "build = [{ run = \"sleep 1\", writes = [] }]\nallow_root_build = true\n",
-    );
+    let mut cluster = EtcdFleet::start(3, TIMED_BUILD);
     let port = cluster.fleet.start_ready_balancer(4, AGENT_PORT);
     let load = Load::start(port, 4, true);
     let mut ops: Vec<Op> = Vec::new();
 
-    // A host's link is cut while the fleet stages (not the leader's: a
-    // leader that is gone aborts): its lease runs out, the others commit
-    // without it; back, it is out of rotation until it has caught up.
+    // A host's link is cut right after it reported its release staged, while
+    // the others still stage (not the leader's: a leader that is gone
+    // aborts): its lease runs out, the others commit; back, it is out of
+    // rotation until it has caught up, though it had that very release
+    // staged before it was cut off.
     let leader = cluster.leader().expect("a leader");
     let cut = (leader + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    let host_dirs: Vec<PathBuf> = cluster.fleet.hosts.iter().map(|h| h.dir.clone()).collect();
+    let stage_seconds = |i: usize, seconds: &str| {
+        std::fs::write(host_dirs[i].join("stage-seconds"), seconds).unwrap();
+    };
+    stage_seconds(cut, "0");
+    for &i in &others {
+        stage_seconds(i, "3");
+    }
     let started = Instant::now();
     let v1 = cluster.push_to(leader, Some("v1"));
-    eventually("staging to begin", Duration::from_secs(30), || {
-        cluster
-            .deploy_record()
-            .is_some_and(|(_, phase)| phase == "staging")
-    });
+    eventually(
+        "the host to be cut off to report staged",
+        Duration::from_secs(30),
+        || {
+            let Some((id, phase)) = cluster.deploy_record() else {
+                return false;
+            };
+            phase == "staging"
+                && !cluster
+                    .etcd
+                    .get(&format!("/zdeploy/{APP}/staged/{id}/h{cut}"), false)
+                    .is_empty()
+        },
+    );
     cluster.fleet.set_link(cut, false);
+    // Catching up takes a while, so that a wrong answer would be seen.
+    stage_seconds(cut, "2");
     cluster.wait_all_on(&v1, others.clone(), Duration::from_secs(60));
     ops.push(Op {
         started,
@@ -490,14 +512,14 @@ fn cut_off_hosts_catch_up_out_of_rotation_new_hosts_join_and_etcd_losses_only_de
         },
     );
     assert!(answers.contains(&503), "behind, it said so: {answers:?}");
+    for i in 0..3 {
+        stage_seconds(i, "1");
+    }
 
     // A new host joins and serves the committed release with no deploy.
     let deploys_before = cluster.deploy_record().unwrap().0;
     let new = cluster.fleet.add_host(HostKind::Agent, |_| Vec::new());
-    cluster.configure(
-        new,
-        "build = [{ run = \"sleep 1\", writes = [] }]\nallow_root_build = true\n",
-    );
+    cluster.configure(new, TIMED_BUILD);
     cluster.fleet.start_agent(new, &[]);
     eventually(
         "the new host to serve the committed release",

@@ -96,12 +96,19 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
             };
             ended
         };
-        if let Err(e) = epoch.await {
-            let error = format!("{e:#}");
-            tracing::warn!(app = %app.name, %error, "etcd: registering again");
+        let ended = epoch.await;
+        {
             let mut view = app.member_view().lock().expect("member view lock");
-            view.connected = false;
-            view.error = Some(error);
+            // A deploy this host was staging for ended with the epoch (its
+            // run removes the staged release): a release staged under the
+            // old lease must not make it ready under the next one.
+            view.staged = None;
+            if let Err(e) = ended {
+                let error = format!("{e:#}");
+                tracing::warn!(app = %app.name, %error, "etcd: registering again");
+                view.connected = false;
+                view.error = Some(error);
+            }
         }
         if !agent.sleep(retry).await {
             return;

@@ -95,6 +95,21 @@ impl Member<'_> {
             .and_then(|live| live.record_name(layout).map(str::to_string))
     }
 
+    /// Ready when this host serves the committed release as far as it
+    /// knows, else behind.
+    fn settled_state(&self) -> HostState {
+        let committed = self.view().committed.map(|c| c.release);
+        if committed.is_none() || self.live() == committed {
+            HostState::Ready
+        } else {
+            HostState::Behind
+        }
+    }
+
+    fn view(&self) -> MemberView {
+        self.part.view.lock().expect("member view lock").clone()
+    }
+
     /// Tell the fleet what this host does now.
     async fn status(&self, state: HostState, switched: Option<(u64, i64)>, error: Option<String>) {
         let live = self.live();
@@ -297,8 +312,10 @@ impl Member<'_> {
                         Some(self.part.lease),
                     )
                     .await?;
-                self.status(HostState::Behind, None, Some(format!("{e:#}")))
-                    .await;
+                // It still serves what the fleet committed; the deploy is
+                // aborted for every host.
+                let error = format!("could not stage fleet deploy #{}: {e:#}", deploy.id);
+                self.status(self.settled_state(), None, Some(error)).await;
                 return Ok(());
             }
         };
@@ -341,7 +358,7 @@ impl Member<'_> {
                 let why = record.why.unwrap_or_else(|| "aborted by the leader".into());
                 run.order(Order::Abort { why });
                 let _ = run.finish(self).await;
-                self.status(HostState::Ready, None, None).await;
+                self.status(self.settled_state(), None, None).await;
             }
             None => {
                 // No word in time (etcd unreachable, or no leader): the run
