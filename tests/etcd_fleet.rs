@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::Zdeploy;
 use crate::support::agent::{Answer, call, sign};
-use crate::support::etcd::EtcdCluster;
+use crate::support::etcd::{Certificates, EtcdCluster};
 use crate::support::fleet::{Fleet, HostKind};
 use crate::support::git::Repo;
 use crate::support::load::{Load, Op, assert_whole, judge, php_app};
@@ -20,10 +20,13 @@ const APP: &str = "shop";
 const AGENT_PORT: u16 = 9470;
 const TOKEN: &str = "etcd-fleet-test-token";
 const SECRET: &str = "etcd-fleet-test-secret";
+const ETCD_PASSWORD: &str = "etcd-agent-test-password";
 
 struct EtcdFleet {
     fleet: Fleet,
     etcd: EtcdCluster,
+    /// Lines of each host's `[fleet]` table besides the endpoints and name.
+    fleet_table: String,
     repo: Repo,
     scratch: PathBuf,
     /// Pushes so far, for webhook delivery ids.
@@ -36,6 +39,36 @@ impl EtcdFleet {
     fn start(hosts: usize, extra: &str) -> Self {
         let fleet = Fleet::start_agents(hosts);
         let etcd = EtcdCluster::start(&fleet.root.path().join("etcd"), &fleet.bridge_address());
+        Self::start_on(fleet, etcd, String::new(), extra)
+    }
+
+    /// As `start`, with etcd as production runs it: clients over TLS with
+    /// a certificate, and etcd's auth on; the agents have the CA, their
+    /// certificate and a user whose password is in a file.
+    fn start_secured(hosts: usize) -> Self {
+        let fleet = Fleet::start_agents(hosts);
+        let tls = fleet.root.path().join("tls");
+        let certificates = Certificates::make(&tls, &fleet.bridge_address());
+        let mut etcd = EtcdCluster::start_with(
+            &fleet.root.path().join("etcd"),
+            &fleet.bridge_address(),
+            Some(certificates.clone()),
+        );
+        etcd.enable_auth("zdeploy", ETCD_PASSWORD, &format!("/zdeploy/{APP}/"));
+        std::fs::write(tls.join("etcd.password"), format!("{ETCD_PASSWORD}\n")).unwrap();
+        let fleet_table = format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             user = \"zdeploy\"\npassword_file = \"{}\"\n",
+            certificates.ca.display(),
+            certificates.client.0.display(),
+            certificates.client.1.display(),
+            tls.join("etcd.password").display(),
+        );
+        Self::start_on(fleet, etcd, fleet_table, "")
+    }
+
+    fn start_on(fleet: Fleet, etcd: EtcdCluster, fleet_table: String, extra: &str) -> Self {
+        let hosts = fleet.hosts.len();
         let repo = Repo::new(fleet.root.path(), APP);
         let scratch = fleet.root.path().join("scratch");
         php_app(&scratch, "v0");
@@ -43,6 +76,7 @@ impl EtcdFleet {
         let mut this = EtcdFleet {
             fleet,
             etcd,
+            fleet_table,
             repo,
             scratch,
             pushes: 0,
@@ -71,13 +105,14 @@ impl EtcdFleet {
             dir.join("zdeploy.toml"),
             format!(
                 "[agent]\nlisten = \"{address}:{AGENT_PORT}\"\ntoken_file = \"{p}/token\"\n\n\
-                 [fleet]\netcd = [{endpoints}]\nname = \"h{i}\"\nlease_ttl = \"3s\"\n\n\
+                 [fleet]\netcd = [{endpoints}]\nname = \"h{i}\"\nlease_ttl = \"3s\"\n{fleet_table}\n\
                  [apps.{APP}]\nwebroot = \"{p}/www\"\nsource = \"{source}\"\nref = \"main\"\nfleet = true\n\
                  keep = 3\ndrain = \"5s\"\nsettle = \"200ms\"\nstage_timeout = \"20s\"\n\
                  webhook_secret_file = \"{p}/secret\"\n{extra}",
                 address = self.fleet.hosts[i].address,
                 endpoints = endpoints.join(", "),
                 source = self.repo.bare.display(),
+                fleet_table = self.fleet_table,
             ),
         )
         .unwrap();
@@ -598,4 +633,75 @@ fn cut_off_hosts_catch_up_out_of_rotation_new_hosts_join_and_etcd_losses_only_de
     assert_whole(&verdict, samples.len());
     assert!(save_failures.is_empty(), "saves failed: {save_failures:?}");
     assert_saves_kept(&cluster.fleet, &saved);
+}
+
+#[test]
+fn agents_reach_etcd_over_tls_as_their_user_and_a_wrong_password_is_named() {
+    // Three hosts join a cluster that asks for client certificates and a
+    // password; start() has committed v0 through it.
+    let mut cluster = EtcdFleet::start_secured(3);
+    let v1 = cluster.push_to(1, Some("v1"));
+    cluster.wait_all_on(&v1, vec![0, 1, 2], Duration::from_secs(60));
+    for i in 0..3 {
+        assert_eq!(cluster.ready(i), 200, "host {i}");
+    }
+    let config = cluster.fleet.hosts[0].dir.join("zdeploy.toml");
+    let status = Zdeploy::new()
+        .args(["status", APP, "--config"])
+        .arg(&config)
+        .success()
+        .stdout;
+    assert!(
+        status.contains("3 members") && status.contains("committed: ROOT_"),
+        "{status}"
+    );
+
+    // A host with a wrong password never joins, says why, and stays out
+    // of rotation; the fleet goes on without it.
+    let wrong = cluster.fleet.add_host(HostKind::Agent, |_| Vec::new());
+    cluster.configure(wrong, "");
+    let dir = cluster.fleet.hosts[wrong].dir.clone();
+    std::fs::write(dir.join("wrong.password"), "not-the-password\n").unwrap();
+    let text = std::fs::read_to_string(dir.join("zdeploy.toml")).unwrap();
+    let password_line = text
+        .lines()
+        .find(|l| l.starts_with("password_file"))
+        .unwrap()
+        .to_string();
+    let text = text.replace(
+        &password_line,
+        &format!(
+            "password_file = \"{}/wrong.password\"",
+            cluster.fleet.path.display()
+        ),
+    );
+    std::fs::write(dir.join("zdeploy.toml"), text).unwrap();
+    cluster.fleet.start_agent(wrong, &[]);
+    let mut error = String::new();
+    eventually(
+        "the host with a wrong password to say why",
+        Duration::from_secs(30),
+        || {
+            if cluster.ready(wrong) == 0 {
+                return false; // not listening yet
+            }
+            error = cluster.view(wrong)["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            !error.is_empty()
+        },
+    );
+    assert!(
+        error.contains("refused user 'zdeploy' with the password in")
+            && error.contains("wrong.password")
+            && error.contains("authentication failed"),
+        "{error}"
+    );
+    assert_eq!(cluster.ready(wrong), 503);
+    let v2 = cluster.push_to(2, Some("v2"));
+    cluster.wait_all_on(&v2, vec![0, 1, 2], Duration::from_secs(60));
+    let members = cluster.etcd.get(&format!("/zdeploy/{APP}/members/"), true);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert_eq!(cluster.fleet.live()[wrong], None, "nothing deployed there");
 }

@@ -92,10 +92,25 @@ impl Store {
             name: settings.name.clone(),
         };
         // Reach one member now, so a wrong address or password says so.
-        store
+        let reached = store
             .call(|mut client| async move { client.status().await })
-            .await
-            .with_context(|| format!("cannot reach etcd at {}", settings.endpoints.join(", ")))?;
+            .await;
+        if let Err(e) = reached {
+            let refused_user = settings
+                .auth
+                .as_ref()
+                .filter(|_| e.to_string().contains("authentication failed"));
+            let why = match refused_user {
+                Some((user, file)) => format!(
+                    "etcd at {} refused user '{user}' with the password in {} \
+                     ([fleet] user and password_file)",
+                    settings.endpoints.join(", "),
+                    file.display()
+                ),
+                None => format!("cannot reach etcd at {}", settings.endpoints.join(", ")),
+            };
+            return Err(anyhow!(e).context(why));
+        }
         Ok(store)
     }
 
