@@ -7,13 +7,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (nginx cannot report a port it chose).
+/// A free port for a server a test starts (nginx cannot report a port it
+/// chose). Taken below Linux's ephemeral range (32768 and up), so that no
+/// outgoing connection of the busy suite can take it between this answer
+/// and the server's bind, nor while a test has the server stopped; never
+/// the same twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % COUNT;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < COUNT, "no free test port left");
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed (with its output forwarded) when dropped.
