@@ -548,10 +548,12 @@ impl HostRun {
         Err(anyhow!("the run ended without a word"))
     }
 
-    /// Sync, switch, finish: the switch's time, once the run is done.
+    /// Sync, switch, finish: the switch's time, once the run is done. Both
+    /// orders go at once (a host run takes them in turn, and stops at a
+    /// failed sync): no round trip between this task and the run's thread
+    /// delays the switch after the commit.
     async fn switch(&mut self, member: &Member<'_>) -> Result<i64> {
         self.order(Order::Sync);
-        self.until(member, |r| matches!(r, Report::Synced)).await?;
         self.order(Order::Switch);
         let Report::Switched { at_ms } = self
             .until(member, |r| matches!(r, Report::Switched { .. }))
