@@ -283,19 +283,24 @@ fn run(
         Next::Gone(why) => bail!("{why}"),
     };
     let target = stage_target(session, app, content, &release)?;
-    // Staged means on disk: the flush the switch needs before its rename
-    // is done now, while hosts wait for each other anyway, so every host's
-    // switch has little left to flush and hosts switch closer together.
-    let webroot = layout.webroot();
-    rustix::fs::syncfs(zdeploy_core::fsx::open(webroot)?)
-        .with_context(|| format!("sync the filesystem of {}", webroot.display()))?;
+    let mut staged = match target {
+        Target::AlreadyLive(name) => {
+            reporter.send(&Report::Staged { release });
+            return follow_along(session, orders, reporter, timeout, name);
+        }
+        Target::Staged(staged) => staged,
+    };
+    // Staged means on disk, flushed while hosts wait for each other anyway:
+    // the switch then flushes only what the sync writes, if anything.
+    if let Err(error) = staged.flush(layout) {
+        if staged.fresh {
+            discard_release(session, &staged.name, &error.to_string())?;
+        }
+        return Err(error.into());
+    }
     reporter.send(&Report::Staged {
         release: release.clone(),
     });
-    let staged = match target {
-        Target::AlreadyLive(name) => return follow_along(session, orders, reporter, timeout, name),
-        Target::Staged(staged) => staged,
-    };
     let discard = |why: &str| -> Result<()> {
         if staged.fresh {
             discard_release(session, &staged.name, why)?;

@@ -56,6 +56,23 @@ pub struct Staged<'s> {
     pub carry_started_ns: Option<i128>,
     /// Every user file carried in is a link to the live release's.
     pub carried_all_linked: bool,
+    /// Everything written into it so far is on disk (`flush`): the switch
+    /// need not flush again unless the sync writes something.
+    pub flushed: bool,
+}
+
+impl Staged<'_> {
+    /// Put what staging wrote on disk now, while nothing waits for it (a
+    /// fleet host waiting for the others to stage), so that the switch has
+    /// nothing left to flush and hosts switch closer together. The whole
+    /// filesystem is flushed: hard links and copies may be anywhere in the
+    /// release.
+    pub fn flush(&mut self, layout: &Layout) -> Result<()> {
+        rustix::fs::syncfs(fsx::open(layout.webroot())?)
+            .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
+        self.flushed = true;
+        Ok(())
+    }
 }
 
 /// Stage a release of `plan` named `name` (a fleet's controller picks one
@@ -138,6 +155,7 @@ pub fn stage<'s>(
                 live,
                 carry_started_ns,
                 carried_all_linked,
+                flushed: false,
             }))
         }
         Ok(None) => {
@@ -225,6 +243,7 @@ pub fn stage_existing<'s>(
         live,
         carry_started_ns: Some(carry_started_ns),
         carried_all_linked: carried.all_linked(),
+        flushed: false,
     })
 }
 

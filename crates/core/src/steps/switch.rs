@@ -24,6 +24,9 @@ pub struct Synced {
     pub started_ms: i64,
     /// Every user file of the staged release is a link to the live one's.
     pub all_linked: bool,
+    /// The sync changed the staged release (carried, replaced or removed
+    /// something).
+    pub wrote: bool,
 }
 
 /// A release that went live, and the one it replaced.
@@ -43,6 +46,7 @@ pub fn sync(session: &Session<'_>, staged: &Staged<'_>, policy: &Policy) -> Resu
         return Ok(Synced {
             started_ms,
             all_linked: false,
+            wrote: false,
         });
     };
     let live_manifest = live_manifest(session, &staged.live)?;
@@ -64,6 +68,7 @@ pub fn sync(session: &Session<'_>, staged: &Staged<'_>, policy: &Policy) -> Resu
     Ok(Synced {
         started_ms,
         all_linked: staged.carried_all_linked && synced.all_linked(),
+        wrote: synced.created + synced.replaced + synced.removed > 0,
     })
 }
 
@@ -102,8 +107,10 @@ pub fn switch(
     };
     let switched = session.step(Step::Switch, || {
         // New files must be on disk before a name points at them.
-        rustix::fs::syncfs(fsx::open(layout.webroot())?)
-            .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
+        if !staged.flushed || synced.wrote {
+            rustix::fs::syncfs(fsx::open(layout.webroot())?)
+                .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
+        }
         switch_to(layout, name, displaced.as_deref())?;
         match &policy.apache {
             Some(apache) => tell_apache(session, apache, name, previous.as_deref()),
