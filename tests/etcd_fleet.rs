@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::support::Zdeploy;
 use crate::support::agent::{Answer, call, sign};
+use crate::support::browser::Browser;
 use crate::support::etcd::{Certificates, EtcdCluster};
 use crate::support::fleet::{Fleet, HostKind};
 use crate::support::git::Repo;
@@ -640,11 +641,30 @@ fn agents_reach_etcd_over_tls_as_their_user_and_a_wrong_password_is_named() {
     // Three hosts join a cluster that asks for client certificates and a
     // password; start() has committed v0 through it.
     let mut cluster = EtcdFleet::start_secured(3);
+    // Host 0's dashboard, open in a browser, follows the fleet's deploy
+    // though the push went to another host.
+    let browser = Browser::start(1200, 900);
+    browser.open(&cluster.agent_url(0, "/"));
+    let committed_shown = |b: &Browser| {
+        b.text(&format!("#app-{APP} .fleet-committed"))
+            .unwrap_or_default()
+    };
+    let v0 = cluster.committed().unwrap().0;
+    assert_eq!(committed_shown(&browser), v0);
     let v1 = cluster.push_to(1, Some("v1"));
-    cluster.wait_all_on(&v1, vec![0, 1, 2], Duration::from_secs(60));
+    let v1_release = cluster.wait_all_on(&v1, vec![0, 1, 2], Duration::from_secs(60));
     for i in 0..3 {
         assert_eq!(cluster.ready(i), 200, "host {i}");
     }
+    browser.wait_until(
+        "the dashboard to show the new release",
+        Duration::from_secs(10),
+        |b| {
+            committed_shown(b) == v1_release
+                && b.text(&format!("#app-{APP} .live-release")).as_deref()
+                    == Some(v1_release.as_str())
+        },
+    );
     let config = cluster.fleet.hosts[0].dir.join("zdeploy.toml");
     let status = Zdeploy::new()
         .args(["status", APP, "--config"])

@@ -284,6 +284,7 @@ fn sse_event(event: &Event) -> Result<SseEvent, Infallible> {
         Event::Log { .. } => "log",
         Event::Finished { .. } => "finished",
         Event::Poll { .. } => "poll",
+        Event::Fleet => "fleet",
     };
     Ok(SseEvent::default()
         .event(name)

@@ -93,6 +93,9 @@ pub enum Event {
         ok: bool,
         error: Option<String>,
     },
+    /// What this host knows of its fleet in etcd changed (a deploy, a
+    /// switch, the leader, a member, etcd's reach).
+    Fleet,
 }
 
 impl Event {
@@ -103,7 +106,7 @@ impl Event {
             | Event::Step { deployment, .. }
             | Event::Log { deployment, .. } => Some(*deployment),
             Event::Finished { deployment, .. } => *deployment,
-            Event::Queued { .. } | Event::Poll { .. } => None,
+            Event::Queued { .. } | Event::Poll { .. } | Event::Fleet => None,
         }
     }
 }

@@ -73,6 +73,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 membership: &membership,
                 view: app.member_view(),
                 log: &log,
+                changed: &|| app.emit(Event::Fleet),
             };
             let (member, leader) = (Member { part: &part }, Leader { part: &part });
             // The lease holds a TTL past each keepalive etcd answered.
@@ -110,6 +111,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 view.error = Some(error);
             }
         }
+        app.emit(Event::Fleet);
         if !agent.sleep(retry).await {
             return;
         }

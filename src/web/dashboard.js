@@ -94,4 +94,5 @@ for (const section of document.querySelectorAll("section.app")) {
   });
   feed.addEventListener("queued", () => refresh(section));
   feed.addEventListener("poll", () => refresh(section));
+  feed.addEventListener("fleet", () => refresh(section));
 }

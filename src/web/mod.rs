@@ -267,7 +267,7 @@ fn render_etcd_fleet(html: &mut String, fleet: &serde_json::Map<String, Value>) 
     };
     let _ = write!(
         html,
-        r#"<h3>Fleet (etcd)</h3>{reach}<p class="meta">this host <b>{name}</b> is <span class="state {ready_class}">{ready_word}</span> · leader {leader} · committed <code>{committed}</code>{skew}</p><div class="scroll"><table class="fleet"><thead><tr><th>Host</th><th>Live</th><th>State</th></tr></thead><tbody>"#,
+        r#"<h3>Fleet (etcd)</h3>{reach}<p class="meta">this host <b>{name}</b> is <span class="state {ready_class}">{ready_word}</span> · leader {leader} · committed <code class="fleet-committed">{committed}</code>{skew}</p><div class="scroll"><table class="fleet"><thead><tr><th>Host</th><th>Live</th><th>State</th></tr></thead><tbody>"#,
         name = esc(view["name"].as_str().unwrap_or("")),
         ready_class = if ready { "success" } else { "failed" },
         ready_word = if ready { "ready" } else { "behind" },

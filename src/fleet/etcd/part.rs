@@ -19,11 +19,20 @@ pub struct Part<'a> {
     pub view: &'a Mutex<MemberView>,
     /// Each line to log, with its level, for the agent's event stream.
     pub log: &'a (dyn Fn(&str, &str) + Sync),
+    /// Tell whoever shows the view (the dashboard) that it changed.
+    pub changed: &'a (dyn Fn() + Sync),
 }
 
 impl Part<'_> {
-    /// Change the view.
+    /// Change the view, and say so if that changed what it shows.
     pub fn update(&self, change: impl FnOnce(&mut MemberView)) {
-        change(&mut self.view.lock().expect("member view lock"));
+        let mut view = self.view.lock().expect("member view lock");
+        let before = serde_json::to_value(&*view).ok();
+        change(&mut view);
+        let changed = serde_json::to_value(&*view).ok() != before;
+        drop(view);
+        if changed {
+            (self.changed)();
+        }
     }
 }
