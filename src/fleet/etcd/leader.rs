@@ -14,6 +14,7 @@ use zdeploy_core::history::now_ms;
 use zdeploy_core::release::{release_name, short};
 use zdeploy_core::source::Source;
 
+use super::changes::Changes;
 use super::decision::{Decision, decide, on_takeover};
 use super::part::Part;
 use super::records::{Committed, DeployRecord, Outcome, Phase, StageReport, TriggerRecord};
@@ -46,8 +47,9 @@ impl Leader<'_> {
     /// is dropped.
     pub async fn serve(&self) {
         let mut lead = Lead::default();
-        let mut changes = None;
+        let mut changes = Changes::of(vec![(self.part.store.keys.all(), true)]);
         loop {
+            changes.open(self.part.store).await;
             match self.part.store.campaign(self.part.lease).await {
                 Ok(true) => {
                     if !lead.leading {
@@ -74,29 +76,12 @@ impl Leader<'_> {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            if changes.is_none() {
-                changes = self
-                    .part
-                    .store
-                    .watch(&self.part.store.keys.all(), true)
-                    .await
-                    .ok();
-            }
             let wait = if lead.leading {
                 TICK
             } else {
                 Duration::from_secs(1)
             };
-            match changes.as_mut() {
-                Some(stream) => {
-                    if let Ok(Err(_) | Ok(None)) =
-                        tokio::time::timeout(wait, stream.message()).await
-                    {
-                        changes = None;
-                    }
-                }
-                None => tokio::time::sleep(wait).await,
-            }
+            changes.wait(wait).await;
         }
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use zdeploy_core::history::now_ms;
 use zdeploy_core::switch::read_live;
 
+use super::changes::Changes;
 use super::decision::{ready, skew_ms};
 use super::part::Part;
 use super::records::{Committed, DeployRecord, HostState, HostStatus, Phase, StageReport};
@@ -159,19 +160,10 @@ impl Member<'_> {
     pub async fn follow(&self) {
         let mut handled: u64 = 0;
         let mut retry_at: Option<Instant> = None;
-        let mut changes = None;
+        let keys = &self.part.store.keys;
+        let mut changes = Changes::of(vec![(keys.deploy(), false), (keys.committed(), false)]);
         loop {
-            if changes.is_none() {
-                changes = self
-                    .part
-                    .store
-                    .watch(&self.part.store.keys.deploy(), false)
-                    .await
-                    .ok();
-                if let Some(stream) = changes.as_mut() {
-                    let _ = stream.watch(self.part.store.keys.committed(), None).await;
-                }
-            }
+            changes.open(self.part.store).await;
             match self.look(&mut handled, &mut retry_at).await {
                 Ok(()) => self.update(|v| {
                     v.connected = true;
@@ -183,16 +175,7 @@ impl Member<'_> {
             }
             // Wake on a change of the deploy or the committed release, or
             // look again after a while.
-            let woke = match changes.as_mut() {
-                Some(stream) => tokio::time::timeout(RECHECK, stream.message()).await,
-                None => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            if matches!(woke, Ok(Err(_)) | Ok(Ok(None))) {
-                changes = None;
-            }
+            changes.wait(RECHECK).await;
         }
     }
 

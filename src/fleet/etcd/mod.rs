@@ -3,6 +3,7 @@
 //! host's agent stages, switches and catches up by itself with the same
 //! host steps an ssh controller orders.
 
+pub mod changes;
 pub mod command;
 pub mod decision;
 pub mod keys;
