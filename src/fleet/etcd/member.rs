@@ -231,7 +231,7 @@ impl Member<'_> {
         };
         if live.as_deref() == Some(committed.release.as_str()) {
             *retry_at = None;
-            if self.part.view.lock().expect("member view lock").state != Some(HostState::Ready) {
+            if self.view().state != Some(HostState::Ready) {
                 self.status(HostState::Ready, None, None).await;
             }
             return Ok(());
