@@ -293,24 +293,13 @@ fn run(
     // Staged means on disk, flushed while hosts wait for each other anyway:
     // the switch then flushes only what the sync writes, if anything.
     if let Err(error) = staged.flush(layout) {
-        if staged.fresh {
-            discard_release(session, &staged.name, &error.to_string())?;
-        }
+        discard_staged(session, &staged, &error.to_string())?;
         return Err(error.into());
     }
     reporter.send(&Report::Staged {
         release: release.clone(),
     });
-    let discard = |why: &str| -> Result<()> {
-        if staged.fresh {
-            discard_release(session, &staged.name, why)?;
-            session.warn(&format!(
-                "removed the staged release {}: {why}",
-                staged.name
-            ));
-        }
-        Ok(())
-    };
+    let discard = |why: &str| discard_staged(session, &staged, why);
     let deadline = Instant::now() + timeout;
     let wait_staged = || next(orders, deadline.saturating_duration_since(Instant::now()));
     let expect = |wanted: &str, next: Next| -> Result<()> {
@@ -375,6 +364,19 @@ fn run(
         commit: staged.commit,
         pruned,
     })
+}
+
+/// Remove a release this run staged (not one that was here before), and
+/// say why.
+fn discard_staged(session: &Session<'_>, staged: &Staged<'_>, why: &str) -> Result<()> {
+    if staged.fresh {
+        discard_release(session, &staged.name, why)?;
+        session.warn(&format!(
+            "removed the staged release {}: {why}",
+            staged.name
+        ));
+    }
+    Ok(())
 }
 
 /// Stage `release`: nothing if it is live, the existing folder if the host

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::run_checked;
 use super::servers::{Server, free_port, wait_for_port};
 
 pub struct EtcdCluster {
@@ -35,18 +36,8 @@ impl Certificates {
     /// Made under `dir`, the server's valid for 127.0.0.1 and `address`.
     pub fn make(dir: &Path, address: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .current_dir(dir)
-                .args(args)
-                .output()
-                .expect("run openssl");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
+        let openssl =
+            |args: &[&str]| run_checked(Command::new("openssl").current_dir(dir).args(args));
         openssl(&[
             "req",
             "-x509",
@@ -277,14 +268,7 @@ impl EtcdCluster {
     /// write under `prefix` and nothing else.
     pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) {
         let root_password = "etcd-root-test-password";
-        let run = |args: &[&str]| {
-            let output = self.etcdctl().args(args).output().expect("run etcdctl");
-            assert!(
-                output.status.success(),
-                "etcdctl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
+        let run = |args: &[&str]| run_checked(self.etcdctl().args(args));
         run(&["user", "add", &format!("root:{root_password}")]);
         run(&["user", "add", &format!("{user}:{password}")]);
         run(&["role", "add", user]);

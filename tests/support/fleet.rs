@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::run_checked;
 use super::servers::{Nginx, Server, free_port, wait_for, wait_for_port};
 
 pub struct FleetHost {
@@ -61,15 +62,6 @@ fn ip(args: &[&str]) {
         .status()
         .expect("run ip (iproute2)");
     assert!(status.success(), "ip {args:?} failed");
-}
-
-fn run(command: &mut Command) {
-    let output = command.output().expect("run a command");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 impl Fleet {
@@ -133,9 +125,11 @@ impl Fleet {
         std::fs::create_dir_all(&path).unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
         let key = root.path().join("id_ed25519");
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key));
+        run_checked(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key),
+        );
         let bridge = format!("zb{tag}");
         ip(&["link", "add", &bridge, "type", "bridge"]);
         let fleet = Fleet {
@@ -180,9 +174,11 @@ impl Fleet {
         }
         if kind == HostKind::Ssh {
             let host_key = dir.join("ssh/host_key");
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&host_key));
+            run_checked(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&host_key),
+            );
             let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
             self.known_hosts.push_str(&format!(
                 "{address} {}\n",

@@ -412,3 +412,17 @@ pub fn assert_all_uploads_kept(dir: &Path, written: &[(String, String)], at_leas
         &lost[..lost.len().min(10)]
     );
 }
+
+/// Run `command`, failing the test with its error output unless it
+/// succeeds.
+#[track_caller]
+pub fn run_checked(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

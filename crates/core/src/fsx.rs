@@ -83,6 +83,11 @@ pub fn fsync_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync", path, e))
 }
 
+/// Put everything written on the filesystem that holds `path` on disk.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    rustix::fs::syncfs(open(path)?).map_err(|e| Error::io("sync filesystem of", path, e.into()))
+}
+
 /// Whether a path component sequence is a safe relative path: no root, no `..`,
 /// no `.`, not empty.
 pub fn is_safe_relative(path: &Path) -> bool {

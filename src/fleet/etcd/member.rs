@@ -99,7 +99,7 @@ impl Member<'_> {
     /// Ready when this host serves the committed release as far as it
     /// knows, else behind.
     fn settled_state(&self) -> HostState {
-        let committed = self.view().committed.map(|c| c.release);
+        let committed = self.read_view(|v| v.committed.as_ref().map(|c| c.release.clone()));
         if committed.is_none() || self.live() == committed {
             HostState::Ready
         } else {
@@ -107,8 +107,8 @@ impl Member<'_> {
         }
     }
 
-    fn view(&self) -> MemberView {
-        self.part.view.lock().expect("member view lock").clone()
+    fn read_view<T>(&self, read: impl FnOnce(&MemberView) -> T) -> T {
+        read(&self.part.view.lock().expect("member view lock"))
     }
 
     /// Tell the fleet what this host does now.
@@ -231,7 +231,7 @@ impl Member<'_> {
         };
         if live.as_deref() == Some(committed.release.as_str()) {
             *retry_at = None;
-            if self.view().state != Some(HostState::Ready) {
+            if self.read_view(|v| v.state) != Some(HostState::Ready) {
                 self.status(HostState::Ready, None, None).await;
             }
             return Ok(());

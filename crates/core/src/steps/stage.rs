@@ -68,8 +68,7 @@ impl Staged<'_> {
     /// filesystem is flushed: hard links and copies may be anywhere in the
     /// release.
     pub fn flush(&mut self, layout: &Layout) -> Result<()> {
-        rustix::fs::syncfs(fsx::open(layout.webroot())?)
-            .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
+        fsx::sync_filesystem(layout.webroot())?;
         self.flushed = true;
         Ok(())
     }

@@ -108,8 +108,7 @@ pub fn switch(
     let switched = session.step(Step::Switch, || {
         // New files must be on disk before a name points at them.
         if !staged.flushed || synced.wrote {
-            rustix::fs::syncfs(fsx::open(layout.webroot())?)
-                .map_err(|e| Error::io("sync filesystem of", layout.webroot(), e.into()))?;
+            fsx::sync_filesystem(layout.webroot())?;
         }
         switch_to(layout, name, displaced.as_deref())?;
         match &policy.apache {
