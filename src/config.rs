@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use zdeploy_core::ErrorKind;
 use zdeploy_core::apache::ApacheMap;
-use zdeploy_core::build::BuildStep;
+use zdeploy_core::build::{AfterSwitchCommand, BuildStep};
 use zdeploy_core::health::HealthCheck;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::policy::{DEFAULT_SETTLE, DeployPlan, Policy};
@@ -120,7 +120,7 @@ struct RawApp {
     build: Option<Spanned<Vec<RawBuildStep>>>,
     reuse: Option<Spanned<Vec<RawReuse>>>,
     build_timeout: Option<Spanned<String>>,
-    after_switch: Option<Spanned<Vec<String>>>,
+    after_switch: Option<Spanned<Vec<RawAfterSwitch>>>,
     max_archive_size: Option<Spanned<String>>,
     max_disk: Option<Spanned<String>>,
     max_archive_entries: Option<Spanned<i64>>,
@@ -149,6 +149,8 @@ struct RawApp {
     on_failure: Option<Spanned<String>>,
     ssh_config: Option<Spanned<String>>,
     remote_zdeploy: Option<Spanned<String>>,
+    builder: Option<Spanned<String>>,
+    build_on: Option<Spanned<String>>,
 }
 
 /// A build step: a command, or `{ run = "…", unless_reused = "vendor" }`.
@@ -166,6 +168,22 @@ struct RawBuildTable {
     unless_reused: Option<String>,
     if_exists: Option<String>,
     writes: Option<Vec<String>>,
+    once: Option<bool>,
+}
+
+/// An after_switch command: a command, or `{ run = "…", once = true }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawAfterSwitch {
+    Command(String),
+    Table(RawAfterSwitchTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAfterSwitchTable {
+    run: String,
+    once: Option<bool>,
 }
 
 /// `reuse = [{ path = "vendor", key = "composer.lock" }]`.
@@ -983,7 +1001,17 @@ fn preset_defaults(
         app.writable = at(&span, strings(found.writable));
     }
     if app.after_switch.is_none() && !found.after_switch.is_empty() {
-        app.after_switch = at(&span, strings(found.after_switch));
+        let commands = found
+            .after_switch
+            .iter()
+            .map(|command| {
+                RawAfterSwitch::Table(RawAfterSwitchTable {
+                    run: command.run.to_string(),
+                    once: Some(command.once),
+                })
+            })
+            .collect();
+        app.after_switch = at(&span, commands);
     }
     if app.reuse.is_none() && !found.reuse.is_empty() {
         let rules = found
@@ -1008,6 +1036,7 @@ fn preset_defaults(
                     writes: step
                         .writes
                         .map(|paths| paths.iter().map(|p| p.to_string()).collect()),
+                    once: Some(step.once),
                 })
             })
             .collect();
@@ -1083,13 +1112,14 @@ fn build_steps(
     };
     let mut build = Vec::new();
     for step in steps {
-        let (run, unless_reused, if_exists, writes) = match step {
-            RawBuildStep::Command(run) => (run, None, None, None),
+        let (run, unless_reused, if_exists, writes, once) = match step {
+            RawBuildStep::Command(run) => (run, None, None, None, false),
             RawBuildStep::Table(RawBuildTable {
                 run,
                 unless_reused,
                 if_exists,
                 writes,
+                once,
             }) => (
                 run,
                 unless_reused.map(|p| PathBuf::from(p.trim_end_matches('/'))),
@@ -1100,6 +1130,7 @@ fn build_steps(
                         .map(|p| PathBuf::from(p.trim_end_matches('/')))
                         .collect::<Vec<_>>()
                 }),
+                once.unwrap_or(false),
             ),
         };
         let inside = |key: &str, path: &Path| {
@@ -1139,25 +1170,42 @@ fn build_steps(
             unless_reused,
             if_exists,
             writes,
+            once,
         });
     }
     Ok(build)
 }
 
-/// `after_switch` commands, or the `--after-switch` flags.
+/// `after_switch` commands (or `{ run, once }` tables), or the
+/// `--after-switch` flags.
 fn after_switch_commands(
     raw: &RawApp,
     flags: &Overrides,
     origin: &Origin<'_>,
-) -> Result<Vec<String>, UsageError> {
-    let (commands, span) = match pick(
-        (!flags.after_switch.is_empty()).then(|| flags.after_switch.clone()),
-        &raw.after_switch,
-    ) {
+) -> Result<Vec<AfterSwitchCommand>, UsageError> {
+    let flagged = (!flags.after_switch.is_empty()).then(|| {
+        flags
+            .after_switch
+            .iter()
+            .cloned()
+            .map(RawAfterSwitch::Command)
+            .collect()
+    });
+    let (commands, span) = match pick(flagged, &raw.after_switch) {
         Some(picked) => picked,
         None => return Ok(Vec::new()),
     };
-    if commands.iter().any(|c| c.trim().is_empty()) {
+    let commands: Vec<AfterSwitchCommand> = commands
+        .into_iter()
+        .map(|command| match command {
+            RawAfterSwitch::Command(run) => AfterSwitchCommand { run, once: false },
+            RawAfterSwitch::Table(RawAfterSwitchTable { run, once }) => AfterSwitchCommand {
+                run,
+                once: once.unwrap_or(false),
+            },
+        })
+        .collect();
+    if commands.iter().any(|c| c.run.trim().is_empty()) {
         return Err(origin.error(
             "after_switch",
             "--after-switch",
@@ -1462,7 +1510,7 @@ fn fleet_settings(
     origin: &Origin<'_>,
     zero_downtime: bool,
 ) -> Result<Option<crate::fleet::settings::FleetSettings>, UsageError> {
-    use crate::fleet::settings::{FleetSettings, HostAddress};
+    use crate::fleet::settings::{BuildOn, FleetSettings, HostAddress};
     if crate::fleet::remote_command::on_fleet_host() {
         return Ok(None);
     }
@@ -1515,7 +1563,33 @@ fn fleet_settings(
             ));
         }
     };
+    let builder = match pick(None, &raw.builder) {
+        None => 0,
+        Some((name, span)) => addresses
+            .iter()
+            .position(|a| a.shown == name || a.name == name)
+            .ok_or_else(|| {
+                let hosts: Vec<&str> = addresses.iter().map(|a| a.shown.as_str()).collect();
+                origin.error(
+                    "builder",
+                    "builder",
+                    span,
+                    &format!(
+                        "builder \"{name}\" is not one of the hosts ({})",
+                        hosts.join(", ")
+                    ),
+                )
+            })?,
+    };
+    let build_on = match pick(None, &raw.build_on) {
+        None => BuildOn::Builder,
+        Some((text, span)) => {
+            BuildOn::parse(&text).map_err(|e| origin.error("build_on", "build_on", span, &e))?
+        }
+    };
     Ok(Some(FleetSettings {
+        builder,
+        build_on,
         hosts: addresses,
         strategy,
         stage_timeout,

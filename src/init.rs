@@ -201,10 +201,21 @@ pub fn config_text(source: &Path, detection: Option<&Detection>) -> String {
             if let Some(paths) = step.writes {
                 table += &format!(", writes = {}", list(paths));
             }
+            if step.once {
+                table += ", once = true";
+            }
             text += &format!("#   {{ {table} }},\n");
         }
         text += "# ]\n";
-        text += &format!("# after_switch = {}\n", list(preset.after_switch));
+        let after_switch: Vec<String> = preset
+            .after_switch
+            .iter()
+            .map(|command| match command.once {
+                true => format!("{{ run = {}, once = true }}", quoted(command.run)),
+                false => quoted(command.run),
+            })
+            .collect();
+        text += &format!("# after_switch = [{}]\n", after_switch.join(", "));
         let reuse: Vec<String> = preset
             .reuse
             .iter()

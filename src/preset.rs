@@ -15,6 +15,26 @@ pub struct PresetStep {
     /// runs); `None` when that cannot be known (composer installers that
     /// put packages where the app's composer.json says).
     pub writes: Option<&'static [&'static str]>,
+    /// Acts on the database every host shares: in a fleet, run once, on the
+    /// builder.
+    pub once: bool,
+}
+
+/// A command of a preset run after the switch.
+#[derive(Clone, Copy)]
+pub struct PresetCommand {
+    pub run: &'static str,
+    pub once: bool,
+}
+
+/// An after_switch command every host runs (a cache of its own).
+const fn on_every_host(run: &'static str) -> PresetCommand {
+    PresetCommand { run, once: false }
+}
+
+/// An after_switch command that acts on what hosts share.
+const fn once_after_switch(run: &'static str) -> PresetCommand {
+    PresetCommand { run, once: true }
 }
 
 pub struct Preset {
@@ -26,7 +46,7 @@ pub struct Preset {
     pub shared_files: &'static [&'static str],
     pub writable: &'static [&'static str],
     pub build: &'static [PresetStep],
-    pub after_switch: &'static [&'static str],
+    pub after_switch: &'static [PresetCommand],
     /// (folder, key file) pairs; several keys may name one folder.
     pub reuse: &'static [(&'static str, &'static str)],
     /// `init` recognises the framework by one of these composer packages…
@@ -42,6 +62,7 @@ const COMPOSER_INSTALL: PresetStep = PresetStep {
     unless_reused: Some("vendor"),
     if_exists: Some("composer.json"),
     writes: Some(&["vendor"]),
+    once: false,
 };
 
 /// Composer that also installs outside `vendor/` (Drupal's core and
@@ -64,6 +85,16 @@ const fn run_writing(command: &'static str, writes: &'static [&'static str]) -> 
         unless_reused: None,
         if_exists: None,
         writes: Some(writes),
+        once: false,
+    }
+}
+
+/// A step that changes the database every host shares (a migration),
+/// writing `writes` only: a fleet runs it once, on the builder.
+const fn migration(command: &'static str, writes: &'static [&'static str]) -> PresetStep {
+    PresetStep {
+        once: true,
+        ..run_writing(command, writes)
     }
 }
 
@@ -76,18 +107,21 @@ const NODE_BUILD: [PresetStep; 4] = [
         unless_reused: Some("node_modules"),
         if_exists: Some("package-lock.json"),
         writes: Some(&["node_modules"]),
+        once: false,
     },
     PresetStep {
         run: "yarn install --frozen-lockfile",
         unless_reused: Some("node_modules"),
         if_exists: Some("yarn.lock"),
         writes: Some(&["node_modules"]),
+        once: false,
     },
     PresetStep {
         run: "pnpm install --frozen-lockfile",
         unless_reused: Some("node_modules"),
         if_exists: Some("pnpm-lock.yaml"),
         writes: Some(&["node_modules"]),
+        once: false,
     },
     // Vite writes public/build, Mix public/js, public/css and its manifest.
     PresetStep {
@@ -95,6 +129,7 @@ const NODE_BUILD: [PresetStep; 4] = [
         unless_reused: None,
         if_exists: Some("package.json"),
         writes: Some(&["public", "node_modules"]),
+        once: false,
     },
 ];
 
@@ -128,9 +163,9 @@ pub const PRESETS: &[Preset] = &[
             // Compiled views go to storage/, a shared path.
             run_writing("php artisan view:cache", &["bootstrap/cache"]),
             run_writing("php artisan event:cache", &["bootstrap/cache"]),
-            run_writing("php artisan migrate --force", &[]),
+            migration("php artisan migrate --force", &[]),
         ],
-        after_switch: &["php artisan queue:restart"],
+        after_switch: &[on_every_host("php artisan queue:restart")],
         reuse: &[VENDOR, NODE_MODULES[0], NODE_MODULES[1], NODE_MODULES[2]],
         packages: &["laravel/framework"],
         files: &["artisan"],
@@ -160,7 +195,7 @@ pub const PRESETS: &[Preset] = &[
         reuse: &[VENDOR],
         packages: &["symfony/framework-bundle"],
         files: &["bin/console", "config/bundles.php"],
-        next: "put .env.local (APP_ENV=prod, secrets) in the shared folder; with Doctrine, add `php bin/console doctrine:migrations:migrate --no-interaction` to build",
+        next: "put .env.local (APP_ENV=prod, secrets) in the shared folder; with Doctrine, add `{ run = \"php bin/console doctrine:migrations:migrate --no-interaction\", once = true }` to build",
     },
     Preset {
         name: "wordpress",
@@ -186,12 +221,12 @@ pub const PRESETS: &[Preset] = &[
         build: &[
             // Core, contrib and the scaffold files go under web/.
             composer_installing_into(Some(&["vendor", "web"])),
-            run_writing("vendor/bin/drush updatedb --yes", &[]),
-            run_writing("vendor/bin/drush config:import --yes", &[]),
+            migration("vendor/bin/drush updatedb --yes", &[]),
+            migration("vendor/bin/drush config:import --yes", &[]),
         ],
         after_switch: &[
-            "vendor/bin/drush cache:rebuild",
-            "vendor/bin/drush deploy:hook --yes",
+            on_every_host("vendor/bin/drush cache:rebuild"),
+            once_after_switch("vendor/bin/drush deploy:hook --yes"),
         ],
         reuse: &[VENDOR],
         packages: &["drupal/core-recommended", "drupal/core"],
@@ -222,12 +257,12 @@ pub const PRESETS: &[Preset] = &[
                 &["pub/static", "var"],
             ),
             // It records the enabled modules in app/etc/config.php.
-            run_writing(
+            migration(
                 "php bin/magento setup:upgrade --keep-generated",
                 &["var", "generated", "app/etc"],
             ),
         ],
-        after_switch: &["php bin/magento cache:flush"],
+        after_switch: &[on_every_host("php bin/magento cache:flush")],
         reuse: &[VENDOR],
         packages: &["magento/product-community-edition", "magento/magento2-base"],
         files: &["bin/magento"],
@@ -242,9 +277,9 @@ pub const PRESETS: &[Preset] = &[
         writable: &["web/cpresources"],
         build: &[
             COMPOSER_INSTALL,
-            run_writing("php craft up --interactive=0", &["web/cpresources"]),
+            migration("php craft up --interactive=0", &["web/cpresources"]),
         ],
-        after_switch: &["php craft clear-caches/data"],
+        after_switch: &[on_every_host("php craft clear-caches/data")],
         reuse: &[VENDOR],
         packages: &["craftcms/cms"],
         files: &["craft"],
@@ -260,12 +295,12 @@ pub const PRESETS: &[Preset] = &[
         build: &[
             // The composer installers put the entry points under public/.
             composer_installing_into(Some(&["vendor", "public", "var"])),
-            run_writing(
+            migration(
                 "vendor/bin/typo3 extension:setup",
                 &["var", "public/typo3temp"],
             ),
         ],
-        after_switch: &["vendor/bin/typo3 cache:flush"],
+        after_switch: &[on_every_host("vendor/bin/typo3 cache:flush")],
         reuse: &[VENDOR],
         packages: &["typo3/cms-core"],
         files: &["vendor/bin/typo3"],
@@ -290,12 +325,12 @@ pub const PRESETS: &[Preset] = &[
                 writes: Some(&["vendor", "var", "public/bundles"]),
                 ..COMPOSER_INSTALL
             },
-            run_writing("php bin/console database:migrate --all", &["var"]),
+            migration("php bin/console database:migrate --all", &["var"]),
             run_writing("php bin/console theme:compile", &["public/theme", "var"]),
             run_writing("php bin/console assets:install", &["public/bundles", "var"]),
             run_writing("php bin/console cache:clear", &["var"]),
         ],
-        after_switch: &["php bin/console cache:warmup"],
+        after_switch: &[on_every_host("php bin/console cache:warmup")],
         reuse: &[VENDOR],
         packages: &["shopware/core"],
         files: &["bin/console", "config/packages/shopware.yaml"],
@@ -310,9 +345,9 @@ pub const PRESETS: &[Preset] = &[
         writable: &["writable"],
         build: &[
             COMPOSER_INSTALL,
-            run_writing("php spark migrate --all", &["writable"]),
+            migration("php spark migrate --all", &["writable"]),
         ],
-        after_switch: &["php spark cache:clear"],
+        after_switch: &[on_every_host("php spark cache:clear")],
         reuse: &[VENDOR],
         packages: &["codeigniter4/framework"],
         files: &["spark"],
@@ -334,7 +369,7 @@ pub const PRESETS: &[Preset] = &[
             // It changes the database; caches go to cache/.
             PresetStep {
                 if_exists: Some("LocalSettings.php"),
-                ..run_writing("php maintenance/update.php --quick", &["cache"])
+                ..migration("php maintenance/update.php --quick", &["cache"])
             },
         ],
         after_switch: &[],

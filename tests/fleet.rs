@@ -172,8 +172,9 @@ fn assert_untouched_and_usable(fleet: &Fleet, before: &[Option<String>], config:
 #[test]
 fn a_host_that_fails_to_stage_stops_the_deploy_everywhere() {
     let (fleet, repo, scratch, config) = fleet_on_v1(|fleet| {
+        // Every host builds, so host 1's own build fails.
         format!(
-            "build = [\"test ! -e {}/fail-build\"]\n",
+            "build_on = \"every-host\"\nbuild = [\"test ! -e {}/fail-build\"]\n",
             fleet.path.display()
         )
     });
@@ -458,8 +459,9 @@ fn a_controller_killed_in_any_phase_leaves_nothing_behind_and_the_next_deploy_co
 
 #[test]
 fn a_host_cut_off_while_staging_stops_the_deploy_and_cleans_up_after_itself() {
-    let (fleet, repo, scratch, config) =
-        fleet_on_v1(|_| "stage_timeout = \"4s\"\nbuild = [\"sleep 3\"]\n".into());
+    let (fleet, repo, scratch, config) = fleet_on_v1(|_| {
+        "stage_timeout = \"4s\"\nbuild_on = \"every-host\"\nbuild = [\"sleep 3\"]\n".into()
+    });
     let before = fleet.live();
     app_version(&repo, &scratch, "v2");
     let controller = fleet_deploy(&config)

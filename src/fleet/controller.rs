@@ -20,10 +20,11 @@ use zdeploy_core::source::{ArchiveLocation, Source, git};
 
 use crate::config::{AppConfig, Overrides};
 use crate::fleet::parallel::on_each;
-use crate::fleet::protocol::{Job, Order, Report};
+use crate::fleet::protocol::{Export, Job, Order, Report, StageRole};
 use crate::fleet::record;
-use crate::fleet::settings::{FleetSettings, OnFailure, Strategy};
+use crate::fleet::settings::{BuildOn, FleetSettings, OnFailure, Strategy};
 use crate::fleet::ssh::Connection;
+use crate::fleet::transfer;
 
 /// How long the controller waits for a host's next report before it gives
 /// the host up (a stage may run a long build: the stage timeout bounds it).
@@ -58,6 +59,8 @@ pub struct Remote {
     releases: Vec<String>,
     /// Where an archive for this host goes.
     upload: Option<String>,
+    /// The staged release's manifest, when it was asked to export it.
+    export: Option<Export>,
     switched_at_ms: Option<i64>,
 }
 
@@ -305,12 +308,18 @@ impl FleetRun<'_> {
             .copied()
             .filter(|i| !run.remotes[*i].releases.contains(&decision.release))
             .collect();
+        let source = self.copy_source(&run.remotes, &lacking);
+        // Copied from the source, the other hosts need nothing of the source.
+        let building: Vec<usize> = match source {
+            Some(source) => lacking.iter().copied().filter(|i| *i == source).collect(),
+            None => lacking.clone(),
+        };
         let sent = match (&decision.commit, &decision.archive) {
-            _ if lacking.is_empty() => Ok(()),
-            (Some(commit), _) => self
-                .ensure_commit(commit)
-                .and_then(|_| self.send_objects(&run.remotes, &lacking, commit, &decision.release)),
-            (None, Some(archive)) => send_archive(&run.remotes, &lacking, archive),
+            _ if building.is_empty() => Ok(()),
+            (Some(commit), _) => self.ensure_commit(commit).and_then(|_| {
+                self.send_objects(&run.remotes, &building, commit, &decision.release)
+            }),
+            (None, Some(archive)) => send_archive(&run.remotes, &building, archive),
             (None, None) => Ok(()),
         };
         if let Err(error) = sent {
@@ -330,7 +339,22 @@ impl FleetRun<'_> {
                 run.remotes.len()
             ),
         );
-        run.stage_all(&decision, self.fleet.parallel)?;
+        let deploying = matches!(intent, Intent::Deploy(_));
+        match source {
+            Some(source) => self.stage_from_source(&mut run, &decision, source, deploying)?,
+            None => {
+                let orders = (0..run.remotes.len())
+                    .map(|i| {
+                        let role = StageRole::Build {
+                            once: deploying && i == self.fleet.builder,
+                            export: false,
+                        };
+                        (i, run.stage_order(i, &decision, role))
+                    })
+                    .collect();
+                run.stage_hosts(orders, self.fleet.parallel, &mut no_copies)?;
+            }
+        }
         match self.fleet.strategy {
             Strategy::Atomic => {
                 let everyone: Vec<usize> = (0..run.remotes.len()).collect();
@@ -394,6 +418,114 @@ impl FleetRun<'_> {
             Intent::Deploy(_) => "deployed",
         };
         Ok(run.result(outcome, Some(decision.release), decision.commit))
+    }
+
+    /// The host the others copy the release from, when they copy: the
+    /// builder, unless it lacks a release others have (a converge).
+    fn copy_source(&self, remotes: &[Remote], lacking: &[usize]) -> Option<usize> {
+        if self.fleet.build_on != BuildOn::Builder {
+            return None;
+        }
+        let builder = self.fleet.builder;
+        let source = if lacking.len() == remotes.len() || !lacking.contains(&builder) {
+            builder
+        } else {
+            (0..remotes.len()).find(|i| !lacking.contains(i))?
+        };
+        lacking.iter().any(|i| *i != source).then_some(source)
+    }
+
+    /// Stage on `source` first (building the release if it lacks it, and
+    /// the `once` steps with it when deploying), then on every other host,
+    /// those that lack the release copying the source's.
+    fn stage_from_source(
+        &self,
+        run: &mut Run<'_>,
+        decision: &Decision,
+        source: usize,
+        deploying: bool,
+    ) -> Result<()> {
+        let role = StageRole::Build {
+            once: deploying,
+            export: true,
+        };
+        let order = run.stage_order(source, decision, role);
+        run.stage_hosts(vec![(source, order)], 1, &mut no_copies)?;
+        let export = run.remotes[source].export.clone().ok_or_else(|| {
+            anyhow!(
+                "{}: staged without its manifest",
+                run.remotes[source].host_name()
+            )
+        });
+        let local = record::controller_dir(self.app).map(|d| d.join("builder.manifest"));
+        let fetched = export.and_then(|export| {
+            let local = local?;
+            transfer::fetch_file(&run.remotes[source].connection, &export.manifest, &local)?;
+            Ok((export, local))
+        });
+        let (export, local) = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                run.abort_all(&format!("{error:#}"));
+                return Err(error);
+            }
+        };
+        let copying: Vec<usize> = (0..run.remotes.len())
+            .filter(|i| *i != source && !run.remotes[*i].releases.contains(&decision.release))
+            .collect();
+        let uploads: Vec<(&Remote, String)> = copying
+            .iter()
+            .map(|i| {
+                let remote = &run.remotes[*i];
+                (
+                    remote,
+                    format!("{}.manifest", remote.upload.clone().unwrap_or_default()),
+                )
+            })
+            .collect();
+        let sent = on_each(&uploads, |(remote, path)| {
+            transfer::send_file(&remote.connection, &local, path)
+        });
+        if let Err(error) = sent {
+            run.abort_all(&format!("{error:#}"));
+            return Err(error.context("sending the builder's manifest; nothing changed anywhere"));
+        }
+        self.watch.line(
+            "fleet",
+            &format!(
+                "{} built {} (digest {}); {} hosts copy it",
+                run.remotes[source].host_name(),
+                decision.release,
+                short(&export.digest),
+                copying.len()
+            ),
+        );
+        let orders = (0..run.remotes.len())
+            .filter(|i| *i != source)
+            .map(|i| {
+                let role = match uploads
+                    .iter()
+                    .position(|(r, _)| r.host_name() == run.remotes[i].host_name())
+                {
+                    Some(at) => StageRole::Copy {
+                        manifest: uploads[at].1.clone(),
+                        digest: export.digest.clone(),
+                    },
+                    None => StageRole::Build {
+                        once: false,
+                        export: false,
+                    },
+                };
+                (i, run.stage_order(i, decision, role))
+            })
+            .collect::<Vec<_>>();
+        drop(uploads);
+        let release_dir = self.app.layout.release_path(&decision.release);
+        let files = Files::new(record::controller_dir(self.app)?);
+        let mut supply = |run: &mut Run<'_>, host: usize, list: &str| {
+            files.supply(run, source, host, &release_dir, list)
+        };
+        run.stage_hosts(orders, self.fleet.parallel, &mut supply)
     }
 
     /// How long a host waits for its next order: the stage timeout, and in
@@ -681,6 +813,7 @@ impl FleetRun<'_> {
             live_commit: None,
             releases: Vec::new(),
             upload: None,
+            export: None,
             switched_at_ms: None,
         })
     }
@@ -744,6 +877,7 @@ impl Run<'_> {
         let state = match report {
             Report::Opened { .. } => Some("opened"),
             Report::Staged { .. } => Some("staged"),
+            Report::Lacking { .. } => Some("receiving"),
             Report::Synced => Some("synced"),
             Report::Switched { .. } => Some("switched"),
             Report::Aborted => Some("stopped"),
@@ -770,6 +904,7 @@ impl Run<'_> {
                 remote.releases = releases.clone();
             }
             Report::Switched { at_ms } => remote.switched_at_ms = Some(*at_ms),
+            Report::Staged { export, .. } => remote.export = export.clone(),
             _ => {}
         }
     }
@@ -858,32 +993,60 @@ impl Run<'_> {
         }
     }
 
-    /// Stage on every host, at most `parallel` at once.
-    fn stage_all(&mut self, decision: &Decision, parallel: usize) -> Result<()> {
-        let orders: Vec<Order> = self
-            .remotes
-            .iter()
-            .map(|remote| Order::Stage {
-                release: decision.release.clone(),
-                commit: decision.commit.clone(),
-                archive: decision.archive.as_ref().and(remote.upload.clone()),
-            })
-            .collect();
-        let count = self.remotes.len();
+    /// The stage order for host `index`.
+    fn stage_order(&self, index: usize, decision: &Decision, role: StageRole) -> Order {
+        Order::Stage {
+            release: decision.release.clone(),
+            commit: decision.commit.clone(),
+            archive: decision
+                .archive
+                .as_ref()
+                .and(self.remotes[index].upload.clone()),
+            role,
+        }
+    }
+
+    /// Give each host its stage order, at most `parallel` staging at once;
+    /// a host that reports what it lacks of the builder's release is sent
+    /// it by `supply` and goes on.
+    fn stage_hosts(
+        &mut self,
+        orders: Vec<(usize, Order)>,
+        parallel: usize,
+        supply: &mut Supply<'_>,
+    ) -> Result<()> {
+        let count = orders.len();
+        let mut orders = orders.into_iter();
+        let mut started: Vec<usize> = Vec::new();
         let mut answers: Answers = Vec::new();
-        let mut next = 0;
         while answers.len() < count {
-            while next < count && next - answers.len() < parallel.max(1) {
-                if let Err(e) = self.remotes[next].order(&orders[next]) {
-                    answers.push((next, Err(format!("{e:#}"))));
+            while started.len() < count && started.len() - answers.len() < parallel.max(1) {
+                let (index, order) = orders.next().expect("one order a host");
+                started.push(index);
+                if let Err(e) = self.remotes[index].order(&order) {
+                    answers.push((index, Err(format!("{e:#}"))));
                 }
-                next += 1;
             }
-            let started: Vec<usize> = (0..next)
+            let waiting: Vec<usize> = started
+                .iter()
+                .copied()
                 .filter(|i| !answers.iter().any(|(a, _)| a == i))
                 .collect();
-            let first = self.await_one(&started, |r| matches!(r, Report::Staged { .. }));
-            answers.push(first);
+            if waiting.is_empty() {
+                continue;
+            }
+            let (index, answer) = self.await_one(&waiting, |r| {
+                matches!(r, Report::Staged { .. } | Report::Lacking { .. })
+            });
+            match answer {
+                Ok(Report::Lacking { list, .. }) => {
+                    let sent = supply(self, index, &list);
+                    if let Err(e) = sent {
+                        answers.push((index, Err(self.failed(index, format!("{e:#}")))));
+                    }
+                }
+                answer => answers.push((index, answer)),
+            }
         }
         self.fail_if_any(
             &answers,
@@ -1049,6 +1212,85 @@ impl Run<'_> {
                     switched_at_ms: r.switched_at_ms,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// How a copying host gets the files it lacks: `(run, host, list)` sends
+/// them and orders it to go on.
+type Supply<'a> = dyn FnMut(&mut Run<'_>, usize, &str) -> Result<()> + 'a;
+
+/// A supply for runs where nobody copies.
+fn no_copies(run: &mut Run<'_>, host: usize, _: &str) -> Result<()> {
+    bail!(
+        "{} asked for the builder's files, but this run copies nothing",
+        run.remotes[host].host_name()
+    )
+}
+
+/// The builder's files that copying hosts lack, fetched once per distinct
+/// list (hosts that served the same release lack the same files).
+struct Files {
+    dir: PathBuf,
+    /// Each list fetched so far and the tar holding its files.
+    fetched: std::cell::RefCell<Vec<(Vec<u8>, PathBuf)>>,
+}
+
+impl Files {
+    fn new(dir: PathBuf) -> Self {
+        Files {
+            dir,
+            fetched: Default::default(),
+        }
+    }
+
+    /// Send `host` the files its list (at `list` on the host) names, from
+    /// the builder, and order it to write them.
+    fn supply(
+        &self,
+        run: &mut Run<'_>,
+        builder: usize,
+        host: usize,
+        release_dir: &std::path::Path,
+        list: &str,
+    ) -> Result<()> {
+        let local_list = self.dir.join("lacking.list");
+        transfer::fetch_file(&run.remotes[host].connection, list, &local_list)?;
+        let wanted = std::fs::read(&local_list)
+            .map_err(|e| anyhow!("cannot read {}: {e}", local_list.display()))?;
+        let known = self
+            .fetched
+            .borrow()
+            .iter()
+            .find(|(l, _)| *l == wanted)
+            .map(|(_, tar)| tar.clone());
+        let tar = match known {
+            Some(tar) => tar,
+            None => {
+                let tar = self
+                    .dir
+                    .join(format!("files-{}.tar", self.fetched.borrow().len()));
+                transfer::fetch_release_files(
+                    &run.remotes[builder].connection,
+                    release_dir,
+                    &wanted,
+                    &tar,
+                )?;
+                self.fetched.borrow_mut().push((wanted, tar.clone()));
+                tar
+            }
+        };
+        let remote = &run.remotes[host];
+        let target = format!("{}.tar", remote.upload.clone().unwrap_or_default());
+        transfer::send_file(&remote.connection, &tar, &target)?;
+        run.remotes[host].order(&Order::Files { tar: target })
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        for (_, tar) in self.fetched.borrow().iter() {
+            let _ = std::fs::remove_file(tar);
         }
     }
 }

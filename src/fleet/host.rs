@@ -7,7 +7,7 @@
 //! release is removed; a switched one stays and the fleet converges to it.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use zdeploy_core::history::{Kind, Outcome};
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::{DeployPlan, DeployResult};
 use zdeploy_core::release::ReleaseState;
+use zdeploy_core::release_copy::{CopySource, Lacking, export_manifest};
 use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
 use zdeploy_core::source::{ArchiveLocation, Source, git};
 use zdeploy_core::steps::after_switch::{OnFailure, after_switch};
@@ -24,12 +25,12 @@ use zdeploy_core::steps::discard::discard_release;
 use zdeploy_core::steps::prune::prune_after_switch;
 use zdeploy_core::steps::recover::recover;
 use zdeploy_core::steps::settle::settle_switched;
-use zdeploy_core::steps::stage::{Staged, Staging, stage, stage_existing};
+use zdeploy_core::steps::stage::{Staged, Staging, stage, stage_copy, stage_existing};
 use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
 use zdeploy_core::switch::read_live;
 
 use crate::config::{AppConfig, ConfigFile, ad_hoc};
-use crate::fleet::protocol::{Job, Order, Report};
+use crate::fleet::protocol::{Export, Job, Order, Report, StageRole};
 use crate::fleet::settings::HostAddress;
 
 /// Where a host's reports go.
@@ -269,12 +270,13 @@ fn run(
     git::init_mirror(&layout.mirror_path())?;
     reporter.send(&opened(session)?);
     let timeout = Duration::from_secs(job.stage_timeout_secs);
-    let (release, content) = match next(orders, timeout) {
+    let (release, content, role) = match next(orders, timeout) {
         Next::Order(Order::Stage {
             release,
             commit,
             archive,
-        }) => (release, (commit, archive)),
+            role,
+        }) => (release, (commit, archive), role),
         Next::Order(Order::Abort { why }) => {
             reporter.send(&Report::Aborted);
             bail!("stopped before staging: {why}");
@@ -282,10 +284,18 @@ fn run(
         Next::Order(other) => bail!("expected a stage order, got {other:?}"),
         Next::Gone(why) => bail!("{why}"),
     };
-    let target = stage_target(session, app, content, &release)?;
+    let app = &without_once_steps(session, app, &role);
+    let policy = &app.policy;
+    let mut supply = |lacking: &Lacking| supply_lacking(lacking, orders, reporter, timeout);
+    let target = stage_target(session, app, content, &release, &role, &mut supply)?;
+    let export = |name: &str| match role {
+        StageRole::Build { export: true, .. } => export_release(session, name).map(Some),
+        _ => Ok(None),
+    };
     let mut staged = match target {
         Target::AlreadyLive(name) => {
-            reporter.send(&Report::Staged { release });
+            let export = export(&name)?;
+            reporter.send(&Report::Staged { release, export });
             return follow_along(session, orders, reporter, timeout, name);
         }
         Target::Staged(staged) => staged,
@@ -296,8 +306,16 @@ fn run(
         discard_staged(session, &staged, &error.to_string())?;
         return Err(error.into());
     }
+    let export = match export(&release) {
+        Ok(export) => export,
+        Err(error) => {
+            discard_staged(session, &staged, &format!("{error:#}"))?;
+            return Err(error);
+        }
+    };
     reporter.send(&Report::Staged {
         release: release.clone(),
+        export,
     });
     let discard = |why: &str| discard_staged(session, &staged, why);
     let deadline = Instant::now() + timeout;
@@ -386,6 +404,8 @@ fn stage_target<'s>(
     app: &AppConfig,
     (commit, archive): (Option<String>, Option<String>),
     release: &str,
+    role: &StageRole,
+    supply: &mut dyn FnMut(&Lacking) -> zdeploy_core::Result<PathBuf>,
 ) -> Result<Target<'s>> {
     let policy = &app.policy;
     let layout = session.layout;
@@ -416,6 +436,17 @@ fn stage_target<'s>(
         return Ok(Target::Staged(Box::new(staged)));
     }
     let plan = app.deploy_plan(true)?;
+    if let StageRole::Copy { manifest, digest } = role {
+        let downloads = layout.download_dir();
+        let mut copy = CopySource {
+            manifest: PathBuf::from(manifest),
+            digest: digest.clone(),
+            lacking_list: downloads.join(format!("fleet-{}.lacking", session.id)),
+            supply,
+        };
+        let staged = stage_copy(session, &plan, release, commit, &mut copy)?;
+        return Ok(Target::Staged(Box::new(staged)));
+    }
     let plan = match (commit, archive) {
         (Some(commit), _) if matches!(plan.source, Source::Git { .. }) => DeployPlan {
             commit: Some(commit),
@@ -432,6 +463,80 @@ fn stage_target<'s>(
     match stage(session, &plan, Some(release))? {
         Staging::Staged(staged) => Ok(Target::Staged(Box::new(staged))),
         Staging::Done(_) => bail!("nothing was staged for {release}"),
+    }
+}
+
+/// The app as this host runs its part: the steps marked `once` are left to
+/// the builder unless this host is it.
+fn without_once_steps(session: &Session<'_>, app: &AppConfig, role: &StageRole) -> AppConfig {
+    if matches!(role, StageRole::Build { once: true, .. }) {
+        return app.clone();
+    }
+    let mut app = app.clone();
+    let policy = &mut app.policy;
+    let skipped: Vec<String> = policy
+        .build
+        .iter()
+        .filter(|s| s.once)
+        .map(|s| s.run.clone())
+        .chain(
+            policy
+                .after_switch
+                .iter()
+                .filter(|c| c.once)
+                .map(|c| c.run.clone()),
+        )
+        .collect();
+    if !skipped.is_empty() && !matches!(role, StageRole::Copy { .. }) {
+        session.info(&format!(
+            "the builder runs what runs once: {}",
+            skipped.join("; ")
+        ));
+    }
+    policy.build.retain(|s| !s.once);
+    policy.after_switch.retain(|c| !c.once);
+    app
+}
+
+/// Write release `name`'s manifest for the other hosts to copy.
+fn export_release(session: &Session<'_>, name: &str) -> Result<Export> {
+    let manifest = session.history.manifest(name)?.ok_or_else(|| {
+        anyhow::anyhow!("{name} has no manifest in this host's history: other hosts cannot copy it")
+    })?;
+    let path = session
+        .layout
+        .download_dir()
+        .join(format!("fleet-{}.export", session.id));
+    export_manifest(&manifest, &path)?;
+    Ok(Export {
+        manifest: path.display().to_string(),
+        digest: manifest.content_digest()?,
+    })
+}
+
+/// Tell the controller what this host lacks to copy the builder's release,
+/// and wait for the tar it sends.
+fn supply_lacking(
+    lacking: &Lacking,
+    orders: &Receiver<Result<Order>>,
+    reporter: &Reporter<'_>,
+    timeout: Duration,
+) -> zdeploy_core::Result<PathBuf> {
+    reporter.send(&Report::Lacking {
+        files: lacking.files,
+        bytes: lacking.bytes,
+        list: lacking.list.display().to_string(),
+    });
+    match next(orders, timeout) {
+        Next::Order(Order::Files { tar }) => Ok(PathBuf::from(tar)),
+        Next::Order(Order::Abort { why }) => Err(zdeploy_core::Error::Invalid(format!(
+            "stopped while copying the builder's release: {why}"
+        ))),
+        Next::Order(other) => Err(zdeploy_core::Error::Invalid(format!(
+            "expected the builder's files, got a {} order",
+            other.name()
+        ))),
+        Next::Gone(why) => Err(zdeploy_core::Error::Invalid(why)),
     }
 }
 

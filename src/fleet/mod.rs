@@ -14,3 +14,4 @@ pub mod remote_command;
 pub mod settings;
 pub mod ssh;
 pub mod status;
+pub mod transfer;

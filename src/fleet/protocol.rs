@@ -21,7 +21,12 @@ pub enum Order {
         commit: Option<String>,
         /// Or: the archive the controller wrote to the host's `upload` path.
         archive: Option<String>,
+        /// Built here, or copied from the builder.
+        role: StageRole,
     },
+    /// The files a copying host said it lacks, in a tar the controller
+    /// wrote to this path; answer `Staged`.
+    Files { tar: String },
     /// Carry what users wrote since the stage; answer `Synced`.
     Sync,
     /// Switch now; answer `Switched`.
@@ -55,12 +60,26 @@ impl Order {
         match self {
             Order::Open(_) => "open",
             Order::Stage { .. } => "stage",
+            Order::Files { .. } => "files",
             Order::Sync => "sync",
             Order::Switch => "switch",
             Order::Finish => "finish",
             Order::Abort { .. } => "abort",
         }
     }
+}
+
+/// How a host gets a release it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageRole {
+    /// Build it from the source. `once`: run the steps marked `once` (the
+    /// builder does). `export`: write the staged release's manifest for the
+    /// other hosts to copy.
+    Build { once: bool, export: bool },
+    /// Copy the builder's release: its manifest, which the controller wrote
+    /// to this path, and its content digest.
+    Copy { manifest: String, digest: String },
 }
 
 /// Host to controller.
@@ -92,6 +111,16 @@ pub enum Report {
     },
     Staged {
         release: String,
+        /// Asked to export: where the release's manifest was written, and
+        /// its content digest.
+        export: Option<Export>,
+    },
+    /// A copying host lacks these files (their paths in the file `list`,
+    /// each ended by a NUL); answer with `Files`.
+    Lacking {
+        files: u64,
+        bytes: u64,
+        list: String,
     },
     Synced,
     Switched {
@@ -107,4 +136,11 @@ pub enum Report {
         error: String,
         busy: bool,
     },
+}
+
+/// A staged release's manifest, written on its host for others to copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Export {
+    pub manifest: String,
+    pub digest: String,
 }

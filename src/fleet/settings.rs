@@ -18,6 +18,32 @@ pub struct FleetSettings {
     pub ssh_config: Option<PathBuf>,
     /// The zdeploy command on each host.
     pub remote_zdeploy: String,
+    /// The host (an index into `hosts`) that builds each release and runs
+    /// the `once` steps.
+    pub builder: usize,
+    pub build_on: BuildOn,
+}
+
+/// Where a fleet's releases are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildOn {
+    /// The builder builds; every other host copies its result by digest.
+    Builder,
+    /// Every host builds from the source itself (`once` steps still run on
+    /// the builder only).
+    EveryHost,
+}
+
+impl BuildOn {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "builder" => Ok(BuildOn::Builder),
+            "every-host" => Ok(BuildOn::EveryHost),
+            other => Err(format!(
+                "unknown build_on '{other}'; use \"builder\" (build once, copy the result) or \"every-host\""
+            )),
+        }
+    }
 }
 
 impl FleetSettings {

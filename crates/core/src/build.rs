@@ -27,6 +27,17 @@ pub struct BuildStep {
     /// write anywhere, so no file of the release is a hard link to the
     /// live release's.
     pub writes: Option<Vec<std::path::PathBuf>>,
+    /// Acts on state every host shares (a migration): in a fleet it runs on
+    /// the builder only, once per deploy.
+    pub once: bool,
+}
+
+/// A command run in the new live release right after the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterSwitchCommand {
+    pub run: String,
+    /// In a fleet, run on the builder only.
+    pub once: bool,
 }
 /// What every command zdeploy runs in a release is told: the release, the
 /// context and the webroot.

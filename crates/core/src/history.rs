@@ -68,6 +68,16 @@ CREATE TABLE IF NOT EXISTS manifest (
     digest TEXT NOT NULL,
     PRIMARY KEY (release, path)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS once_runs (
+    id INTEGER PRIMARY KEY,
+    release TEXT NOT NULL,
+    commit_id TEXT,
+    command TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    outcome TEXT NOT NULL
+);
 ";
 
 pub fn now_ms() -> i64 {
@@ -177,7 +187,7 @@ fn serialize_state<S: serde::Serializer>(
 }
 
 pub struct History {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -199,7 +209,7 @@ impl History {
         })
     }
 
-    fn fail(&self, source: rusqlite::Error) -> Error {
+    pub(crate) fn fail(&self, source: rusqlite::Error) -> Error {
         Error::History {
             path: self.path.clone(),
             source,

@@ -37,7 +37,7 @@ pub struct Policy {
     pub max_disk: Option<u64>,
     pub build_timeout: Duration,
     /// Commands run in the new live release right after the switch.
-    pub after_switch: Vec<String>,
+    pub after_switch: Vec<crate::build::AfterSwitchCommand>,
     pub limits: Limits,
     /// Checks before and after the switch; a failed check after it switches back.
     pub health: Option<crate::health::HealthCheck>,

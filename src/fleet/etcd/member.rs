@@ -22,7 +22,7 @@ use super::part::Part;
 use super::records::{Committed, DeployRecord, HostState, HostStatus, Phase, StageReport};
 use crate::config::Overrides;
 use crate::fleet::host::{Reports, serve_orders};
-use crate::fleet::protocol::{Job, Order, Report};
+use crate::fleet::protocol::{Job, Order, Report, StageRole};
 
 /// How long a member waits before trying again to converge after a failure.
 const CONVERGE_RETRY: Duration = Duration::from_secs(10);
@@ -281,7 +281,13 @@ impl Member<'_> {
             deploy.rollback,
             format!("fleet deploy #{} ({})", deploy.id, deploy.trigger),
         );
-        let mut run = match self.stage(job, &deploy.release, &deploy.commit).await {
+        // Every member builds; the `once` steps run on the leader's host
+        // only, which decided this deploy.
+        let role = StageRole::Build {
+            once: deploy.leader == self.part.store.name,
+            export: false,
+        };
+        let mut run = match self.stage(job, &deploy.release, &deploy.commit, role).await {
             Ok(run) => run,
             Err(e) => {
                 let report = StageReport::Failed {
@@ -417,7 +423,13 @@ impl Member<'_> {
 
     /// Start a host run and stage `release` in it (retried while the
     /// context is locked by someone else, within the stage timeout).
-    async fn stage(&self, job: Job, release: &str, commit: &str) -> Result<HostRun> {
+    async fn stage(
+        &self,
+        job: Job,
+        release: &str,
+        commit: &str,
+        role: StageRole,
+    ) -> Result<HostRun> {
         let deadline = Instant::now() + self.part.membership.stage_timeout;
         loop {
             let mut run = HostRun::start(job.clone());
@@ -428,6 +440,7 @@ impl Member<'_> {
                     release: release.to_string(),
                     commit: Some(commit.to_string()),
                     archive: None,
+                    role: role.clone(),
                 });
                 run.until(self, |r| matches!(r, Report::Staged { .. }))
                     .await
@@ -463,8 +476,13 @@ impl Member<'_> {
             ),
         );
         let job = self.job(false, format!("fleet catch-up to #{}", committed.deploy));
+        // The `once` steps ran when the fleet deployed it.
+        let role = StageRole::Build {
+            once: false,
+            export: false,
+        };
         let mut run = self
-            .stage(job, &committed.release, &committed.commit)
+            .stage(job, &committed.release, &committed.commit, role)
             .await?;
         self.update(|v| v.staged = Some(committed.release.clone()));
         let switched = run.switch(self).await;

@@ -187,6 +187,17 @@ impl<'a> Extractor<'a> {
     /// (git: unchanged between the two commits). Ok(false) if it cannot be
     /// shared and must be written with `file`.
     pub fn unchanged_file(&mut self, raw: &Path, mode: u32) -> Result<bool> {
+        self.share_if_live(raw, mode, None)
+    }
+
+    /// A file whose digest the caller knows (a release built on another
+    /// host): shared if the live release has it with that digest. Ok(false)
+    /// if it must be written with `file`.
+    pub fn known_file(&mut self, raw: &Path, mode: u32, digest: &str) -> Result<bool> {
+        self.share_if_live(raw, mode, Some(digest))
+    }
+
+    fn share_if_live(&mut self, raw: &Path, mode: u32, digest: Option<&str>) -> Result<bool> {
         let Some(path) = self.checked_path(raw)? else {
             return Ok(false);
         };
@@ -194,11 +205,16 @@ impl<'a> Extractor<'a> {
             return Ok(false);
         }
         self.ensure_parents(&path)?;
-        if !self.try_share(&path, mode & 0o777, None)? {
+        if !self.try_share(&path, mode & 0o777, digest)? {
             return Ok(false);
         }
         self.count_entry(&path)?;
         Ok(true)
+    }
+
+    /// What the manifest recorded for `path` (a file just written, say).
+    pub fn written_entry(&self, path: &Path) -> Result<Option<Entry>> {
+        self.manifest.get(path)
     }
 
     /// An error writing `path`: one that already exists appears twice in

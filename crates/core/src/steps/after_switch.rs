@@ -7,6 +7,7 @@
 
 use crate::build::{release_env, run_command};
 use crate::error::{Error, Result};
+use crate::once_runs::run_once;
 use crate::policy::Policy;
 use crate::session::{Session, Step, human_duration};
 use crate::steps::switch::{Switched, switched_back_after};
@@ -41,18 +42,31 @@ pub fn after_switch(
     ));
     let ran = session.step(Step::AfterSwitch, || {
         for command in &policy.after_switch {
+            let once = command.once;
+            let command = &command.run;
             session.info(&format!("after_switch: running {command}"));
             let started = std::time::Instant::now();
-            run_command(
-                command,
-                &release_dir,
-                &env,
-                policy.privileges.build_user.as_ref(),
-                None,
-                policy.build_timeout,
-                &mut |line| session.debug(&format!("after_switch | {line}")),
-            )
-            .map_err(|why| Error::Build(format!("after_switch: {why}")))?;
+            let run = || {
+                run_command(
+                    command,
+                    &release_dir,
+                    &env,
+                    policy.privileges.build_user.as_ref(),
+                    None,
+                    policy.build_timeout,
+                    &mut |line| session.debug(&format!("after_switch | {line}")),
+                )
+                .map_err(|why| Error::Build(format!("after_switch: {why}")))
+            };
+            if once {
+                let commit = session
+                    .history
+                    .release(&switched.name)?
+                    .and_then(|r| r.commit);
+                run_once(session, command, &switched.name, commit.as_deref(), run)?;
+            } else {
+                run()?;
+            }
             session.info(&format!(
                 "after_switch: {command} done in {}",
                 human_duration(started.elapsed())

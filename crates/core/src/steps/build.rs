@@ -10,6 +10,7 @@ use crate::confine::{Confinement, make_missing_folders};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
+use crate::once_runs::run_once;
 use crate::policy::DeployPlan;
 use crate::reuse::{LiveTree, reuse_folders};
 use crate::session::{Session, human_duration};
@@ -86,26 +87,37 @@ pub(crate) fn build(
             None => session.info(&format!("build: running {command}")),
         }
         let started = std::time::Instant::now();
-        run_command(
-            command,
-            release_dir,
-            &env,
-            build_user,
-            confinement.as_ref(),
-            plan.policy.build_timeout,
-            &mut |line| {
-                session.debug(&format!("build | {line}"));
-            },
-        )
-        .map_err(|why| match &confinement {
-            // The kernel's words for a write the confinement refused.
-            Some(confined) if why.contains("Read-only file system") => Error::Build(format!(
-                "build step {why}\n(the rest of the release is read-only while it runs: its `writes` \
-                 names only {}; a step that writes elsewhere must list it)",
-                confined.describe()
-            )),
-            _ => Error::Build(format!("build step {why}")),
-        })?;
+        let run = || {
+            run_command(
+                command,
+                release_dir,
+                &env,
+                build_user,
+                confinement.as_ref(),
+                plan.policy.build_timeout,
+                &mut |line| {
+                    session.debug(&format!("build | {line}"));
+                },
+            )
+            .map_err(|why| match &confinement {
+                // The kernel's words for a write the confinement refused.
+                Some(confined) if why.contains("Read-only file system") => Error::Build(format!(
+                    "build step {why}\n(the rest of the release is read-only while it runs: its `writes` \
+                     names only {}; a step that writes elsewhere must list it)",
+                    confined.describe()
+                )),
+                _ => Error::Build(format!("build step {why}")),
+            })
+        };
+        if step.once {
+            let commit = session
+                .history
+                .release(manifest.release())?
+                .and_then(|r| r.commit);
+            run_once(session, command, manifest.release(), commit.as_deref(), run)?;
+        } else {
+            run()?;
+        }
         session.info(&format!(
             "build: {command} finished in {}",
             human_duration(started.elapsed())

@@ -19,6 +19,7 @@ use crate::plain;
 use crate::policy::{DeployPlan, DeployResult, Policy};
 use crate::public::check_public;
 use crate::release::{ReleaseState, release_name, short};
+use crate::release_copy::{CopySource, materialize_copy};
 use crate::reuse::LiveTree;
 use crate::session::{Session, Step};
 use crate::share::Sharer;
@@ -107,13 +108,91 @@ pub fn stage<'s>(
         Some(name) => claim_name(layout, name)?,
         None => allocate_name(layout)?,
     };
+    let made = NewRelease {
+        name,
+        reference: resolved.reference.clone(),
+        commit: resolved.commit.clone(),
+        message: resolved.message.clone(),
+    };
+    stage_new(
+        session,
+        plan,
+        made,
+        live,
+        live_record,
+        Filling::Source(&resolved),
+    )
+}
+
+/// Stage release `name` as a copy of the one the fleet's builder built
+/// (`commit`, when from git): its files, not its build steps, so `plan`'s
+/// build steps do not run here.
+pub fn stage_copy<'s>(
+    session: &'s Session<'_>,
+    plan: &DeployPlan,
+    name: &str,
+    commit: Option<String>,
+    copy: &mut CopySource<'_>,
+) -> Result<Staged<'s>> {
+    let layout = session.layout;
+    let live = read_live(layout)?;
+    let live_record = match live.record_name(layout) {
+        Some(live_name) => session.history.release(live_name)?,
+        None => None,
+    };
+    let made = NewRelease {
+        name: claim_name(layout, name)?,
+        reference: plan.reference.clone(),
+        commit,
+        message: None,
+    };
+    let plan = DeployPlan {
+        policy: Policy {
+            build: Vec::new(),
+            ..plan.policy.clone()
+        },
+        ..plan.clone()
+    };
+    match stage_new(session, &plan, made, live, live_record, Filling::Copy(copy))? {
+        Staging::Staged(staged) => Ok(staged),
+        Staging::Done(_) => Err(Error::Invalid(format!(
+            "{name} copies what is live already"
+        ))),
+    }
+}
+
+/// A release about to be made, as its record starts.
+struct NewRelease {
+    name: String,
+    reference: Option<String>,
+    commit: Option<String>,
+    message: Option<String>,
+}
+
+/// Where a new release's deployed files come from.
+enum Filling<'a, 'c> {
+    Source(&'a Resolved),
+    Copy(&'a mut CopySource<'c>),
+}
+
+/// Record the new release, build it, and mark it staged, or remove it.
+fn stage_new<'s>(
+    session: &'s Session<'_>,
+    plan: &DeployPlan,
+    made: NewRelease,
+    live: Live,
+    live_record: Option<ReleaseRecord>,
+    filling: Filling<'_, '_>,
+) -> Result<Staging<'s>> {
+    let layout = session.layout;
+    let name = made.name;
     session.history.insert_release(&ReleaseRecord {
         name: name.clone(),
         state: ReleaseState::Building,
         created_ms: now_ms(),
         source: Some(plan.source.shown()),
-        reference: resolved.reference.clone(),
-        commit: resolved.commit.clone(),
+        reference: made.reference.clone(),
+        commit: made.commit.clone(),
         content_digest: None,
         deployment_id: Some(session.id),
         retired_ms: None,
@@ -127,15 +206,15 @@ pub fn stage<'s>(
     session.history.set_deployment_target(
         session.id,
         Some(&name),
-        resolved.commit.as_deref(),
-        resolved.message.as_deref(),
+        made.commit.as_deref(),
+        made.message.as_deref(),
         previous.as_deref(),
     )?;
     let release_dir = layout.release_path(&name);
     let built = build_release(
         session,
         plan,
-        &resolved,
+        filling,
         &live,
         live_record.as_ref(),
         &name,
@@ -148,7 +227,7 @@ pub fn stage<'s>(
                 .set_release_state(&name, ReleaseState::Staged, None)?;
             Ok(Staging::Staged(Staged {
                 name,
-                commit: resolved.commit,
+                commit: made.commit,
                 manifest: Some(manifest),
                 fresh: true,
                 live,
@@ -159,7 +238,7 @@ pub fn stage<'s>(
         }
         Ok(None) => {
             discard_release(session, &name, "unchanged content")?;
-            Ok(Staging::Done(unchanged(session, &live, resolved.commit)))
+            Ok(Staging::Done(unchanged(session, &live, made.commit)))
         }
         Err(error) => {
             discard_release(session, &name, &error.to_string())?;
@@ -277,7 +356,7 @@ type Built<'s> = Option<(Manifest<'s>, Option<i128>, bool)>;
 fn build_release<'s>(
     session: &'s Session<'_>,
     plan: &DeployPlan,
-    resolved: &Resolved,
+    filling: Filling<'_, '_>,
     live: &Live,
     live_record: Option<&ReleaseRecord>,
     name: &str,
@@ -295,32 +374,43 @@ fn build_release<'s>(
     };
     let base = live_record.and_then(|r| r.commit.as_deref());
     let manifest = Manifest::create(&session.history, name)?;
-    session.step(Step::Materialize, || {
-        fsx::create_dir(release_dir)?;
-        materialize(
-            session,
-            plan,
-            resolved,
-            release_dir,
-            &manifest,
-            sharer.as_ref(),
-            base,
-        )
-    })?;
-    // A commit already names the content; archives and folders need a digest.
-    if resolved.commit.is_none() {
-        let digest = manifest.content_digest()?;
-        let same_content =
-            live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
-        if same_content && !plan.force {
-            session.info(&format!(
-                "{} already serves this content (digest {}); nothing to do (--force deploys anyway)",
-                layout.context(),
-                short(&digest)
-            ));
-            return Ok(None);
+    match filling {
+        Filling::Source(resolved) => {
+            session.step(Step::Materialize, || {
+                fsx::create_dir(release_dir)?;
+                materialize(
+                    session,
+                    plan,
+                    resolved,
+                    release_dir,
+                    &manifest,
+                    sharer.as_ref(),
+                    base,
+                )
+            })?;
+            // A commit already names the content; archives and folders need a digest.
+            if resolved.commit.is_none() {
+                let digest = manifest.content_digest()?;
+                let same_content =
+                    live_record.and_then(|r| r.content_digest.as_deref()) == Some(digest.as_str());
+                if same_content && !plan.force {
+                    session.info(&format!(
+                        "{} already serves this content (digest {}); nothing to do (--force deploys anyway)",
+                        layout.context(),
+                        short(&digest)
+                    ));
+                    return Ok(None);
+                }
+                record_digest(session, name, &digest)?;
+            }
         }
-        record_digest(session, name, &digest)?;
+        Filling::Copy(copy) => {
+            session.step(Step::Materialize, || {
+                fsx::create_dir(release_dir)?;
+                copy_from_builder(session, plan, copy, release_dir, &manifest, sharer.as_ref())
+            })?;
+            record_digest(session, name, &copy.digest)?;
+        }
     }
     let live_dir = live.dir(layout);
     let carry_started_ns = now_ns();
@@ -396,6 +486,39 @@ fn build_release<'s>(
         carried.map(|_| carry_started_ns),
         all_linked,
     )))
+}
+
+/// Materialize a copy of the builder's release, and say what it took.
+fn copy_from_builder(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    copy: &mut CopySource<'_>,
+    release_dir: &Path,
+    manifest: &Manifest<'_>,
+    sharer: Option<&Sharer>,
+) -> Result<()> {
+    let mut progress = |entries: u64, total: Option<u64>| {
+        if entries.is_multiple_of(64) {
+            session.progress(Step::Materialize, entries, total);
+        }
+    };
+    let lacking = materialize_copy(
+        copy,
+        release_dir,
+        plan.policy.limits,
+        manifest,
+        sharer,
+        &mut progress,
+    )?;
+    let (shared, shared_bytes) = sharer.map(Sharer::counts).unwrap_or_default();
+    session.info(&format!(
+        "copied the builder's release (digest {}): {} files ({} bytes) received, {shared} ({shared_bytes} bytes) shared with the live release{}",
+        short(&copy.digest),
+        lacking.files,
+        lacking.bytes,
+        sharer.map(|s| format!(" by {}", s.method().as_str())).unwrap_or_default()
+    ));
+    Ok(())
 }
 
 fn record_digest(session: &Session<'_>, name: &str, digest: &str) -> Result<()> {
