@@ -410,7 +410,7 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
     }
     let app = select_app(config, app, &args.target.overrides())?;
     if let Some(fleet) = &app.fleet {
-        return remote_command::show_everywhere(&app, fleet, args.json);
+        return remote_command::verify_everywhere(&app, fleet, args.json);
     }
     let layout = &app.layout;
     let live = read_live(layout)?;
@@ -448,14 +448,16 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
     }
     let mismatches = zdeploy_core::verify::verify(&dir, &manifest)?;
     let entries = manifest.entry_count()?;
+    let digest = manifest.content_digest()?;
     if args.json {
         print_json(&serde_json::json!({
             "release": name,
             "entries": entries,
+            "digest": digest,
             "mismatches": mismatches,
         }))?;
     } else if mismatches.is_empty() {
-        out!("{name} matches its manifest ({entries} entries)");
+        out!("{name} matches its manifest ({entries} entries, digest {digest})");
     } else {
         for mismatch in &mismatches {
             out!("{}: {}", mismatch.path.display(), mismatch.problem);

@@ -12,13 +12,13 @@ use crate::support::git::Repo;
 use crate::support::load::{Load, deploys_and_rollbacks, judge, php_app};
 
 /// Put version `version` of the load's PHP app in the repo's work tree.
-fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
+pub(crate) fn app_version(repo: &Repo, scratch: &Path, version: &str) -> String {
     php_app(scratch, version);
     repo.commit_tree_of(scratch)
 }
 
 /// The controller's state (its mirror, its fleet history) beside the config.
-fn controller(config: &Path) -> Zdeploy {
+pub(crate) fn controller(config: &Path) -> Zdeploy {
     Zdeploy::new()
         .env(
             "ZDEPLOY_STATE_DIR",
@@ -32,7 +32,7 @@ fn fleet_command(config: &Path, args: &[&str]) -> Zdeploy {
     controller(config).args(args)
 }
 
-fn fleet_deploy(config: &Path) -> Zdeploy {
+pub(crate) fn fleet_deploy(config: &Path) -> Zdeploy {
     controller(config).args(["deploy", "shop"])
 }
 
@@ -402,7 +402,7 @@ fn a_second_controller_is_refused_at_once_naming_the_holder() {
 }
 
 /// Wait (bounded) until `done`, polling.
-fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !done() {
         assert!(
@@ -413,7 +413,7 @@ fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn no_host_process_left(fleet: &Fleet) -> bool {
+pub(crate) fn no_host_process_left(fleet: &Fleet) -> bool {
     (0..fleet.hosts.len()).all(|h| fleet.processes(h, "fleet-host").is_empty())
 }
 

@@ -14,6 +14,7 @@ mod dashboard;
 mod etcd_fleet;
 mod faults;
 mod fleet;
+mod fleet_build_once;
 mod flood;
 mod git_sources;
 mod health;

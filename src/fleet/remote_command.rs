@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppConfig;
@@ -98,25 +98,72 @@ pub fn run_everywhere(
 /// under its name, or one JSON object of every host's. Fails if a host did.
 pub fn show_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
     let answers = run_everywhere(app, fleet, &host_args())?;
+    show(&answers, json)?;
+    fail_if_any_failed(&answers)
+}
+
+/// `zdeploy verify` on every host, then whether they hold one release
+/// digest: a fleet that built once serves the same bytes everywhere.
+pub fn verify_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
+    let answers = run_everywhere(app, fleet, &host_args())?;
+    let digests: Vec<Option<String>> = answers
+        .iter()
+        .map(|a| match json {
+            true => serde_json::from_str::<serde_json::Value>(&a.stdout)
+                .ok()
+                .and_then(|v| v["digest"].as_str().map(str::to_string)),
+            false => a
+                .stdout
+                .split("digest ")
+                .nth(1)
+                .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect()),
+        })
+        .collect();
+    let one = digests
+        .first()
+        .cloned()
+        .flatten()
+        .filter(|first| digests.iter().all(|d| d.as_ref() == Some(first)));
     if json {
-        let hosts: Vec<serde_json::Value> = answers
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "host": a.host,
-                    "exit": a.code,
-                    "output": serde_json::from_str::<serde_json::Value>(&a.stdout)
-                        .unwrap_or(serde_json::Value::String(a.stdout.clone())),
-                    "errors": a.stderr,
-                })
-            })
-            .collect();
+        let hosts: Vec<serde_json::Value> = answers.iter().map(answer_json).collect();
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "hosts": hosts, "digest": one }))?
+        );
+    } else {
+        show(&answers, false)?;
+        match &one {
+            Some(digest) => out!("one release digest on every host: {digest}"),
+            None => out!("the hosts' release digests differ"),
+        }
+    }
+    fail_if_any_failed(&answers)?;
+    if one.is_none() {
+        bail!("the hosts do not serve the same bytes: their live releases' digests differ");
+    }
+    Ok(())
+}
+
+fn answer_json(a: &Answer) -> serde_json::Value {
+    serde_json::json!({
+        "host": a.host,
+        "exit": a.code,
+        "output": serde_json::from_str::<serde_json::Value>(&a.stdout)
+            .unwrap_or(serde_json::Value::String(a.stdout.clone())),
+        "errors": a.stderr,
+    })
+}
+
+/// Each host's answer under its name (`json`: one object with every host's).
+fn show(answers: &[Answer], json: bool) -> Result<()> {
+    if json {
+        let hosts: Vec<serde_json::Value> = answers.iter().map(answer_json).collect();
         out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "hosts": hosts }))?
         );
     } else {
-        for answer in &answers {
+        for answer in answers {
             out!("== {} ==", answer.host);
             for line in answer.stdout.lines() {
                 out!("{line}");
@@ -126,7 +173,7 @@ pub fn show_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Re
             }
         }
     }
-    fail_if_any_failed(&answers)
+    Ok(())
 }
 
 pub fn fail_if_any_failed(answers: &[Answer]) -> Result<()> {

@@ -1,0 +1,218 @@
+//! Fleets that deploy an app as one: the builder alone runs the build steps
+//! (the other hosts have no build tool and never see the source) and the
+//! steps marked `once`; every host serves the builder's bytes, copied by
+//! digest so a small change sends little.
+
+use std::path::Path;
+
+use crate::fleet::{app_version, controller, fleet_deploy};
+use crate::support::fleet::Fleet;
+use crate::support::git::Repo;
+
+/// The app of the load tests plus a fixed `lib/` of `count` files, so a
+/// deploy that changes a page leaves most files unchanged.
+fn shop_version(repo: &Repo, scratch: &Path, version: &str) -> String {
+    crate::support::load::php_app(scratch, version);
+    std::fs::create_dir_all(scratch.join("lib")).unwrap();
+    for i in 0..200 {
+        std::fs::write(
+            scratch.join(format!("lib/part{i}.php")),
+            format!("<?php // {i}\n"),
+        )
+        .unwrap();
+    }
+    repo.commit_tree_of(scratch)
+}
+
+/// A build tool only host `host` has: it writes a random build id and a
+/// fixed tree of 100 generated files, as an asset build would.
+fn install_build_tool(fleet: &Fleet, host: usize) {
+    let bin = fleet.hosts[host].dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let tool = bin.join("build-assets");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\nset -e\nmkdir -p build/gen\nhead -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > build/id.txt\n\
+         for i in $(seq 1 100); do echo \"asset $i\" > build/gen/$i.css; done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What each host serves as its build id.
+fn build_ids(fleet: &Fleet) -> Vec<String> {
+    let live = fleet.live();
+    fleet
+        .hosts
+        .iter()
+        .zip(&live)
+        .map(|(h, l)| {
+            let path = h
+                .dir
+                .join("www")
+                .join(l.as_ref().unwrap())
+                .join("build/id.txt");
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// Lines of the log file a `once` step appends to on each host.
+fn log_lines(fleet: &Fleet, name: &str) -> Vec<usize> {
+    fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            std::fs::read_to_string(h.dir.join(name))
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// The files each copying host said it received, from the run's output.
+fn received(stderr: &str) -> Vec<u64> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("copied the builder's release").nth(1))
+        .filter_map(|rest| rest.split("): ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everywhere() {
+    let fleet = Fleet::start(3);
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    // The second host builds; only it has the build tool.
+    install_build_tool(&fleet, 1);
+    let path = fleet.path.display().to_string();
+    let steps = format!(
+        "builder = \"{builder}\"\n\
+         build = [\n\
+           {{ run = \"{path}/bin/build-assets\", writes = [\"build\"] }},\n\
+           {{ run = \"test ! -e {path}/fail-migration && echo $ZDEPLOY_RELEASE >> {path}/migrations.log\", writes = [], once = true }},\n\
+         ]\n\
+         after_switch = [{{ run = \"echo $ZDEPLOY_RELEASE >> {path}/after.log\", once = true }}, \"echo x >> {path}/every.log\"]\n",
+        builder = fleet.hosts[1].address,
+    );
+    let config = fleet.config("shop", &repo.bare, &steps);
+    let mut deploys = 0;
+    for round in 0..10 {
+        let commit = shop_version(&repo, &scratch, &format!("v{round}"));
+        let out = fleet_deploy(&config).arg("--json").success();
+        deploys += 1;
+        let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let release = result["release"].as_str().unwrap().to_string();
+        assert_eq!(
+            fleet.live(),
+            vec![Some(release.clone()); 3],
+            "{}",
+            out.stderr
+        );
+        let ids = build_ids(&fleet);
+        assert!(
+            ids.iter().all(|id| id == &ids[0] && id.len() == 32),
+            "{ids:?}\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            log_lines(&fleet, "migrations.log"),
+            vec![0, deploys, 0],
+            "{}",
+            out.stderr
+        );
+        assert_eq!(log_lines(&fleet, "after.log"), vec![0, deploys, 0]);
+        assert_eq!(log_lines(&fleet, "every.log"), vec![deploys; 3]);
+        // The copying hosts never saw the commit: only the builder fetched it.
+        let lacks_commit = |host: usize| {
+            !std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(fleet.hosts[host].dir.join("www/.zdeploy/ROOT/git"))
+                .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(!lacks_commit(1), "the builder fetched the commit");
+        assert!(
+            lacks_commit(0) && lacks_commit(2),
+            "a copying host has the source"
+        );
+        // After the first deploy a copying host receives what changed: the
+        // page's files and the build id, not lib/ or the generated assets.
+        let counts = received(&out.stderr);
+        eprintln!("round {round}: copying hosts received {counts:?} files");
+        assert_eq!(counts.len(), 2, "{}", out.stderr);
+        if round > 0 {
+            assert!(
+                counts.iter().all(|n| *n <= 6),
+                "received {counts:?}\n{}",
+                out.stderr
+            );
+        } else {
+            assert!(counts.iter().all(|n| *n > 300), "received {counts:?}");
+        }
+    }
+    let out = controller(&config)
+        .args(["verify", "shop", "--json"])
+        .success();
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let digest = verified["digest"]
+        .as_str()
+        .expect("one digest on every host");
+    assert_eq!(digest.len(), 64);
+    let text = controller(&config).args(["verify", "shop"]).success();
+    assert!(
+        text.stdout
+            .contains(&format!("one release digest on every host: {digest}"))
+    );
+
+    // A migration that fails on the builder switches no host and leaves
+    // nothing staged anywhere.
+    let before = fleet.live();
+    std::fs::write(fleet.hosts[1].dir.join("fail-migration"), "").unwrap();
+    shop_version(&repo, &scratch, "broken");
+    let out = fleet_deploy(&config).fails_with(1);
+    assert!(
+        out.stderr.contains(&fleet.hosts[1].address),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("nothing switched anywhere"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fleet.live(), before);
+    assert_eq!(fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+    std::fs::remove_file(fleet.hosts[1].dir.join("fail-migration")).unwrap();
+
+    // Built on every host, the `once` steps still run on the builder only.
+    install_build_tool(&fleet, 0);
+    install_build_tool(&fleet, 2);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "build_on = \"every-host\"\n",
+    )
+    .unwrap();
+    shop_version(&repo, &scratch, "every");
+    let out = fleet_deploy(&config).success();
+    deploys += 1;
+    assert!(received(&out.stderr).is_empty(), "{}", out.stderr);
+    assert_eq!(log_lines(&fleet, "migrations.log"), vec![0, deploys, 0]);
+    assert_eq!(log_lines(&fleet, "after.log"), vec![0, deploys, 0]);
+    let ids = build_ids(&fleet);
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2],
+        "every host built its own: {ids:?}"
+    );
+    assert!(
+        out.stderr.contains("the builder runs what runs once"),
+        "{}",
+        out.stderr
+    );
+}
