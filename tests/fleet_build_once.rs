@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::fleet::{app_version, controller, fleet_deploy};
+use crate::fleet::{controller, fleet_deploy};
 use crate::support::fleet::Fleet;
 use crate::support::git::Repo;
 
