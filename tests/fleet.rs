@@ -419,8 +419,14 @@ pub(crate) fn no_host_process_left(fleet: &Fleet) -> bool {
 
 #[test]
 fn a_controller_killed_in_any_phase_leaves_nothing_behind_and_the_next_deploy_converges() {
-    let (fleet, repo, scratch, config) =
-        fleet_on_v1(|_| "stage_timeout = \"3s\"\nbuild = [\"sleep 1\"]\n".into());
+    // A migration (a `once` step) logs each run on the host it runs on.
+    let (fleet, repo, scratch, config) = fleet_on_v1(|fleet| {
+        format!(
+            "stage_timeout = \"3s\"\nbuild = [{{ run = \"echo $ZDEPLOY_RELEASE >> {}/once.log\", once = true, writes = [] }}, \"sleep 1\"]\n",
+            fleet.path.display()
+        )
+    });
+    let mut told_it_ran = 0;
     // From connecting, through staging and building, to switching and settling.
     for (round, delay_ms) in [150u64, 600, 1100, 1500, 1800, 2100, 2600]
         .into_iter()
@@ -454,7 +460,23 @@ fn a_controller_killed_in_any_phase_leaves_nothing_behind_and_the_next_deploy_co
         if result["outcome"] == "deployed" {
             assert_eq!(live[0].as_deref(), result["release"].as_str());
         }
+        told_it_ran += usize::from(out.stderr.contains("already ran for commit"));
     }
+    // The migration ran on the builder only, at most once for any release,
+    // and a retry after a kill that had run it said so.
+    let log = std::fs::read_to_string(fleet.hosts[0].dir.join("once.log")).unwrap();
+    let mut runs: Vec<&str> = log.lines().collect();
+    let count = runs.len();
+    runs.sort();
+    runs.dedup();
+    assert_eq!(
+        runs.len(),
+        count,
+        "a release ran its migration twice: {log}"
+    );
+    assert!(!fleet.hosts[1].dir.join("once.log").exists());
+    assert!(!fleet.hosts[2].dir.join("once.log").exists());
+    assert!(told_it_ran > 0, "no retry said the migration had run");
 }
 
 #[test]
