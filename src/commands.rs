@@ -345,12 +345,16 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
         Some(h) => h.deployments(args.limit)?,
         None => Vec::new(),
     };
+    let user_content = live
+        .as_deref()
+        .and_then(|name| zdeploy_core::user_content::summary_of(&app.layout, name));
     if inspect.json {
         return print_json(&serde_json::json!({
             "webroot": app.layout.webroot(),
             "context": app.layout.context(),
             "live": live,
             "live_release": live_record,
+            "user_content": user_content,
             "deployments": deployments,
         }));
     }
@@ -375,6 +379,13 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
             app.layout.context(),
             app.layout.webroot().display()
         ),
+    }
+    if let Some(summary) = &user_content {
+        out!(
+            "user content: {} files when it was carried into {}",
+            summary.files,
+            summary.release
+        );
     }
     if !deployments.is_empty() {
         out!("recent deployments:");
@@ -674,6 +685,9 @@ pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<()> {
     let mut overrides = args.target.overrides();
     overrides.drain = args.drain.clone();
     let app = select_app(config, args.app.as_deref(), &overrides)?;
+    if let Some(fleet) = &app.fleet {
+        return crate::fleet::status::doctor(&app, fleet, args.json);
+    }
     let findings = crate::doctor::examine(
         &app.layout,
         app.policy.public.as_deref(),

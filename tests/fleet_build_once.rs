@@ -99,7 +99,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
         builder = fleet.hosts[1].address,
     );
     let config = fleet.config("shop", &repo.bare, &steps);
-    let mut deploys = 0;
+    let mut deploys: usize = 0;
     for round in 0..10 {
         let commit = shop_version(&repo, &scratch, &format!("v{round}"));
         let out = fleet_deploy(&config).arg("--json").success();
@@ -171,6 +171,62 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
             .contains(&format!("one release digest on every host: {digest}"))
     );
 
+    // An upload that reached one host only splits the fleet as surely as
+    // two releases: the deploy, status and doctor name the host and file.
+    let live = fleet.live()[0].clone().unwrap();
+    let upload = |host: usize| {
+        fleet.hosts[host]
+            .dir
+            .join("www")
+            .join(&live)
+            .join("saves/only-here.txt")
+    };
+    std::fs::write(upload(0), "a user's file").unwrap();
+    shop_version(&repo, &scratch, "uploads");
+    let out = fleet_deploy(&config).arg("--json").success();
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let differs = &result["user_content_differs"];
+    assert_eq!(
+        differs[0]["host"],
+        fleet.hosts[0].address.as_str(),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(differs[0]["files"], 1);
+    assert!(out.stderr.contains("saves/only-here.txt"), "{}", out.stderr);
+    let status = controller(&config).args(["status", "shop"]).success();
+    let named = format!(
+        "{} holds 1 user file another host lacks (saves/only-here.txt)",
+        fleet.hosts[0].address
+    );
+    assert!(status.stdout.contains(&named), "{}", status.stdout);
+    let doctor = controller(&config).args(["doctor", "shop"]).run();
+    assert!(
+        doctor.code != Some(0) && doctor.stdout.contains(&named),
+        "{}\n{}",
+        doctor.stdout,
+        doctor.stderr
+    );
+    // Once every host has it, the fleet agrees again.
+    let live = fleet.live()[0].clone().unwrap();
+    for host in [1, 2] {
+        let path = fleet.hosts[host]
+            .dir
+            .join("www")
+            .join(&live)
+            .join("saves/only-here.txt");
+        std::fs::write(path, "a user's file").unwrap();
+    }
+    shop_version(&repo, &scratch, "agreed");
+    let out = fleet_deploy(&config).arg("--json").success();
+    assert!(
+        !out.stderr.contains("user content differs"),
+        "{}",
+        out.stderr
+    );
+    let status = controller(&config).args(["status", "shop"]).success();
+    assert!(!status.stdout.contains("lacks"), "{}", status.stdout);
+
     // A migration that fails on the builder switches no host and leaves
     // nothing staged anywhere.
     let before = fleet.live();
@@ -191,6 +247,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     assert_eq!(fleet.leftovers(), vec![Vec::<String>::new(); 3]);
     std::fs::remove_file(fleet.hosts[1].dir.join("fail-migration")).unwrap();
 
+    deploys += 2;
     // Built on every host, the `once` steps still run on the builder only.
     install_build_tool(&fleet, 0);
     install_build_tool(&fleet, 2);

@@ -25,6 +25,8 @@ use crate::fleet::record;
 use crate::fleet::settings::{BuildOn, FleetSettings, OnFailure, Strategy};
 use crate::fleet::ssh::Connection;
 use crate::fleet::transfer;
+use crate::fleet::user_content::{Divergence, describe, divergences, fetch_lists, may_differ};
+use zdeploy_core::user_content::UserContentSummary;
 
 /// How long the controller waits for a host's next report before it gives
 /// the host up (a stage may run a long build: the stage timeout bounds it).
@@ -38,6 +40,8 @@ pub struct FleetResult {
     /// First to last host's switch, in milliseconds.
     pub skew_ms: Option<i64>,
     pub hosts: Vec<HostResult>,
+    /// Hosts holding user files another host lacks, as staging found them.
+    pub user_content_differs: Vec<Divergence>,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +65,8 @@ pub struct Remote {
     upload: Option<String>,
     /// The staged release's manifest, when it was asked to export it.
     export: Option<Export>,
+    /// The user files its carry placed in the staged release.
+    user_content: Option<UserContentSummary>,
     switched_at_ms: Option<i64>,
 }
 
@@ -193,6 +199,7 @@ impl FleetRun<'_> {
             watch: self.watch,
             timeout: self.host_patience() + REPORT_TIMEOUT_MARGIN,
             busy: false,
+            user_content_differs: Vec::new(),
         };
         for remote in &mut run.remotes {
             let job = Job {
@@ -355,6 +362,7 @@ impl FleetRun<'_> {
                 run.stage_hosts(orders, self.fleet.parallel, &mut no_copies)?;
             }
         }
+        run.user_content_differs = self.user_content_differences(&run.remotes);
         match self.fleet.strategy {
             Strategy::Atomic => {
                 let everyone: Vec<usize> = (0..run.remotes.len()).collect();
@@ -418,6 +426,34 @@ impl FleetRun<'_> {
             Intent::Deploy(_) => "deployed",
         };
         Ok(run.result(outcome, Some(decision.release), decision.commit))
+    }
+
+    /// Hosts holding user files others lack, named (a warning, not a
+    /// failure: the deploy goes on).
+    fn user_content_differences(&self, remotes: &[Remote]) -> Vec<Divergence> {
+        let summaries: Vec<Option<UserContentSummary>> =
+            remotes.iter().map(|r| r.user_content.clone()).collect();
+        if !may_differ(&summaries) {
+            return Vec::new();
+        }
+        let connections: Vec<&Connection> = remotes.iter().map(|r| &r.connection).collect();
+        match fetch_lists(self.app, &connections) {
+            Ok(lists) => {
+                let found = divergences(&lists);
+                if !found.is_empty() {
+                    self.watch
+                        .line("fleet", &format!("warning: {}", describe(&found)));
+                }
+                found
+            }
+            Err(error) => {
+                self.watch.line(
+                    "fleet",
+                    &format!("warning: the hosts' user content differs; reading their lists failed: {error:#}"),
+                );
+                Vec::new()
+            }
+        }
     }
 
     /// The host the others copy the release from, when they copy: the
@@ -814,6 +850,7 @@ impl FleetRun<'_> {
             releases: Vec::new(),
             upload: None,
             export: None,
+            user_content: None,
             switched_at_ms: None,
         })
     }
@@ -827,6 +864,7 @@ struct Run<'a> {
     timeout: Duration,
     /// A host said another run holds its lock.
     busy: bool,
+    user_content_differs: Vec<Divergence>,
 }
 
 type Answers = Vec<(usize, Result<Report, String>)>;
@@ -904,7 +942,14 @@ impl Run<'_> {
                 remote.releases = releases.clone();
             }
             Report::Switched { at_ms } => remote.switched_at_ms = Some(*at_ms),
-            Report::Staged { export, .. } => remote.export = export.clone(),
+            Report::Staged {
+                export,
+                user_content,
+                ..
+            } => {
+                remote.export = export.clone();
+                remote.user_content = user_content.clone();
+            }
             _ => {}
         }
     }
@@ -1198,6 +1243,7 @@ impl Run<'_> {
             release: release.clone(),
             commit,
             skew_ms: self.skew_ms(),
+            user_content_differs: self.user_content_differs.clone(),
             hosts: self
                 .remotes
                 .iter()

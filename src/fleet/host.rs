@@ -28,6 +28,7 @@ use zdeploy_core::steps::settle::settle_switched;
 use zdeploy_core::steps::stage::{Staged, Staging, stage, stage_copy, stage_existing};
 use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
 use zdeploy_core::switch::read_live;
+use zdeploy_core::user_content::summary_of;
 
 use crate::config::{AppConfig, ConfigFile, ad_hoc};
 use crate::fleet::protocol::{Export, Job, Order, Report, StageRole};
@@ -295,7 +296,12 @@ fn run(
     let mut staged = match target {
         Target::AlreadyLive(name) => {
             let export = export(&name)?;
-            reporter.send(&Report::Staged { release, export });
+            let user_content = summary_of(layout, &name);
+            reporter.send(&Report::Staged {
+                release,
+                export,
+                user_content,
+            });
             return follow_along(session, orders, reporter, timeout, name);
         }
         Target::Staged(staged) => staged,
@@ -314,6 +320,7 @@ fn run(
         }
     };
     reporter.send(&Report::Staged {
+        user_content: summary_of(layout, &release),
         release: release.clone(),
         export,
     });

@@ -15,3 +15,4 @@ pub mod settings;
 pub mod ssh;
 pub mod status;
 pub mod transfer;
+pub mod user_content;

@@ -114,6 +114,8 @@ pub enum Report {
         /// Asked to export: where the release's manifest was written, and
         /// its content digest.
         export: Option<Export>,
+        /// The user files its carry placed in the release, when it listed them.
+        user_content: Option<zdeploy_core::user_content::UserContentSummary>,
     },
     /// A copying host lacks these files (their paths in the file `list`,
     /// each ended by a NUL); answer with `Files`.

@@ -155,7 +155,7 @@ fn answer_json(a: &Answer) -> serde_json::Value {
 }
 
 /// Each host's answer under its name (`json`: one object with every host's).
-fn show(answers: &[Answer], json: bool) -> Result<()> {
+pub fn show(answers: &[Answer], json: bool) -> Result<()> {
     if json {
         let hosts: Vec<serde_json::Value> = answers.iter().map(answer_json).collect();
         out!(

@@ -4,9 +4,15 @@
 use anyhow::Result;
 
 use crate::config::AppConfig;
-use crate::fleet::remote_command::{fail_if_any_failed, host_args, run_everywhere};
+use crate::fleet::parallel::on_each;
+use crate::fleet::remote_command::{
+    Answer, fail_if_any_failed, host_args, run_everywhere, show as show_answers,
+};
 use crate::fleet::settings::FleetSettings;
+use crate::fleet::ssh::Connection;
+use crate::fleet::user_content::{Divergence, describe, divergences, fetch_lists, may_differ};
 use crate::output::out;
+use zdeploy_core::user_content::UserContentSummary;
 
 pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
     let mut args = host_args();
@@ -14,10 +20,7 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
         args.push("--json".into());
     }
     let answers = run_everywhere(app, fleet, &args)?;
-    let statuses: Vec<Option<serde_json::Value>> = answers
-        .iter()
-        .map(|a| serde_json::from_str(&a.stdout).ok())
-        .collect();
+    let statuses = parsed(&answers);
     let live: Vec<Option<String>> = statuses
         .iter()
         .map(|s| {
@@ -27,6 +30,7 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
         })
         .collect();
     let agrees = live.iter().all(|l| l.is_some() && *l == live[0]);
+    let uploads_differ = user_content_differences(app, fleet, &statuses);
     let runs = crate::fleet::record::recent(app, 10);
     if json {
         let hosts: Vec<serde_json::Value> = answers
@@ -40,6 +44,7 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
                 "agrees": agrees,
                 "live": if agrees { live[0].clone() } else { None },
                 "hosts": hosts,
+                "user_content_differs": uploads_differ,
                 "runs": runs,
             }))?
         );
@@ -75,6 +80,9 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
                 .unwrap_or_default()
         );
     }
+    if !uploads_differ.is_empty() {
+        out!("fleet: {}", describe(&uploads_differ));
+    }
     if !runs.is_empty() {
         out!("recent fleet runs from here:");
     }
@@ -100,4 +108,81 @@ pub fn show(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
         );
     }
     fail_if_any_failed(&answers)
+}
+
+/// The hosts holding user files others lack, when the hosts' statuses say
+/// their user content differs (each host's list is then read).
+pub fn user_content_differences(
+    app: &AppConfig,
+    fleet: &FleetSettings,
+    statuses: &[Option<serde_json::Value>],
+) -> Vec<Divergence> {
+    let summaries: Vec<Option<UserContentSummary>> = statuses
+        .iter()
+        .map(|s| {
+            s.as_ref()
+                .and_then(|s| serde_json::from_value(s["user_content"].clone()).ok())
+        })
+        .collect();
+    if !may_differ(&summaries) {
+        return Vec::new();
+    }
+    let lists =
+        on_each(&fleet.hosts, |host| Connection::open(host, fleet)).and_then(|connections| {
+            let connections: Vec<&Connection> = connections.iter().collect();
+            fetch_lists(app, &connections)
+        });
+    match lists {
+        Ok(lists) => divergences(&lists),
+        Err(error) => {
+            eprintln!(
+                "warning: the hosts' user content differs, and reading their lists failed: {error:#}"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Each host's JSON answer.
+fn parsed(answers: &[Answer]) -> Vec<Option<serde_json::Value>> {
+    answers
+        .iter()
+        .map(|a| serde_json::from_str(&a.stdout).ok())
+        .collect()
+}
+
+/// `zdeploy doctor` for a fleet: each host's own findings, then whether
+/// the hosts hold the same user content.
+pub fn doctor(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
+    let answers = run_everywhere(app, fleet, &host_args())?;
+    let mut status = vec!["status".to_string()];
+    status.extend(app.name.clone());
+    status.push("--json".into());
+    let statuses = parsed(&run_everywhere(app, fleet, &status)?);
+    let uploads_differ = user_content_differences(app, fleet, &statuses);
+    if json {
+        let hosts: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|a| serde_json::json!({ "host": a.host, "exit": a.code, "findings": serde_json::from_str::<serde_json::Value>(&a.stdout).ok(), "errors": a.stderr }))
+            .collect();
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "hosts": hosts,
+                "user_content_differs": uploads_differ,
+            }))?
+        );
+    } else {
+        show_answers(&answers, false)?;
+        if uploads_differ.is_empty() {
+            out!("fleet: the hosts hold the same user content (as of each one's last deploy)");
+        } else {
+            out!("fleet: PROBLEM {}", describe(&uploads_differ));
+        }
+    }
+    fail_if_any_failed(&answers)?;
+    if !uploads_differ.is_empty() {
+        anyhow::bail!("the fleet is split by its user content: see above");
+    }
+    Ok(())
 }

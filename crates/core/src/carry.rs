@@ -17,6 +17,7 @@ use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::manifest::{EntryKind, Manifest};
+use crate::user_content::UserContentList;
 
 /// Ending of the temporary name a file is carried under before its rename.
 const CARRY_TMP_SUFFIX: &str = ".zdeploy-carry";
@@ -205,6 +206,8 @@ pub struct Carry<'a> {
     /// change since `since` holds nothing to carry (its files' writes are
     /// the target's writes), and only its subfolders are looked into.
     pub all_linked: bool,
+    /// Where each user file placed in the target is listed, if anywhere.
+    pub listing: Option<&'a UserContentList>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -398,6 +401,7 @@ impl Carry<'_> {
             match link_or_copy(&from_path, &to_path, &mut walk.report)? {
                 Placed::Done => {
                     walk.report.created += 1;
+                    self.list(relative)?;
                     return Ok(());
                 }
                 Placed::Vanished => return Ok(()),
@@ -439,6 +443,7 @@ impl Carry<'_> {
                 self.make_parents(relative)?;
                 if link_or_copy(&from_path, &to_path, &mut walk.report)? == Placed::Done {
                     walk.report.created += 1;
+                    self.list(relative)?;
                 }
             }
             Action::Replace => {
@@ -465,6 +470,9 @@ impl Carry<'_> {
                 };
                 if replaced {
                     walk.report.replaced += 1;
+                    if kind != EntryKind::Dir {
+                        self.list(relative)?;
+                    }
                 }
                 if kind == EntryKind::Dir {
                     self.carry_folder(relative, true, walk)?;
@@ -499,6 +507,13 @@ impl Carry<'_> {
 
     /// Create the folders above `relative` that the target lacks (a late
     /// file in a folder the target does not have), like the source's.
+    fn list(&self, relative: &Path) -> Result<()> {
+        match self.listing {
+            Some(listing) => listing.add(relative),
+            None => Ok(()),
+        }
+    }
+
     fn make_parents(&self, relative: &Path) -> Result<()> {
         let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) else {
             return Ok(());
@@ -825,6 +840,7 @@ pub fn merge_tree(from: &Path, to: &Path) -> Result<CarryReport> {
         skip: &[],
         pass: Pass::Fill,
         all_linked: false,
+        listing: None,
     }
     .run(&mut |_| {})
 }
@@ -844,6 +860,7 @@ pub fn copy_release(from: &Path, manifest: Option<&Manifest<'_>>, to: &Path) -> 
         skip: &[],
         pass: Pass::Fill,
         all_linked: false,
+        listing: None,
     }
     .run(&mut |_| {})?;
     let Some(manifest) = manifest else {

@@ -105,6 +105,16 @@ impl Layout {
         self.state_dir().join("downloads")
     }
 
+    /// The user files the last carry placed in a new release (NUL-ended paths).
+    pub fn user_content_list(&self) -> PathBuf {
+        self.state_dir().join("user-content.list")
+    }
+
+    /// Which release that list is of, how many files and their digest.
+    pub fn user_content_summary(&self) -> PathBuf {
+        self.state_dir().join("user-content.json")
+    }
+
     /// The relative symlink target that leads from `release/relative` to the
     /// shared path, so the link survives the webroot being moved.
     pub fn shared_link_target(&self, relative: &Path) -> PathBuf {

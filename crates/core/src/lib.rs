@@ -35,6 +35,7 @@ pub mod shared;
 pub mod source;
 pub mod steps;
 pub mod switch;
+pub mod user_content;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -192,6 +192,7 @@ fn convert_to_plain(
             since: copy_started_ns - MARK_MARGIN_NS,
         },
         false,
+        None,
     )?;
     Ok(())
 }

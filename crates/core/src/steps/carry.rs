@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::session::{Session, Step};
 use crate::switch::Live;
+use crate::user_content::UserContentList;
 
 /// Carry marks are compared with file times; a second of margin covers
 /// clock granularity (looking at a file twice is harmless).
@@ -49,6 +50,7 @@ pub(crate) fn carry_logged(
     shared: &[PathBuf],
     pass: Pass,
     all_linked: bool,
+    listing: Option<&UserContentList>,
 ) -> Result<CarryReport> {
     let report = Carry {
         from,
@@ -58,6 +60,7 @@ pub(crate) fn carry_logged(
         skip: shared,
         pass,
         all_linked,
+        listing,
     }
     .run(&mut |seen| session.progress(step, seen, None))?;
     if report.files() > 0 || report.removed > 0 {

@@ -117,6 +117,7 @@ fn prune_chosen(
                 shared,
                 Pass::Late { since },
                 false,
+                None,
             )?;
         }
         delete_release_dir(layout, name)?;

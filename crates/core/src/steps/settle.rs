@@ -35,6 +35,7 @@ pub(crate) fn settle(
             &policy.shared,
             Pass::Late { since },
             all_linked,
+            None,
         )
     });
     if let Err(e) = result {

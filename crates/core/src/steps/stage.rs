@@ -31,6 +31,7 @@ use crate::steps::discard::discard_release;
 use crate::steps::materialize::materialize;
 use crate::steps::resolve::{Resolved, resolve};
 use crate::switch::{Live, read_live};
+use crate::user_content::UserContentList;
 
 /// What staging ended with.
 pub enum Staging<'s> {
@@ -299,6 +300,7 @@ pub fn stage_existing<'s>(
                     since: late_writes_since(record.carried_ms),
                 },
                 false,
+                None,
             )?;
         }
         carry_logged(
@@ -311,6 +313,7 @@ pub fn stage_existing<'s>(
             shared,
             Pass::Mirror { since: None },
             false,
+            None,
         )
     })?;
     Ok(Staged {
@@ -414,6 +417,7 @@ fn build_release<'s>(
     }
     let live_dir = live.dir(layout);
     let carry_started_ns = now_ns();
+    let listing = UserContentList::create(layout, name)?;
     let carried = session.step(Step::Carry, || {
         for path in &plan.policy.shared {
             if let Some(note) = link_shared(
@@ -440,10 +444,12 @@ fn build_release<'s>(
                     &plan.policy.shared,
                     Pass::Fill,
                     false,
+                    Some(&listing),
                 )
             })
             .transpose()
     })?;
+    listing.finish(layout)?;
     if !plan.policy.build.is_empty() {
         let live_tree = match (&live_dir, &live_manifest, live_record) {
             (Some(dir), Some(manifest), Some(record)) => Some(LiveTree {

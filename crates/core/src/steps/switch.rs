@@ -63,6 +63,7 @@ pub fn sync(session: &Session<'_>, staged: &Staged<'_>, policy: &Policy) -> Resu
                 since: Some(carry_started_ns - MARK_MARGIN_NS),
             },
             staged.carried_all_linked,
+            None,
         )
     })?;
     Ok(Synced {
