@@ -118,6 +118,8 @@ mod tests {
     use super::*;
 
     type HostList = (String, Vec<PathBuf>);
+    /// Each host's list, and the hosts named with how many files.
+    type Case = (Vec<HostList>, Vec<(&'static str, usize)>);
 
     fn host(name: &str, paths: &[&str]) -> HostList {
         (name.into(), paths.iter().map(PathBuf::from).collect())
@@ -125,7 +127,7 @@ mod tests {
 
     #[test]
     fn hosts_holding_files_another_lacks_are_named() {
-        let cases: Vec<(Vec<HostList>, Vec<(&str, usize)>)> = vec![
+        let cases: Vec<Case> = vec![
             (vec![host("a", &["x", "y"]), host("b", &["x", "y"])], vec![]),
             (
                 vec![host("a", &["x", "y"]), host("b", &["x"])],
