@@ -30,6 +30,8 @@ command -v chromedriver >/dev/null || needed+=(chromium-driver)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || needed+=(iproute2)
 command -v ssh >/dev/null || needed+=(openssh-client)
 [ -x /usr/sbin/sshd ] || needed+=(openssh-server)
+# Uploads on shared storage: sshfs from a storage host, on every web host.
+command -v sshfs >/dev/null || needed+=(sshfs)
 # Fleets whose agents agree through etcd: a real etcd cluster (etcdctl to
 # read it), with HAProxy in front checking each host's /ready.
 command -v etcd >/dev/null || needed+=(etcd-server)

@@ -29,6 +29,7 @@ mod public;
 mod releases;
 mod secrets;
 mod serving;
+mod shared_storage;
 mod triggers;
 mod user_content;
 mod wordpress;
