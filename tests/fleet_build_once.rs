@@ -153,6 +153,14 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
                 "received {counts:?}\n{}",
                 out.stderr
             );
+            // Live on the release the builder built over, they got only
+            // the manifest's changes.
+            assert_eq!(
+                out.stderr.matches("sent as its changes to").count(),
+                2,
+                "{}",
+                out.stderr
+            );
         } else {
             assert!(counts.iter().all(|n| *n > 300), "received {counts:?}");
         }

@@ -60,6 +60,7 @@ pub struct Remote {
     deployment: Option<i64>,
     live: Option<String>,
     live_commit: Option<String>,
+    live_digest: Option<String>,
     releases: Vec<String>,
     /// Where an archive for this host goes.
     upload: Option<String>,
@@ -487,66 +488,23 @@ impl FleetRun<'_> {
         };
         let order = run.stage_order(source, decision, role);
         run.stage_hosts(vec![(source, order)], 1, &mut no_copies)?;
-        let export = run.remotes[source].export.clone().ok_or_else(|| {
-            anyhow!(
-                "{}: staged without its manifest",
-                run.remotes[source].host_name()
-            )
-        });
-        let local = record::controller_dir(self.app).map(|d| d.join("builder.manifest"));
-        let fetched = export.and_then(|export| {
-            let local = local?;
-            transfer::fetch_file(&run.remotes[source].connection, &export.manifest, &local)?;
-            Ok((export, local))
-        });
-        let (export, local) = match fetched {
-            Ok(fetched) => fetched,
-            Err(error) => {
-                run.abort_all(&format!("{error:#}"));
-                return Err(error);
-            }
-        };
         let copying: Vec<usize> = (0..run.remotes.len())
             .filter(|i| *i != source && !run.remotes[*i].releases.contains(&decision.release))
             .collect();
-        let uploads: Vec<(&Remote, String)> = copying
-            .iter()
-            .map(|i| {
-                let remote = &run.remotes[*i];
-                (
-                    remote,
-                    format!("{}.manifest", remote.upload.clone().unwrap_or_default()),
-                )
-            })
-            .collect();
-        let sent = on_each(&uploads, |(remote, path)| {
-            transfer::send_file(&remote.connection, &local, path)
-        });
-        if let Err(error) = sent {
-            run.abort_all(&format!("{error:#}"));
-            return Err(error.context("sending the builder's manifest; nothing changed anywhere"));
-        }
-        self.watch.line(
-            "fleet",
-            &format!(
-                "{} built {} (digest {}); {} hosts copy it",
-                run.remotes[source].host_name(),
-                decision.release,
-                short(&export.digest),
-                copying.len()
-            ),
-        );
+        let roles = match self.send_manifests(run, source, &decision.release, &copying) {
+            Ok(roles) => roles,
+            Err(error) => {
+                run.abort_all(&format!("{error:#}"));
+                return Err(
+                    error.context("sending the builder's manifest; nothing changed anywhere")
+                );
+            }
+        };
         let orders = (0..run.remotes.len())
             .filter(|i| *i != source)
             .map(|i| {
-                let role = match uploads
-                    .iter()
-                    .position(|(r, _)| r.host_name() == run.remotes[i].host_name())
-                {
-                    Some(at) => StageRole::Copy {
-                        manifest: uploads[at].1.clone(),
-                        digest: export.digest.clone(),
-                    },
+                let role = match copying.iter().position(|c| *c == i) {
+                    Some(at) => roles[at].clone(),
                     None => StageRole::Build {
                         once: false,
                         export: false,
@@ -555,13 +513,72 @@ impl FleetRun<'_> {
                 (i, run.stage_order(i, decision, role))
             })
             .collect::<Vec<_>>();
-        drop(uploads);
         let release_dir = self.app.layout.release_path(&decision.release);
         let files = Files::new(record::controller_dir(self.app)?);
         let mut supply = |run: &mut Run<'_>, host: usize, list: &str| {
             files.supply(run, source, host, &release_dir, list)
         };
         run.stage_hosts(orders, self.fleet.parallel, &mut supply)
+    }
+
+    /// Send each of `copying` the manifest of the release `source` staged:
+    /// only its difference from the release a host is live on when that is
+    /// the one the builder built over (the usual case), else the whole
+    /// manifest. Each host's copy role.
+    fn send_manifests(
+        &self,
+        run: &Run<'_>,
+        source: usize,
+        release: &str,
+        copying: &[usize],
+    ) -> Result<Vec<StageRole>> {
+        let builder = &run.remotes[source];
+        let export = builder
+            .export
+            .clone()
+            .ok_or_else(|| anyhow!("{}: staged without its manifest", builder.host_name()))?;
+        let takes_delta = |remote: &Remote| {
+            export.delta.as_ref().is_some_and(|delta| {
+                remote.live.as_ref() == Some(&delta.base.release)
+                    && remote.live_digest.as_ref() == Some(&delta.base.digest)
+            })
+        };
+        let dir = record::controller_dir(self.app)?;
+        let (whole, delta) = (dir.join("builder.manifest"), dir.join("builder.delta"));
+        let hosts: Vec<&Remote> = copying.iter().map(|i| &run.remotes[*i]).collect();
+        if hosts.iter().any(|r| !takes_delta(r)) {
+            transfer::fetch_file(&builder.connection, &export.manifest, &whole)?;
+        }
+        if let Some(found) = export
+            .delta
+            .as_ref()
+            .filter(|_| hosts.iter().any(|r| takes_delta(r)))
+        {
+            transfer::fetch_file(&builder.connection, &found.manifest, &delta)?;
+        }
+        let roles = on_each(&hosts, |remote| {
+            let upload = remote.upload.clone().unwrap_or_default();
+            let (local, path, base) = match export.delta.as_ref().filter(|_| takes_delta(remote)) {
+                Some(found) => (&delta, format!("{upload}.delta"), Some(found.base.clone())),
+                None => (&whole, format!("{upload}.manifest"), None),
+            };
+            transfer::send_file(&remote.connection, local, &path)?;
+            Ok(StageRole::Copy {
+                manifest: path,
+                digest: export.digest.clone(),
+                base,
+            })
+        })?;
+        self.watch.line(
+            "fleet",
+            &format!(
+                "{} built {release} (digest {}); {} hosts copy it",
+                builder.host_name(),
+                short(&export.digest),
+                copying.len()
+            ),
+        );
+        Ok(roles)
     }
 
     /// How long a host waits for its next order: the stage timeout, and in
@@ -847,6 +864,7 @@ impl FleetRun<'_> {
             deployment: None,
             live: None,
             live_commit: None,
+            live_digest: None,
             releases: Vec::new(),
             upload: None,
             export: None,
@@ -932,9 +950,11 @@ impl Run<'_> {
                 deployment,
                 live,
                 live_commit,
+                live_digest,
                 releases,
                 upload,
             } => {
+                remote.live_digest = live_digest.clone();
                 remote.upload = Some(upload.clone());
                 remote.deployment = Some(*deployment);
                 remote.live = live.clone();

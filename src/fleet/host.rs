@@ -17,7 +17,7 @@ use zdeploy_core::history::{Kind, Outcome};
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::{DeployPlan, DeployResult};
 use zdeploy_core::release::ReleaseState;
-use zdeploy_core::release_copy::{CopySource, Lacking, export_manifest};
+use zdeploy_core::release_copy::{CopySource, Lacking, export_delta, export_manifest};
 use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
 use zdeploy_core::source::{ArchiveLocation, Source, git};
 use zdeploy_core::steps::after_switch::{OnFailure, after_switch};
@@ -27,11 +27,11 @@ use zdeploy_core::steps::recover::recover;
 use zdeploy_core::steps::settle::settle_switched;
 use zdeploy_core::steps::stage::{Staged, Staging, stage, stage_copy, stage_existing};
 use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
-use zdeploy_core::switch::read_live;
+use zdeploy_core::switch::{Live, read_live};
 use zdeploy_core::user_content::summary_of;
 
 use crate::config::{AppConfig, ConfigFile, ad_hoc};
-use crate::fleet::protocol::{Export, Job, Order, Report, StageRole};
+use crate::fleet::protocol::{Base, Delta, Export, Job, Order, Report, StageRole};
 use crate::fleet::settings::HostAddress;
 
 /// Where a host's reports go.
@@ -227,6 +227,14 @@ fn opened(session: &Session<'_>) -> Result<Report> {
         Some(name) => session.history.release(name)?.and_then(|r| r.commit),
         None => None,
     };
+    let live_digest = match &live_name {
+        Some(name) => session
+            .history
+            .manifest(name)?
+            .map(|m| m.content_digest())
+            .transpose()?,
+        None => None,
+    };
     let mut releases = Vec::new();
     for release in zdeploy_core::inventory::releases_on_disk(layout)? {
         let record = session.history.release(&release.name)?;
@@ -243,6 +251,7 @@ fn opened(session: &Session<'_>) -> Result<Report> {
         deployment: session.id,
         live: live_name,
         live_commit,
+        live_digest,
         releases,
         upload: downloads
             .join(format!("fleet-{}.archive", session.id))
@@ -289,13 +298,13 @@ fn run(
     let policy = &app.policy;
     let mut supply = |lacking: &Lacking| supply_lacking(lacking, orders, reporter, timeout);
     let target = stage_target(session, app, content, &release, &role, &mut supply)?;
-    let export = |name: &str| match role {
-        StageRole::Build { export: true, .. } => export_release(session, name).map(Some),
+    let export = |name: &str, base: Option<&str>| match role {
+        StageRole::Build { export: true, .. } => export_release(session, name, base).map(Some),
         _ => Ok(None),
     };
     let mut staged = match target {
         Target::AlreadyLive(name) => {
-            let export = export(&name)?;
+            let export = export(&name, None)?;
             let user_content = summary_of(layout, &name);
             reporter.send(&Report::Staged {
                 release,
@@ -312,7 +321,11 @@ fn run(
         discard_staged(session, &staged, &error.to_string())?;
         return Err(error.into());
     }
-    let export = match export(&release) {
+    let built_over = match &staged.live {
+        Live::Release(name) if staged.fresh => Some(name.clone()),
+        _ => None,
+    };
+    let export = match export(&release, built_over.as_deref()) {
         Ok(export) => export,
         Err(error) => {
             discard_staged(session, &staged, &format!("{error:#}"))?;
@@ -443,11 +456,17 @@ fn stage_target<'s>(
         return Ok(Target::Staged(Box::new(staged)));
     }
     let plan = app.deploy_plan(true)?;
-    if let StageRole::Copy { manifest, digest } = role {
+    if let StageRole::Copy {
+        manifest,
+        digest,
+        base,
+    } = role
+    {
         let downloads = layout.download_dir();
         let mut copy = CopySource {
             manifest: PathBuf::from(manifest),
             digest: digest.clone(),
+            base: base.clone(),
             lacking_list: downloads.join(format!("fleet-{}.lacking", session.id)),
             supply,
         };
@@ -505,19 +524,37 @@ fn without_once_steps(session: &Session<'_>, app: &AppConfig, role: &StageRole) 
     app
 }
 
-/// Write release `name`'s manifest for the other hosts to copy.
-fn export_release(session: &Session<'_>, name: &str) -> Result<Export> {
+/// Write release `name`'s manifest for the other hosts to copy, and its
+/// difference from `base` (the release it was built over) for hosts live
+/// on that one.
+fn export_release(session: &Session<'_>, name: &str, base: Option<&str>) -> Result<Export> {
     let manifest = session.history.manifest(name)?.ok_or_else(|| {
         anyhow::anyhow!("{name} has no manifest in this host's history: other hosts cannot copy it")
     })?;
-    let path = session
-        .layout
-        .download_dir()
-        .join(format!("fleet-{}.export", session.id));
+    let downloads = session.layout.download_dir();
+    let path = downloads.join(format!("fleet-{}.export", session.id));
     export_manifest(&manifest, &path)?;
+    let delta = match base {
+        Some(base) => match session.history.manifest(base)? {
+            Some(old) => {
+                let delta_path = downloads.join(format!("fleet-{}.delta", session.id));
+                export_delta(&old, &manifest, &delta_path)?;
+                Some(Delta {
+                    manifest: delta_path.display().to_string(),
+                    base: Base {
+                        release: base.to_string(),
+                        digest: old.content_digest()?,
+                    },
+                })
+            }
+            None => None,
+        },
+        None => None,
+    };
     Ok(Export {
         manifest: path.display().to_string(),
         digest: manifest.content_digest()?,
+        delta,
     })
 }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Overrides;
+pub use zdeploy_core::release_copy::Base;
 
 /// Controller to host.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,7 +80,12 @@ pub enum StageRole {
     Build { once: bool, export: bool },
     /// Copy the builder's release: its manifest, which the controller wrote
     /// to this path, and its content digest.
-    Copy { manifest: String, digest: String },
+    Copy {
+        manifest: String,
+        digest: String,
+        /// Set when `manifest` is only the difference from this release.
+        base: Option<Base>,
+    },
 }
 
 /// Host to controller.
@@ -90,6 +96,8 @@ pub enum Report {
         deployment: i64,
         live: Option<String>,
         live_commit: Option<String>,
+        /// The live release's content digest.
+        live_digest: Option<String>,
         /// Complete releases on disk, live one included.
         releases: Vec<String>,
         /// Where the controller may write an archive to stage from.
@@ -145,4 +153,13 @@ pub enum Report {
 pub struct Export {
     pub manifest: String,
     pub digest: String,
+    /// Its difference from the release it was built over, for hosts live
+    /// on that release.
+    pub delta: Option<Delta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delta {
+    pub manifest: String,
+    pub base: Base,
 }

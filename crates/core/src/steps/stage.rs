@@ -508,18 +508,39 @@ fn copy_from_builder(
             session.progress(Step::Materialize, entries, total);
         }
     };
+    let base = match &copy.base {
+        Some(base) => {
+            let found = session.history.manifest(&base.release)?;
+            let digest = found.as_ref().map(|m| m.content_digest()).transpose()?;
+            if digest.as_deref() != Some(base.digest.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "this host's {} is not the builder's (digest {}, the builder's {}): it cannot take the builder's changes to it",
+                    base.release,
+                    digest.as_deref().map_or("none", short),
+                    short(&base.digest)
+                )));
+            }
+            found
+        }
+        None => None,
+    };
     let lacking = materialize_copy(
         copy,
         release_dir,
         plan.policy.limits,
         manifest,
+        base.as_ref(),
         sharer,
         &mut progress,
     )?;
     let (shared, shared_bytes) = sharer.map(Sharer::counts).unwrap_or_default();
     session.info(&format!(
-        "copied the builder's release (digest {}): {} files ({} bytes) received, {shared} ({shared_bytes} bytes) shared with the live release{}",
+        "copied the builder's release (digest {}{}): {} files ({} bytes) received, {shared} ({shared_bytes} bytes) shared with the live release{}",
         short(&copy.digest),
+        copy.base
+            .as_ref()
+            .map(|b| format!(", sent as its changes to {}", b.release))
+            .unwrap_or_default(),
         lacking.files,
         lacking.bytes,
         sharer.map(|s| format!(" by {}", s.method().as_str())).unwrap_or_default()
