@@ -451,7 +451,7 @@ impl RetentionArgs {
 
 /// The app a command works on: ad hoc with --webroot, else from the config.
 pub fn select_app(
-    config_path: Option<&std::path::Path>,
+    config: config::ConfigSource<'_>,
     app: Option<&str>,
     overrides: &Overrides,
 ) -> anyhow::Result<AppConfig> {
@@ -462,16 +462,16 @@ pub fn select_app(
             ))
             .into());
         }
-        return Ok(config::ad_hoc(overrides)?);
+        return Ok(config::ad_hoc(overrides, config.role)?);
     }
-    let path = config::discover(config_path)?;
-    Ok(ConfigFile::load(&path)?.app(app, overrides)?)
+    let path = config::discover(config.path)?;
+    Ok(ConfigFile::load(&path)?.app(app, overrides, config.role)?)
 }
 
 /// Split `[APP] REST...` where APP is optional: with a config, a first
 /// argument that names an app is the app.
 pub fn split_app<'a>(
-    config_path: Option<&std::path::Path>,
+    config: config::ConfigSource<'_>,
     target: &TargetArgs,
     positional: &'a [String],
     rest_len: std::ops::RangeInclusive<usize>,
@@ -484,7 +484,7 @@ pub fn split_app<'a>(
     }
     let too_many = positional.len() > *rest_len.end();
     let names_app = too_many || {
-        let path = config::discover(config_path)?;
+        let path = config::discover(config.path)?;
         ConfigFile::load(&path)?.has_app(first)
     };
     if names_app && rest_len.contains(&rest.len()) {

@@ -19,7 +19,7 @@ use crate::cli::{
     LogFormat, PruneArgs, RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs,
     select_app, split_app,
 };
-use crate::config::{self, UsageError};
+use crate::config::{self, ConfigSource, Topology, UsageError};
 use crate::fleet::console::FleetConsole;
 use crate::fleet::controller::{FleetResult, FleetRun, Intent};
 use crate::fleet::remote_command;
@@ -92,10 +92,10 @@ fn report_fleet(app: &config::AppConfig, result: &FleetResult, json: bool) -> Re
 
 /// `zdeploy fleet converge [APP]`: every host to the newest release any
 /// host serves.
-pub fn fleet_converge(config: Option<&Path>, args: &FleetArgs, console: &Console) -> Result<()> {
+pub fn fleet_converge(config: ConfigSource<'_>, args: &FleetArgs, console: &Console) -> Result<()> {
     let overrides = args.target.overrides();
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    let Some(fleet) = &app.fleet else {
+    let Topology::Ssh(fleet) = &app.topology else {
         return Err(UsageError(format!(
             "{}is not a fleet: give it hosts = [...] (or --host)",
             app.name
@@ -116,9 +116,9 @@ pub fn fleet_converge(config: Option<&Path>, args: &FleetArgs, console: &Console
 }
 
 /// `zdeploy fleet install [APP]`.
-pub fn fleet_install(config: Option<&Path>, args: &FleetArgs) -> Result<()> {
+pub fn fleet_install(config: ConfigSource<'_>, args: &FleetArgs) -> Result<()> {
     let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
-    let Some(fleet) = &app.fleet else {
+    let Topology::Ssh(fleet) = &app.topology else {
         return Err(
             UsageError("not a fleet: give the app hosts = [...] (or --host)".into()).into(),
         );
@@ -133,7 +133,7 @@ pub fn fleet_install(config: Option<&Path>, args: &FleetArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Result<()> {
+pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) -> Result<()> {
     let mut overrides = args.target.overrides();
     args.retention.apply(&mut overrides);
     overrides.source_kind = args.source_kind.clone();
@@ -172,20 +172,20 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
         args.positional.as_deref()
     };
     let app = select_app(config, app, &overrides)?;
-    if let Some(membership) = &app.membership {
-        return crate::fleet::etcd::command::request(&app, membership, args.force, None, args.json);
-    }
-    let plan = app.deploy_plan(args.force)?;
-    if let Some(fleet) = &app.fleet {
-        let result = fleet_run(
-            &app,
-            fleet,
-            &overrides,
-            &Intent::Deploy(&plan),
-            console.is_quiet(),
-        )?;
-        return report_fleet(&app, &result, args.json);
-    }
+    let plan = match &app.topology {
+        Topology::Etcd(membership) => {
+            return crate::fleet::etcd::command::request(
+                &app, membership, args.force, None, args.json,
+            );
+        }
+        Topology::Ssh(fleet) => {
+            let plan = app.deploy_plan(args.force)?;
+            let intent = Intent::Deploy(&plan);
+            let result = fleet_run(&app, fleet, &overrides, &intent, console.is_quiet())?;
+            return report_fleet(&app, &result, args.json);
+        }
+        Topology::OneHost | Topology::OnOrders => app.deploy_plan(args.force)?,
+    };
     let result =
         zdeploy_core::deploy::deploy(&app.layout, &plan, &run_options(args.wait), console)?;
     if args.json {
@@ -213,7 +213,7 @@ pub fn deploy(config: Option<&Path>, args: &DeployArgs, console: &Console) -> Re
 }
 
 pub fn rollback_command(
-    config: Option<&Path>,
+    config: ConfigSource<'_>,
     args: &RollbackArgs,
     console: &Console,
 ) -> Result<()> {
@@ -226,19 +226,19 @@ pub fn rollback_command(
     overrides.settle = args.settle.clone();
     overrides.after_switch = args.after_switch.clone();
     let app = select_app(config, app, &overrides)?;
-    if let Some(membership) = &app.membership {
-        let target = Some(rest.first().cloned());
-        return crate::fleet::etcd::command::request(&app, membership, false, target, args.json);
-    }
-    if let Some(fleet) = &app.fleet {
-        let result = fleet_run(
-            &app,
-            fleet,
-            &overrides,
-            &Intent::Rollback(rest.first().cloned()),
-            console.is_quiet(),
-        )?;
-        return report_fleet(&app, &result, args.json);
+    match &app.topology {
+        Topology::Etcd(membership) => {
+            let target = Some(rest.first().cloned());
+            return crate::fleet::etcd::command::request(
+                &app, membership, false, target, args.json,
+            );
+        }
+        Topology::Ssh(fleet) => {
+            let intent = Intent::Rollback(rest.first().cloned());
+            let result = fleet_run(&app, fleet, &overrides, &intent, console.is_quiet())?;
+            return report_fleet(&app, &result, args.json);
+        }
+        Topology::OneHost | Topology::OnOrders => {}
     }
     let plan = RollbackPlan {
         target: rest.first().cloned(),
@@ -267,9 +267,9 @@ fn open_history(layout: &Layout) -> Result<Option<History>> {
     })
 }
 
-pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
+pub fn releases(config: ConfigSource<'_>, args: &InspectArgs) -> Result<()> {
     let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
-    if let Some(fleet) = &app.fleet {
+    if let Topology::Ssh(fleet) = &app.topology {
         return remote_command::show_everywhere(&app, fleet, args.json);
     }
     let history = open_history(&app.layout)?;
@@ -322,14 +322,15 @@ pub fn releases(config: Option<&Path>, args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
+pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
     let inspect = &args.inspect;
     let app = select_app(config, inspect.app.as_deref(), &inspect.target.overrides())?;
-    if let Some(fleet) = &app.fleet {
-        return crate::fleet::status::show(&app, fleet, inspect.json);
-    }
-    if let Some(membership) = &app.membership {
-        return crate::fleet::etcd::command::status(&app, membership, inspect.json);
+    match &app.topology {
+        Topology::Ssh(fleet) => return crate::fleet::status::show(&app, fleet, inspect.json),
+        Topology::Etcd(membership) => {
+            return crate::fleet::etcd::command::status(&app, membership, inspect.json);
+        }
+        Topology::OneHost | Topology::OnOrders => {}
     }
     let history = open_history(&app.layout)?;
     let live = match read_live(&app.layout)? {
@@ -414,13 +415,13 @@ pub fn status(config: Option<&Path>, args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
+pub fn verify(config: ConfigSource<'_>, args: &VerifyArgs) -> Result<()> {
     let (app, rest) = split_app(config, &args.target, &args.positional, 0..=1)?;
     if rest.len() > 1 {
         return Err(UsageError(format!("too many arguments: {}", rest.join(" "))).into());
     }
     let app = select_app(config, app, &args.target.overrides())?;
-    if let Some(fleet) = &app.fleet {
+    if let Topology::Ssh(fleet) = &app.topology {
         return remote_command::verify_everywhere(&app, fleet, args.json);
     }
     let layout = &app.layout;
@@ -485,7 +486,7 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<()> {
     }
 }
 
-pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
+pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     let is_id = |s: &str| s.parse::<i64>().is_ok();
     let (app, rest): (Option<&str>, &[String]) = match args.positional.as_slice() {
         [] => (None, &[]),
@@ -502,7 +503,7 @@ pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
         None => None,
     };
     let app = select_app(config, app, &args.target.overrides())?;
-    if let Some(fleet) = &app.fleet {
+    if let Topology::Ssh(fleet) = &app.topology {
         return remote_command::show_everywhere(&app, fleet, args.json);
     }
     let Some(history) = open_history(&app.layout)? else {
@@ -570,11 +571,11 @@ pub fn log(config: Option<&Path>, args: &LogArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Result<()> {
+pub fn prune(config: ConfigSource<'_>, args: &PruneArgs, console: &Console) -> Result<()> {
     let mut overrides = args.target.overrides();
     args.retention.apply(&mut overrides);
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    if let Some(fleet) = &app.fleet {
+    if let Topology::Ssh(fleet) = &app.topology {
         return remote_command::show_everywhere(&app, fleet, args.json);
     }
     let pruned = maintenance::prune(&app.layout, &app.policy, &run_options(args.wait), console)?;
@@ -594,13 +595,13 @@ pub fn prune(config: Option<&Path>, args: &PruneArgs, console: &Console) -> Resu
     Ok(())
 }
 
-pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result<()> {
+pub fn keep(config: ConfigSource<'_>, args: &KeepArgs, console: &Console) -> Result<()> {
     let (app, rest) = split_app(config, &args.target, &args.positional, 2..=2)?;
     let [release, name] = rest else {
         return Err(UsageError("usage: zdeploy keep [APP] RELEASE NAME".into()).into());
     };
     let app = select_app(config, app, &args.target.overrides())?;
-    if let Some(fleet) = &app.fleet {
+    if let Topology::Ssh(fleet) = &app.topology {
         return remote_command::show_everywhere(&app, fleet, false);
     }
     let kept = maintenance::keep(
@@ -615,9 +616,10 @@ pub fn keep(config: Option<&Path>, args: &KeepArgs, console: &Console) -> Result
     Ok(())
 }
 
-pub fn init(config: Option<&Path>, args: &InitArgs) -> Result<()> {
+pub fn init(config: ConfigSource<'_>, args: &InitArgs) -> Result<()> {
     let source = args.source.clone().unwrap_or_else(|| PathBuf::from("."));
     let target = config
+        .path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("zdeploy.toml"));
     let (written, detection) = crate::init::init(&source, &target, args.force)?;
@@ -637,7 +639,13 @@ pub fn init(config: Option<&Path>, args: &InitArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
+pub fn webserver(config: ConfigSource<'_>, args: &WebserverArgs) -> Result<()> {
+    if let Some(host) = args.target.hosts.first() {
+        return Err(UsageError(format!(
+            "--host {host}: zdeploy webserver prints the site of the host it runs on; run it on each host"
+        ))
+        .into());
+    }
     let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
     let php_fpm = args
         .php_fpm
@@ -681,11 +689,11 @@ pub fn webserver(config: Option<&Path>, args: &WebserverArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<()> {
+pub fn doctor(config: ConfigSource<'_>, args: &DoctorArgs) -> Result<()> {
     let mut overrides = args.target.overrides();
     overrides.drain = args.drain.clone();
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    if let Some(fleet) = &app.fleet {
+    if let Topology::Ssh(fleet) = &app.topology {
         return crate::fleet::status::doctor(&app, fleet, args.json);
     }
     let findings = crate::doctor::examine(
@@ -707,8 +715,8 @@ pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn agent(config: Option<&Path>, args: &AgentArgs, quiet: bool, verbose: bool) -> Result<()> {
-    let path = crate::config::discover(config)?;
+pub fn agent(config: ConfigSource<'_>, args: &AgentArgs, quiet: bool, verbose: bool) -> Result<()> {
+    let path = crate::config::discover(config.path)?;
     if args.check {
         let report = crate::agent::check(&path, args.listen.as_deref())?;
         out!("{}", report.trim_end());

@@ -25,6 +25,7 @@ use zdeploy_core::source::extract::Limits;
 use zdeploy_core::source::{Source, SourceKind};
 
 use crate::fleet::etcd::settings::{EtcdSettings, Membership};
+pub use crate::topology::{Role, Topology};
 use crate::units::{parse_duration, parse_size};
 
 pub const DEFAULT_CONTEXT: &str = "ROOT";
@@ -280,10 +281,9 @@ pub struct AppConfig {
     pub php_fpm_address: Option<String>,
     /// What the agent does for this app.
     pub automation: Automation,
-    /// The hosts that serve the app, when it is a fleet.
-    pub fleet: Option<crate::fleet::settings::FleetSettings>,
-    /// Its place in a fleet whose agents agree through etcd.
-    pub membership: Option<Membership>,
+    /// How it is deployed: one host, a fleet over ssh or through etcd, or
+    /// one host's part of a fleet run.
+    pub topology: Topology,
     /// The config file the app came from and its text, as read: a fleet's
     /// controller sends it to every host.
     pub file: Option<(PathBuf, String)>,
@@ -412,6 +412,14 @@ fn pick<T: Clone>(flag: Option<T>, file: &Option<Spanned<T>>) -> Option<(T, Opti
 }
 
 /// Find the config file: --config, $ZDEPLOY_CONFIG, ./zdeploy.toml, /etc/zdeploy/zdeploy.toml.
+/// Where a command's config comes from (`--config`, else found), and who
+/// reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigSource<'a> {
+    pub path: Option<&'a Path>,
+    pub role: Role,
+}
+
 pub fn discover(explicit: Option<&Path>) -> Result<PathBuf, UsageError> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
@@ -558,8 +566,13 @@ impl ConfigFile {
         self.apps.contains_key(name)
     }
 
-    /// The app named, or the only one.
-    pub fn app(&self, name: Option<&str>, overrides: &Overrides) -> Result<AppConfig, ConfigError> {
+    /// The app named, or the only one, as `role` deploys it.
+    pub fn app(
+        &self,
+        name: Option<&str>,
+        overrides: &Overrides,
+        role: Role,
+    ) -> Result<AppConfig, ConfigError> {
         let names = self.app_names();
         let name = match name {
             Some(n) if self.has_app(n) => n.to_string(),
@@ -596,8 +609,13 @@ impl ConfigFile {
             app: Some(&name),
         };
         let raw = &self.apps[&name];
-        let mut app = resolve(Some(name.clone()), raw, overrides, &origin)?;
-        app.membership = self.membership(raw, &app, &origin)?;
+        let mut app = resolve(Some(name.clone()), raw, overrides, &origin, role)?;
+        if let Some(membership) = self.membership(raw, &app, &origin)? {
+            app.topology = match role {
+                Role::Operator => Topology::Etcd(membership),
+                Role::FleetHost => Topology::OnOrders,
+            };
+        }
         Ok(app)
     }
 
@@ -617,12 +635,9 @@ impl ConfigFile {
         let Some(flag) = raw.fleet.as_ref().filter(|f| *f.get_ref()) else {
             return Ok(None);
         };
-        if crate::fleet::remote_command::on_fleet_host() {
-            return Ok(None);
-        }
         let span = Some(flag.span());
         let refuse = |message: &str| Err(origin.error("fleet", "fleet", span.clone(), message));
-        if app.fleet.is_some() {
+        if !matches!(app.topology, Topology::OneHost) {
             return refuse(
                 "an app is deployed over ssh (hosts) or through etcd (fleet = true), not both",
             );
@@ -743,7 +758,7 @@ impl ConfigFile {
 }
 
 /// An app made of flags alone (`--webroot DIR`).
-pub fn ad_hoc(overrides: &Overrides) -> Result<AppConfig, ConfigError> {
+pub fn ad_hoc(overrides: &Overrides, role: Role) -> Result<AppConfig, ConfigError> {
     resolve(
         None,
         &RawApp::default(),
@@ -752,6 +767,7 @@ pub fn ad_hoc(overrides: &Overrides) -> Result<AppConfig, ConfigError> {
             file: None,
             app: None,
         },
+        role,
     )
 }
 
@@ -760,6 +776,7 @@ fn resolve(
     raw: &RawApp,
     flags: &Overrides,
     origin: &Origin<'_>,
+    role: Role,
 ) -> Result<AppConfig, ConfigError> {
     let with_preset;
     let raw = match pick(flags.preset.clone(), &raw.preset) {
@@ -951,8 +968,11 @@ fn resolve(
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
         automation,
-        fleet: fleet_settings(raw, flags, origin, zero_downtime)?,
-        membership: None,
+        topology: match (fleet_settings(raw, flags, origin, zero_downtime)?, role) {
+            (Some(_), Role::FleetHost) => Topology::OnOrders,
+            (Some(fleet), Role::Operator) => Topology::Ssh(fleet),
+            (None, _) => Topology::OneHost,
+        },
         file: origin
             .file
             .map(|(path, text)| (path.to_path_buf(), text.to_string())),
@@ -1511,9 +1531,6 @@ fn fleet_settings(
     zero_downtime: bool,
 ) -> Result<Option<crate::fleet::settings::FleetSettings>, UsageError> {
     use crate::fleet::settings::{BuildOn, FleetSettings, HostAddress};
-    if crate::fleet::remote_command::on_fleet_host() {
-        return Ok(None);
-    }
     let Some((hosts, span)) = pick(
         (!flags.hosts.is_empty()).then(|| flags.hosts.clone()),
         &raw.hosts,

@@ -7,8 +7,9 @@ use zdeploy_core::ErrorKind;
 
 use crate::cli::{Cli, Command, FleetCommand};
 use crate::commands;
-use crate::config::UsageError;
+use crate::config::{ConfigSource, UsageError};
 use crate::output::{Console, Verbosity};
+use crate::topology::Role;
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -22,6 +23,12 @@ pub fn run() -> ExitCode {
 
 /// Run the command these arguments (program name first) describe.
 pub fn run_args(args: impl IntoIterator<Item = String>) -> ExitCode {
+    run_as(args, Role::Operator)
+}
+
+/// Run a command line as `role` reads configs: a fleet host running its
+/// part of a fleet command reads the controller's config as its own.
+pub fn run_as(args: impl IntoIterator<Item = String>, role: Role) -> ExitCode {
     let cli = Cli::parse_from(args);
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
@@ -29,7 +36,10 @@ pub fn run_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         _ => Verbosity::Normal,
     };
     let console = Console::new(verbosity);
-    let config = cli.config.as_deref();
+    let config = ConfigSource {
+        path: cli.config.as_deref(),
+        role,
+    };
     let result = match &cli.command {
         Command::Deploy(args) => commands::deploy(config, args, &console),
         Command::Rollback(args) => commands::rollback_command(config, args, &console),

@@ -12,6 +12,7 @@ pub mod init;
 pub mod manpages;
 pub mod output;
 pub mod preset;
+pub mod topology;
 pub mod units;
 pub mod web;
 pub mod webserver;

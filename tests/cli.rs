@@ -126,3 +126,19 @@ fn a_closed_stdout_ends_quietly() {
         assert!(!stderr.contains("panicked"), "{command}: {stderr}");
     }
 }
+
+#[test]
+fn host_is_refused_by_commands_that_do_not_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Zdeploy::new()
+        .args(["webserver", "nginx", "--webroot"])
+        .arg(dir.path())
+        .args(["--host", "web1"])
+        .fails_with(2);
+    assert!(
+        out.stderr
+            .contains("--host web1: zdeploy webserver prints the site of the host it runs on"),
+        "{}",
+        out.stderr
+    );
+}

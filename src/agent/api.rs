@@ -161,8 +161,8 @@ pub fn summary(app: &App) -> Value {
         "running": running.map(|id| json!({"deployment": id})),
         "pending": pending.map(|t| t.describe()),
         "poll": app.poll_status(),
-        "fleet": config.fleet.as_ref().map(|_| app.fleet_view().lock().expect("fleet view lock").clone()),
-        "etcd_fleet": config.membership.as_ref().map(|_| {
+        "fleet": config.topology.ssh().map(|_| app.fleet_view().lock().expect("fleet view lock").clone()),
+        "etcd_fleet": config.topology.etcd().map(|_| {
             let view = app.member_view().lock().expect("member view lock").clone();
             json!({"ready": view.ready(), "view": view})
         }),
@@ -177,7 +177,7 @@ pub fn summary(app: &App) -> Value {
 pub async fn ready(State(agent): State<SharedAgent>) -> Response {
     let mut behind = Vec::new();
     for app in agent.apps() {
-        if app.config().membership.is_none() {
+        if app.config().topology.etcd().is_none() {
             continue;
         }
         super::member::refresh_for_ready(&app).await;
@@ -517,7 +517,7 @@ pub async fn rollback(
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
     let body: RollbackBody = parse_body(&body)?;
-    if let Some(membership) = app.config().membership.clone() {
+    if let Some(membership) = app.config().topology.etcd().cloned() {
         // A fleet's rollback is a deploy of the older release, decided by
         // its leader.
         refuse_if_stopping(&agent)?;
@@ -606,7 +606,7 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
     let fleets: Vec<(String, super::fleet::FleetView)> = agent
         .apps()
         .iter()
-        .filter(|app| app.config().fleet.is_some())
+        .filter(|app| app.config().topology.ssh().is_some())
         .map(|app| {
             (
                 app.name.clone(),
@@ -617,7 +617,7 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
     let members: Vec<(String, crate::fleet::etcd::member::MemberView)> = agent
         .apps()
         .iter()
-        .filter(|app| app.config().membership.is_some())
+        .filter(|app| app.config().topology.etcd().is_some())
         .map(|app| {
             (
                 app.name.clone(),

@@ -156,8 +156,8 @@ pub struct App {
 impl App {
     pub fn new(name: String, config: AppConfig, secret: Option<String>) -> Arc<Self> {
         let fleet = config
-            .fleet
-            .as_ref()
+            .topology
+            .ssh()
             .map(super::fleet::FleetView::for_hosts)
             .unwrap_or_default();
         Arc::new(App {

@@ -44,7 +44,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
             return;
         }
         let config = app.config();
-        let Some(membership) = config.membership.clone() else {
+        let Some(membership) = config.topology.etcd().cloned() else {
             return;
         };
         let log = |level: &str, message: &str| log(&app, level, message);
@@ -131,7 +131,7 @@ const FRESH: Duration = Duration::from_secs(1);
 /// quorum, or unreachable), what it last knew stands: losing etcd must not
 /// take every host out of rotation.
 pub async fn refresh_for_ready(app: &App) {
-    let Some(membership) = app.config().membership.clone() else {
+    let Some(membership) = app.config().topology.etcd().cloned() else {
         return;
     };
     let read_at = app.member_view().lock().expect("member view lock").read_at;

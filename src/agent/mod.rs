@@ -28,7 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::config::{AgentConfig, AppConfig, ConfigFile, Overrides, UsageError};
+use crate::config::{AgentConfig, AppConfig, ConfigFile, Overrides, Role, UsageError};
 use app::App;
 use metrics::Metrics;
 
@@ -111,7 +111,7 @@ pub fn load_apps(
     let mut apps = Vec::new();
     for name in file.app_names() {
         let config = file
-            .app(Some(name), &Overrides::default())
+            .app(Some(name), &Overrides::default(), Role::Operator)
             .map_err(|e| UsageError(anyhow::Error::from(e).to_string()))?;
         config.deploy_plan(false)?;
         let secret = match &config.automation.webhook_secret {
@@ -200,7 +200,7 @@ fn router(agent: SharedAgent) -> Router {
 
 fn spawn_app_tasks(agent: &SharedAgent, app: &Arc<App>) {
     tokio::spawn(runner::work(agent.clone(), app.clone()));
-    if app.config().membership.is_some() {
+    if app.config().topology.etcd().is_some() {
         // The fleet's leader polls for every member.
         tokio::spawn(member::serve(agent.clone(), app.clone()));
     } else {
@@ -238,8 +238,8 @@ fn reload(agent: &SharedAgent) {
             Some(app) => {
                 let had_interval = app.config().automation.interval.is_some();
                 let has_interval = config.automation.interval.is_some();
-                let had_membership = app.config().membership.is_some();
-                let has_membership = config.membership.is_some();
+                let had_membership = app.config().topology.etcd().is_some();
+                let has_membership = config.topology.etcd().is_some();
                 app.replace(config, secret);
                 if has_membership && !had_membership {
                     tokio::spawn(member::serve(agent.clone(), app.clone()));

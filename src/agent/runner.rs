@@ -14,6 +14,7 @@ use zdeploy_core::session::{Level, Observer, RunOptions, Step};
 
 use super::app::{App, Event, Trigger};
 use super::{Agent, SharedAgent};
+use crate::config::Topology;
 
 /// Sends what a run does to the app's event stream.
 struct Streamer<'a> {
@@ -123,11 +124,12 @@ pub fn run_streamed<T>(
 /// Deploy the app once for `trigger`.
 fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
     let config = app.config();
-    if let Some(fleet) = &config.fleet {
-        return super::fleet::deploy(app, &config, fleet, trigger.force, &trigger.describe());
-    }
-    if let Some(membership) = &config.membership {
-        return super::member::deploy(app, membership, trigger, None);
+    match &config.topology {
+        Topology::Ssh(fleet) => {
+            return super::fleet::deploy(app, &config, fleet, trigger.force, &trigger.describe());
+        }
+        Topology::Etcd(membership) => return super::member::deploy(app, membership, trigger, None),
+        Topology::OneHost | Topology::OnOrders => {}
     }
     let plan = match config.deploy_plan(trigger.force) {
         Ok(plan) => plan,

@@ -30,7 +30,7 @@ use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
 use zdeploy_core::switch::{Live, read_live};
 use zdeploy_core::user_content::summary_of;
 
-use crate::config::{AppConfig, ConfigFile, ad_hoc};
+use crate::config::{AppConfig, ConfigFile, Role, ad_hoc};
 use crate::fleet::protocol::{Base, Delta, Export, Job, Order, Report, StageRole};
 use crate::fleet::settings::HostAddress;
 
@@ -207,9 +207,12 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter<'_>) -> Resul
 /// URL's `{host}` naming this host.
 fn app_of(job: &Job) -> Result<AppConfig> {
     let mut app = match &job.config {
-        Some((path, text)) => ConfigFile::parse(Path::new(path), text.clone())?
-            .app(job.app.as_deref(), &job.overrides)?,
-        None => ad_hoc(&job.overrides)?,
+        Some((path, text)) => ConfigFile::parse(Path::new(path), text.clone())?.app(
+            job.app.as_deref(),
+            &job.overrides,
+            Role::FleetHost,
+        )?,
+        None => ad_hoc(&job.overrides, Role::FleetHost)?,
     };
     if let Some(url) = app.policy.health.as_mut().and_then(|h| h.url.as_mut()) {
         let host = HostAddress::parse(&job.host).map_err(|e| anyhow::anyhow!(e))?;

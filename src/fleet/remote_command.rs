@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -15,14 +14,6 @@ use crate::fleet::parallel::on_each;
 use crate::fleet::settings::FleetSettings;
 use crate::fleet::ssh::Connection;
 use crate::output::out;
-
-/// Set in a process that runs a command as a fleet host's part: its config
-/// names the fleet, but the command is for this host alone.
-static ON_FLEET_HOST: AtomicBool = AtomicBool::new(false);
-
-pub fn on_fleet_host() -> bool {
-    ON_FLEET_HOST.load(Ordering::Relaxed)
-}
 
 /// What the controller asks a host to run.
 #[derive(Debug, Serialize, Deserialize)]
@@ -199,7 +190,6 @@ pub fn fail_if_any_failed(answers: &[Answer]) -> Result<()> {
 /// The host side: read the invocation, run it here as this host's own
 /// command (the fleet in its config is not fanned out again).
 pub fn serve() -> Result<std::process::ExitCode> {
-    ON_FLEET_HOST.store(true, Ordering::Relaxed);
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text)?;
     let invocation: Invocation = serde_json::from_str(&text).context("read the invocation")?;
@@ -220,7 +210,7 @@ pub fn serve() -> Result<std::process::ExitCode> {
         None => None,
     };
     args.extend(invocation.args);
-    let code = crate::exit::run_args(args);
+    let code = crate::exit::run_as(args, crate::topology::Role::FleetHost);
     drop(config_dir);
     Ok(code)
 }
