@@ -21,11 +21,12 @@ use crate::cli::{
 };
 use crate::config::{self, ConfigSource, Topology, UsageError};
 use crate::fleet::console::FleetConsole;
-use crate::fleet::controller::{FleetResult, FleetRun, Intent};
+use crate::fleet::controller::{FleetOutcome, FleetResult, FleetRun, Intent};
 use crate::fleet::remote_command;
 use crate::output::Console;
 use crate::output::out;
 use crate::units::human_size;
+use zdeploy_core::policy::DeployOutcome;
 
 fn run_options(wait: bool) -> RunOptions {
     RunOptions {
@@ -68,7 +69,7 @@ fn report_fleet(app: &config::AppConfig, result: &FleetResult, json: bool) -> Re
         return print_json(result);
     }
     match result.outcome {
-        "unchanged" => out!(
+        FleetOutcome::Unchanged => out!(
             "{} unchanged on {} hosts: {} is live on every one",
             app.layout.context(),
             result.hosts.len(),
@@ -192,12 +193,12 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         return print_json(&result);
     }
     match result.outcome {
-        "unchanged" => out!(
+        DeployOutcome::Unchanged => out!(
             "{} unchanged: {} is already live",
             app.layout.context(),
             result.release.as_deref().unwrap_or("it")
         ),
-        _ => out!(
+        DeployOutcome::Deployed => out!(
             "{} -> {} (deployment #{}{})",
             app.layout.context(),
             result.release.as_deref().unwrap_or("?"),

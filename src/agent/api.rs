@@ -485,7 +485,7 @@ async fn act(
             Ok((value, release)) => (
                 Finished {
                     deployment: id,
-                    outcome: "success".into(),
+                    outcome: super::runner::RunOutcome::Success,
                     release,
                     commit: None,
                     error: None,

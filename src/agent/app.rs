@@ -85,6 +85,7 @@ pub enum Event {
     },
     Finished {
         deployment: Option<i64>,
+        /// As the history records it ("success", "unchanged", "failed", …).
         outcome: String,
         release: Option<String>,
         error: Option<String>,

@@ -12,7 +12,7 @@ use zdeploy_core::history::now_ms;
 use super::app::{App, Event};
 use super::runner::{Finished, failed};
 use crate::config::{AppConfig, Overrides};
-use crate::fleet::controller::{FleetObserver, FleetRun, Intent};
+use crate::fleet::controller::{FleetObserver, FleetOutcome, FleetRun, Intent};
 use crate::fleet::settings::FleetSettings;
 
 /// How many times a fleet deploy that found a host busy is tried again.
@@ -133,23 +133,12 @@ pub fn deploy(
             for host in &done.hosts {
                 view.hosts.entry(host.host.clone()).or_default().release = host.release.clone();
             }
-            if done.outcome != "unchanged" {
+            if done.outcome != FleetOutcome::Unchanged {
                 view.skew_ms = done.skew_ms;
             }
             view.release = done.release.clone();
             view.finished_ms = Some(now_ms());
-            Finished {
-                deployment: None,
-                outcome: if done.outcome == "unchanged" {
-                    "unchanged"
-                } else {
-                    "success"
-                }
-                .into(),
-                release: done.release,
-                commit: done.commit,
-                error: None,
-            }
+            Finished::completed(None, done.outcome.into(), done.release, done.commit)
         }
         Err(error) => failed(None, format!("{error:#}")),
     }

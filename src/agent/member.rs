@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 use zdeploy_core::history::now_ms;
+use zdeploy_core::policy::DeployOutcome;
 
 use super::SharedAgent;
 use super::app::{App, Event, Trigger};
@@ -17,7 +18,7 @@ use super::runner::{Finished, failed};
 use crate::fleet::etcd::leader::Leader;
 use crate::fleet::etcd::member::Member;
 use crate::fleet::etcd::part::Part;
-use crate::fleet::etcd::records::{Committed, TriggerRecord};
+use crate::fleet::etcd::records::{Committed, TriggerOutcome, TriggerRecord};
 use crate::fleet::etcd::request::{ask, trigger_id};
 use crate::fleet::etcd::settings::Membership;
 use crate::fleet::etcd::store::Store;
@@ -236,23 +237,23 @@ pub fn deploy(
     };
     // On the worker's blocking thread.
     match tokio::runtime::Handle::current().block_on(asked) {
-        Ok(outcome) if matches!(outcome.outcome.as_str(), "deployed" | "unchanged") => Finished {
-            deployment: None,
-            outcome: if outcome.outcome == "unchanged" {
-                "unchanged"
-            } else {
-                "success"
-            }
-            .into(),
-            release: outcome.release,
-            commit: outcome.commit,
-            error: None,
-        },
+        Ok(outcome) if outcome.outcome == TriggerOutcome::Deployed => Finished::completed(
+            None,
+            DeployOutcome::Deployed,
+            outcome.release,
+            outcome.commit,
+        ),
+        Ok(outcome) if outcome.outcome == TriggerOutcome::Unchanged => Finished::completed(
+            None,
+            DeployOutcome::Unchanged,
+            outcome.release,
+            outcome.commit,
+        ),
         Ok(outcome) => failed(
             None,
-            outcome
-                .error
-                .unwrap_or_else(|| format!("the fleet's deploy ended {}", outcome.outcome)),
+            outcome.error.unwrap_or_else(|| {
+                format!("the fleet's deploy ended {}", outcome.outcome.as_str())
+            }),
         ),
         Err(e) => failed(None, format!("{e:#}")),
     }

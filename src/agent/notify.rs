@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::runner::Finished;
+use super::runner::{Finished, RunOutcome};
 use crate::config::Notify;
 
 const ATTEMPTS: u32 = 4;
@@ -20,10 +20,10 @@ pub fn message(
     kind: &str,
     finished: &Finished,
 ) -> Option<serde_json::Value> {
-    let wanted = match finished.outcome.as_str() {
-        "success" => notify.on_success,
-        "failed" => notify.on_failure,
-        _ => false,
+    let wanted = match finished.outcome {
+        RunOutcome::Success => notify.on_success,
+        RunOutcome::Failed => notify.on_failure,
+        RunOutcome::Unchanged => false,
     };
     if !wanted {
         return None;

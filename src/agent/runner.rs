@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use zdeploy_core::ErrorKind;
 use zdeploy_core::history::now_ms;
 use zdeploy_core::lock::LockWait;
+use zdeploy_core::policy::DeployOutcome;
 use zdeploy_core::session::{Level, Observer, RunOptions, Step};
 
 use super::app::{App, Event, Trigger};
@@ -83,11 +84,56 @@ impl Streamer<'_> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Finished {
     pub deployment: Option<i64>,
-    /// "success", "unchanged" or "failed".
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub release: Option<String>,
     pub commit: Option<String>,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Success,
+    Unchanged,
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Success => "success",
+            RunOutcome::Unchanged => "unchanged",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Finished {
+    /// A run that did not fail, on one host or a fleet of either kind: the
+    /// one mapping of a deploy's outcome to a run's.
+    pub fn completed(
+        deployment: Option<i64>,
+        outcome: DeployOutcome,
+        release: Option<String>,
+        commit: Option<String>,
+    ) -> Self {
+        Finished {
+            deployment,
+            outcome: match outcome {
+                DeployOutcome::Deployed => RunOutcome::Success,
+                DeployOutcome::Unchanged => RunOutcome::Unchanged,
+            },
+            release,
+            commit,
+            error: None,
+        }
+    }
 }
 
 /// Run `work` under the app's lock, waiting (and counting the wait) if the
@@ -143,18 +189,12 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
         |options, observer| zdeploy_core::deploy::deploy(&config.layout, &plan, options, observer),
     );
     match result {
-        Ok(done) => Finished {
-            deployment: Some(done.deployment),
-            outcome: if done.outcome == "unchanged" {
-                "unchanged"
-            } else {
-                "success"
-            }
-            .into(),
-            release: done.release,
-            commit: done.commit,
-            error: None,
-        },
+        Ok(done) => Finished::completed(
+            Some(done.deployment),
+            done.outcome,
+            done.release,
+            done.commit,
+        ),
         Err(error) => failed(deployment, error.to_string()),
     }
 }
@@ -162,7 +202,7 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
 pub fn failed(deployment: Option<i64>, error: String) -> Finished {
     Finished {
         deployment,
-        outcome: "failed".into(),
+        outcome: RunOutcome::Failed,
         release: None,
         commit: None,
         error: Some(error),
@@ -171,12 +211,15 @@ pub fn failed(deployment: Option<i64>, error: String) -> Finished {
 
 /// Report a finished run everywhere it is watched.
 pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed: Duration) {
-    agent
-        .metrics
-        .run_finished(&app.name, kind, &finished.outcome, elapsed.as_secs_f64());
+    agent.metrics.run_finished(
+        &app.name,
+        kind,
+        finished.outcome.as_str(),
+        elapsed.as_secs_f64(),
+    );
     app.emit(Event::Finished {
         deployment: finished.deployment,
-        outcome: finished.outcome.clone(),
+        outcome: finished.outcome.as_str().into(),
         release: finished.release.clone(),
         error: finished.error.clone(),
     });
@@ -222,7 +265,7 @@ pub async fn work(agent: SharedAgent, app: Arc<App>) {
                 });
         app.finish_running();
         let commit = finished.commit.as_deref().or(asked_for.as_deref());
-        app.deploy_ended(commit, finished.outcome != "failed");
+        app.deploy_ended(commit, finished.outcome != RunOutcome::Failed);
         report(&agent, &app, "deploy", &finished, started.elapsed());
         agent.idle.notify_waiters();
     }

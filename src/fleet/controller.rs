@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use jiff::Timestamp;
 use serde::Serialize;
-use zdeploy_core::policy::DeployPlan;
+use zdeploy_core::policy::{DeployOutcome, DeployPlan};
 use zdeploy_core::release::{release_name, short};
 use zdeploy_core::source::{ArchiveLocation, Source, git};
 
@@ -32,9 +32,49 @@ use zdeploy_core::user_content::UserContentSummary;
 /// the host up (a stage may run a long build: the stage timeout bounds it).
 const REPORT_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
+/// How a fleet run that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FleetOutcome {
+    #[serde(rename = "deployed")]
+    Deployed,
+    #[serde(rename = "rolled back")]
+    RolledBack,
+    #[serde(rename = "converged")]
+    Converged,
+    #[serde(rename = "unchanged")]
+    Unchanged,
+}
+
+impl FleetOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetOutcome::Deployed => "deployed",
+            FleetOutcome::RolledBack => "rolled back",
+            FleetOutcome::Converged => "converged",
+            FleetOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl std::fmt::Display for FleetOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a fleet run did, seen as a deploy: every host changed, or none.
+impl From<FleetOutcome> for DeployOutcome {
+    fn from(outcome: FleetOutcome) -> Self {
+        match outcome {
+            FleetOutcome::Unchanged => DeployOutcome::Unchanged,
+            _ => DeployOutcome::Deployed,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct FleetResult {
-    pub outcome: &'static str,
+    pub outcome: FleetOutcome,
     pub release: Option<String>,
     pub commit: Option<String>,
     /// First to last host's switch, in milliseconds.
@@ -163,7 +203,7 @@ impl FleetRun<'_> {
             .into(),
             trigger: self.trigger.clone(),
             outcome: match &result {
-                Ok(done) => done.outcome.into(),
+                Ok(done) => done.outcome.as_str().into(),
                 Err(_) => "failed".into(),
             },
             release: result.as_ref().ok().and_then(|d| d.release.clone()),
@@ -249,7 +289,7 @@ impl FleetRun<'_> {
                         ),
                     );
                     run.abort_all("the fleet already serves this commit");
-                    return Ok(run.result("unchanged", live, Some(commit)));
+                    return Ok(run.result(FleetOutcome::Unchanged, live, Some(commit)));
                 }
                 Decision {
                     release: self.pick_name(&run.remotes),
@@ -295,7 +335,11 @@ impl FleetRun<'_> {
                         &format!("every host serves {}; nothing to do", decision.release),
                     );
                     run.abort_all("the fleet agrees");
-                    return Ok(run.result("unchanged", Some(decision.release), decision.commit));
+                    return Ok(run.result(
+                        FleetOutcome::Unchanged,
+                        Some(decision.release),
+                        decision.commit,
+                    ));
                 }
                 decision
             }
@@ -422,9 +466,9 @@ impl FleetRun<'_> {
             ),
         );
         let outcome = match intent {
-            Intent::Rollback(_) => "rolled back",
-            Intent::Converge => "converged",
-            Intent::Deploy(_) => "deployed",
+            Intent::Rollback(_) => FleetOutcome::RolledBack,
+            Intent::Converge => FleetOutcome::Converged,
+            Intent::Deploy(_) => FleetOutcome::Deployed,
         };
         Ok(run.result(outcome, Some(decision.release), decision.commit))
     }
@@ -1254,7 +1298,7 @@ impl Run<'_> {
 
     fn result(
         &self,
-        outcome: &'static str,
+        outcome: FleetOutcome,
         release: Option<String>,
         commit: Option<String>,
     ) -> FleetResult {
@@ -1270,7 +1314,7 @@ impl Run<'_> {
                 .map(|r| HostResult {
                     host: r.host_name().to_string(),
                     deployment: r.deployment,
-                    release: if outcome == "unchanged" {
+                    release: if outcome == FleetOutcome::Unchanged {
                         r.live.clone()
                     } else {
                         release.clone()

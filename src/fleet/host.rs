@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use zdeploy_core::history::{Kind, Outcome};
 use zdeploy_core::lock::LockWait;
-use zdeploy_core::policy::{DeployPlan, DeployResult};
+use zdeploy_core::policy::{DeployOutcome, DeployPlan, DeployResult};
 use zdeploy_core::release::ReleaseState;
 use zdeploy_core::release_copy::{CopySource, Lacking, export_delta, export_manifest};
 use zdeploy_core::session::{Level, Observer, RunOptions, Session, Step};
@@ -198,7 +198,7 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter<'_>) -> Resul
     let done = result?;
     reporter.send(&Report::Done {
         release: done.release,
-        outcome: done.outcome.into(),
+        outcome: done.outcome,
     });
     Ok(())
 }
@@ -399,7 +399,7 @@ fn run(
     let pruned = prune_after_switch(session, policy);
     Ok(DeployResult {
         deployment: session.id,
-        outcome: "deployed",
+        outcome: DeployOutcome::Deployed,
         release: Some(switched.name),
         previous: switched.previous,
         commit: staged.commit,
@@ -612,7 +612,7 @@ fn follow_along(
     }
     Ok(DeployResult {
         deployment: session.id,
-        outcome: "unchanged",
+        outcome: DeployOutcome::Unchanged,
         release: Some(release),
         previous: None,
         commit: None,

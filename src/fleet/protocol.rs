@@ -139,7 +139,7 @@ pub enum Report {
     Aborted,
     Done {
         release: Option<String>,
-        outcome: String,
+        outcome: zdeploy_core::policy::DeployOutcome,
     },
     /// `busy`: another run holds the host's lock.
     Failed {

@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::history::{Kind, Outcome};
 use crate::layout::Layout;
-use crate::policy::{DeployPlan, DeployResult};
+use crate::policy::{DeployOutcome, DeployPlan, DeployResult};
 use crate::session::{Observer, RunOptions, Session, Step};
 use crate::steps::after_switch::{OnFailure, after_switch};
 use crate::steps::discard::discard_release;
@@ -35,12 +35,9 @@ pub fn deploy(
         observer,
     )?;
     let result = run(&session, plan);
-    session.finish(&result, |r| {
-        if r.outcome == "unchanged" {
-            Outcome::Unchanged
-        } else {
-            Outcome::Success
-        }
+    session.finish(&result, |r| match r.outcome {
+        DeployOutcome::Unchanged => Outcome::Unchanged,
+        DeployOutcome::Deployed => Outcome::Success,
     })?;
     // A downloaded archive is only needed during the run (recover removes
     // it when a run is killed).
@@ -72,7 +69,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     }
     Ok(DeployResult {
         deployment: session.id,
-        outcome: "deployed",
+        outcome: DeployOutcome::Deployed,
         release: Some(switched.name),
         previous: switched.previous,
         commit: staged.commit,

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::fsx;
 use crate::history::{ReleaseRecord, now_ms};
 use crate::manifest::{EntryKind, Manifest};
-use crate::policy::{DeployPlan, DeployResult};
+use crate::policy::{DeployOutcome, DeployPlan, DeployResult};
 use crate::release::ReleaseState;
 use crate::release::short;
 use crate::session::{Session, Step};
@@ -66,7 +66,7 @@ pub(crate) fn deploy_in_place(
         ));
         return Ok(DeployResult {
             deployment: session.id,
-            outcome: "unchanged",
+            outcome: DeployOutcome::Unchanged,
             release: Some(context),
             previous: None,
             commit: None,
@@ -137,7 +137,7 @@ pub(crate) fn deploy_in_place(
     })?;
     Ok(DeployResult {
         deployment: session.id,
-        outcome: "deployed",
+        outcome: DeployOutcome::Deployed,
         release: Some(context),
         previous,
         commit: resolved.commit.clone(),

@@ -95,10 +95,20 @@ pub struct DeployPlan {
     pub force: bool,
 }
 
+/// How a deploy that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOutcome {
+    /// A new release went live (or plain mode updated the context).
+    Deployed,
+    /// What the source holds was live already.
+    Unchanged,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeployResult {
     pub deployment: i64,
-    pub outcome: &'static str,
+    pub outcome: DeployOutcome,
     /// The release now live (the context itself in plain mode).
     pub release: Option<String>,
     pub previous: Option<String>,

@@ -13,7 +13,7 @@ use zdeploy_core::history::now_ms;
 use zdeploy_core::release::short;
 
 use super::decision::skew_ms;
-use super::records::{Committed, DeployRecord, HostStatus, Outcome, TriggerRecord};
+use super::records::{Committed, DeployRecord, HostStatus, Outcome, TriggerOutcome, TriggerRecord};
 use super::request::{ask, trigger_id};
 use super::settings::Membership;
 use super::store::Store;
@@ -67,14 +67,17 @@ pub fn request(
         .as_deref()
         .map(|c| format!(", commit {}", short(c)))
         .unwrap_or_default();
-    match outcome.outcome.as_str() {
-        "deployed" => out!(
+    match outcome.outcome {
+        TriggerOutcome::Deployed => out!(
             "the fleet -> {release} (fleet deploy #{}{commit}); every member switches to it",
             outcome.deploy.unwrap_or(0)
         ),
-        "unchanged" => out!("the fleet unchanged: {release} is already committed{commit}"),
-        other => bail!(
-            "the fleet's deploy {other}: {}",
+        TriggerOutcome::Unchanged => {
+            out!("the fleet unchanged: {release} is already committed{commit}")
+        }
+        other @ (TriggerOutcome::Aborted | TriggerOutcome::Failed) => bail!(
+            "the fleet's deploy {}: {}",
+            other.as_str(),
             outcome.error.as_deref().unwrap_or("no reason given")
         ),
     }

@@ -17,7 +17,9 @@ use zdeploy_core::source::Source;
 use super::changes::Changes;
 use super::decision::{Decision, decide, on_takeover};
 use super::part::Part;
-use super::records::{Committed, DeployRecord, Outcome, Phase, StageReport, TriggerRecord};
+use super::records::{
+    Committed, DeployRecord, Outcome, Phase, StageReport, TriggerOutcome, TriggerRecord,
+};
 use super::store::json;
 
 /// How often the leader looks again when nothing changed (stage timeouts,
@@ -255,7 +257,7 @@ impl Leader<'_> {
                 let live = committed.as_ref();
                 let outcome = Outcome {
                     deploy: live.map(|c| c.deploy),
-                    outcome: "unchanged".into(),
+                    outcome: TriggerOutcome::Unchanged,
                     release: live.map(|c| c.release.clone()),
                     commit: live.map(|c| c.commit.clone()),
                     error: None,
@@ -265,7 +267,7 @@ impl Leader<'_> {
             Err(e) => {
                 let outcome = Outcome {
                     deploy: None,
-                    outcome: "failed".into(),
+                    outcome: TriggerOutcome::Failed,
                     release: None,
                     commit: None,
                     error: Some(format!("{e:#}")),
@@ -413,7 +415,7 @@ impl Leader<'_> {
         };
         let outcome = Outcome {
             deploy: Some(decided.id),
-            outcome: "deployed".into(),
+            outcome: TriggerOutcome::Deployed,
             release: Some(decided.release.clone()),
             commit: Some(decided.commit.clone()),
             error: None,
@@ -453,7 +455,7 @@ impl Leader<'_> {
         let keys = &self.part.store.keys;
         let outcome = Outcome {
             deploy: Some(record.id),
-            outcome: "aborted".into(),
+            outcome: TriggerOutcome::Aborted,
             release: None,
             commit: Some(record.commit.clone()),
             error: Some(why.clone()),

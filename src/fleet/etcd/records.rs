@@ -123,12 +123,31 @@ pub struct TriggerRecord {
     pub at_ms: i64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerOutcome {
+    Deployed,
+    Unchanged,
+    Aborted,
+    Failed,
+}
+
+impl TriggerOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerOutcome::Deployed => "deployed",
+            TriggerOutcome::Unchanged => "unchanged",
+            TriggerOutcome::Aborted => "aborted",
+            TriggerOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// How a trigger ended, for whoever waits on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub deploy: Option<u64>,
-    /// "deployed", "unchanged", "aborted" or "failed".
-    pub outcome: String,
+    pub outcome: TriggerOutcome,
     pub release: Option<String>,
     pub commit: Option<String>,
     pub error: Option<String>,

@@ -16,7 +16,7 @@ use crate::history::{ReleaseRecord, now_ms};
 use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::plain;
-use crate::policy::{DeployPlan, DeployResult, Policy};
+use crate::policy::{DeployOutcome, DeployPlan, DeployResult, Policy};
 use crate::public::check_public;
 use crate::release::{ReleaseState, release_name, short};
 use crate::release_copy::{CopySource, materialize_copy};
@@ -344,7 +344,7 @@ pub(crate) fn unchanged(
     );
     DeployResult {
         deployment: session.id,
-        outcome: "unchanged",
+        outcome: DeployOutcome::Unchanged,
         release,
         previous: None,
         commit,
