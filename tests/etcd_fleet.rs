@@ -252,7 +252,12 @@ fn assert_saves_kept(fleet: &Fleet, saved: &[String]) {
 
 #[test]
 fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_the_record() {
-    let mut cluster = EtcdFleet::start(3, "");
+    // A migration: it runs on the leader's host only, once per deploy.
+    let mut cluster = EtcdFleet::start(
+        3,
+        "build = [{ run = \"echo $ZDEPLOY_RELEASE >> ../../once.log\", once = true, writes = [] }]\n\
+         allow_root_build = true\n",
+    );
     let port = cluster.fleet.start_ready_balancer(3, AGENT_PORT);
     let load = Load::start(port, 4, true);
     std::thread::sleep(Duration::from_millis(300));
@@ -321,6 +326,33 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         assert_eq!(cluster.ready(i), 200);
     }
     assert_eq!(cluster.fleet.leftovers(), vec![Vec::<String>::new(); 3]);
+    let once_runs: Vec<Vec<String>> = cluster
+        .fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            std::fs::read_to_string(h.dir.join("once.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let ran: Vec<&Vec<String>> = once_runs.iter().filter(|l| !l.is_empty()).collect();
+    assert_eq!(ran.len(), 1, "the migration ran on one host: {once_runs:?}");
+    let mut releases = ran[0].clone();
+    releases.sort();
+    releases.dedup();
+    assert_eq!(
+        releases.len(),
+        ran[0].len(),
+        "a release migrated twice: {once_runs:?}"
+    );
+    assert_eq!(
+        ran[0].len(),
+        21,
+        "v0 and 20 pushes each migrated once: {once_runs:?}"
+    );
 
     // The CLI shows the fleet from etcd and asks its leader for deploys.
     let config = cluster.fleet.hosts[0].dir.join("zdeploy.toml");

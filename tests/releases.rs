@@ -284,7 +284,7 @@ fn verify_finds_every_change_to_deployed_files_and_ignores_user_content() {
     let out = site.zdeploy("verify").success();
     assert!(
         out.stdout
-            .contains(&format!("{live} matches its manifest (6 entries)")),
+            .contains(&format!("{live} matches its manifest (6 entries, digest ")),
         "{}",
         out.stdout
     );

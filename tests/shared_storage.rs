@@ -70,7 +70,7 @@ fn uploads_on_shared_storage_are_served_by_every_host_through_deploys_and_rollba
     std::thread::sleep(Duration::from_millis(300));
     let web_hosts = || fleet.live()[..3].to_vec();
     let ops = deploys_and_rollbacks(
-        6,
+        4,
         |version| {
             app_version(&repo, &scratch, version);
             let out = fleet_deploy(&config).arg("--json").success();
