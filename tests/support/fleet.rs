@@ -2,7 +2,10 @@
 //! creates, with a mount namespace that shows the host's own folder at one
 //! shared path, running its own sshd (keys made here), nginx and PHP-FPM. A
 //! load balancer (nginx upstream) on loopback sends requests to them. Every
-//! address is one the test made; everything is torn down on drop.
+//! address is one the test made; everything is torn down on drop. Each host
+//! has an empty home of its own: root's shell startup on this machine (a
+//! pyenv rehash behind a lock a killed session can leave) stays out of the
+//! hosts' ssh sessions.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -219,6 +222,7 @@ impl Fleet {
         };
         let script = format!(
             "set -e\nmount --rbind {d} {p}\n\
+             mkdir -p {d}/home\nmount --bind {d}/home /root\n\
              nginx -p {p}/nginx -c {p}/nginx/nginx.conf &\n\
              {fpm} --nodaemonize --allow-to-run-as-root --fpm-config {p}/php/php-fpm.conf &\n\
              {main}\n",
