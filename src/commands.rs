@@ -384,8 +384,9 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
     }
     if let Some(summary) = &user_content {
         out!(
-            "user content: {} files when it was carried into {}",
+            "user content: {} file{} when it was carried into {}",
             summary.files,
+            if summary.files == 1 { "" } else { "s" },
             summary.release
         );
     }
