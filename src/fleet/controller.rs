@@ -116,6 +116,15 @@ impl Remote {
         &self.connection.host.shown
     }
 
+    /// Where this host takes a file of this run, named by `suffix`.
+    fn upload_path(&self, suffix: &str) -> Result<String> {
+        let upload = self
+            .upload
+            .as_deref()
+            .ok_or_else(|| anyhow!("{}: gave no upload path", self.host_name()))?;
+        Ok(format!("{upload}{suffix}"))
+    }
+
     fn order(&mut self, order: &Order) -> Result<()> {
         let line = serde_json::to_string(order)? + "\n";
         let name = self.connection.host.shown.clone();
@@ -535,8 +544,13 @@ impl FleetRun<'_> {
         let copying: Vec<usize> = (0..run.remotes.len())
             .filter(|i| *i != source && !run.remotes[*i].releases.contains(&decision.release))
             .collect();
-        let roles = match self.send_manifests(run, source, &decision.release, &copying) {
-            Ok(roles) => roles,
+        let dir = record::controller_dir(self.app);
+        let sent = dir.and_then(|dir| {
+            let roles = self.send_manifests(run, source, &decision.release, &copying, &dir)?;
+            Ok((dir, roles))
+        });
+        let (dir, roles) = match sent {
+            Ok(sent) => sent,
             Err(error) => {
                 run.abort_all(&format!("{error:#}"));
                 return Err(
@@ -558,7 +572,7 @@ impl FleetRun<'_> {
             })
             .collect::<Vec<_>>();
         let release_dir = self.app.layout.release_path(&decision.release);
-        let files = Files::new(record::controller_dir(self.app)?);
+        let mut files = Files::new(dir);
         let mut supply = |run: &mut Run<'_>, host: usize, list: &str| {
             files.supply(run, source, host, &release_dir, list)
         };
@@ -575,6 +589,7 @@ impl FleetRun<'_> {
         source: usize,
         release: &str,
         copying: &[usize],
+        dir: &std::path::Path,
     ) -> Result<Vec<StageRole>> {
         let builder = &run.remotes[source];
         let export = builder
@@ -587,7 +602,6 @@ impl FleetRun<'_> {
                     && remote.live_digest.as_ref() == Some(&delta.base.digest)
             })
         };
-        let dir = record::controller_dir(self.app)?;
         let (whole, delta) = (dir.join("builder.manifest"), dir.join("builder.delta"));
         let hosts: Vec<&Remote> = copying.iter().map(|i| &run.remotes[*i]).collect();
         if hosts.iter().any(|r| !takes_delta(r)) {
@@ -601,10 +615,13 @@ impl FleetRun<'_> {
             transfer::fetch_file(&builder.connection, &found.manifest, &delta)?;
         }
         let roles = on_each(&hosts, |remote| {
-            let upload = remote.upload.clone().unwrap_or_default();
             let (local, path, base) = match export.delta.as_ref().filter(|_| takes_delta(remote)) {
-                Some(found) => (&delta, format!("{upload}.delta"), Some(found.base.clone())),
-                None => (&whole, format!("{upload}.manifest"), None),
+                Some(found) => (
+                    &delta,
+                    remote.upload_path(".delta")?,
+                    Some(found.base.clone()),
+                ),
+                None => (&whole, remote.upload_path(".manifest")?, None),
             };
             transfer::send_file(&remote.connection, local, &path)?;
             Ok(StageRole::Copy {
@@ -1343,21 +1360,21 @@ fn no_copies(run: &mut Run<'_>, host: usize, _: &str) -> Result<()> {
 struct Files {
     dir: PathBuf,
     /// Each list fetched so far and the tar holding its files.
-    fetched: std::cell::RefCell<Vec<(Vec<u8>, PathBuf)>>,
+    fetched: Vec<(Vec<u8>, PathBuf)>,
 }
 
 impl Files {
     fn new(dir: PathBuf) -> Self {
         Files {
             dir,
-            fetched: Default::default(),
+            fetched: Vec::new(),
         }
     }
 
     /// Send `host` the files its list (at `list` on the host) names, from
     /// the builder, and order it to write them.
     fn supply(
-        &self,
+        &mut self,
         run: &mut Run<'_>,
         builder: usize,
         host: usize,
@@ -1370,28 +1387,25 @@ impl Files {
             .map_err(|e| anyhow!("cannot read {}: {e}", local_list.display()))?;
         let known = self
             .fetched
-            .borrow()
             .iter()
             .find(|(l, _)| *l == wanted)
             .map(|(_, tar)| tar.clone());
         let tar = match known {
             Some(tar) => tar,
             None => {
-                let tar = self
-                    .dir
-                    .join(format!("files-{}.tar", self.fetched.borrow().len()));
+                let tar = self.dir.join(format!("files-{}.tar", self.fetched.len()));
                 transfer::fetch_release_files(
                     &run.remotes[builder].connection,
                     release_dir,
                     &wanted,
                     &tar,
                 )?;
-                self.fetched.borrow_mut().push((wanted, tar.clone()));
+                self.fetched.push((wanted, tar.clone()));
                 tar
             }
         };
         let remote = &run.remotes[host];
-        let target = format!("{}.tar", remote.upload.clone().unwrap_or_default());
+        let target = remote.upload_path(".tar")?;
         transfer::send_file(&remote.connection, &tar, &target)?;
         run.remotes[host].order(&Order::Files { tar: target })
     }
@@ -1399,7 +1413,7 @@ impl Files {
 
 impl Drop for Files {
     fn drop(&mut self) {
-        for (_, tar) in self.fetched.borrow().iter() {
+        for (_, tar) in &self.fetched {
             let _ = std::fs::remove_file(tar);
         }
     }
@@ -1410,26 +1424,7 @@ impl Drop for Files {
 fn send_archive(remotes: &[Remote], hosts: &[usize], archive: &std::path::Path) -> Result<()> {
     let targets: Vec<&Remote> = hosts.iter().map(|i| &remotes[*i]).collect();
     on_each(&targets, |remote| {
-        let upload = remote
-            .upload
-            .as_deref()
-            .ok_or_else(|| anyhow!("{}: gave no upload path", remote.host_name()))?;
-        let file = std::fs::File::open(archive)
-            .map_err(|e| anyhow!("cannot read {}: {e}", archive.display()))?;
-        let script = format!("cat > {}", crate::fleet::ssh::shell_quote(upload));
-        let output = remote
-            .connection
-            .command(&["sh", "-c", &script])
-            .stdin(file)
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "{}: sending the archive failed: {}",
-                remote.host_name(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+        transfer::send_file(&remote.connection, archive, &remote.upload_path("")?)
     })
     .map_err(|e| anyhow!("{e:#}; nothing changed anywhere"))?;
     Ok(())

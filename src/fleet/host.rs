@@ -281,7 +281,12 @@ fn run(
     let policy = &app.policy;
     session.step(Step::Recover, || recover(session, policy.apache.as_ref()))?;
     git::init_mirror(&layout.mirror_path())?;
-    reporter.send(&opened(session)?);
+    let opened = opened(session)?;
+    let live_digest = match &opened {
+        Report::Opened { live_digest, .. } => live_digest.clone(),
+        _ => None,
+    };
+    reporter.send(&opened);
     let timeout = Duration::from_secs(job.stage_timeout_secs);
     let (release, content, role) = match next(orders, timeout) {
         Next::Order(Order::Stage {
@@ -301,7 +306,7 @@ fn run(
     let policy = &app.policy;
     let mut supply = |lacking: &Lacking| supply_lacking(lacking, orders, reporter, timeout);
     let target = stage_target(session, app, content, &release, &role, &mut supply)?;
-    let export = |name: &str, base: Option<&str>| match role {
+    let export = |name: &str, base: Option<Base>| match role {
         StageRole::Build { export: true, .. } => export_release(session, name, base).map(Some),
         _ => Ok(None),
     };
@@ -324,11 +329,15 @@ fn run(
         discard_staged(session, &staged, &error.to_string())?;
         return Err(error.into());
     }
-    let built_over = match &staged.live {
-        Live::Release(name) if staged.fresh => Some(name.clone()),
+    // The release this one was built over, as the host opened with it.
+    let built_over = match (&staged.live, live_digest) {
+        (Live::Release(name), Some(digest)) if staged.fresh => Some(Base {
+            release: name.clone(),
+            digest,
+        }),
         _ => None,
     };
-    let export = match export(&release, built_over.as_deref()) {
+    let export = match export(&release, built_over) {
         Ok(export) => export,
         Err(error) => {
             discard_staged(session, &staged, &format!("{error:#}"))?;
@@ -530,7 +539,7 @@ fn without_once_steps(session: &Session<'_>, app: &AppConfig, role: &StageRole) 
 /// Write release `name`'s manifest for the other hosts to copy, and its
 /// difference from `base` (the release it was built over) for hosts live
 /// on that one.
-fn export_release(session: &Session<'_>, name: &str, base: Option<&str>) -> Result<Export> {
+fn export_release(session: &Session<'_>, name: &str, base: Option<Base>) -> Result<Export> {
     let manifest = session.history.manifest(name)?.ok_or_else(|| {
         anyhow::anyhow!("{name} has no manifest in this host's history: other hosts cannot copy it")
     })?;
@@ -538,16 +547,13 @@ fn export_release(session: &Session<'_>, name: &str, base: Option<&str>) -> Resu
     let path = downloads.join(format!("fleet-{}.export", session.id));
     export_manifest(&manifest, &path)?;
     let delta = match base {
-        Some(base) => match session.history.manifest(base)? {
+        Some(base) => match session.history.manifest(&base.release)? {
             Some(old) => {
                 let delta_path = downloads.join(format!("fleet-{}.delta", session.id));
                 export_delta(&old, &manifest, &delta_path)?;
                 Some(Delta {
                     manifest: delta_path.display().to_string(),
-                    base: Base {
-                        release: base.to_string(),
-                        digest: old.content_digest()?,
-                    },
+                    base,
                 })
             }
             None => None,

@@ -105,8 +105,9 @@ pub fn verify_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> 
                 .and_then(|v| v["digest"].as_str().map(str::to_string)),
             false => a
                 .stdout
-                .split("digest ")
-                .nth(1)
+                .lines()
+                .find(|l| l.contains(" matches its manifest ("))
+                .and_then(|l| l.rsplit("digest ").next())
                 .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect()),
         })
         .collect();
