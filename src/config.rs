@@ -25,6 +25,7 @@ use zdeploy_core::source::extract::Limits;
 use zdeploy_core::source::{Source, SourceKind};
 
 use crate::fleet::etcd::settings::{EtcdSettings, Membership};
+use crate::fleet::settings::BuildOn;
 pub use crate::topology::{Role, Topology};
 use crate::units::{parse_duration, parse_size};
 
@@ -91,6 +92,7 @@ struct RawEtcdFleet {
     user: Option<String>,
     password_file: Option<String>,
     lease_ttl: Option<String>,
+    advertise: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -663,9 +665,25 @@ impl ConfigFile {
             Some((text, span)) => parse_duration(&text)
                 .map_err(|e| origin.error("stage_timeout", "stage_timeout", span, &e))?,
         };
+        let builder = match pick(None, &raw.builder) {
+            None => None,
+            Some((name, span)) => {
+                crate::fleet::etcd::settings::validate_name(&name)
+                    .map_err(|e| origin.error("builder", "builder", span, &e))?;
+                Some(name)
+            }
+        };
+        let build_on = match pick(None, &raw.build_on) {
+            None => BuildOn::Builder,
+            Some((text, span)) => {
+                BuildOn::parse(&text).map_err(|e| origin.error("build_on", "build_on", span, &e))?
+            }
+        };
         Ok(Some(Membership {
             etcd,
             stage_timeout,
+            builder,
+            build_on,
         }))
     }
 
@@ -746,6 +764,9 @@ impl ConfigFile {
                 ttl
             }
         };
+        if let Some(url) = &raw.advertise {
+            etcd::validate_advertise(url).map_err(|e| error("advertise", e))?;
+        }
         Ok(EtcdSettings {
             endpoints: raw.etcd.clone(),
             name,
@@ -753,6 +774,10 @@ impl ConfigFile {
             tls,
             auth,
             lease_ttl,
+            advertise: raw
+                .advertise
+                .as_ref()
+                .map(|url| url.trim_end_matches('/').to_string()),
         })
     }
 }
@@ -1530,7 +1555,7 @@ fn fleet_settings(
     origin: &Origin<'_>,
     zero_downtime: bool,
 ) -> Result<Option<crate::fleet::settings::FleetSettings>, UsageError> {
-    use crate::fleet::settings::{BuildOn, FleetSettings, HostAddress};
+    use crate::fleet::settings::{FleetSettings, HostAddress};
     let Some((hosts, span)) = pick(
         (!flags.hosts.is_empty()).then(|| flags.hosts.clone()),
         &raw.hosts,

@@ -37,8 +37,11 @@ struct EtcdFleet {
 impl EtcdFleet {
     /// `hosts` hosts, their agents started, and version v0 committed on
     /// every one of them.
+    /// Host 1 has a build tool (`../../bin/build-assets` from a release);
+    /// the others have none.
     fn start(hosts: usize, extra: &str) -> Self {
         let fleet = Fleet::start_agents(hosts);
+        fleet.install_build_tool(1);
         let etcd = EtcdCluster::start(&fleet.root.path().join("etcd"), &fleet.bridge_address());
         Self::start_on(fleet, etcd, String::new(), extra)
     }
@@ -252,10 +255,12 @@ fn assert_saves_kept(fleet: &Fleet, saved: &[String]) {
 
 #[test]
 fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_the_record() {
-    // A migration: it runs on the leader's host only, once per deploy.
+    // Only h1 has the build tool, and builds: the others copy its bytes.
+    // A migration: it runs on the builder only, once per deploy.
     let mut cluster = EtcdFleet::start(
         3,
-        "build = [{ run = \"echo $ZDEPLOY_RELEASE >> ../../once.log\", once = true, writes = [] }]\n\
+        "builder = \"h1\"\n\
+         build = [\"../../bin/build-assets\", { run = \"echo $ZDEPLOY_RELEASE >> ../../once.log\", once = true, writes = [] }]\n\
          allow_root_build = true\n",
     );
     let port = cluster.fleet.start_ready_balancer(3, AGENT_PORT);
@@ -276,6 +281,17 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
             finished: Instant::now(),
             version: version.clone(),
         });
+        let ids = cluster.fleet.build_ids();
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "one build everywhere: {ids:?}"
+        );
+        assert!(
+            cluster.fleet.mirror_has(1, &commit)
+                && !cluster.fleet.mirror_has(0, &commit)
+                && !cluster.fleet.mirror_has(2, &commit),
+            "only the builder fetched {commit}"
+        );
         history.push((version, release));
         eventually("the skew to be known", Duration::from_secs(10), || {
             cluster.view(0)["skew_ms"].as_i64().is_some()
@@ -339,7 +355,10 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         })
         .collect();
     let ran: Vec<&Vec<String>> = once_runs.iter().filter(|l| !l.is_empty()).collect();
-    assert_eq!(ran.len(), 1, "the migration ran on one host: {once_runs:?}");
+    assert!(
+        once_runs[0].is_empty() && once_runs[2].is_empty(),
+        "the migration ran on the builder only: {once_runs:?}"
+    );
     let mut releases = ran[0].clone();
     releases.sort();
     releases.dedup();
@@ -446,7 +465,12 @@ fn dead_agent(cluster: &mut EtcdFleet) -> usize {
 
 #[test]
 fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_decides() {
-    let mut cluster = EtcdFleet::start(3, "");
+    // A migration, on the leader's host (the builder when none is named).
+    let mut cluster = EtcdFleet::start(
+        3,
+        "build = [{ run = \"echo $ZDEPLOY_RELEASE >> ../../once.log\", once = true, writes = [] }]\n\
+         allow_root_build = true\n",
+    );
     let v0 = cluster.committed().unwrap();
     let port = cluster.fleet.start_ready_balancer(3, AGENT_PORT);
     let load = Load::start(port, 4, true);
@@ -454,7 +478,7 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
     // Killed right before recording commit: the next leader aborts; no
     // host switched, and every staged release goes.
     restart_agents(&mut cluster, Some("fleet.commit"));
-    cluster.push_to(0, Some("v1"));
+    let aborted = cluster.push_to(0, Some("v1"));
     let dead = dead_agent(&mut cluster);
     eventually("the new leader to abort", Duration::from_secs(30), || {
         cluster
@@ -462,6 +486,21 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
             .is_some_and(|(id, phase)| id == v0.2 + 1 && phase == "abort")
     });
     assert_eq!(cluster.committed().unwrap(), v0, "nothing was committed");
+    // Its migration was recorded in etcd before it ran, and shows it was
+    // cut off: the next deploy of the commit says so.
+    let once = cluster
+        .etcd
+        .get(&format!("/zdeploy/{APP}/once/{aborted}"), false);
+    let once: Value = serde_json::from_str(&once[0]).unwrap();
+    assert_eq!(once["host"], format!("h{dead}"), "{once}");
+    assert!(once["ok"].is_null(), "{once}");
+    assert!(
+        cluster
+            .etcd
+            .get(&format!("/zdeploy/{APP}/once-running/"), true)
+            .is_empty(),
+        "the running mark went with the dead host's lease"
+    );
     assert_eq!(cluster.fleet.live(), vec![Some(v0.0.clone()); 3]);
     eventually(
         "staged releases to be removed",
@@ -496,7 +535,7 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
     eventually("every host ready", Duration::from_secs(30), || {
         (0..3).all(|i| cluster.ready(i) == 200)
     });
-    assert_eq!(cluster.fleet.live(), vec![Some(v1); 3]);
+    assert_eq!(cluster.fleet.live(), vec![Some(v1.clone()); 3]);
     eventually(
         "no staged release left anywhere",
         Duration::from_secs(30),
@@ -507,6 +546,28 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
     assert_whole(&judge(&samples, &ops, "v0"), samples.len());
     assert!(save_failures.is_empty(), "saves failed: {save_failures:?}");
     assert_saves_kept(&cluster.fleet, &saved);
+    // Each release migrated at most once, whichever host led.
+    let mut migrated: Vec<String> = cluster
+        .fleet
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            std::fs::read_to_string(h.dir.join("once.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let runs = migrated.len();
+    migrated.sort();
+    migrated.dedup();
+    assert_eq!(
+        migrated.len(),
+        runs,
+        "a release migrated twice: {migrated:?}"
+    );
+    assert!(migrated.contains(&v1), "{migrated:?}");
 }
 
 /// A build step that sleeps as long as the host's `stage-seconds` file says

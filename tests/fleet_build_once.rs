@@ -24,40 +24,6 @@ fn shop_version(repo: &Repo, scratch: &Path, version: &str) -> String {
     repo.commit_tree_of(scratch)
 }
 
-/// A build tool only host `host` has: it writes a random build id and a
-/// fixed tree of 100 generated files, as an asset build would.
-fn install_build_tool(fleet: &Fleet, host: usize) {
-    let bin = fleet.hosts[host].dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let tool = bin.join("build-assets");
-    std::fs::write(
-        &tool,
-        "#!/bin/sh\nset -e\nmkdir -p build/gen\nhead -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > build/id.txt\n\
-         for i in $(seq 1 100); do echo \"asset $i\" > build/gen/$i.css; done\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// What each host serves as its build id.
-fn build_ids(fleet: &Fleet) -> Vec<String> {
-    let live = fleet.live();
-    fleet
-        .hosts
-        .iter()
-        .zip(&live)
-        .map(|(h, l)| {
-            let path = h
-                .dir
-                .join("www")
-                .join(l.as_ref().unwrap())
-                .join("build/id.txt");
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        })
-        .collect()
-}
-
 /// Lines of the log file a `once` step appends to on each host.
 fn log_lines(fleet: &Fleet, name: &str) -> Vec<usize> {
     fleet
@@ -87,7 +53,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     let repo = Repo::new(fleet.root.path(), "shop");
     let scratch = fleet.root.path().join("scratch");
     // The second host builds; only it has the build tool.
-    install_build_tool(&fleet, 1);
+    fleet.install_build_tool(1);
     let path = fleet.path.display().to_string();
     let steps = format!(
         "builder = \"{builder}\"\n\
@@ -112,7 +78,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
             "{}",
             out.stderr
         );
-        let ids = build_ids(&fleet);
+        let ids = fleet.build_ids();
         assert!(
             ids.iter().all(|id| id == &ids[0] && id.len() == 32),
             "{ids:?}\n{}",
@@ -127,16 +93,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
         assert_eq!(log_lines(&fleet, "after.log"), vec![0, deploys, 0]);
         assert_eq!(log_lines(&fleet, "every.log"), vec![deploys; 3]);
         // The copying hosts never saw the commit: only the builder fetched it.
-        let lacks_commit = |host: usize| {
-            !std::process::Command::new("git")
-                .arg("--git-dir")
-                .arg(fleet.hosts[host].dir.join("www/.zdeploy/ROOT/git"))
-                .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap()
-                .success()
-        };
+        let lacks_commit = |host: usize| !fleet.mirror_has(host, &commit);
         assert!(!lacks_commit(1), "the builder fetched the commit");
         assert!(
             lacks_commit(0) && lacks_commit(2),
@@ -257,8 +214,8 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
 
     deploys += 2;
     // Built on every host, the `once` steps still run on the builder only.
-    install_build_tool(&fleet, 0);
-    install_build_tool(&fleet, 2);
+    fleet.install_build_tool(0);
+    fleet.install_build_tool(2);
     std::fs::write(
         &config,
         std::fs::read_to_string(&config).unwrap() + "build_on = \"every-host\"\n",
@@ -270,7 +227,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     assert!(received(&out.stderr).is_empty(), "{}", out.stderr);
     assert_eq!(log_lines(&fleet, "migrations.log"), vec![0, deploys, 0]);
     assert_eq!(log_lines(&fleet, "after.log"), vec![0, deploys, 0]);
-    let ids = build_ids(&fleet);
+    let ids = fleet.build_ids();
     assert!(
         ids[0] != ids[1] && ids[1] != ids[2],
         "every host built its own: {ids:?}"

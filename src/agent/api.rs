@@ -81,12 +81,7 @@ pub fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
     }
     match agent.token() {
         Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            if bearer_matches(&token, headers) {
                 Ok(())
             } else {
                 tracing::warn!("API action refused: missing or wrong bearer token");
@@ -116,7 +111,18 @@ pub fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn open_history(app: &App) -> Result<Option<History>, ApiError> {
+/// The request carries `token` as its bearer token (compared in constant
+/// time).
+pub fn bearer_matches(token: &str, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+pub fn open_history(app: &App) -> Result<Option<History>, ApiError> {
     let path = app.config().layout.history_path();
     if !path.exists() {
         return Ok(None);

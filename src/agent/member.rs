@@ -4,11 +4,11 @@
 //! again. What it last knew stays in the app's member view, so `/ready` and
 //! the dashboard keep answering while etcd cannot be reached.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
 use zdeploy_core::history::now_ms;
 use zdeploy_core::policy::DeployOutcome;
 
@@ -18,17 +18,10 @@ use super::runner::{Finished, failed};
 use crate::fleet::etcd::leader::Leader;
 use crate::fleet::etcd::member::Member;
 use crate::fleet::etcd::part::Part;
-use crate::fleet::etcd::records::{Committed, TriggerOutcome, TriggerRecord};
+use crate::fleet::etcd::records::{Committed, Registration, TriggerOutcome, TriggerRecord};
 use crate::fleet::etcd::request::{ask, trigger_id};
-use crate::fleet::etcd::settings::Membership;
+use crate::fleet::etcd::settings::{EtcdSettings, Membership};
 use crate::fleet::etcd::store::Store;
-
-/// What a member's registration says of it.
-#[derive(Serialize)]
-struct Registration {
-    version: &'static str,
-    started_ms: i64,
-}
 
 /// A host that lost etcd tries again this often, so that it catches up
 /// soon after its link is back.
@@ -54,8 +47,9 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
             let ttl = membership.etcd.lease_ttl;
             let lease = store.grant(ttl).await?;
             let registration = Registration {
-                version: env!("CARGO_PKG_VERSION"),
+                version: env!("CARGO_PKG_VERSION").to_string(),
                 started_ms,
+                agent: Some(advertised(agent.listen, &membership.etcd).await),
             };
             store
                 .put(&store.keys.member(&store.name), &registration, Some(lease))
@@ -72,6 +66,7 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
                 lease,
                 config: config.clone(),
                 membership: &membership,
+                token: agent.token(),
                 view: app.member_view(),
                 log: &log,
                 changed: &|| app.emit(Event::Fleet),
@@ -118,6 +113,37 @@ pub async fn serve(agent: SharedAgent, app: Arc<App>) {
         }
         retry = (retry * 2).min(RETRY_MAX);
     }
+}
+
+/// The URL other members copy releases from this host's agent at: the
+/// fleet's `advertise`, else the address the agent listens on, or (when it
+/// listens on every address) the one this host reaches etcd from.
+async fn advertised(listen: SocketAddr, etcd: &EtcdSettings) -> String {
+    if let Some(url) = &etcd.advertise {
+        return url.clone();
+    }
+    let ip = match listen.ip().is_unspecified() {
+        true => route_to(&etcd.endpoints).await.unwrap_or(listen.ip()),
+        false => listen.ip(),
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
+/// The local address this host reaches the first etcd endpoint from (a UDP
+/// socket is connected, which sends nothing).
+async fn route_to(endpoints: &[String]) -> Option<IpAddr> {
+    let endpoint = endpoints.first()?;
+    let host_port = endpoint
+        .split_once("://")
+        .map_or(endpoint.as_str(), |(_, rest)| rest);
+    let target = tokio::net::lookup_host(host_port).await.ok()?.next()?;
+    let any: SocketAddr = match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 /// How long `/ready` may spend asking etcd itself.

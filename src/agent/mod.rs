@@ -12,6 +12,7 @@ mod front;
 pub mod member;
 pub mod metrics;
 pub mod notify;
+pub mod peer;
 pub mod poll;
 pub mod runner;
 pub mod webhook;
@@ -38,6 +39,9 @@ pub struct Agent {
     config_path: PathBuf,
     apps: RwLock<BTreeMap<String, Arc<App>>>,
     token: RwLock<Option<String>>,
+    /// Where the agent listens (what fleet members reach it at, unless
+    /// the fleet says otherwise).
+    pub listen: std::net::SocketAddr,
     pub metrics: Metrics,
     stopping: AtomicBool,
     stop_signal: watch::Sender<bool>,
@@ -194,6 +198,14 @@ fn router(agent: SharedAgent) -> Router {
         .route("/api/apps/{app}/rollback", post(api::rollback))
         .route("/api/apps/{app}/keep", post(api::keep))
         .route("/api/apps/{app}/prune", post(api::prune))
+        .route(
+            "/api/apps/{app}/releases/{release}/manifest",
+            get(peer::manifest),
+        )
+        .route(
+            "/api/apps/{app}/releases/{release}/files",
+            post(peer::files).layer(DefaultBodyLimit::max(peer::MAX_LIST)),
+        )
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY))
         .with_state(agent)
 }
@@ -320,6 +332,7 @@ pub fn run(config_path: &Path, listen: Option<&str>) -> Result<()> {
                 .collect(),
         ),
         token: RwLock::new(settings.token.clone()),
+        listen: settings.listen,
         metrics: Metrics::default(),
         stopping: AtomicBool::new(false),
         stop_signal: watch::channel(false).0,

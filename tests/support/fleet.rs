@@ -448,6 +448,51 @@ impl Fleet {
         config
     }
 
+    /// A build tool only host `host` has (at `bin/build-assets` of the
+    /// hosts' path): it writes a random build id and a fixed tree of 100
+    /// generated files, as an asset build would.
+    pub fn install_build_tool(&self, host: usize) {
+        let bin = self.hosts[host].dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let tool = bin.join("build-assets");
+        std::fs::write(
+            &tool,
+            "#!/bin/sh\nset -e\nmkdir -p build/gen\nhead -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > build/id.txt\n\
+             for i in $(seq 1 100); do echo \"asset $i\" > build/gen/$i.css; done\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// What each host serves as its build id.
+    pub fn build_ids(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .zip(&self.live())
+            .map(|(h, l)| {
+                let path = h
+                    .dir
+                    .join("www")
+                    .join(l.as_ref().unwrap())
+                    .join("build/id.txt");
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            })
+            .collect()
+    }
+
+    /// Host `host`'s git mirror holds `commit`.
+    pub fn mirror_has(&self, host: usize, commit: &str) -> bool {
+        std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(self.hosts[host].dir.join("www/.zdeploy/ROOT/git"))
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
     /// Each host's live release (the target of `<webroot>/ROOT`).
     pub fn live(&self) -> Vec<Option<String>> {
         self.hosts

@@ -121,6 +121,8 @@ mod tests {
             requests: vec![],
             members: members.iter().map(|m| m.to_string()).collect(),
             leader: "a".into(),
+            builder: None,
+            every_host_builds: false,
             phase: Phase::Staging,
             started_ms: 1_000,
             decided_ms: None,

@@ -2,7 +2,8 @@
 //! `<prefix>/<app>/` the members (each under its host's lease), the leader
 //! (under the leader's lease), the deploy being decided, the committed
 //! release, each member's stage report and status, triggers handed to the
-//! leader, their outcomes, and the committed releases in order.
+//! leader, their outcomes, the committed releases in order, and the runs
+//! of the `once` steps.
 
 /// The keys of one app's fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,18 @@ impl Keys {
     /// Zero-padded, so the history lists in deploy order.
     pub fn history_entry(&self, deploy: u64) -> String {
         format!("{}{deploy:020}", self.history())
+    }
+
+    /// The last run of the `once` steps for `commit`: who, in which deploy,
+    /// and how it ended.
+    pub fn once_run(&self, commit: &str) -> String {
+        format!("{}/once/{commit}", self.base)
+    }
+
+    /// Held, under the builder's lease, while the `once` steps for `commit`
+    /// run: no second host starts them.
+    pub fn once_running(&self, commit: &str) -> String {
+        format!("{}/once-running/{commit}", self.base)
     }
 
     /// What is left of `key` after `prefix` (a member's or host's name).

@@ -21,6 +21,7 @@ use super::records::{
     Committed, DeployRecord, Outcome, Phase, StageReport, TriggerOutcome, TriggerRecord,
 };
 use super::store::json;
+use crate::fleet::settings::BuildOn;
 
 /// How often the leader looks again when nothing changed (stage timeouts,
 /// the poll interval).
@@ -278,6 +279,15 @@ impl Leader<'_> {
         };
         let mut members = self.part.store.names(&keys.members()).await?;
         members.sort();
+        let leader = self.part.store.name.clone();
+        // The named builder while it is alive, else this host.
+        let builder = self
+            .part
+            .membership
+            .builder
+            .clone()
+            .filter(|named| members.contains(named))
+            .unwrap_or_else(|| leader.clone());
         let record = DeployRecord {
             id: last.map_or(1, |d| d.id + 1),
             release: release.clone(),
@@ -286,7 +296,9 @@ impl Leader<'_> {
             trigger: trigger.clone(),
             requests,
             members: members.clone(),
-            leader: self.part.store.name.clone(),
+            leader,
+            builder: Some(builder),
+            every_host_builds: self.part.membership.build_on == BuildOn::EveryHost,
             phase: Phase::Staging,
             started_ms: now_ms(),
             decided_ms: None,

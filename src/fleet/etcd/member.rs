@@ -10,19 +10,27 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use zdeploy_core::history::now_ms;
+use zdeploy_core::release::short;
+use zdeploy_core::release_copy::Base;
 use zdeploy_core::switch::read_live;
 
 use super::changes::Changes;
+use super::copy::Peer;
 use super::decision::{ready, skew_ms};
 use super::part::Part;
-use super::records::{Committed, DeployRecord, HostState, HostStatus, Phase, StageReport};
+use super::records::{
+    Committed, DeployRecord, HostState, HostStatus, OnceRun, Phase, Registration, StageReport,
+};
 use crate::config::Overrides;
 use crate::fleet::host::{Reports, serve_orders};
 use crate::fleet::protocol::{Job, Order, Report, StageRole};
+use crate::fleet::settings::BuildOn;
 
 /// How long a member waits before trying again to converge after a failure.
 const CONVERGE_RETRY: Duration = Duration::from_secs(10);
@@ -32,6 +40,8 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// A run that finds the context locked (the CLI deploying by hand) is
 /// tried again after this.
 const BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// How often a copying member looks whether the builder staged.
+const BUILDER_LOOK: Duration = Duration::from_millis(100);
 
 /// What this host's agent knows of its fleet: for `/ready`, the API, the
 /// dashboard and metrics. Kept when etcd cannot be reached, so the host
@@ -272,8 +282,19 @@ impl Member<'_> {
     }
 
     /// Stage a deploy that names this host, report, and do what the leader
-    /// decides.
+    /// decides. The builder records its run of the `once` steps in etcd,
+    /// before they start and when the deploy ends.
     async fn take_part(&self, deploy: &DeployRecord) -> Result<()> {
+        let mut claimed = false;
+        let switched = self.stage_and_follow(deploy, &mut claimed).await;
+        if claimed {
+            self.end_once(deploy, matches!(switched, Ok(true))).await;
+        }
+        switched.map(|_| ())
+    }
+
+    /// Whether this host switched to the deploy's release.
+    async fn stage_and_follow(&self, deploy: &DeployRecord, claimed: &mut bool) -> Result<bool> {
         let keys = &self.part.store.keys;
         let started = Instant::now();
         self.status(HostState::Staging, None, None).await;
@@ -281,13 +302,27 @@ impl Member<'_> {
             deploy.rollback,
             format!("fleet deploy #{} ({})", deploy.id, deploy.trigger),
         );
-        // Every member builds; the `once` steps run on the leader's host
-        // only, which decided this deploy.
-        let role = StageRole::Build {
-            once: deploy.leader == self.part.store.name,
-            export: false,
+        let builder = deploy.builder();
+        let getting = if builder == self.part.store.name {
+            // Not for a rollback: its release's steps ran when it was new.
+            Getting::Build {
+                once: !deploy.rollback,
+            }
+        } else if deploy.every_host_builds {
+            Getting::Build { once: false }
+        } else {
+            Getting::CopyFromBuilder(deploy)
         };
-        let mut run = match self.stage(job, &deploy.release, &deploy.commit, role).await {
+        let runs_once = matches!(getting, Getting::Build { once: true }) && self.has_once_steps();
+        let staged = async {
+            if runs_once {
+                self.claim_once(deploy).await?;
+                *claimed = true;
+            }
+            self.stage(job, &deploy.release, &deploy.commit, &getting)
+                .await
+        };
+        let mut run = match staged.await {
             Ok(run) => run,
             Err(e) => {
                 let report = StageReport::Failed {
@@ -305,7 +340,7 @@ impl Member<'_> {
                 // aborted for every host.
                 let error = format!("could not stage fleet deploy #{}: {e:#}", deploy.id);
                 self.status(self.settled_state(), None, Some(error)).await;
-                return Ok(());
+                return Ok(false);
             }
         };
         self.part
@@ -335,7 +370,8 @@ impl Member<'_> {
                 match switched {
                     Ok(at_ms) => {
                         self.status(HostState::Ready, Some((deploy.id, at_ms)), None)
-                            .await
+                            .await;
+                        return Ok(true);
                     }
                     Err(e) => {
                         self.status(HostState::Behind, None, Some(format!("{e:#}")))
@@ -357,7 +393,81 @@ impl Member<'_> {
                 let _ = run.done.await;
             }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// The app has steps marked `once`.
+    fn has_once_steps(&self) -> bool {
+        let policy = &self.part.config.policy;
+        policy.build.iter().any(|s| s.once) || policy.after_switch.iter().any(|c| c.once)
+    }
+
+    /// Before this host, the builder, runs the `once` steps of `deploy`:
+    /// hold the mark no other host starts them under while it is held, say
+    /// whether they ran for the deploy's commit before, and record this run.
+    async fn claim_once(&self, deploy: &DeployRecord) -> Result<()> {
+        let store = self.part.store;
+        let mine = OnceRun {
+            deploy: deploy.id,
+            release: deploy.release.clone(),
+            host: store.name.clone(),
+            started_ms: now_ms(),
+            ok: None,
+        };
+        let running = store.keys.once_running(&deploy.commit);
+        if let Some(other) = store.create(&running, &mine, self.part.lease).await? {
+            if other.host != store.name {
+                bail!(
+                    "the steps marked once for commit {} still run on {} (fleet deploy #{}); they never run on two hosts at once",
+                    short(&deploy.commit),
+                    other.host,
+                    other.deploy
+                );
+            }
+            store.put(&running, &mine, Some(self.part.lease)).await?;
+        }
+        let record = store.keys.once_run(&deploy.commit);
+        if let Some((earlier, _)) = store.get::<OnceRun>(&record).await? {
+            (self.part.log)(
+                "info",
+                &format!(
+                    "once: the steps marked once already ran for commit {} in fleet deploy #{} on {} (release {}) and {}; this deploy runs them again",
+                    short(&deploy.commit),
+                    earlier.deploy,
+                    earlier.host,
+                    earlier.release,
+                    earlier.ending()
+                ),
+            );
+        }
+        store.put(&record, &mine, None).await
+    }
+
+    /// Record how this host's run of the `once` steps of `deploy` ended,
+    /// and let go of the mark. Failures only delay: the mark goes with the
+    /// lease.
+    async fn end_once(&self, deploy: &DeployRecord, ok: bool) {
+        let store = self.part.store;
+        let record = store.keys.once_run(&deploy.commit);
+        let ended = async {
+            let mine = store
+                .get::<OnceRun>(&record)
+                .await?
+                .filter(|(run, _)| run.deploy == deploy.id && run.host == store.name);
+            if let Some((mut run, _)) = mine {
+                run.ok = Some(ok);
+                store.put(&record, &run, None).await?;
+            }
+            store
+                .delete(&store.keys.once_running(&deploy.commit), false)
+                .await
+        };
+        if let Err(e) = ended.await {
+            (self.part.log)(
+                "warn",
+                &format!("recording the end of the once steps: {e:#}"),
+            );
+        }
     }
 
     /// The decided record of `deploy`, or `None` if none came by
@@ -428,26 +538,16 @@ impl Member<'_> {
         job: Job,
         release: &str,
         commit: &str,
-        role: StageRole,
+        getting: &Getting<'_>,
     ) -> Result<HostRun> {
         let deadline = Instant::now() + self.part.membership.stage_timeout;
         loop {
             let mut run = HostRun::start(job.clone());
-            let staged = async {
-                run.until(self, |r| matches!(r, Report::Opened { .. }))
-                    .await?;
-                run.order(Order::Stage {
-                    release: release.to_string(),
-                    commit: Some(commit.to_string()),
-                    archive: None,
-                    role: role.clone(),
-                });
-                run.until(self, |r| matches!(r, Report::Staged { .. }))
-                    .await
-            }
-            .await;
+            let staged = self
+                .stage_in(&mut run, release, commit, getting, deadline)
+                .await;
             match staged {
-                Ok(_) => return Ok(run),
+                Ok(()) => return Ok(run),
                 Err(e) if run.busy && Instant::now() < deadline => {
                     (self.part.log)(
                         "info",
@@ -465,6 +565,192 @@ impl Member<'_> {
         }
     }
 
+    /// Open `run`, and stage `release` in it as `getting` says: a host that
+    /// has the release uses it; one that copies fetches the manifest and
+    /// then the files it lacks from the member that holds the release.
+    async fn stage_in(
+        &self,
+        run: &mut HostRun,
+        release: &str,
+        commit: &str,
+        getting: &Getting<'_>,
+        deadline: Instant,
+    ) -> Result<()> {
+        let Report::Opened {
+            live,
+            live_digest,
+            releases,
+            upload,
+            ..
+        } = run
+            .until(self, |r| matches!(r, Report::Opened { .. }))
+            .await?
+        else {
+            unreachable!("until returns what it waited for");
+        };
+        let copying_from = match getting {
+            Getting::Build { .. } => None,
+            _ if releases.iter().any(|r| r == release) => None,
+            Getting::CopyFromBuilder(deploy) => Some(self.builder_staged(deploy, deadline).await?),
+            Getting::CopyFrom(peer) => Some(peer.clone()),
+        };
+        let app = self.app_name()?;
+        let role = match &copying_from {
+            None => StageRole::Build {
+                once: matches!(getting, Getting::Build { once: true }),
+                export: false,
+            },
+            Some(peer) => {
+                let live = live
+                    .zip(live_digest)
+                    .map(|(release, digest)| Base { release, digest });
+                let to = format!("{upload}.manifest");
+                let fetched = {
+                    let (peer, app, release, to) =
+                        (peer.clone(), app.clone(), release.to_string(), to.clone());
+                    tokio::task::spawn_blocking(move || {
+                        peer.manifest(&app, &release, live.as_ref(), Path::new(&to))
+                    })
+                    .await??
+                };
+                (self.part.log)(
+                    "info",
+                    &format!(
+                        "copying {release} (digest {}) from {}{}",
+                        short(&fetched.digest),
+                        peer.name,
+                        fetched
+                            .base
+                            .as_ref()
+                            .map(|b| format!(", the difference from {}", b.release))
+                            .unwrap_or_default()
+                    ),
+                );
+                StageRole::Copy {
+                    manifest: to,
+                    digest: fetched.digest,
+                    base: fetched.base,
+                }
+            }
+        };
+        run.order(Order::Stage {
+            release: release.to_string(),
+            commit: Some(commit.to_string()),
+            archive: None,
+            role,
+        });
+        loop {
+            let report = run
+                .until(self, |r| {
+                    matches!(r, Report::Staged { .. } | Report::Lacking { .. })
+                })
+                .await?;
+            let Report::Lacking { files, bytes, list } = report else {
+                return Ok(());
+            };
+            let peer = copying_from
+                .clone()
+                .ok_or_else(|| anyhow!("the run asked for files though it builds"))?;
+            let tar = format!("{upload}.tar");
+            let (app, release_name, to) = (app.clone(), release.to_string(), tar.clone());
+            tokio::task::spawn_blocking(move || {
+                let wanted = std::fs::read(&list).with_context(|| format!("cannot read {list}"))?;
+                peer.files(&app, &release_name, &wanted, (files, bytes), Path::new(&to))
+            })
+            .await??;
+            run.order(Order::Files { tar });
+        }
+    }
+
+    fn app_name(&self) -> Result<String> {
+        self.part
+            .config
+            .name
+            .clone()
+            .ok_or_else(|| anyhow!("an app of a fleet in etcd has a name"))
+    }
+
+    /// The member `name` as a place to copy from: its agent's URL, as it
+    /// registered it.
+    async fn peer(&self, name: &str) -> Result<Peer> {
+        let store = self.part.store;
+        let registration = store
+            .get::<Registration>(&store.keys.member(name))
+            .await?
+            .map(|(r, _)| r)
+            .ok_or_else(|| anyhow!("{name} is not a member of the fleet now"))?;
+        let url = registration.agent.ok_or_else(|| {
+            anyhow!("{name}'s agent registered no URL to copy from (an older zdeploy?)")
+        })?;
+        Ok(Peer {
+            name: name.to_string(),
+            url,
+            token: self.part.token.clone(),
+            ca: self.part.membership.etcd.tls.as_ref().map(|t| t.ca.clone()),
+        })
+    }
+
+    /// Wait until the builder of `deploy` staged it; where to copy it from.
+    /// An error if the builder failed, the deploy was decided without it,
+    /// or `deadline` passed.
+    async fn builder_staged(&self, deploy: &DeployRecord, deadline: Instant) -> Result<Peer> {
+        let store = self.part.store;
+        let builder = deploy.builder();
+        let key = store.keys.stage_report(deploy.id, builder);
+        loop {
+            match store.get::<StageReport>(&key).await?.map(|(r, _)| r) {
+                Some(StageReport::Staged) => return self.peer(builder).await,
+                Some(StageReport::Failed { error }) => {
+                    bail!(
+                        "the builder {builder} could not stage {}: {error}",
+                        deploy.release
+                    )
+                }
+                None => {}
+            }
+            let current = store.get::<DeployRecord>(&store.keys.deploy()).await?;
+            if !current.is_some_and(|(d, _)| d.id == deploy.id && d.phase == Phase::Staging) {
+                bail!(
+                    "fleet deploy #{} was decided before its builder staged",
+                    deploy.id
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the builder {builder} did not stage {} in time",
+                    deploy.release
+                );
+            }
+            tokio::time::sleep(BUILDER_LOOK).await;
+        }
+    }
+
+    /// A member that serves `release`, to copy it from instead of building
+    /// it: the builder when it does, else the first that does.
+    async fn holder_of(&self, release: &str, builder: Option<&str>) -> Option<Peer> {
+        let store = self.part.store;
+        let hosts: BTreeMap<String, HostStatus> = store
+            .list(&store.keys.statuses())
+            .await
+            .ok()?
+            .into_iter()
+            .collect();
+        let mut holders: Vec<&String> = hosts
+            .iter()
+            .filter(|(name, status)| {
+                **name != store.name && status.live.as_deref() == Some(release)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        holders.sort_by_key(|name| Some(name.as_str()) != builder);
+        for name in holders {
+            if let Ok(peer) = self.peer(name).await {
+                return Some(peer);
+            }
+        }
+        None
+    }
+
     /// Serve the committed release: stage and switch on its own.
     async fn converge(&self, committed: &Committed) -> Result<()> {
         self.status(HostState::CatchingUp, None, None).await;
@@ -476,18 +762,40 @@ impl Member<'_> {
             ),
         );
         let job = self.job(false, format!("fleet catch-up to #{}", committed.deploy));
-        // The `once` steps ran when the fleet deployed it.
-        let role = StageRole::Build {
-            once: false,
-            export: false,
+        // The `once` steps ran when the fleet deployed it. A member that
+        // serves the release is copied; with none, or when every host
+        // builds, this host builds it.
+        let deploy = self.read_view(|v| v.deploy.clone());
+        let every_host_builds = deploy.as_ref().is_some_and(|d| d.every_host_builds)
+            || self.part.membership.build_on == BuildOn::EveryHost;
+        let holder = match every_host_builds {
+            true => None,
+            false => {
+                let builder = deploy.as_ref().map(|d| d.builder().to_string());
+                self.holder_of(&committed.release, builder.as_deref()).await
+            }
+        };
+        let getting = match holder {
+            Some(peer) => Getting::CopyFrom(peer),
+            None => Getting::Build { once: false },
         };
         let mut run = self
-            .stage(job, &committed.release, &committed.commit, role)
+            .stage(job, &committed.release, &committed.commit, &getting)
             .await?;
         self.update(|v| v.staged = Some(committed.release.clone()));
         let switched = run.switch(self).await;
         switched.map(|_| ())
     }
+}
+
+/// How a member gets the release it stages (a host that has it uses it).
+enum Getting<'a> {
+    /// Build it from the source; `once`: with the steps marked `once`.
+    Build { once: bool },
+    /// Copy it from the deploy's builder, once the builder staged it.
+    CopyFromBuilder(&'a DeployRecord),
+    /// Copy it from a member that serves it.
+    CopyFrom(Peer),
 }
 
 /// Reports of a host run, handed to the member's async side.

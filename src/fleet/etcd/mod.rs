@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod command;
+pub mod copy;
 pub mod decision;
 pub mod keys;
 pub mod leader;

@@ -16,6 +16,9 @@ pub struct Part<'a> {
     pub lease: i64,
     pub config: Arc<AppConfig>,
     pub membership: &'a Membership,
+    /// The agent's bearer token, which other members' agents ask for
+    /// before they let this host copy a release.
+    pub token: Option<String>,
     pub view: &'a Mutex<MemberView>,
     /// Each line to log, with its level, for the agent's event stream.
     pub log: &'a (dyn Fn(&str, &str) + Sync),

@@ -20,11 +20,25 @@ pub struct DeployRecord {
     /// The live members when it started: each must stage it.
     pub members: Vec<String>,
     pub leader: String,
+    /// The member that builds the release (the others copy it) and runs
+    /// the `once` steps; the leader when absent (a record of an older agent).
+    #[serde(default)]
+    pub builder: Option<String>,
+    /// Every member builds the release itself (`build_on = "every-host"`).
+    #[serde(default)]
+    pub every_host_builds: bool,
     pub phase: Phase,
     pub started_ms: i64,
     pub decided_ms: Option<i64>,
     /// Why it was aborted.
     pub why: Option<String>,
+}
+
+impl DeployRecord {
+    /// The member that builds the release and runs the `once` steps.
+    pub fn builder(&self) -> &str {
+        self.builder.as_deref().unwrap_or(&self.leader)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +69,40 @@ pub struct Committed {
     pub release: String,
     pub commit: String,
     pub at_ms: i64,
+}
+
+/// What a member's registration (under its lease) says of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub version: String,
+    pub started_ms: i64,
+    /// Where other members reach its agent, to copy releases from it.
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// A run of the `once` steps (migrations) for a commit, recorded before
+/// it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnceRun {
+    pub deploy: u64,
+    pub release: String,
+    pub host: String,
+    pub started_ms: i64,
+    /// Whether the deploy went through, once it ended; absent while it
+    /// runs, or when its host died during it.
+    pub ok: Option<bool>,
+}
+
+impl OnceRun {
+    /// How it ended, for people.
+    pub fn ending(&self) -> &'static str {
+        match self.ok {
+            Some(true) => "ended ok",
+            Some(false) => "failed",
+            None => "was cut off (its host stopped or lost etcd during it)",
+        }
+    }
 }
 
 /// A member's answer to a deploy's staging.

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::fleet::settings::BuildOn;
+
 /// Keys of every fleet live under this prefix unless `prefix` says otherwise.
 pub const DEFAULT_PREFIX: &str = "/zdeploy";
 /// How long a host's registration and the leader's key outlive the agent
@@ -24,6 +26,9 @@ pub struct EtcdSettings {
     /// User name and the file holding its password.
     pub auth: Option<(String, PathBuf)>,
     pub lease_ttl: Duration,
+    /// The URL other members reach this host's agent at (`advertise`);
+    /// else its listen address, or the address it reaches etcd from.
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,10 @@ pub struct Membership {
     /// How long the leader waits for every live member to stage, and a
     /// member keeps a staged release waiting for the decision.
     pub stage_timeout: Duration,
+    /// The member that builds each release and runs the `once` steps
+    /// (`builder`); the leader's host when unset or not alive.
+    pub builder: Option<String>,
+    pub build_on: BuildOn,
 }
 
 /// An etcd endpoint as written in the config: `http(s)://host:port`.
@@ -59,6 +68,13 @@ pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
         return Err(format!("'{endpoint}' is not host:port after the scheme"));
     }
     Ok(())
+}
+
+/// An agent's advertised URL: `http(s)://host:port`, nothing after.
+pub fn validate_advertise(url: &str) -> Result<(), String> {
+    validate_endpoint(url.trim_end_matches('/')).map_err(|_| {
+        format!("'{url}' is not an http:// or https:// URL of host:port (the agent's address)")
+    })
 }
 
 /// A member name: what it is shown as and keyed by.

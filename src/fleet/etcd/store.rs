@@ -229,6 +229,43 @@ impl Store {
         Ok(())
     }
 
+    /// Write `value` at `key` under `lease` unless the key exists: `None`
+    /// when written, else what the key holds.
+    pub async fn create<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        value: &T,
+        lease: i64,
+    ) -> Result<Option<T>> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                json(value),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self
+            .call(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await
+            .with_context(|| format!("create {key} in etcd"))?;
+        if response.succeeded() {
+            return Ok(None);
+        }
+        let held = response.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+            _ => None,
+        });
+        held.map(Some)
+            .ok_or_else(|| anyhow::anyhow!("{key} in etcd holds no record zdeploy wrote"))
+    }
+
     pub async fn delete(&self, key: &str, prefix: bool) -> Result<()> {
         self.call(|mut client| async move {
             let options = prefix.then(|| etcd_client::DeleteOptions::new().with_prefix());
