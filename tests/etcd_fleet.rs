@@ -406,6 +406,42 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         || cluster.fleet.live() == vec![Some(back.clone()); 3],
     );
 
+    // Copying a release from an agent needs the fleet's token, a release
+    // the host holds, and names only files of its manifest.
+    let live = cluster.fleet.live()[1].clone().unwrap();
+    let url = |release: &str, what: &str| {
+        cluster.agent_url(1, &format!("/api/apps/{APP}/releases/{release}/{what}"))
+    };
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    for headers in [&[][..], &[("Authorization", "Bearer wrong")][..]] {
+        let refused = call(&url(&live, "manifest"), headers, None);
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        let refused = call(&url(&live, "files"), headers, Some("index.php\0"));
+        assert_eq!(refused.status, 401, "{}", refused.body);
+    }
+    let manifest = call(&url(&live, "manifest"), &auth, None);
+    assert_eq!(manifest.status, 200, "{}", manifest.body);
+    assert!(manifest.body.contains("\0index.php\0"), "{}", manifest.body);
+    let unknown = call(&url("ROOT_1999.01.01-00.00.00", "manifest"), &auth, None);
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    for bad in [
+        "../../zdeploy.toml\0",
+        "/etc/passwd\0",
+        "inc\0",
+        "no-such-file.php\0",
+        "index.php",
+    ] {
+        let refused = call(&url(&live, "files"), &auth, Some(bad));
+        assert_eq!(refused.status, 400, "{bad:?}: {}", refused.body);
+    }
+    let files = call(&url(&live, "files"), &auth, Some("index.php\0save.php\0"));
+    assert_eq!(files.status, 200, "{}", files.body);
+    assert!(
+        files.body.contains("index.php") && files.body.contains("save.php"),
+        "a tar of both"
+    );
+
     // Metrics and the dashboard show it too.
     let metrics = call(&cluster.agent_url(1, "/metrics"), &[], None).body;
     for line in [
@@ -567,13 +603,17 @@ fn a_leader_killed_before_or_after_recording_commit_is_replaced_and_the_record_d
         runs,
         "a release migrated twice: {migrated:?}"
     );
-    assert!(migrated.contains(&v1), "{migrated:?}");
+    assert!(
+        migrated.iter().any(|path| path.ends_with(&v1)),
+        "{v1} in {migrated:?}"
+    );
 }
 
 /// A build step that sleeps as long as the host's `stage-seconds` file says
-/// (1 s without one): each host has its own file at the same path.
+/// (1 s without one): each host has its own file at the same path, and
+/// builds every release itself (none copies the builder's).
 const TIMED_BUILD: &str = "build = [{ run = \"sleep $(cat ../../stage-seconds 2>/dev/null || echo 1)\", writes = [] }]\n\
-     allow_root_build = true\n";
+     allow_root_build = true\nbuild_on = \"every-host\"\n";
 
 #[test]
 fn cut_off_hosts_catch_up_out_of_rotation_new_hosts_join_and_etcd_losses_only_delay() {

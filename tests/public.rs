@@ -151,10 +151,13 @@ impl Served {
     }
 
     fn under_load(&self, server: &str) {
+        // The serving tests run 100 deploys per web server; with a public
+        // folder, 40 show the same for its paths at less of the suite's time.
         deploy_under_load(
             &self.site,
             &shape(&self.app),
             self.port,
+            40,
             &["--public".into(), "public".into()],
         )
         .assert_zero_downtime(server);

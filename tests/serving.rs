@@ -28,7 +28,8 @@ fn nginx_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() {
         request(nginx.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &Shape::plain(&app), nginx.port, &[]).assert_zero_downtime("nginx");
+    deploy_under_load(&site, &Shape::plain(&app), nginx.port, 100, &[])
+        .assert_zero_downtime("nginx");
 }
 
 #[test]
@@ -61,7 +62,8 @@ fn apache_and_php_fpm_serve_every_request_whole_through_deploys_and_rollbacks() 
         request(apache.port, "GET", "/").unwrap(),
         (200, "page=v0 a=v0 b=v0 data=v0".to_string())
     );
-    deploy_under_load(&site, &Shape::plain(&app), apache.port, &[]).assert_zero_downtime("Apache");
+    deploy_under_load(&site, &Shape::plain(&app), apache.port, 100, &[])
+        .assert_zero_downtime("Apache");
     let map_text = std::fs::read_to_string(&map).unwrap();
     assert!(
         map_text.contains(&format!("ROOT {}\n", site.live_release())),

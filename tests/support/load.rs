@@ -410,12 +410,13 @@ impl<'a> Shape<'a> {
 }
 
 /// Keep every PHP worker busy (6 readers for 4 workers) and a saver posting,
-/// while 100 deploys and 20 rollbacks run with keep 2; `extra` goes to every
-/// deploy and rollback.
+/// while `deploys` deploys, and a rollback after every fifth, run with keep
+/// 2; `extra` goes to every deploy and rollback.
 pub fn deploy_under_load(
     site: &Site,
     shape: &Shape<'_>,
     port: u16,
+    deploys: usize,
     extra: &[String],
 ) -> LoadReport {
     // A drain longer than any request takes on a busy machine: a release is
@@ -423,7 +424,7 @@ pub fn deploy_under_load(
     let deploy_args = ["--keep", "2", "--drain", "5s", "--settle", "200ms", "-q"];
     let load = Load::start_at(port, shape.path, 6, true);
     let ops = deploys_and_rollbacks(
-        100,
+        deploys,
         |version| {
             (shape.write)(shape.app, version);
             site.zdeploy("deploy")

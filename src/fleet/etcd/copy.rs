@@ -23,8 +23,11 @@ const ANSWER: Duration = Duration::from_secs(120);
 const READ: Duration = Duration::from_secs(60);
 /// A manifest larger than this is refused (about three million files).
 const MAX_MANIFEST: u64 = 512 << 20;
-/// Room a tar takes beyond its files' bytes: headers and padding, per file.
-const TAR_OVERHEAD_PER_FILE: u64 = 3 * 512;
+/// Room a tar takes beyond its files' bytes: per file a header, padding
+/// and (for a long path) a header naming it, the paths themselves, and the
+/// end of the archive rounded up to tar's 10 KiB records.
+const TAR_OVERHEAD_PER_FILE: u64 = 4 * 512;
+const TAR_OVERHEAD: u64 = 2 * 10240;
 
 /// Another member whose agent holds the release.
 #[derive(Debug, Clone)]
@@ -152,7 +155,7 @@ impl Peer {
             .send(list)
             .map_err(|e| self.unreachable(e))?;
         self.check(&mut response, "the files this host lacks")?;
-        let most = bytes + (files + 2) * TAR_OVERHEAD_PER_FILE;
+        let most = bytes + files * TAR_OVERHEAD_PER_FILE + 2 * list.len() as u64 + TAR_OVERHEAD;
         let written = save(response.body_mut().as_reader().take(most + 1), to)
             .with_context(|| format!("{}: reading the files", self.name))?;
         if written > most {
