@@ -19,7 +19,7 @@ use crate::cli::{
     LogFormat, PruneArgs, RollbackArgs, StatusArgs, VerifyArgs, WebServer, WebserverArgs,
     select_app, split_app,
 };
-use crate::config::{self, ConfigSource, Topology, UsageError};
+use crate::config::{self, AppConfig, ConfigSource, Topology, UsageError};
 use crate::fleet::console::FleetConsole;
 use crate::fleet::controller::{FleetOutcome, FleetResult, FleetRun, Intent};
 use crate::fleet::remote_command;
@@ -270,8 +270,8 @@ fn open_history(layout: &Layout) -> Result<Option<History>> {
 
 pub fn releases(config: ConfigSource<'_>, args: &InspectArgs) -> Result<()> {
     let app = select_app(config, args.app.as_deref(), &args.target.overrides())?;
-    if let Topology::Ssh(fleet) = &app.topology {
-        return remote_command::show_everywhere(&app, fleet, args.json);
+    if let Some(done) = on_every_host(&app, args.json) {
+        return done;
     }
     let history = open_history(&app.layout)?;
     let list = inventory::list(&app.layout, history.as_ref())?;
@@ -417,14 +417,30 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
+/// On a fleet, this command runs on every host instead, each answer shown
+/// under the host's name; `None` where it acts here.
+fn on_every_host(app: &AppConfig, json: bool) -> Option<Result<()>> {
+    match &app.topology {
+        Topology::Ssh(fleet) => Some(remote_command::show_everywhere(app, fleet, json)),
+        Topology::Etcd(membership) => Some(crate::fleet::etcd::command::show_everywhere(
+            app, membership, json,
+        )),
+        Topology::OneHost | Topology::OnOrders => None,
+    }
+}
+
 pub fn verify(config: ConfigSource<'_>, args: &VerifyArgs) -> Result<()> {
     let (app, rest) = split_app(config, &args.target, &args.positional, 0..=1)?;
     if rest.len() > 1 {
         return Err(UsageError(format!("too many arguments: {}", rest.join(" "))).into());
     }
     let app = select_app(config, app, &args.target.overrides())?;
-    if let Topology::Ssh(fleet) = &app.topology {
-        return remote_command::verify_everywhere(&app, fleet, args.json);
+    match &app.topology {
+        Topology::Ssh(fleet) => return remote_command::verify_everywhere(&app, fleet, args.json),
+        Topology::Etcd(membership) => {
+            return crate::fleet::etcd::command::verify_everywhere(&app, membership, args.json);
+        }
+        Topology::OneHost | Topology::OnOrders => {}
     }
     let layout = &app.layout;
     let live = read_live(layout)?;
@@ -505,8 +521,8 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
         None => None,
     };
     let app = select_app(config, app, &args.target.overrides())?;
-    if let Topology::Ssh(fleet) = &app.topology {
-        return remote_command::show_everywhere(&app, fleet, args.json);
+    if let Some(done) = on_every_host(&app, args.json) {
+        return done;
     }
     let Some(history) = open_history(&app.layout)? else {
         return Err(UsageError(format!("no deployments of {} yet", app.layout.context())).into());
@@ -577,8 +593,8 @@ pub fn prune(config: ConfigSource<'_>, args: &PruneArgs, console: &Console) -> R
     let mut overrides = args.target.overrides();
     args.retention.apply(&mut overrides);
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    if let Topology::Ssh(fleet) = &app.topology {
-        return remote_command::show_everywhere(&app, fleet, args.json);
+    if let Some(done) = on_every_host(&app, args.json) {
+        return done;
     }
     let pruned = maintenance::prune(&app.layout, &app.policy, &run_options(args.wait), console)?;
     if args.json {
@@ -603,8 +619,8 @@ pub fn keep(config: ConfigSource<'_>, args: &KeepArgs, console: &Console) -> Res
         return Err(UsageError("usage: zdeploy keep [APP] RELEASE NAME".into()).into());
     };
     let app = select_app(config, app, &args.target.overrides())?;
-    if let Topology::Ssh(fleet) = &app.topology {
-        return remote_command::show_everywhere(&app, fleet, false);
+    if let Some(done) = on_every_host(&app, false) {
+        return done;
     }
     let kept = maintenance::keep(
         &app.layout,

@@ -89,6 +89,13 @@ impl EtcdFleet {
             this.configure(i, extra);
             this.fleet.start_agent(i, &[]);
         }
+        // Every member registered, so the first deploy waits for each.
+        eventually("every member to register", Duration::from_secs(30), || {
+            this.etcd
+                .get(&format!("/zdeploy/{APP}/members/"), true)
+                .len()
+                == hosts
+        });
         let v0 = this.push_to(0, None);
         this.wait_all_on(&v0, (0..hosts).collect(), Duration::from_secs(60));
         this
@@ -406,6 +413,30 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         || cluster.fleet.live() == vec![Some(back.clone()); 3],
     );
 
+    // On any member, the commands that look after a host run on every
+    // member, through its agent.
+    let config = format!("{}/zdeploy.toml", cluster.fleet.path.display());
+    let on_h2 = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", &config]);
+        let (ok, stdout, stderr) = cluster.fleet.zdeploy_on(2, &all);
+        assert!(ok, "{args:?}: {stdout}\n{stderr}");
+        stdout
+    };
+    let releases = on_h2(&["releases", APP]);
+    let live = cluster.fleet.live();
+    for i in 0..3 {
+        assert!(releases.contains(&format!("== h{i} ==")), "{releases}");
+    }
+    assert!(releases.contains(live[0].as_ref().unwrap()), "{releases}");
+    let verified = on_h2(&["verify", APP]);
+    assert!(
+        verified.contains("one release digest on every host"),
+        "{verified}"
+    );
+    let log: Value = serde_json::from_str(&on_h2(&["log", APP, "--json"])).unwrap();
+    assert_eq!(log["hosts"].as_array().unwrap().len(), 3, "{log}");
+
     // Copying a release from an agent needs the fleet's token, a release
     // the host holds, and names only files of its manifest.
     let live = cluster.fleet.live()[1].clone().unwrap();
@@ -419,6 +450,14 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         assert_eq!(refused.status, 401, "{}", refused.body);
         let refused = call(&url(&live, "files"), headers, Some("index.php\0"));
         assert_eq!(refused.status, 401, "{}", refused.body);
+    }
+    let run = cluster.agent_url(1, &format!("/api/apps/{APP}/run"));
+    let json = ("Content-Type", "application/json");
+    let refused = call(&run, &[json], Some(r#"{"args":["releases"]}"#));
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    for bad in [r#"{"args":["deploy"]}"#, r#"{"args":[]}"#, "[1,2]"] {
+        let refused = call(&run, &[auth[0], json], Some(bad));
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
     }
     let manifest = call(&url(&live, "manifest"), &auth, None);
     assert_eq!(manifest.status, 200, "{}", manifest.body);

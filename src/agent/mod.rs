@@ -68,6 +68,11 @@ impl Agent {
             .collect()
     }
 
+    /// The config file the agent reads.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     pub fn token(&self) -> Option<String> {
         self.token.read().expect("token lock").clone()
     }
@@ -198,6 +203,7 @@ fn router(agent: SharedAgent) -> Router {
         .route("/api/apps/{app}/rollback", post(api::rollback))
         .route("/api/apps/{app}/keep", post(api::keep))
         .route("/api/apps/{app}/prune", post(api::prune))
+        .route("/api/apps/{app}/run", post(peer::run))
         .route(
             "/api/apps/{app}/releases/{release}/manifest",
             get(peer::manifest),

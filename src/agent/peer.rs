@@ -1,9 +1,11 @@
-//! What an agent serves the other members of its etcd fleet, so that they
-//! copy a release instead of building it: the release's manifest (whole, or
-//! its difference from the release the asker is live on, when the asker's
-//! copy of that one is what this host holds) and, as one tar, the files a
-//! member lacks. Only for the agent's bearer token: a release holds the
-//! app's code and its built config.
+//! What an agent serves the other members of its etcd fleet: a release to
+//! copy instead of building it — its manifest (whole, or its difference
+//! from the release the asker is live on, when the asker's copy of that one
+//! is what this host holds) and, as one tar, the files a member lacks — and
+//! the commands that look after this host (`releases`, `verify`, `log`,
+//! `prune`, `keep`), run here as this host's own, for a CLI on any member.
+//! Only for the agent's bearer token: a release holds the app's code and
+//! its built config.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path as FsPath, PathBuf};
@@ -14,13 +16,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use zdeploy_core::manifest::EntryKind;
 use zdeploy_core::release_copy::{export_delta, export_manifest};
 
 use super::SharedAgent;
-use super::api::{ApiError, ApiResult, bearer_matches, error, find_app, open_history};
+use super::api::{ApiError, ApiResult, authorize, bearer_matches, error, find_app, open_history};
+use crate::fleet::remote_command::Invocation;
 
 /// The header naming the release's content digest.
 pub const DIGEST_HEADER: &str = "x-zdeploy-digest";
@@ -282,4 +285,89 @@ fn checked_list(
         }
     }
     Ok((dir, list))
+}
+
+/// The commands a member may run on this host for a CLI: those that look
+/// after one host, the same an ssh fleet runs on each of its hosts.
+const RUNNABLE: [&str; 5] = ["releases", "verify", "log", "prune", "keep"];
+
+#[derive(Debug, Deserialize)]
+pub struct RunRequest {
+    args: Vec<String>,
+}
+
+/// How the command ended on this host, and what it said.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunAnswer {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `POST /api/apps/{app}/run` with `{"args": ["releases", …]}`: run that
+/// command here with this agent's config, as this host's own (not fanned
+/// out again), and answer with its exit code and output.
+pub async fn run(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    authorize(&agent, &headers)?;
+    authorize_member(&agent, &headers)?;
+    find_app(&agent, &name)?;
+    let request: RunRequest = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("not a run request: {e}")))?;
+    let Some(verb) = request
+        .args
+        .first()
+        .filter(|v| RUNNABLE.contains(&v.as_str()))
+    else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("a member may run only {} here", RUNNABLE.join(", ")),
+        ));
+    };
+    let verb = verb.clone();
+    let config = agent.config_path().to_path_buf();
+    let text = std::fs::read_to_string(&config).map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read {}: {e}", config.display()),
+        )
+    })?;
+    let invocation = Invocation {
+        config: Some((config.display().to_string(), text)),
+        args: request.args,
+    };
+    let output = tokio::task::spawn_blocking(move || run_here(&invocation))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot run {verb}: {e:#}"),
+            )
+        })?;
+    Ok(axum::Json(output).into_response())
+}
+
+/// Run `zdeploy fleet-run` (this binary) with `invocation` on its stdin.
+fn run_here(invocation: &Invocation) -> anyhow::Result<RunAnswer> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("fleet-run")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(serde_json::to_string(invocation)?.as_bytes())?;
+    drop(stdin);
+    let output = child.wait_with_output()?;
+    Ok(RunAnswer {
+        code: output.status.code().unwrap_or(1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }

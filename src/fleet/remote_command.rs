@@ -1,7 +1,7 @@
 //! Commands that look after each host of a fleet (`status`, `releases`,
 //! `verify`, `log`, `prune`, `keep`): run on every host with the
-//! controller's config (`zdeploy fleet-run`), each answer shown with its
-//! host named.
+//! controller's config (`zdeploy fleet-run`; an etcd fleet's agents run it
+//! with their own), each answer shown with its host named.
 
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -97,6 +97,12 @@ pub fn show_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Re
 /// digest: a fleet that built once serves the same bytes everywhere.
 pub fn verify_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> {
     let answers = run_everywhere(app, fleet, &host_args())?;
+    show_digests(&answers, json)
+}
+
+/// Each host's answer to `zdeploy verify`, and whether they name one
+/// release digest. Fails if a host failed or the digests differ.
+pub fn show_digests(answers: &[Answer], json: bool) -> Result<()> {
     let digests: Vec<Option<String>> = answers
         .iter()
         .map(|a| match json {
@@ -123,13 +129,13 @@ pub fn verify_everywhere(app: &AppConfig, fleet: &FleetSettings, json: bool) -> 
             serde_json::to_string_pretty(&serde_json::json!({ "hosts": hosts, "digest": one }))?
         );
     } else {
-        show(&answers, false)?;
+        show(answers, false)?;
         match &one {
             Some(digest) => out!("one release digest on every host: {digest}"),
             None => out!("the hosts' release digests differ"),
         }
     }
-    fail_if_any_failed(&answers)?;
+    fail_if_any_failed(answers)?;
     if one.is_none() {
         bail!("the hosts do not serve the same bytes: their live releases' digests differ");
     }

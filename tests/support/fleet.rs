@@ -280,6 +280,25 @@ impl Fleet {
         host.agent = Some(Server::spawn("agent", in_host(&host.netns).arg(script)));
     }
 
+    /// `zdeploy ARGS` run on host `i`, as its operator would there (its
+    /// network, its files at the hosts' path): exit status, stdout, stderr.
+    pub fn zdeploy_on(&self, i: usize, args: &[&str]) -> (bool, String, String) {
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let script = format!(
+            "set -e\nmount --rbind {d} {p}\nexec {bin} {args}\n",
+            d = self.hosts[i].dir.display(),
+            p = self.path.display(),
+            bin = super::BIN,
+            args = quoted.join(" "),
+        );
+        let out = in_host(&self.hosts[i].netns).arg(script).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// SIGKILL host `i`'s agent, as a crash would.
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(agent) = self.hosts[i].agent.take() {

@@ -2,7 +2,8 @@
 //! trigger to the fleet's leader and wait for its outcome (no host is
 //! touched from here: the agents do it); `status` shows the fleet as etcd
 //! holds it — members, leader, committed release, each host's live release
-//! and state, the last deploy and its switch's skew.
+//! and state, the last deploy and its switch's skew; `releases`, `verify`,
+//! `log`, `prune` and `keep` run on every member, through its agent.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,11 +14,15 @@ use zdeploy_core::history::now_ms;
 use zdeploy_core::release::short;
 
 use super::decision::skew_ms;
+use super::peer::Peer;
+use super::records::Registration;
 use super::records::{Committed, DeployRecord, HostStatus, Outcome, TriggerOutcome, TriggerRecord};
 use super::request::{ask, trigger_id};
 use super::settings::Membership;
 use super::store::Store;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, ConfigFile};
+use crate::fleet::parallel::on_each;
+use crate::fleet::remote_command::{Answer, fail_if_any_failed, host_args, show, show_digests};
 use crate::output::out;
 
 fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
@@ -195,4 +200,58 @@ pub fn status(app: &AppConfig, membership: &Membership, json: bool) -> Result<()
         );
     }
     Ok(())
+}
+
+/// Run `zdeploy ARGS` on every member of the fleet, each through its agent
+/// (at the URL it registered, with this host's agent token), at once.
+pub fn run_everywhere(
+    app: &AppConfig,
+    membership: &Membership,
+    args: &[String],
+) -> Result<Vec<Answer>> {
+    let name = app_name(app)?.to_string();
+    let token = match &app.file {
+        Some((path, text)) => ConfigFile::parse(path, text.clone())?.agent(None)?.token,
+        None => None,
+    }
+    .context("asking the members' agents needs the agent's token: set agent.token_file")?;
+    let registrations: Vec<(String, Registration)> = block_on(async {
+        let store = Store::connect(&membership.etcd, &name).await?;
+        store.list(&store.keys.members()).await
+    })?;
+    if registrations.is_empty() {
+        bail!("the fleet has no members now (no agent holds a lease in etcd)");
+    }
+    let ca = membership.etcd.tls.as_ref().map(|t| t.ca.clone());
+    let peers: Vec<Result<Peer>> = registrations
+        .into_iter()
+        .map(|(member, registration)| {
+            let url = registration.agent.with_context(|| {
+                format!("{member}'s agent registered no URL (an older zdeploy?)")
+            })?;
+            Ok(Peer {
+                name: member,
+                url,
+                token: Some(token.clone()),
+                ca: ca.clone(),
+            })
+        })
+        .collect();
+    on_each(&peers, |peer| match peer {
+        Ok(peer) => peer.run(&name, args),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    })
+}
+
+/// Run this command on every member and show each answer under its name.
+pub fn show_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
+    let answers = run_everywhere(app, membership, &host_args())?;
+    show(&answers, json)?;
+    fail_if_any_failed(&answers)
+}
+
+/// `zdeploy verify` on every member, and whether they hold one digest.
+pub fn verify_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
+    let answers = run_everywhere(app, membership, &host_args())?;
+    show_digests(&answers, json)
 }

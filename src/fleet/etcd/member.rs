@@ -21,9 +21,9 @@ use zdeploy_core::release_copy::Base;
 use zdeploy_core::switch::read_live;
 
 use super::changes::Changes;
-use super::copy::Peer;
 use super::decision::{ready, skew_ms};
 use super::part::Part;
+use super::peer::Peer;
 use super::records::{
     Committed, DeployRecord, HostState, HostStatus, OnceRun, Phase, Registration, StageReport,
 };

@@ -5,12 +5,12 @@
 
 pub mod changes;
 pub mod command;
-pub mod copy;
 pub mod decision;
 pub mod keys;
 pub mod leader;
 pub mod member;
 pub mod part;
+pub mod peer;
 pub mod records;
 pub mod request;
 pub mod settings;

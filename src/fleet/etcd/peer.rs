@@ -1,10 +1,11 @@
-//! A member copies a release from another member's agent instead of
-//! building it: the release's manifest (only its difference from the
+//! Another member's agent, as this host asks it: for a release to copy
+//! instead of building it — its manifest (only the difference from the
 //! release this host is live on, when the other holds that one with the
-//! same content), then, as one tar, the files this host lacks. Asked with
-//! the agent's bearer token (members share it), over TLS when the other
-//! agent is reached at an https URL, trusting the fleet's CA when it names
-//! one.
+//! same content), then, as one tar, the files this host lacks — and to run
+//! a command that looks after its host (`releases`, `verify`, `log`,
+//! `prune`, `keep`). Asked with the agent's bearer token (members share
+//! it), over TLS when the other agent is reached at an https URL, trusting
+//! the fleet's CA when it names one.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use zdeploy_core::release_copy::Base;
 
-use crate::agent::peer::{BASE_HEADER, DIGEST_HEADER};
+use crate::agent::peer::{BASE_HEADER, DIGEST_HEADER, RunAnswer};
+use crate::fleet::remote_command::Answer;
 
 /// How long connecting to, and waiting for the answer of, another agent
 /// may take (a body may stream for longer, a read at a time).
@@ -165,6 +167,34 @@ impl Peer {
             );
         }
         Ok(())
+    }
+
+    /// Run `zdeploy ARGS` for `app` on the peer's host, as its own command.
+    pub fn run(&self, app: &str, args: &[String]) -> Result<Answer> {
+        let client = self.client()?;
+        let request = client
+            .post(format!("{}/api/apps/{app}/run", self.url))
+            .header("content-type", "application/json");
+        let body = serde_json::json!({ "args": args }).to_string();
+        let mut response = self
+            .authorized(request)
+            .send(body)
+            .map_err(|e| self.unreachable(e))?;
+        self.check(&mut response, "the command")?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST)
+            .read_to_string()
+            .map_err(|e| anyhow!("{}: reading the answer: {e}", self.name))?;
+        let answer: RunAnswer = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: an answer zdeploy did not write: {e}", self.name))?;
+        Ok(Answer {
+            host: self.name.clone(),
+            code: answer.code,
+            stdout: answer.stdout,
+            stderr: answer.stderr,
+        })
     }
 
     fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
