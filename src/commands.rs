@@ -711,8 +711,12 @@ pub fn doctor(config: ConfigSource<'_>, args: &DoctorArgs) -> Result<()> {
     let mut overrides = args.target.overrides();
     overrides.drain = args.drain.clone();
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    if let Topology::Ssh(fleet) = &app.topology {
-        return crate::fleet::status::doctor(&app, fleet, args.json);
+    match &app.topology {
+        Topology::Ssh(fleet) => return crate::fleet::status::doctor(&app, fleet, args.json),
+        Topology::Etcd(membership) => {
+            return crate::fleet::etcd::command::doctor_everywhere(&app, membership, args.json);
+        }
+        Topology::OneHost | Topology::OnOrders => {}
     }
     let findings = crate::doctor::examine(
         &app.layout,

@@ -382,6 +382,7 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
 
     // The CLI shows the fleet from etcd and asks its leader for deploys.
     let config = cluster.fleet.hosts[0].dir.join("zdeploy.toml");
+    let config_inside = format!("{}/zdeploy.toml", cluster.fleet.path.display());
     let cli = |args: &[&str]| {
         Zdeploy::new()
             .args(args)
@@ -402,6 +403,37 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
     let deployed = cli(&["deploy", APP]).stdout;
     assert!(deployed.contains("the fleet -> ROOT_"), "{deployed}");
     let v21 = cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
+    // The saves landed on whichever host took them, and no path is shared:
+    // status and doctor (on a member) name the members holding saves the
+    // others lack, as of each one's last deploy.
+    let on_h2 = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", &config_inside]);
+        cluster.fleet.zdeploy_on(2, &all)
+    };
+    eventually(
+        "every member's status of the deploy",
+        Duration::from_secs(10),
+        || {
+            let (_, out, _) = on_h2(&["status", APP, "--json"]);
+            let state: Value = serde_json::from_str(&out).unwrap();
+            (0..3)
+                .all(|i| state["hosts"][format!("h{i}")]["user_content"]["release"] == v21.as_str())
+        },
+    );
+    let (_, out, _) = on_h2(&["status", APP, "--json"]);
+    let state: Value = serde_json::from_str(&out).unwrap();
+    let differs = state["user_content_differs"].as_array().unwrap();
+    assert!(!differs.is_empty(), "{state}");
+    let named = differs[0]["host"].as_str().unwrap().to_string();
+    let (healthy, doctor, _) = on_h2(&["doctor", APP]);
+    assert!(
+        !healthy
+            && doctor.contains(&format!(
+                "PROBLEM user content differs between hosts: {named} holds"
+            )),
+        "{doctor}"
+    );
     let unchanged = cli(&["deploy", APP]).stdout;
     assert!(unchanged.contains("unchanged"), "{unchanged}");
     let rolled: Value = serde_json::from_str(&cli(&["rollback", APP, "--json"]).stdout).unwrap();
@@ -415,10 +447,9 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
 
     // On any member, the commands that look after a host run on every
     // member, through its agent.
-    let config = format!("{}/zdeploy.toml", cluster.fleet.path.display());
     let on_h2 = |args: &[&str]| {
         let mut all = args.to_vec();
-        all.extend(["--config", &config]);
+        all.extend(["--config", &config_inside]);
         let (ok, stdout, stderr) = cluster.fleet.zdeploy_on(2, &all);
         assert!(ok, "{args:?}: {stdout}\n{stderr}");
         stdout
@@ -436,7 +467,6 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
     );
     let log: Value = serde_json::from_str(&on_h2(&["log", APP, "--json"])).unwrap();
     assert_eq!(log["hosts"].as_array().unwrap().len(), 3, "{log}");
-
     // Copying a release from an agent needs the fleet's token, a release
     // the host holds, and names only files of its manifest.
     let live = cluster.fleet.live()[1].clone().unwrap();

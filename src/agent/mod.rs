@@ -204,6 +204,7 @@ fn router(agent: SharedAgent) -> Router {
         .route("/api/apps/{app}/keep", post(api::keep))
         .route("/api/apps/{app}/prune", post(api::prune))
         .route("/api/apps/{app}/run", post(peer::run))
+        .route("/api/apps/{app}/user-content", get(peer::user_content))
         .route(
             "/api/apps/{app}/releases/{release}/manifest",
             get(peer::manifest),

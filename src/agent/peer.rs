@@ -3,7 +3,8 @@
 //! from the release the asker is live on, when the asker's copy of that one
 //! is what this host holds) and, as one tar, the files a member lacks — and
 //! the commands that look after this host (`releases`, `verify`, `log`,
-//! `prune`, `keep`), run here as this host's own, for a CLI on any member.
+//! `prune`, `keep`, `doctor`), run here as this host's own, for a CLI on
+//! any member, and the list of user files its last carry placed.
 //! Only for the agent's bearer token: a release holds the app's code and
 //! its built config.
 
@@ -289,7 +290,7 @@ fn checked_list(
 
 /// The commands a member may run on this host for a CLI: those that look
 /// after one host, the same an ssh fleet runs on each of its hosts.
-const RUNNABLE: [&str; 5] = ["releases", "verify", "log", "prune", "keep"];
+const RUNNABLE: [&str; 6] = ["releases", "verify", "log", "prune", "keep", "doctor"];
 
 #[derive(Debug, Deserialize)]
 pub struct RunRequest {
@@ -370,4 +371,28 @@ fn run_here(invocation: &Invocation) -> anyhow::Result<RunAnswer> {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
+}
+
+/// `GET /api/apps/{app}/user-content`: the user files this host's last
+/// carry placed in its live release (each path ended by a NUL), to name
+/// what one member holds that another lacks.
+pub async fn user_content(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize_member(&agent, &headers)?;
+    let app = find_app(&agent, &name)?;
+    let list = app.config().layout.user_content_list();
+    // A small file on local disk: read where the request is served.
+    let bytes = std::fs::read(&list).map_err(|e| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "this host has no list of user files ({}: {e})",
+                list.display()
+            ),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

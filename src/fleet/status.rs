@@ -160,6 +160,12 @@ pub fn doctor(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> 
     status.push("--json".into());
     let statuses = parsed(&run_everywhere(app, fleet, &status)?);
     let uploads_differ = user_content_differences(app, fleet, &statuses);
+    show_doctor(&answers, &uploads_differ, json)
+}
+
+/// Each host's `doctor`, then whether the hosts hold the same user content;
+/// fails if a host's doctor did, or they do not.
+pub fn show_doctor(answers: &[Answer], uploads_differ: &[Divergence], json: bool) -> Result<()> {
     if json {
         let hosts: Vec<serde_json::Value> = answers
             .iter()
@@ -173,14 +179,14 @@ pub fn doctor(app: &AppConfig, fleet: &FleetSettings, json: bool) -> Result<()> 
             }))?
         );
     } else {
-        show_answers(&answers, false)?;
+        show_answers(answers, false)?;
         if uploads_differ.is_empty() {
             out!("fleet: the hosts hold the same user content (as of each one's last deploy)");
         } else {
-            out!("fleet: PROBLEM {}", describe(&uploads_differ));
+            out!("fleet: PROBLEM {}", describe(uploads_differ));
         }
     }
-    fail_if_any_failed(&answers)?;
+    fail_if_any_failed(answers)?;
     if !uploads_differ.is_empty() {
         anyhow::bail!("the fleet is split by its user content: see above");
     }

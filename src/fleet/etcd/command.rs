@@ -23,7 +23,10 @@ use super::store::Store;
 use crate::config::{AppConfig, ConfigFile};
 use crate::fleet::parallel::on_each;
 use crate::fleet::remote_command::{Answer, fail_if_any_failed, host_args, show, show_digests};
+use crate::fleet::status::show_doctor;
+use crate::fleet::user_content::{Divergence, describe, divergences, may_differ};
 use crate::output::out;
+use zdeploy_core::user_content::UserContentSummary;
 
 fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
@@ -98,6 +101,8 @@ pub struct FleetState {
     pub deploy: Option<DeployRecord>,
     pub hosts: BTreeMap<String, HostStatus>,
     pub skew_ms: Option<i64>,
+    /// Members holding user files others lack.
+    pub user_content_differs: Vec<Divergence>,
 }
 
 pub async fn read_state(store: &Store) -> Result<FleetState> {
@@ -118,16 +123,18 @@ pub async fn read_state(store: &Store) -> Result<FleetState> {
             .await?
             .map(|(d, _)| d),
         hosts,
+        user_content_differs: Vec::new(),
     })
 }
 
 /// `zdeploy status` of a fleet in etcd.
 pub fn status(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
     let name = app_name(app)?;
-    let state = block_on(async {
+    let mut state = block_on(async {
         let store = Store::connect(&membership.etcd, name).await?;
         read_state(&store).await
     })?;
+    state.user_content_differs = user_content_differences(app, membership, &state);
     if json {
         return crate::commands::print_json(&state);
     }
@@ -199,16 +206,15 @@ pub fn status(app: &AppConfig, membership: &Membership, json: bool) -> Result<()
             status.and_then(|s| s.live.as_deref()).unwrap_or("-"),
         );
     }
+    if !state.user_content_differs.is_empty() {
+        out!("warning: {}", describe(&state.user_content_differs));
+    }
     Ok(())
 }
 
-/// Run `zdeploy ARGS` on every member of the fleet, each through its agent
-/// (at the URL it registered, with this host's agent token), at once.
-pub fn run_everywhere(
-    app: &AppConfig,
-    membership: &Membership,
-    args: &[String],
-) -> Result<Vec<Answer>> {
+/// Each member as a peer to ask through its agent (at the URL it
+/// registered, with this host's agent token), or why it cannot be asked.
+fn peers(app: &AppConfig, membership: &Membership) -> Result<Vec<Result<Peer>>> {
     let name = app_name(app)?.to_string();
     let token = match &app.file {
         Some((path, text)) => ConfigFile::parse(path, text.clone())?.agent(None)?.token,
@@ -223,7 +229,7 @@ pub fn run_everywhere(
         bail!("the fleet has no members now (no agent holds a lease in etcd)");
     }
     let ca = membership.etcd.tls.as_ref().map(|t| t.ca.clone());
-    let peers: Vec<Result<Peer>> = registrations
+    Ok(registrations
         .into_iter()
         .map(|(member, registration)| {
             let url = registration.agent.with_context(|| {
@@ -236,11 +242,67 @@ pub fn run_everywhere(
                 ca: ca.clone(),
             })
         })
-        .collect();
-    on_each(&peers, |peer| match peer {
-        Ok(peer) => peer.run(&name, args),
+        .collect())
+}
+
+/// Run `zdeploy ARGS` on every member of the fleet, each through its
+/// agent, at once.
+pub fn run_everywhere(
+    app: &AppConfig,
+    membership: &Membership,
+    args: &[String],
+) -> Result<Vec<Answer>> {
+    let name = app_name(app)?;
+    on_each(&peers(app, membership)?, |peer| match peer {
+        Ok(peer) => peer.run(name, args),
         Err(e) => Err(anyhow::anyhow!("{e:#}")),
     })
+}
+
+/// Members holding user files others lack, named from the lists their
+/// agents keep, when the summaries in etcd say the members' user content
+/// differs (a warning when the lists cannot be read).
+fn user_content_differences(
+    app: &AppConfig,
+    membership: &Membership,
+    state: &FleetState,
+) -> Vec<Divergence> {
+    let summaries: Vec<Option<UserContentSummary>> = state
+        .members
+        .iter()
+        .map(|m| state.hosts.get(m).and_then(|s| s.user_content.clone()))
+        .collect();
+    if !may_differ(&summaries) {
+        return Vec::new();
+    }
+    let read = app_name(app).and_then(|name| {
+        on_each(&peers(app, membership)?, |peer| match peer {
+            Ok(peer) => Ok((peer.name.clone(), peer.user_content(name)?)),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        })
+    });
+    match read {
+        Ok(lists) => divergences(&lists),
+        Err(error) => {
+            eprintln!(
+                "warning: the members' user content differs; reading their lists failed: {error:#}"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// `zdeploy doctor` on every member, then whether they hold the same user
+/// content.
+pub fn doctor_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
+    let answers = run_everywhere(app, membership, &host_args())?;
+    let name = app_name(app)?;
+    let state = block_on(async {
+        let store = Store::connect(&membership.etcd, name).await?;
+        read_state(&store).await
+    })?;
+    let uploads_differ = user_content_differences(app, membership, &state);
+    show_doctor(&answers, &uploads_differ, json)
 }
 
 /// Run this command on every member and show each answer under its name.

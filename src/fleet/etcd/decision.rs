@@ -281,6 +281,7 @@ mod tests {
             switched,
             error: None,
             at_ms: 0,
+            user_content: None,
         };
         let statuses: BTreeMap<String, HostStatus> = [
             ("a".to_string(), status(Some((5, 1_000)))),

@@ -19,6 +19,7 @@ use zdeploy_core::history::now_ms;
 use zdeploy_core::release::short;
 use zdeploy_core::release_copy::Base;
 use zdeploy_core::switch::read_live;
+use zdeploy_core::user_content::summary_of;
 
 use super::changes::Changes;
 use super::decision::{ready, skew_ms};
@@ -144,8 +145,10 @@ impl Member<'_> {
             .ok()
             .flatten()
             .map(|(s, _)| s);
+        let layout = &self.part.config.layout;
         let status = HostStatus {
             state,
+            user_content: live.as_deref().and_then(|l| summary_of(layout, l)),
             live,
             switched: switched.or(old.and_then(|s| s.switched)),
             error,

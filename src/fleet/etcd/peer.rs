@@ -3,7 +3,7 @@
 //! release this host is live on, when the other holds that one with the
 //! same content), then, as one tar, the files this host lacks — and to run
 //! a command that looks after its host (`releases`, `verify`, `log`,
-//! `prune`, `keep`). Asked with the agent's bearer token (members share
+//! `prune`, `keep`, `doctor`), and for the user files its last carry placed. Asked with the agent's bearer token (members share
 //! it), over TLS when the other agent is reached at an https URL, trusting
 //! the fleet's CA when it names one.
 
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use zdeploy_core::release_copy::Base;
+use zdeploy_core::user_content::parse_list;
 
 use crate::agent::peer::{BASE_HEADER, DIGEST_HEADER, RunAnswer};
 use crate::fleet::remote_command::Answer;
@@ -195,6 +196,25 @@ impl Peer {
             stdout: answer.stdout,
             stderr: answer.stderr,
         })
+    }
+
+    /// The user files the peer's last carry placed in its live release.
+    pub fn user_content(&self, app: &str) -> Result<Vec<PathBuf>> {
+        let client = self.client()?;
+        let request = client.get(format!("{}/api/apps/{app}/user-content", self.url));
+        let mut response = self
+            .authorized(request)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        self.check(&mut response, "its list of user files")?;
+        let mut bytes = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(MAX_MANIFEST)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{}: reading its list of user files", self.name))?;
+        Ok(parse_list(&bytes))
     }
 
     fn unreachable(&self, e: ureq::Error) -> anyhow::Error {

@@ -122,6 +122,10 @@ pub struct HostStatus {
     pub switched: Option<(u64, i64)>,
     pub error: Option<String>,
     pub at_ms: i64,
+    /// The user files its last carry placed in its live release, summed
+    /// up: members whose digests differ hold different uploads.
+    #[serde(default)]
+    pub user_content: Option<zdeploy_core::user_content::UserContentSummary>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
