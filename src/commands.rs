@@ -10,7 +10,6 @@ use zdeploy_core::layout::Layout;
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::maintenance;
 use zdeploy_core::release::short;
-use zdeploy_core::rollback::{RollbackPlan, rollback};
 use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
 
@@ -20,8 +19,9 @@ use crate::cli::{
     select_app, split_app,
 };
 use crate::config::{self, AppConfig, ConfigSource, Topology, UsageError};
+use crate::deploying::{self, Done, Request, Watch};
 use crate::fleet::console::FleetConsole;
-use crate::fleet::controller::{FleetOutcome, FleetResult, FleetRun, Intent};
+use crate::fleet::controller::{FleetObserver, FleetOutcome, FleetResult, FleetRun, Intent};
 use crate::fleet::remote_command;
 use crate::output::Console;
 use crate::output::out;
@@ -173,41 +173,67 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         args.positional.as_deref()
     };
     let app = select_app(config, app, &overrides)?;
-    let plan = match &app.topology {
-        Topology::Etcd(membership) => {
-            return crate::fleet::etcd::command::request(
-                &app, membership, args.force, None, args.json,
-            );
-        }
-        Topology::Ssh(fleet) => {
-            let plan = app.deploy_plan(args.force)?;
-            let intent = Intent::Deploy(&plan);
-            let result = fleet_run(&app, fleet, &overrides, &intent, console.is_quiet())?;
-            return report_fleet(&app, &result, args.json);
-        }
-        Topology::OneHost | Topology::OnOrders => app.deploy_plan(args.force)?,
+    let request = Request::Deploy {
+        force: args.force,
+        commit: None,
     };
-    let result =
-        zdeploy_core::deploy::deploy(&app.layout, &plan, &run_options(args.wait), console)?;
-    if args.json {
-        return print_json(&result);
-    }
-    match result.outcome {
-        DeployOutcome::Unchanged => out!(
-            "{} unchanged: {} is already live",
+    let done = run_cli(&app, &request, &overrides, args.wait, console)?;
+    report_done(&app, &done, args.json)
+}
+
+/// Do what `request` asks of the app, however it is deployed, watched from
+/// the terminal.
+fn run_cli(
+    app: &AppConfig,
+    request: &Request,
+    overrides: &config::Overrides,
+    wait: bool,
+    console: &Console,
+) -> Result<Done> {
+    let fleet = app
+        .topology
+        .ssh()
+        .map(|fleet| FleetConsole::new(fleet, console.is_quiet()));
+    let watch = Watch {
+        options: &run_options(wait),
+        observer: Some(console),
+        fleet: fleet.as_ref().map(|f| f as &dyn FleetObserver),
+        overrides,
+        trigger: "cli",
+        waiting: &|why| eprintln!("{why}"),
+    };
+    deploying::run(app, request, &watch)
+}
+
+/// A deploy's or rollback's outcome, for people (or as JSON).
+fn report_done(app: &AppConfig, done: &Done, json: bool) -> Result<()> {
+    match done {
+        Done::Fleet(result) => return report_fleet(app, result, json),
+        Done::Etcd(outcome) => return crate::fleet::etcd::command::report(outcome, json),
+        _ if json => return print_json(done),
+        Done::Deployed(result) => match result.outcome {
+            DeployOutcome::Unchanged => out!(
+                "{} unchanged: {} is already live",
+                app.layout.context(),
+                result.release.as_deref().unwrap_or("it")
+            ),
+            DeployOutcome::Deployed => out!(
+                "{} -> {} (deployment #{}{})",
+                app.layout.context(),
+                result.release.as_deref().unwrap_or("?"),
+                result.deployment,
+                result
+                    .commit
+                    .as_deref()
+                    .map(|c| format!(", commit {}", short(c)))
+                    .unwrap_or_default()
+            ),
+        },
+        Done::RolledBack(result) => out!(
+            "{} -> {} (was {})",
             app.layout.context(),
-            result.release.as_deref().unwrap_or("it")
-        ),
-        DeployOutcome::Deployed => out!(
-            "{} -> {} (deployment #{}{})",
-            app.layout.context(),
-            result.release.as_deref().unwrap_or("?"),
-            result.deployment,
-            result
-                .commit
-                .as_deref()
-                .map(|c| format!(", commit {}", short(c)))
-                .unwrap_or_default()
+            result.release,
+            result.previous
         ),
     }
     Ok(())
@@ -227,35 +253,11 @@ pub fn rollback_command(
     overrides.settle = args.settle.clone();
     overrides.after_switch = args.after_switch.clone();
     let app = select_app(config, app, &overrides)?;
-    match &app.topology {
-        Topology::Etcd(membership) => {
-            let target = Some(rest.first().cloned());
-            return crate::fleet::etcd::command::request(
-                &app, membership, false, target, args.json,
-            );
-        }
-        Topology::Ssh(fleet) => {
-            let intent = Intent::Rollback(rest.first().cloned());
-            let result = fleet_run(&app, fleet, &overrides, &intent, console.is_quiet())?;
-            return report_fleet(&app, &result, args.json);
-        }
-        Topology::OneHost | Topology::OnOrders => {}
-    }
-    let plan = RollbackPlan {
-        target: rest.first().cloned(),
-        policy: app.policy.clone(),
+    let request = Request::Rollback {
+        to: rest.first().cloned(),
     };
-    let result = rollback(&app.layout, &plan, &run_options(args.wait), console)?;
-    if args.json {
-        return print_json(&result);
-    }
-    out!(
-        "{} -> {} (was {})",
-        app.layout.context(),
-        result.release,
-        result.previous
-    );
-    Ok(())
+    let done = run_cli(&app, &request, &overrides, args.wait, console)?;
+    report_done(&app, &done, args.json)
 }
 
 fn open_history(layout: &Layout) -> Result<Option<History>> {

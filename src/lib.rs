@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod deploying;
 pub mod doctor;
 pub mod exit;
 pub mod fleet;

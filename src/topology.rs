@@ -37,6 +37,12 @@ impl Topology {
         }
     }
 
+    /// This process deploys a fleet as a whole (over ssh, or through etcd),
+    /// not one host (alone, or its part of a fleet's run).
+    pub fn is_fleet(&self) -> bool {
+        matches!(self, Topology::Ssh(_) | Topology::Etcd(_))
+    }
+
     /// The etcd fleet's settings, for code that only concerns one.
     pub fn etcd(&self) -> Option<&Membership> {
         match self {

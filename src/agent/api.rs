@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_stream::StreamExt;
 use zdeploy_core::history::History;
-use zdeploy_core::rollback::RollbackPlan;
 
 use super::app::{App, Event, Trigger};
 use super::runner::{Finished, failed, report, run_streamed};
 use super::{Agent, SharedAgent};
+use crate::deploying::{self, Done, Request, Watch};
 
 pub type ApiResult = Result<Response, ApiError>;
 
@@ -472,7 +472,7 @@ async fn act(
         &App,
         &zdeploy_core::session::RunOptions,
         &dyn zdeploy_core::session::Observer,
-    ) -> zdeploy_core::Result<(Value, Option<String>)>
+    ) -> anyhow::Result<(Value, Option<String>)>
     + Send
     + 'static,
 ) -> ApiResult {
@@ -499,12 +499,16 @@ async fn act(
                 Ok(value),
             ),
             Err(e) => {
-                let status = match e.kind() {
-                    zdeploy_core::ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-                    zdeploy_core::ErrorKind::Busy => StatusCode::CONFLICT,
+                let kind = e
+                    .downcast_ref::<zdeploy_core::Error>()
+                    .map(zdeploy_core::Error::kind);
+                let status = match kind {
+                    Some(zdeploy_core::ErrorKind::Invalid) => StatusCode::UNPROCESSABLE_ENTITY,
+                    Some(zdeploy_core::ErrorKind::Busy) => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                (failed(id, e.to_string()), Err(error(status, e.to_string())))
+                let message = format!("{e:#}");
+                (failed(id, message.clone()), Err(error(status, message)))
             }
         }
     })
@@ -523,15 +527,16 @@ pub async fn rollback(
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
     let body: RollbackBody = parse_body(&body)?;
-    if let Some(membership) = app.config().topology.etcd().cloned() {
-        // A fleet's rollback is a deploy of the older release, decided by
-        // its leader.
+    let request = Request::Rollback { to: body.release };
+    if app.config().topology.is_fleet() {
+        // A fleet rolls back as a whole: its controller's run, or a deploy
+        // of the older release its leader decides.
         refuse_if_stopping(&agent)?;
         let started = Instant::now();
-        let worker = app.clone();
+        let (worker_agent, worker_app) = (agent.clone(), app.clone());
         let finished = tokio::task::spawn_blocking(move || {
-            let trigger = super::app::Trigger::new("api rollback");
-            super::member::deploy(&worker, &membership, &trigger, Some(body.release))
+            let trigger = Trigger::new("api rollback");
+            super::runner::run(&worker_agent, &worker_app, &request, &trigger)
         })
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -543,13 +548,23 @@ pub async fn rollback(
     }
     act(agent, app, "rollback", move |app, options, observer| {
         let config = app.config();
-        let plan = RollbackPlan {
-            target: body.release.clone(),
-            policy: config.policy.clone(),
+        let watch = Watch {
+            options,
+            observer: Some(observer),
+            fleet: None,
+            overrides: &Default::default(),
+            trigger: "api",
+            waiting: &|_| {},
         };
-        let done = zdeploy_core::rollback::rollback(&config.layout, &plan, options, observer)?;
-        let release = done.release.clone();
-        Ok((json!(done), Some(release)))
+        match deploying::run(&config, &request, &watch)? {
+            Done::RolledBack(done) => {
+                let release = done.release.clone();
+                Ok((json!(done), Some(release)))
+            }
+            other => Err(anyhow::anyhow!(
+                "a rollback on this host answered {other:?}"
+            )),
+        }
     })
     .await
 }

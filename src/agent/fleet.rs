@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 use zdeploy_core::history::now_ms;
+use zdeploy_core::lock::LockWait;
+use zdeploy_core::session::RunOptions;
 
 use super::app::{App, Event};
 use super::runner::{Finished, failed};
 use crate::config::{AppConfig, Overrides};
-use crate::fleet::controller::{FleetObserver, FleetOutcome, FleetRun, Intent};
+use crate::deploying::{self, Done, Request, Watch};
+use crate::fleet::controller::{FleetObserver, FleetOutcome};
 use crate::fleet::settings::FleetSettings;
 
 /// How many times a fleet deploy that found a host busy is tried again.
@@ -86,22 +89,12 @@ impl FleetObserver for Tracker<'_> {
     }
 }
 
-/// Deploy the app to its fleet; a host that is busy (another controller,
-/// or the CLI) is waited for, as a single host's lock is.
-pub fn deploy(
-    app: &App,
-    config: &AppConfig,
-    fleet: &FleetSettings,
-    force: bool,
-    trigger: &str,
-) -> Finished {
-    let plan = match config.deploy_plan(force) {
-        Ok(plan) => plan,
-        Err(e) => return failed(None, e.0),
-    };
+/// Deploy or roll back the app's fleet; a host that is busy (another
+/// controller, or the CLI) is waited for, as a single host's lock is.
+pub fn run(app: &App, config: &AppConfig, request: &Request, trigger: &str) -> Finished {
     app.emit(Event::Started {
         deployment: 0,
-        kind: "fleet deploy".into(),
+        kind: format!("fleet {}", request.kind()),
         trigger: trigger.to_string(),
     });
     let tracker = Tracker {
@@ -109,16 +102,21 @@ pub fn deploy(
         view: app.fleet_view(),
         lines: Default::default(),
     };
-    let run = FleetRun {
-        app: config,
-        fleet,
-        overrides: &Overrides::default(),
+    let options = RunOptions {
         trigger: trigger.to_string(),
-        watch: &tracker,
+        wait: LockWait::Fail,
+    };
+    let watch = Watch {
+        options: &options,
+        observer: None,
+        fleet: Some(&tracker),
+        overrides: &Overrides::default(),
+        trigger,
+        waiting: &|_| {},
     };
     let mut tries = 0;
     let result = loop {
-        let result = run.run(&Intent::Deploy(&plan));
+        let result = deploying::run(config, request, &watch);
         let busy = matches!(&result, Err(e) if e.downcast_ref::<zdeploy_core::Error>()
             .is_some_and(|e| e.kind() == zdeploy_core::ErrorKind::Busy));
         if !busy || tries == BUSY_RETRIES {
@@ -128,7 +126,7 @@ pub fn deploy(
         std::thread::sleep(BUSY_PAUSE);
     };
     match result {
-        Ok(done) => {
+        Ok(Done::Fleet(done)) => {
             let mut view = app.fleet_view().lock().expect("fleet view lock");
             for host in &done.hosts {
                 view.hosts.entry(host.host.clone()).or_default().release = host.release.clone();
@@ -140,6 +138,7 @@ pub fn deploy(
             view.finished_ms = Some(now_ms());
             Finished::completed(None, done.outcome.into(), done.release, done.commit)
         }
+        Ok(other) => failed(None, format!("an ssh fleet's run answered {other:?}")),
         Err(error) => failed(None, format!("{error:#}")),
     }
 }

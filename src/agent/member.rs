@@ -10,17 +10,20 @@ use std::time::Duration;
 
 use anyhow::Result;
 use zdeploy_core::history::now_ms;
+use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::DeployOutcome;
+use zdeploy_core::session::RunOptions;
 
 use super::SharedAgent;
-use super::app::{App, Event, Trigger};
+use super::app::{App, Event};
 use super::runner::{Finished, failed};
+use crate::config::{AppConfig, Overrides};
+use crate::deploying::{self, Done, Request, Watch};
 use crate::fleet::etcd::leader::Leader;
 use crate::fleet::etcd::member::Member;
 use crate::fleet::etcd::part::Part;
-use crate::fleet::etcd::records::{Committed, Registration, TriggerOutcome, TriggerRecord};
-use crate::fleet::etcd::request::{ask, trigger_id};
-use crate::fleet::etcd::settings::{EtcdSettings, Membership};
+use crate::fleet::etcd::records::{Committed, Registration, TriggerOutcome};
+use crate::fleet::etcd::settings::EtcdSettings;
 use crate::fleet::etcd::store::Store;
 
 /// A host that lost etcd tries again this often, so that it catches up
@@ -237,50 +240,43 @@ fn log(app: &App, level: &str, message: &str) {
     });
 }
 
-/// A trigger of the app's queue, handed to the fleet's leader: its outcome
-/// is the run's.
-pub fn deploy(
-    app: &App,
-    membership: &Membership,
-    trigger: &Trigger,
-    rollback: Option<Option<String>>,
-) -> Finished {
-    let request = TriggerRecord {
-        id: trigger_id(&membership.etcd.name),
-        trigger: format!("{} on {}", trigger.source, membership.etcd.name),
-        force: trigger.force,
-        commit: trigger.commit.clone(),
-        rollback: rollback.is_some(),
-        release: rollback.flatten(),
-        at_ms: now_ms(),
+/// A deploy or rollback handed to the fleet's leader: its outcome is the
+/// run's. On the worker's blocking thread.
+pub fn run(app: &App, config: &AppConfig, request: &Request, trigger: &str) -> Finished {
+    let options = RunOptions {
+        trigger: trigger.to_string(),
+        wait: LockWait::Fail,
     };
-    // The stage timeout bounds a deploy; the rest is the switch and a
-    // leader that may still have to be elected.
-    let wait = membership.stage_timeout + Duration::from_secs(300);
-    let asked = async {
-        let store = Store::connect(&membership.etcd, &app.name).await?;
-        ask(&store, &request, wait, &|why| log(app, "info", why)).await
+    let watch = Watch {
+        options: &options,
+        observer: None,
+        fleet: None,
+        overrides: &Overrides::default(),
+        trigger,
+        waiting: &|why| log(app, "info", why),
     };
-    // On the worker's blocking thread.
-    match tokio::runtime::Handle::current().block_on(asked) {
-        Ok(outcome) if outcome.outcome == TriggerOutcome::Deployed => Finished::completed(
-            None,
-            DeployOutcome::Deployed,
-            outcome.release,
-            outcome.commit,
-        ),
-        Ok(outcome) if outcome.outcome == TriggerOutcome::Unchanged => Finished::completed(
-            None,
-            DeployOutcome::Unchanged,
-            outcome.release,
-            outcome.commit,
-        ),
-        Ok(outcome) => failed(
-            None,
-            outcome.error.unwrap_or_else(|| {
-                format!("the fleet's deploy ended {}", outcome.outcome.as_str())
-            }),
-        ),
+    match deploying::run(config, request, &watch) {
+        Ok(Done::Etcd(outcome)) => match outcome.outcome {
+            TriggerOutcome::Deployed => Finished::completed(
+                None,
+                DeployOutcome::Deployed,
+                outcome.release,
+                outcome.commit,
+            ),
+            TriggerOutcome::Unchanged => Finished::completed(
+                None,
+                DeployOutcome::Unchanged,
+                outcome.release,
+                outcome.commit,
+            ),
+            other => failed(
+                None,
+                outcome
+                    .error
+                    .unwrap_or_else(|| format!("the fleet's deploy ended {}", other.as_str())),
+            ),
+        },
+        Ok(other) => failed(None, format!("an etcd fleet's run answered {other:?}")),
         Err(e) => failed(None, format!("{e:#}")),
     }
 }

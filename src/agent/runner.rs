@@ -15,7 +15,8 @@ use zdeploy_core::session::{Level, Observer, RunOptions, Step};
 
 use super::app::{App, Event, Trigger};
 use super::{Agent, SharedAgent};
-use crate::config::Topology;
+use crate::config::{Overrides, Topology};
+use crate::deploying::{self, Done, Request, Watch};
 
 /// Sends what a run does to the app's event stream.
 struct Streamer<'a> {
@@ -143,8 +144,8 @@ pub fn run_streamed<T>(
     app: &App,
     kind: &'static str,
     trigger: &str,
-    work: impl Fn(&RunOptions, &dyn Observer) -> zdeploy_core::Result<T>,
-) -> (Option<i64>, zdeploy_core::Result<T>) {
+    work: impl Fn(&RunOptions, &dyn Observer) -> anyhow::Result<T>,
+) -> (Option<i64>, anyhow::Result<T>) {
     let streamer = Streamer {
         app,
         kind,
@@ -157,7 +158,7 @@ pub fn run_streamed<T>(
         wait: LockWait::Fail,
     };
     let mut result = work(&options, &streamer);
-    if matches!(&result, Err(e) if e.kind() == ErrorKind::Busy) {
+    if matches!(&result, Err(e) if busy(e)) {
         agent.metrics.lock_waited(&app.name);
         tracing::info!(app = %app.name, kind, "the lock is held; waiting for it");
         options.wait = LockWait::Queue;
@@ -169,34 +170,62 @@ pub fn run_streamed<T>(
 
 /// Deploy the app once for `trigger`.
 fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
+    let request = Request::Deploy {
+        force: trigger.force,
+        commit: trigger.commit.clone(),
+    };
+    run(agent, app, &request, trigger)
+}
+
+/// Do what `request` asks of the app, however it is deployed: this host's
+/// run streamed to the app's watchers, a fleet's as the fleet shows it.
+pub fn run(agent: &Agent, app: &App, request: &Request, trigger: &Trigger) -> Finished {
     let config = app.config();
     match &config.topology {
-        Topology::Ssh(fleet) => {
-            return super::fleet::deploy(app, &config, fleet, trigger.force, &trigger.describe());
-        }
-        Topology::Etcd(membership) => return super::member::deploy(app, membership, trigger, None),
+        Topology::Ssh(_) => return super::fleet::run(app, &config, request, &trigger.describe()),
+        Topology::Etcd(_) => return super::member::run(app, &config, request, &trigger.source),
         Topology::OneHost | Topology::OnOrders => {}
     }
-    let plan = match config.deploy_plan(trigger.force) {
-        Ok(plan) => plan,
-        Err(e) => return failed(None, e.0),
-    };
     let (deployment, result) = run_streamed(
         agent,
         app,
-        "deploy",
+        request.kind(),
         &trigger.describe(),
-        |options, observer| zdeploy_core::deploy::deploy(&config.layout, &plan, options, observer),
+        |options, observer| {
+            let watch = Watch {
+                options,
+                observer: Some(observer),
+                fleet: None,
+                overrides: &Overrides::default(),
+                trigger: &trigger.describe(),
+                waiting: &|_| {},
+            };
+            deploying::run(&config, request, &watch)
+        },
     );
     match result {
-        Ok(done) => Finished::completed(
+        Ok(Done::Deployed(done)) => Finished::completed(
             Some(done.deployment),
             done.outcome,
             done.release,
             done.commit,
         ),
-        Err(error) => failed(deployment, error.to_string()),
+        Ok(Done::RolledBack(done)) => Finished::completed(
+            Some(done.deployment),
+            DeployOutcome::Deployed,
+            Some(done.release),
+            None,
+        ),
+        Ok(other) => failed(deployment, format!("a run on this host answered {other:?}")),
+        Err(error) => failed(deployment, format!("{error:#}")),
     }
+}
+
+/// The run found the lock held by another.
+pub fn busy(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<zdeploy_core::Error>()
+        .is_some_and(|e| e.kind() == ErrorKind::Busy)
 }
 
 pub fn failed(deployment: Option<i64>, error: String) -> Finished {

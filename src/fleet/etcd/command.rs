@@ -21,6 +21,7 @@ use super::request::{ask, trigger_id};
 use super::settings::Membership;
 use super::store::Store;
 use crate::config::{AppConfig, ConfigFile};
+use crate::deploying::Request;
 use crate::fleet::parallel::on_each;
 use crate::fleet::remote_command::{Answer, fail_if_any_failed, host_args, show, show_digests};
 use crate::fleet::status::show_doctor;
@@ -28,7 +29,12 @@ use crate::fleet::user_content::{Divergence, describe, divergences, may_differ};
 use crate::output::out;
 use zdeploy_core::user_content::UserContentSummary;
 
+/// Run `work` to its end: on the agent's runtime when called from one of
+/// its blocking threads, else on a runtime of its own (the CLI).
 fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        return runtime.block_on(work);
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,54 +48,69 @@ fn app_name(app: &AppConfig) -> Result<&str> {
         .context("a fleet in etcd is an app of a config file")
 }
 
-/// Ask the fleet for a deploy (or a rollback to `rollback`'s release, or the
-/// one before) and wait for the outcome.
-pub fn request(
+/// Ask the fleet's leader for what `request` asks and wait for its
+/// outcome; `waiting` hears why it waits (no leader, no quorum).
+pub fn ask_leader(
     app: &AppConfig,
     membership: &Membership,
-    force: bool,
-    rollback: Option<Option<String>>,
-    json: bool,
-) -> Result<()> {
+    request: &Request,
+    trigger: &str,
+    waiting: &(dyn Fn(&str) + Sync),
+) -> Result<Outcome> {
     let name = app_name(app)?;
-    let request = TriggerRecord {
-        id: trigger_id(&format!("cli-{}", membership.etcd.name)),
-        trigger: format!("cli on {}", membership.etcd.name),
+    let (force, commit, rollback, release) = match request {
+        Request::Deploy { force, commit } => (*force, commit.clone(), false, None),
+        Request::Rollback { to } => (false, None, true, to.clone()),
+    };
+    let record = TriggerRecord {
+        id: trigger_id(&membership.etcd.name),
+        trigger: format!("{trigger} on {}", membership.etcd.name),
         force,
-        commit: None,
-        rollback: rollback.is_some(),
-        release: rollback.flatten(),
+        commit,
+        rollback,
+        release,
         at_ms: now_ms(),
     };
+    // The stage timeout bounds a deploy; the rest is the switch and a
+    // leader that may still have to be elected.
     let wait = membership.stage_timeout + Duration::from_secs(300);
-    let outcome: Outcome = block_on(async {
+    block_on(async {
         let store = Store::connect(&membership.etcd, name).await?;
-        ask(&store, &request, wait, &|why| eprintln!("{why}")).await
-    })?;
+        ask(&store, &record, wait, waiting).await
+    })
+}
+
+/// The fleet's answer, for people (or as JSON); an error when the deploy
+/// was aborted or failed.
+pub fn report(outcome: &Outcome, json: bool) -> Result<()> {
     if json {
-        return crate::commands::print_json(&outcome);
-    }
-    let release = outcome.release.as_deref().unwrap_or("?");
-    let commit = outcome
-        .commit
-        .as_deref()
-        .map(|c| format!(", commit {}", short(c)))
-        .unwrap_or_default();
-    match outcome.outcome {
-        TriggerOutcome::Deployed => out!(
-            "the fleet -> {release} (fleet deploy #{}{commit}); every member switches to it",
-            outcome.deploy.unwrap_or(0)
-        ),
-        TriggerOutcome::Unchanged => {
-            out!("the fleet unchanged: {release} is already committed{commit}")
+        crate::commands::print_json(outcome)?;
+    } else {
+        let release = outcome.release.as_deref().unwrap_or("?");
+        let commit = outcome
+            .commit
+            .as_deref()
+            .map(|c| format!(", commit {}", short(c)))
+            .unwrap_or_default();
+        match outcome.outcome {
+            TriggerOutcome::Deployed => out!(
+                "the fleet -> {release} (fleet deploy #{}{commit}); every member switches to it",
+                outcome.deploy.unwrap_or(0)
+            ),
+            TriggerOutcome::Unchanged => {
+                out!("the fleet unchanged: {release} is already committed{commit}")
+            }
+            TriggerOutcome::Aborted | TriggerOutcome::Failed => {}
         }
-        other @ (TriggerOutcome::Aborted | TriggerOutcome::Failed) => bail!(
+    }
+    match outcome.outcome {
+        TriggerOutcome::Deployed | TriggerOutcome::Unchanged => Ok(()),
+        other => bail!(
             "the fleet's deploy {}: {}",
             other.as_str(),
             outcome.error.as_deref().unwrap_or("no reason given")
         ),
     }
-    Ok(())
 }
 
 /// The fleet as etcd holds it.

@@ -1,0 +1,125 @@
+//! One deploy and one rollback, however the app is deployed: on this host
+//! alone, by the controller of an ssh fleet, or by the leader of an etcd
+//! fleet asked through etcd. The CLI, the agent's queue and its API all
+//! ask here and get one typed answer; each only shows it its own way.
+
+use anyhow::Result;
+use serde::Serialize;
+use zdeploy_core::policy::DeployResult;
+use zdeploy_core::rollback::{RollbackPlan, RollbackResult};
+use zdeploy_core::session::{Observer, RunOptions};
+
+use crate::config::{AppConfig, Overrides, Topology};
+use crate::fleet::controller::{FleetObserver, FleetResult, FleetRun, Intent};
+use crate::fleet::etcd::records::Outcome;
+
+/// What is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Deploy the source's newest commit (`force`: even if it is live);
+    /// `commit`: the one a webhook named, for an etcd fleet's leader.
+    Deploy { force: bool, commit: Option<String> },
+    /// Back to `to`, or the release before the live one.
+    Rollback { to: Option<String> },
+}
+
+/// Who watches, and how: the one-host run's options and observer, the ssh
+/// fleet's observer, a line for each thing said while an etcd fleet's
+/// leader is waited for.
+pub struct Watch<'a> {
+    pub options: &'a RunOptions,
+    /// Unset: a run on this host is not shown.
+    pub observer: Option<&'a dyn Observer>,
+    /// Unset: an ssh fleet's run is not shown.
+    pub fleet: Option<&'a dyn FleetObserver>,
+    pub overrides: &'a Overrides,
+    /// What asked ("cli", "api", "webhook github", …).
+    pub trigger: &'a str,
+    pub waiting: &'a (dyn Fn(&str) + Sync),
+}
+
+/// What a deploy or rollback did, by how the app is deployed.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Done {
+    Deployed(DeployResult),
+    RolledBack(RollbackResult),
+    Fleet(FleetResult),
+    /// The etcd fleet's answer (it may say the deploy was aborted).
+    Etcd(Outcome),
+}
+
+/// Do what `request` asks of `app`.
+pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done> {
+    match &app.topology {
+        Topology::Etcd(membership) => crate::fleet::etcd::command::ask_leader(
+            app,
+            membership,
+            request,
+            watch.trigger,
+            watch.waiting,
+        )
+        .map(Done::Etcd),
+        Topology::Ssh(fleet) => {
+            let run = FleetRun {
+                app,
+                fleet,
+                overrides: watch.overrides,
+                trigger: watch.trigger.to_string(),
+                watch: watch.fleet.unwrap_or(&Unwatched),
+            };
+            match request {
+                Request::Deploy { force, .. } => {
+                    let plan = app.deploy_plan(*force)?;
+                    run.run(&Intent::Deploy(&plan))
+                }
+                Request::Rollback { to } => run.run(&Intent::Rollback(to.clone())),
+            }
+            .map(Done::Fleet)
+        }
+        Topology::OneHost | Topology::OnOrders => match request {
+            Request::Deploy { force, .. } => {
+                let plan = app.deploy_plan(*force)?;
+                let done = zdeploy_core::deploy::deploy(
+                    &app.layout,
+                    &plan,
+                    watch.options,
+                    watch.observer.unwrap_or(&Unwatched),
+                )?;
+                Ok(Done::Deployed(done))
+            }
+            Request::Rollback { to } => {
+                let plan = RollbackPlan {
+                    target: to.clone(),
+                    policy: app.policy.clone(),
+                };
+                let done = zdeploy_core::rollback::rollback(
+                    &app.layout,
+                    &plan,
+                    watch.options,
+                    watch.observer.unwrap_or(&Unwatched),
+                )?;
+                Ok(Done::RolledBack(done))
+            }
+        },
+    }
+}
+
+/// No one watches the run.
+struct Unwatched;
+
+impl FleetObserver for Unwatched {
+    fn line(&self, _host: &str, _text: &str) {}
+}
+
+impl Observer for Unwatched {}
+
+impl Request {
+    /// "deploy" or "rollback", as runs are named.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Deploy { .. } => "deploy",
+            Request::Rollback { .. } => "rollback",
+        }
+    }
+}
