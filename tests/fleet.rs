@@ -730,6 +730,11 @@ fn the_agent_deploys_a_fleet_on_push_and_shows_each_host() {
     for host in &fleet.hosts {
         assert!(panel.contains(&host.address), "{panel}");
     }
+    // The API's rollback rolls back the fleet, every host, as the CLI's does.
+    let answer = agent.act("shop", "rollback", "{}");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["release"], first.as_str(), "{}", answer.body);
+    assert_eq!(fleet.live(), vec![Some(first.clone()); 3]);
 }
 
 #[test]
