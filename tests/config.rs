@@ -186,6 +186,21 @@ fn config_errors_name_the_file_line_and_fix() {
             ":3",
             "unknown field `endpoints`",
         ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\nadvertise = \"web1:9470\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
+            ":1: fleet.advertise",
+            "is not an http:// or https:// URL",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\nbuilder = \"-oProxyCommand=x\"\n",
+            ":8: apps.a.builder",
+            "is not a host name",
+        ),
+        (
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\nbuild_on = \"sometimes\"\n",
+            ":8: apps.a.build_on",
+            "unknown build_on 'sometimes'",
+        ),
     ];
     for (text, location, message) in cases {
         let config = write_config(&site, text);
