@@ -41,8 +41,9 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// A run that finds the context locked (the CLI deploying by hand) is
 /// tried again after this.
 const BUSY_PAUSE: Duration = Duration::from_secs(1);
-/// How often a copying member looks whether the builder staged.
-const BUILDER_LOOK: Duration = Duration::from_millis(100);
+/// How often a copying member looks again whether the builder staged,
+/// when no change woke it.
+const BUILDER_LOOK: Duration = Duration::from_secs(1);
 
 /// What this host's agent knows of its fleet: for `/ready`, the API, the
 /// dashboard and metrics. Kept when etcd cannot be reached, so the host
@@ -700,7 +701,9 @@ impl Member<'_> {
         let store = self.part.store;
         let builder = deploy.builder();
         let key = store.keys.stage_report(deploy.id, builder);
+        let mut changes = Changes::of(vec![(key.clone(), false), (store.keys.deploy(), false)]);
         loop {
+            changes.open(store).await;
             match store.get::<StageReport>(&key).await?.map(|(r, _)| r) {
                 Some(StageReport::Staged) => return self.peer(builder).await,
                 Some(StageReport::Failed { error }) => {
@@ -718,13 +721,15 @@ impl Member<'_> {
                     deploy.id
                 );
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 bail!(
                     "the builder {builder} did not stage {} in time",
                     deploy.release
                 );
             }
-            tokio::time::sleep(BUILDER_LOOK).await;
+            // Woken by the builder's report (or the deploy's decision).
+            changes.wait(left.min(BUILDER_LOOK)).await;
         }
     }
 
