@@ -2,7 +2,7 @@
 //! source, `preset = "mediawiki"`, installed by its own
 //! `maintenance/install.php` on SQLite (it writes LocalSettings.php through
 //! the preset's link into the shared folder), served by nginx + PHP-FPM from
-//! `zdeploy webserver nginx`. Under load, 20 deploys and 4 rollbacks run
+//! `zdeploy webserver nginx`. Under load, 12 deploys and 2 rollbacks run
 //! while a user edits pages and uploads images through its API; every
 //! request is whole and every acknowledged save is still there.
 
@@ -15,6 +15,9 @@ use crate::support::servers::{Nginx, PhpFpm, free_port, request, zdeploy_nginx_c
 use crate::support::{Site, Zdeploy};
 
 const MEDIAWIKI: &str = "/usr/share/mediawiki";
+/// Deploys under load (a rollback after every fifth): each one copies and
+/// updates a 23,500-file release, so a dozen keep the suite's time in bounds.
+const DEPLOYS: usize = 12;
 /// Debian's links to its own /var/lib and /etc copies, not part of the app.
 const PACKAGE_LINKS: [&str; 4] = ["extensions", "config", "images", "LocalSettings.php"];
 const ADMIN: &str = "Admin";
@@ -194,7 +197,7 @@ fn mediawiki_keeps_its_pages_and_uploads_through_deploys_under_load() {
     let linked_deploys = std::cell::Cell::new(0);
     let started = std::time::Instant::now();
     let ops = deploys_and_rollbacks(
-        20,
+        DEPLOYS,
         |version| {
             probe(&source, version);
             let log = deploy();
@@ -247,7 +250,7 @@ fn mediawiki_keeps_its_pages_and_uploads_through_deploys_under_load() {
     );
     assert_eq!(
         linked_deploys.get(),
-        20,
+        DEPLOYS,
         "every deploy shared MediaWiki's files"
     );
 
