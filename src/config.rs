@@ -157,11 +157,38 @@ struct RawApp {
 }
 
 /// A build step: a command, or `{ run = "…", unless_reused = "vendor" }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum RawBuildStep {
+type RawBuildStep = CommandOr<RawBuildTable>;
+
+/// A command (`"…"`), or a table of it with its options (`{ run = "…", … }`):
+/// a table's own errors (a key zdeploy does not know) reach the user, with
+/// their line, instead of "did not match any variant".
+#[derive(Debug, Clone)]
+enum CommandOr<T> {
     Command(String),
-    Table(RawBuildTable),
+    Table(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for CommandOr<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Either<T> {
+            type Value = CommandOr<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a command, or a table with `run`")
+            }
+            fn visit_str<E: serde::de::Error>(self, command: &str) -> Result<Self::Value, E> {
+                Ok(CommandOr::Command(command.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(CommandOr::Table)
+            }
+        }
+        deserializer.deserialize_any(Either(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,12 +202,7 @@ struct RawBuildTable {
 }
 
 /// An after_switch command: a command, or `{ run = "…", once = true }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum RawAfterSwitch {
-    Command(String),
-    Table(RawAfterSwitchTable),
-}
+type RawAfterSwitch = CommandOr<RawAfterSwitchTable>;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

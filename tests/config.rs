@@ -140,6 +140,22 @@ fn config_errors_name_the_file_line_and_fix() {
             ":4",
             "",
         ),
+        // A build or after_switch entry with a key zdeploy does not know.
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [\n  \"echo hi\",\n  { run = \"php artisan migrate\", onse = true },\n]\n",
+            ":6",
+            "unknown field `onse`, expected one of `run`",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nafter_switch = [{ run = \"x\", when = \"y\" }]\n",
+            ":4",
+            "unknown field `when`, expected `run` or `once`",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [5]\n",
+            ":4",
+            "expected a command, or a table with `run`",
+        ),
         // Fleets in etcd.
         (
             "[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",
