@@ -33,6 +33,46 @@ fn retention_keeps_the_newest_counting_the_live_one() {
 }
 
 #[test]
+fn a_release_a_process_still_works_in_is_pruned_only_once_the_process_is_gone() {
+    let site = Site::new();
+    deploy_version(&site, "v1", &[]);
+    let first = site.live_release();
+    // A queue worker started from v1: its working directory is there.
+    let mut worker = std::process::Command::new("sleep")
+        .arg("120")
+        .current_dir(site.webroot.join(&first))
+        .spawn()
+        .unwrap();
+    let prune = ["--keep", "1", "--drain", "0s"];
+    deploy_version(&site, "v2", &prune);
+    deploy_version(&site, "v3", &prune);
+    assert!(site.releases().contains(&first), "{:?}", site.releases());
+    let out = site.zdeploy("prune").args(prune).success();
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains(&format!(
+            "kept {first} for now: process {} (sleep 120) uses it",
+            worker.id()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        site.releases().len(),
+        2,
+        "only the worker's release stays besides the live one"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let out = site.zdeploy("prune").args(prune).success();
+    assert!(
+        out.stdout.contains(&format!("pruned {first}")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(site.releases(), vec![site.live_release()]);
+}
+
+#[test]
 fn drain_protects_a_release_that_just_stopped_being_live() {
     let site = Site::new();
     deploy_version(&site, "v1", &["--keep", "1", "--drain", "1h"]);

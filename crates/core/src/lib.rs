@@ -13,6 +13,7 @@ pub mod fastcgi;
 pub mod fsx;
 pub mod health;
 pub mod history;
+pub mod holders;
 pub mod inventory;
 pub mod layout;
 pub mod lock;

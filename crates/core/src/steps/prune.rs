@@ -1,6 +1,7 @@
 //! Step `prune`: retention applied inside a run (`keep`, then `max_disk`),
-//! late writes carried out of a release before it goes, and the one way a
-//! release folder is deleted.
+//! late writes carried out of a release before it goes, releases a running
+//! process still uses left for a later prune, and the one way a release
+//! folder is deleted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +9,7 @@ use crate::carry::{Deployed, Pass};
 use crate::error::Result;
 use crate::fsx;
 use crate::history::now_ms;
+use crate::holders::holders;
 use crate::inventory::releases_on_disk;
 use crate::layout::Layout;
 use crate::policy::Policy;
@@ -94,7 +96,28 @@ fn prune_chosen(
             retired_ms: record.and_then(|r| r.retired_ms),
         });
     }
-    let chosen = choose(&candidates);
+    let mut chosen = choose(&candidates);
+    // A release a process still uses (a worker started from it) stays
+    // until the process is gone.
+    if !chosen.is_empty() {
+        let dirs: Vec<_> = chosen.iter().map(|n| layout.release_path(n)).collect();
+        let held = holders(&dirs);
+        for (name, holder) in chosen.iter().zip(&held) {
+            let Some(holder) = holder else {
+                continue;
+            };
+            session.info(&format!(
+                "kept {name} for now: process {} ({}) uses it; a later prune removes it once that process is gone",
+                holder.pid, holder.command
+            ));
+        }
+        chosen = chosen
+            .into_iter()
+            .zip(held)
+            .filter(|(_, holder)| holder.is_none())
+            .map(|(name, _)| name)
+            .collect();
+    }
     let live_path = live.dir(layout);
     let live_manifest = live_manifest(session, &live)?;
     // A live release without a manifest: everything in it counts as deployed.
