@@ -90,7 +90,7 @@ impl EtcdFleet {
             this.fleet.start_agent(i, &[]);
         }
         // Every member registered, so the first deploy waits for each.
-        eventually("every member to register", Duration::from_secs(30), || {
+        eventually("every member to register", Duration::from_secs(60), || {
             this.etcd
                 .get(&format!("/zdeploy/{APP}/members/"), true)
                 .len()
