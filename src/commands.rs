@@ -195,10 +195,10 @@ fn run_cli(
         .ssh()
         .map(|fleet| FleetConsole::new(fleet, console.is_quiet()));
     let watch = Watch {
-        options: &run_options(wait),
+        options: run_options(wait),
         observer: Some(console),
         fleet: fleet.as_ref().map(|f| f as &dyn FleetObserver),
-        overrides,
+        overrides: Some(overrides),
         trigger: "cli",
         waiting: &|why| eprintln!("{why}"),
     };

@@ -5,6 +5,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
+use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::DeployResult;
 use zdeploy_core::rollback::{RollbackPlan, RollbackResult};
 use zdeploy_core::session::{Observer, RunOptions};
@@ -27,15 +28,33 @@ pub enum Request {
 /// fleet's observer, a line for each thing said while an etcd fleet's
 /// leader is waited for.
 pub struct Watch<'a> {
-    pub options: &'a RunOptions,
+    pub options: RunOptions,
     /// Unset: a run on this host is not shown.
     pub observer: Option<&'a dyn Observer>,
     /// Unset: an ssh fleet's run is not shown.
     pub fleet: Option<&'a dyn FleetObserver>,
-    pub overrides: &'a Overrides,
+    /// The flags an ssh fleet's hosts get (unset: none).
+    pub overrides: Option<&'a Overrides>,
     /// What asked ("cli", "api", "webhook github", …).
     pub trigger: &'a str,
     pub waiting: &'a (dyn Fn(&str) + Sync),
+}
+
+impl<'a> Watch<'a> {
+    /// Nobody watches but `waiting`; a busy lock fails the run.
+    pub fn quiet(trigger: &'a str, waiting: &'a (dyn Fn(&str) + Sync)) -> Self {
+        Watch {
+            options: RunOptions {
+                trigger: trigger.to_string(),
+                wait: LockWait::Fail,
+            },
+            observer: None,
+            fleet: None,
+            overrides: None,
+            trigger,
+            waiting,
+        }
+    }
 }
 
 /// What a deploy or rollback did, by how the app is deployed.
@@ -61,10 +80,11 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
         )
         .map(Done::Etcd),
         Topology::Ssh(fleet) => {
+            let none = Overrides::default();
             let run = FleetRun {
                 app,
                 fleet,
-                overrides: watch.overrides,
+                overrides: watch.overrides.unwrap_or(&none),
                 trigger: watch.trigger.to_string(),
                 watch: watch.fleet.unwrap_or(&Unwatched),
             };
@@ -83,7 +103,7 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 let done = zdeploy_core::deploy::deploy(
                     &app.layout,
                     &plan,
-                    watch.options,
+                    &watch.options,
                     watch.observer.unwrap_or(&Unwatched),
                 )?;
                 Ok(Done::Deployed(done))
@@ -96,7 +116,7 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 let done = zdeploy_core::rollback::rollback(
                     &app.layout,
                     &plan,
-                    watch.options,
+                    &watch.options,
                     watch.observer.unwrap_or(&Unwatched),
                 )?;
                 Ok(Done::RolledBack(done))

@@ -549,12 +549,9 @@ pub async fn rollback(
     act(agent, app, "rollback", move |app, options, observer| {
         let config = app.config();
         let watch = Watch {
-            options,
+            options: options.clone(),
             observer: Some(observer),
-            fleet: None,
-            overrides: &Default::default(),
-            trigger: "api",
-            waiting: &|_| {},
+            ..Watch::quiet("api", &|_| {})
         };
         match deploying::run(&config, &request, &watch)? {
             Done::RolledBack(done) => {

@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use zdeploy_core::history::now_ms;
-use zdeploy_core::lock::LockWait;
-use zdeploy_core::session::RunOptions;
 
 use super::app::{App, Event};
 use super::runner::{Finished, failed};
-use crate::config::{AppConfig, Overrides};
+use crate::config::AppConfig;
 use crate::deploying::{self, Done, Request, Watch};
 use crate::fleet::controller::{FleetObserver, FleetOutcome};
 use crate::fleet::settings::FleetSettings;
@@ -102,17 +100,9 @@ pub fn run(app: &App, config: &AppConfig, request: &Request, trigger: &str) -> F
         view: app.fleet_view(),
         lines: Default::default(),
     };
-    let options = RunOptions {
-        trigger: trigger.to_string(),
-        wait: LockWait::Fail,
-    };
     let watch = Watch {
-        options: &options,
-        observer: None,
         fleet: Some(&tracker),
-        overrides: &Overrides::default(),
-        trigger,
-        waiting: &|_| {},
+        ..Watch::quiet(trigger, &|_| {})
     };
     let mut tries = 0;
     let result = loop {

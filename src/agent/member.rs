@@ -10,14 +10,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use zdeploy_core::history::now_ms;
-use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::DeployOutcome;
-use zdeploy_core::session::RunOptions;
 
 use super::SharedAgent;
 use super::app::{App, Event};
 use super::runner::{Finished, failed};
-use crate::config::{AppConfig, Overrides};
+use crate::config::AppConfig;
 use crate::deploying::{self, Done, Request, Watch};
 use crate::fleet::etcd::leader::Leader;
 use crate::fleet::etcd::member::Member;
@@ -243,18 +241,8 @@ fn log(app: &App, level: &str, message: &str) {
 /// A deploy or rollback handed to the fleet's leader: its outcome is the
 /// run's. On the worker's blocking thread.
 pub fn run(app: &App, config: &AppConfig, request: &Request, trigger: &str) -> Finished {
-    let options = RunOptions {
-        trigger: trigger.to_string(),
-        wait: LockWait::Fail,
-    };
-    let watch = Watch {
-        options: &options,
-        observer: None,
-        fleet: None,
-        overrides: &Overrides::default(),
-        trigger,
-        waiting: &|why| log(app, "info", why),
-    };
+    let waiting = |why: &str| log(app, "info", why);
+    let watch = Watch::quiet(trigger, &waiting);
     match deploying::run(config, request, &watch) {
         Ok(Done::Etcd(outcome)) => match outcome.outcome {
             TriggerOutcome::Deployed => Finished::completed(

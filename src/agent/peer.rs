@@ -11,7 +11,6 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path as FsPath, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -20,7 +19,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use zdeploy_core::manifest::EntryKind;
-use zdeploy_core::release_copy::{export_delta, export_manifest};
+use zdeploy_core::release_copy::{delta_bytes, manifest_bytes};
 
 use super::SharedAgent;
 use super::api::{ApiError, ApiResult, authorize, bearer_matches, error, find_app, open_history};
@@ -98,22 +97,18 @@ struct Exported {
     base: Option<String>,
 }
 
-/// Names each export's temporary file apart from the others in flight.
-static EXPORTS: AtomicU64 = AtomicU64::new(0);
-
 fn export(
     app: &super::app::App,
     release: &str,
     query: &ManifestQuery,
 ) -> Result<Exported, ApiError> {
     let config = app.config();
-    let layout = &config.layout;
     let history = open_history(app)?.ok_or_else(|| not_here(release))?;
     let internal = |e: zdeploy_core::Error| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let manifest = history
         .manifest(release)
         .map_err(internal)?
-        .filter(|_| layout.release_path(release).is_dir())
+        .filter(|_| config.layout.release_path(release).is_dir())
         .ok_or_else(|| not_here(release))?;
     let digest = manifest.content_digest().map_err(internal)?;
     let base = match (&query.base, &query.base_digest) {
@@ -127,34 +122,13 @@ fn export(
         }
         _ => None,
     };
-    // Not the downloads folder, which each host run removes when it ends.
-    let dir = layout.state_dir().join("exports");
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot create {}: {e}", dir.display()),
-        )
-    })?;
-    let path = dir.join(format!(
-        "peer-{}-{}.manifest",
-        std::process::id(),
-        EXPORTS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = match &base {
-        Some((_, old)) => export_delta(old, &manifest, &path),
-        None => export_manifest(&manifest, &path),
-    };
-    let bytes = written.map_err(internal).and_then(|()| {
-        std::fs::read(&path).map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })
-    });
-    let _ = std::fs::remove_file(&path);
+    let bytes = match &base {
+        Some((_, old)) => delta_bytes(old, &manifest),
+        None => manifest_bytes(&manifest),
+    }
+    .map_err(internal)?;
     Ok(Exported {
-        bytes: bytes?,
+        bytes,
         digest,
         base: base.map(|(name, _)| name),
     })

@@ -15,7 +15,7 @@ use zdeploy_core::session::{Level, Observer, RunOptions, Step};
 
 use super::app::{App, Event, Trigger};
 use super::{Agent, SharedAgent};
-use crate::config::{Overrides, Topology};
+use crate::config::Topology;
 use crate::deploying::{self, Done, Request, Watch};
 
 /// Sends what a run does to the app's event stream.
@@ -186,19 +186,17 @@ pub fn run(agent: &Agent, app: &App, request: &Request, trigger: &Trigger) -> Fi
         Topology::Etcd(_) => return super::member::run(app, &config, request, &trigger.source),
         Topology::OneHost | Topology::OnOrders => {}
     }
+    let described = trigger.describe();
     let (deployment, result) = run_streamed(
         agent,
         app,
         request.kind(),
-        &trigger.describe(),
+        &described,
         |options, observer| {
             let watch = Watch {
-                options,
+                options: options.clone(),
                 observer: Some(observer),
-                fleet: None,
-                overrides: &Overrides::default(),
-                trigger: &trigger.describe(),
-                waiting: &|_| {},
+                ..Watch::quiet(&described, &|_| {})
             };
             deploying::run(&config, request, &watch)
         },

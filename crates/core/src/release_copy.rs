@@ -56,10 +56,7 @@ pub struct Lacking {
 pub fn export_manifest(manifest: &Manifest<'_>, to: &Path) -> Result<()> {
     let file = File::create(to).map_err(|e| Error::io("create", to, e))?;
     let mut out = BufWriter::new(file);
-    for item in manifest.entries() {
-        let (path, entry) = item?;
-        write_record(&mut out, &path, Some(&entry)).map_err(|e| Error::io("write", to, e))?;
-    }
+    write_manifest(manifest, &mut out, to)?;
     finish_export(out, to)
 }
 
@@ -69,6 +66,40 @@ pub fn export_manifest(manifest: &Manifest<'_>, to: &Path) -> Result<()> {
 pub fn export_delta(base: &Manifest<'_>, manifest: &Manifest<'_>, to: &Path) -> Result<()> {
     let file = File::create(to).map_err(|e| Error::io("create", to, e))?;
     let mut out = BufWriter::new(file);
+    write_delta(base, manifest, &mut out, to)?;
+    finish_export(out, to)
+}
+
+/// [`export_manifest`]'s bytes, in memory (an agent answering a member).
+pub fn manifest_bytes(manifest: &Manifest<'_>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write_manifest(manifest, &mut out, Path::new("the exported manifest"))?;
+    Ok(out)
+}
+
+/// [`export_delta`]'s bytes, in memory.
+pub fn delta_bytes(base: &Manifest<'_>, manifest: &Manifest<'_>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write_delta(base, manifest, &mut out, Path::new("the exported delta"))?;
+    Ok(out)
+}
+
+/// Every entry of `manifest` as a record; `to` names `out` in errors.
+fn write_manifest(manifest: &Manifest<'_>, out: &mut impl Write, to: &Path) -> Result<()> {
+    for item in manifest.entries() {
+        let (path, entry) = item?;
+        write_record(out, &path, Some(&entry)).map_err(|e| Error::io("write", to, e))?;
+    }
+    Ok(())
+}
+
+/// A record for each path `manifest` adds, changes or drops of `base`.
+fn write_delta(
+    base: &Manifest<'_>,
+    manifest: &Manifest<'_>,
+    out: &mut impl Write,
+    to: &Path,
+) -> Result<()> {
     let mut old = base.entries().peekable();
     let mut new = manifest.entries().peekable();
     loop {
@@ -85,32 +116,28 @@ pub fn export_delta(base: &Manifest<'_>, manifest: &Manifest<'_>, to: &Path) -> 
         let written = match order {
             std::cmp::Ordering::Less => {
                 let (path, _) = old.next().expect("peeked")?;
-                write_record(&mut out, &path, None)
+                write_record(out, &path, None)
             }
             std::cmp::Ordering::Greater => {
                 let (path, entry) = new.next().expect("peeked")?;
-                write_record(&mut out, &path, Some(&entry))
+                write_record(out, &path, Some(&entry))
             }
             std::cmp::Ordering::Equal => {
                 let (_, was) = old.next().expect("peeked")?;
                 let (path, entry) = new.next().expect("peeked")?;
                 match was == entry {
                     true => Ok(()),
-                    false => write_record(&mut out, &path, Some(&entry)),
+                    false => write_record(out, &path, Some(&entry)),
                 }
             }
         };
         written.map_err(|e| Error::io("write", to, e))?;
     }
-    finish_export(out, to)
+    Ok(())
 }
 
 /// One record: an entry, or `None` for a path that is gone.
-fn write_record(
-    out: &mut BufWriter<File>,
-    path: &Path,
-    entry: Option<&Entry>,
-) -> std::io::Result<()> {
+fn write_record(out: &mut impl Write, path: &Path, entry: Option<&Entry>) -> std::io::Result<()> {
     match entry {
         Some(entry) => write!(
             out,
@@ -475,6 +502,15 @@ mod tests {
         let (whole, delta) = (work.join("whole"), work.join("delta"));
         export_manifest(&new, &whole).unwrap();
         export_delta(&old, &new, &delta).unwrap();
+        // In memory, the same bytes as in the files.
+        assert_eq!(
+            manifest_bytes(&new).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
+        assert_eq!(
+            delta_bytes(&old, &new).unwrap(),
+            std::fs::read(&delta).unwrap()
+        );
         let expected: Vec<(PathBuf, Entry)> = new.entries().map(|e| e.unwrap()).collect();
         assert_eq!(read_all(&whole, None).unwrap(), expected);
         assert_eq!(read_all(&delta, Some(&old)).unwrap(), expected);

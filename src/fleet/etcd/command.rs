@@ -155,7 +155,7 @@ pub fn status(app: &AppConfig, membership: &Membership, json: bool) -> Result<()
         let store = Store::connect(&membership.etcd, name).await?;
         read_state(&store).await
     })?;
-    state.user_content_differs = user_content_differences(app, membership, &state);
+    state.user_content_differs = user_content_differences(app, &state, || peers(app, membership));
     if json {
         return crate::commands::print_json(&state);
     }
@@ -249,44 +249,31 @@ fn peers(app: &AppConfig, membership: &Membership) -> Result<Vec<Result<Peer>>> 
     if registrations.is_empty() {
         bail!("the fleet has no members now (no agent holds a lease in etcd)");
     }
-    let ca = membership.etcd.tls.as_ref().map(|t| t.ca.clone());
     Ok(registrations
         .into_iter()
         .map(|(member, registration)| {
-            let url = registration.agent.with_context(|| {
-                format!("{member}'s agent registered no URL (an older zdeploy?)")
-            })?;
-            Ok(Peer {
-                name: member,
-                url,
-                token: Some(token.clone()),
-                ca: ca.clone(),
-            })
+            Peer::registered(&member, registration, Some(token.clone()), membership)
         })
         .collect())
 }
 
-/// Run `zdeploy ARGS` on every member of the fleet, each through its
-/// agent, at once.
-pub fn run_everywhere(
-    app: &AppConfig,
-    membership: &Membership,
-    args: &[String],
-) -> Result<Vec<Answer>> {
-    let name = app_name(app)?;
-    on_each(&peers(app, membership)?, |peer| match peer {
-        Ok(peer) => peer.run(name, args),
+/// Run `zdeploy ARGS` for `app` on each of `peers`, through its agent, at
+/// once.
+fn run_on(app: &str, peers: &[Result<Peer>], args: &[String]) -> Result<Vec<Answer>> {
+    on_each(peers, |peer| match peer {
+        Ok(peer) => peer.run(app, args),
         Err(e) => Err(anyhow::anyhow!("{e:#}")),
     })
 }
 
 /// Members holding user files others lack, named from the lists their
-/// agents keep, when the summaries in etcd say the members' user content
-/// differs (a warning when the lists cannot be read).
+/// agents keep (`peers` is asked only then), when the summaries in etcd say
+/// the members' user content differs (a warning when the lists cannot be
+/// read).
 fn user_content_differences(
     app: &AppConfig,
-    membership: &Membership,
     state: &FleetState,
+    peers: impl FnOnce() -> Result<Vec<Result<Peer>>>,
 ) -> Vec<Divergence> {
     let summaries: Vec<Option<UserContentSummary>> = state
         .members
@@ -297,7 +284,7 @@ fn user_content_differences(
         return Vec::new();
     }
     let read = app_name(app).and_then(|name| {
-        on_each(&peers(app, membership)?, |peer| match peer {
+        on_each(&peers()?, |peer| match peer {
             Ok(peer) => Ok((peer.name.clone(), peer.user_content(name)?)),
             Err(e) => Err(anyhow::anyhow!("{e:#}")),
         })
@@ -316,25 +303,26 @@ fn user_content_differences(
 /// `zdeploy doctor` on every member, then whether they hold the same user
 /// content.
 pub fn doctor_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
-    let answers = run_everywhere(app, membership, &host_args())?;
     let name = app_name(app)?;
+    let peers = peers(app, membership)?;
+    let answers = run_on(name, &peers, &host_args())?;
     let state = block_on(async {
         let store = Store::connect(&membership.etcd, name).await?;
         read_state(&store).await
     })?;
-    let uploads_differ = user_content_differences(app, membership, &state);
+    let uploads_differ = user_content_differences(app, &state, || Ok(peers));
     show_doctor(&answers, &uploads_differ, json)
 }
 
 /// Run this command on every member and show each answer under its name.
 pub fn show_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
-    let answers = run_everywhere(app, membership, &host_args())?;
+    let answers = run_on(app_name(app)?, &peers(app, membership)?, &host_args())?;
     show(&answers, json)?;
     fail_if_any_failed(&answers)
 }
 
 /// `zdeploy verify` on every member, and whether they hold one digest.
 pub fn verify_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
-    let answers = run_everywhere(app, membership, &host_args())?;
+    let answers = run_on(app_name(app)?, &peers(app, membership)?, &host_args())?;
     show_digests(&answers, json)
 }

@@ -683,15 +683,12 @@ impl Member<'_> {
             .await?
             .map(|(r, _)| r)
             .ok_or_else(|| anyhow!("{name} is not a member of the fleet now"))?;
-        let url = registration.agent.ok_or_else(|| {
-            anyhow!("{name}'s agent registered no URL to copy from (an older zdeploy?)")
-        })?;
-        Ok(Peer {
-            name: name.to_string(),
-            url,
-            token: self.part.token.clone(),
-            ca: self.part.membership.etcd.tls.as_ref().map(|t| t.ca.clone()),
-        })
+        Peer::registered(
+            name,
+            registration,
+            self.part.token.clone(),
+            self.part.membership,
+        )
     }
 
     /// Wait until the builder of `deploy` staged it; where to copy it from.

@@ -16,6 +16,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use zdeploy_core::release_copy::Base;
 use zdeploy_core::user_content::parse_list;
 
+use super::records::Registration;
+use super::settings::Membership;
 use crate::agent::peer::{BASE_HEADER, DIGEST_HEADER, RunAnswer};
 use crate::fleet::remote_command::Answer;
 
@@ -52,6 +54,25 @@ pub struct Fetched {
 }
 
 impl Peer {
+    /// Member `name` as it registered, asked with `token`, trusting the
+    /// fleet's CA (if it names one) for https.
+    pub fn registered(
+        name: &str,
+        registration: Registration,
+        token: Option<String>,
+        membership: &Membership,
+    ) -> Result<Peer> {
+        let url = registration
+            .agent
+            .ok_or_else(|| anyhow!("{name}'s agent registered no URL (an older zdeploy?)"))?;
+        Ok(Peer {
+            name: name.to_string(),
+            url,
+            token,
+            ca: membership.etcd.tls.as_ref().map(|t| t.ca.clone()),
+        })
+    }
+
     fn client(&self) -> Result<ureq::Agent> {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
