@@ -63,6 +63,14 @@ pub enum Command {
     ///
     /// `zdeploy keep [APP] RELEASE NAME`.
     Keep(KeepArgs),
+    /// Answer every request with 503 and a maintenance page, or stop.
+    ///
+    /// `zdeploy maintenance on [APP]` opens a window that stays open until
+    /// `zdeploy maintenance off [APP]`. The sites `zdeploy webserver`
+    /// writes answer 503 with Retry-After and the app's maintenance_page
+    /// (else a built-in page), except to --allow addresses and to clients
+    /// with the bypass cookie printed once. No web server reload.
+    Maintenance(MaintenanceArgs),
     /// Write a commented zdeploy.toml for an app, with the preset of the framework found.
     ///
     /// `zdeploy init [SOURCE]` reads SOURCE (a checkout; default: here).
@@ -335,6 +343,35 @@ pub struct PruneArgs {
     #[arg(long)]
     pub wait: bool,
     /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// on or off
+    #[arg(value_enum)]
+    pub switch: OnOff,
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds clients are told to wait before trying again [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub retry_after: Option<u32>,
+    /// An address or IPv4 network that still reaches the app (repeatable)
+    #[arg(long = "allow", value_name = "ADDRESS[/PREFIX]")]
+    pub allow: Vec<String>,
+    /// The bypass secret to use (a fleet's controller gives each host one)
+    #[arg(long, hide = true)]
+    pub secret: Option<String>,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }

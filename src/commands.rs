@@ -8,10 +8,10 @@ use zdeploy_core::history::History;
 use zdeploy_core::inventory;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::lock::LockWait;
-use zdeploy_core::maintenance;
 use zdeploy_core::release::short;
 use zdeploy_core::session::RunOptions;
 use zdeploy_core::switch::{Live, read_live};
+use zdeploy_core::upkeep;
 
 use crate::cli::{
     AgentArgs, DeployArgs, DoctorArgs, FleetArgs, InitArgs, InspectArgs, KeepArgs, LogArgs,
@@ -598,7 +598,7 @@ pub fn prune(config: ConfigSource<'_>, args: &PruneArgs, console: &Console) -> R
     if let Some(done) = on_every_host(&app, args.json) {
         return done;
     }
-    let pruned = maintenance::prune(&app.layout, &app.policy, &run_options(args.wait), console)?;
+    let pruned = upkeep::prune(&app.layout, &app.policy, &run_options(args.wait), console)?;
     if args.json {
         return print_json(&serde_json::json!({ "pruned": pruned }));
     }
@@ -624,7 +624,7 @@ pub fn keep(config: ConfigSource<'_>, args: &KeepArgs, console: &Console) -> Res
     if let Some(done) = on_every_host(&app, false) {
         return done;
     }
-    let kept = maintenance::keep(
+    let kept = upkeep::keep(
         &app.layout,
         release,
         name,

@@ -118,6 +118,7 @@ struct RawApp {
     settle: Option<Spanned<String>>,
     zero_downtime: Option<bool>,
     public: Option<Spanned<String>>,
+    maintenance_page: Option<Spanned<String>>,
     shared: Option<Spanned<Vec<String>>>,
     shared_files: Option<Spanned<Vec<String>>>,
     build: Option<Spanned<Vec<RawBuildStep>>>,
@@ -199,6 +200,8 @@ struct RawBuildTable {
     if_exists: Option<String>,
     writes: Option<Vec<String>>,
     once: Option<bool>,
+    maintenance: Option<bool>,
+    when: Option<String>,
 }
 
 /// An after_switch command: a command, or `{ run = "…", once = true }`.
@@ -947,6 +950,21 @@ fn resolve(
             Some(path)
         }
     };
+    let maintenance_page = match pick(None, &raw.maintenance_page) {
+        None => None,
+        Some((text, span)) => {
+            let path = PathBuf::from(&text);
+            validate_shared_path(&path).map_err(|_| {
+                origin.error(
+                    "maintenance_page",
+                    "maintenance_page",
+                    span,
+                    &format!("\"{text}\" must be a relative path inside the release"),
+                )
+            })?;
+            Some(path)
+        }
+    };
     let reuse = reuse_rules(raw, origin)?;
     let build = build_steps(raw, flags, origin, &reuse)?;
     let after_switch = after_switch_commands(raw, flags, origin)?;
@@ -999,6 +1017,7 @@ fn resolve(
             settle,
             zero_downtime,
             public,
+            maintenance_page,
             shared,
             shared_files,
             build,
@@ -1104,6 +1123,8 @@ fn preset_defaults(
                         .writes
                         .map(|paths| paths.iter().map(|p| p.to_string()).collect()),
                     once: Some(step.once),
+                    maintenance: Some(step.maintenance),
+                    when: step.when.map(str::to_string),
                 })
             })
             .collect();
@@ -1179,14 +1200,16 @@ fn build_steps(
     };
     let mut build = Vec::new();
     for step in steps {
-        let (run, unless_reused, if_exists, writes, once) = match step {
-            RawBuildStep::Command(run) => (run, None, None, None, false),
+        let (run, unless_reused, if_exists, writes, once, maintenance, when) = match step {
+            RawBuildStep::Command(run) => (run, None, None, None, false, false, None),
             RawBuildStep::Table(RawBuildTable {
                 run,
                 unless_reused,
                 if_exists,
                 writes,
                 once,
+                maintenance,
+                when,
             }) => (
                 run,
                 unless_reused.map(|p| PathBuf::from(p.trim_end_matches('/'))),
@@ -1198,6 +1221,8 @@ fn build_steps(
                         .collect::<Vec<_>>()
                 }),
                 once.unwrap_or(false),
+                maintenance.unwrap_or(false),
+                when,
             ),
         };
         let inside = |key: &str, path: &Path| {
@@ -1222,6 +1247,16 @@ fn build_steps(
         if run.trim().is_empty() {
             return Err(origin.error("build", "--build", span, "a build command is empty"));
         }
+        if when.as_deref().is_some_and(|w| w.trim().is_empty()) {
+            return Err(origin.error(
+                "build",
+                "--build",
+                span,
+                &format!(
+                    "`when` of {run:?} is empty: give the command that says whether it has work"
+                ),
+            ));
+        }
         if let Some(path) = &unless_reused
             && !reuse.iter().any(|r| &r.path == path)
         {
@@ -1238,6 +1273,8 @@ fn build_steps(
             if_exists,
             writes,
             once,
+            maintenance,
+            when,
         });
     }
     Ok(build)

@@ -49,6 +49,7 @@ pub fn run_as(args: impl IntoIterator<Item = String>, role: Role) -> ExitCode {
         Command::Log(args) => commands::log(config, args),
         Command::Prune(args) => commands::prune(config, args, &console),
         Command::Keep(args) => commands::keep(config, args, &console),
+        Command::Maintenance(args) => crate::maintenance::maintenance(config, args),
         Command::Init(args) => commands::init(config, args),
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod exit;
 pub mod fleet;
 pub mod init;
+pub mod maintenance;
 pub mod manpages;
 pub mod output;
 pub mod preset;

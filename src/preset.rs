@@ -18,6 +18,10 @@ pub struct PresetStep {
     /// Acts on the database every host shares: in a fleet, run once, on the
     /// builder.
     pub once: bool,
+    /// Runs last, inside a maintenance window that lasts until the switch.
+    pub maintenance: bool,
+    /// Runs (and opens its window) only when this command exits 0.
+    pub when: Option<&'static str>,
 }
 
 /// A command of a preset run after the switch.
@@ -63,6 +67,8 @@ const COMPOSER_INSTALL: PresetStep = PresetStep {
     if_exists: Some("composer.json"),
     writes: Some(&["vendor"]),
     once: false,
+    maintenance: false,
+    when: None,
 };
 
 /// Composer that also installs outside `vendor/` (Drupal's core and
@@ -86,6 +92,8 @@ const fn run_writing(command: &'static str, writes: &'static [&'static str]) -> 
         if_exists: None,
         writes: Some(writes),
         once: false,
+        maintenance: false,
+        when: None,
     }
 }
 
@@ -95,6 +103,22 @@ const fn migration(command: &'static str, writes: &'static [&'static str]) -> Pr
     PresetStep {
         once: true,
         ..run_writing(command, writes)
+    }
+}
+
+/// A migration the framework can say is pending: it runs only then, last,
+/// in a maintenance window until the switch (a migration that renames or
+/// drops a column would break the release still serving). A check that
+/// fails counts as pending: when in doubt, migrate.
+const fn migration_when_pending(
+    command: &'static str,
+    writes: &'static [&'static str],
+    pending: &'static str,
+) -> PresetStep {
+    PresetStep {
+        maintenance: true,
+        when: Some(pending),
+        ..migration(command, writes)
     }
 }
 
@@ -108,6 +132,8 @@ const NODE_BUILD: [PresetStep; 4] = [
         if_exists: Some("package-lock.json"),
         writes: Some(&["node_modules"]),
         once: false,
+        maintenance: false,
+        when: None,
     },
     PresetStep {
         run: "yarn install --frozen-lockfile",
@@ -115,6 +141,8 @@ const NODE_BUILD: [PresetStep; 4] = [
         if_exists: Some("yarn.lock"),
         writes: Some(&["node_modules"]),
         once: false,
+        maintenance: false,
+        when: None,
     },
     PresetStep {
         run: "pnpm install --frozen-lockfile",
@@ -122,6 +150,8 @@ const NODE_BUILD: [PresetStep; 4] = [
         if_exists: Some("pnpm-lock.yaml"),
         writes: Some(&["node_modules"]),
         once: false,
+        maintenance: false,
+        when: None,
     },
     // Vite writes public/build, Mix public/js, public/css and its manifest.
     PresetStep {
@@ -130,6 +160,8 @@ const NODE_BUILD: [PresetStep; 4] = [
         if_exists: Some("package.json"),
         writes: Some(&["public", "node_modules"]),
         once: false,
+        maintenance: false,
+        when: None,
     },
 ];
 
@@ -163,9 +195,22 @@ pub const PRESETS: &[Preset] = &[
             // Compiled views go to storage/, a shared path.
             run_writing("php artisan view:cache", &["bootstrap/cache"]),
             run_writing("php artisan event:cache", &["bootstrap/cache"]),
-            migration("php artisan migrate --force", &[]),
+            migration_when_pending(
+                "php artisan migrate --force",
+                &[],
+                "s=$(php artisan migrate:status --no-ansi 2>&1) || exit 0; case \"$s\" in *Pending*) exit 0;; esac; exit 1",
+            ),
         ],
-        after_switch: &[on_every_host("php artisan queue:restart")],
+        // Long-running workers keep the old release's code until told.
+        after_switch: &[
+            on_every_host("php artisan queue:restart"),
+            on_every_host(
+                "if [ -d vendor/laravel/horizon ]; then php artisan horizon:terminate; fi",
+            ),
+            on_every_host(
+                "if [ -d vendor/laravel/octane ] && php artisan octane:status >/dev/null 2>&1; then php artisan octane:reload; fi",
+            ),
+        ],
         reuse: &[VENDOR, NODE_MODULES[0], NODE_MODULES[1], NODE_MODULES[2]],
         packages: &["laravel/framework"],
         files: &["artisan"],
@@ -191,11 +236,13 @@ pub const PRESETS: &[Preset] = &[
             ),
             run_writing("APP_ENV=prod php bin/console cache:warmup", &["var"]),
         ],
-        after_switch: &[],
+        after_switch: &[on_every_host(
+            "if [ -d vendor/symfony/messenger ]; then APP_ENV=prod php bin/console messenger:stop-workers; fi",
+        )],
         reuse: &[VENDOR],
         packages: &["symfony/framework-bundle"],
         files: &["bin/console", "config/bundles.php"],
-        next: "put .env.local (APP_ENV=prod, secrets) in the shared folder; with Doctrine, add `{ run = \"php bin/console doctrine:migrations:migrate --no-interaction\", once = true }` to build",
+        next: "put .env.local (APP_ENV=prod, secrets) in the shared folder; with Doctrine, add `{ run = \"php bin/console doctrine:migrations:migrate --no-interaction\", once = true, maintenance = true, when = \"! php bin/console doctrine:migrations:up-to-date\" }` to build",
     },
     Preset {
         name: "wordpress",
@@ -221,8 +268,16 @@ pub const PRESETS: &[Preset] = &[
         build: &[
             // Core, contrib and the scaffold files go under web/.
             composer_installing_into(Some(&["vendor", "web"])),
-            migration("vendor/bin/drush updatedb --yes", &[]),
-            migration("vendor/bin/drush config:import --yes", &[]),
+            migration_when_pending(
+                "vendor/bin/drush updatedb --yes",
+                &[],
+                "s=$(vendor/bin/drush updatedb:status --format=list 2>/dev/null) || exit 0; test -n \"$s\"",
+            ),
+            migration_when_pending(
+                "vendor/bin/drush config:import --yes",
+                &[],
+                "s=$(vendor/bin/drush config:status --format=list 2>/dev/null) || exit 0; test -n \"$s\"",
+            ),
         ],
         after_switch: &[
             on_every_host("vendor/bin/drush cache:rebuild"),
@@ -257,9 +312,11 @@ pub const PRESETS: &[Preset] = &[
                 &["pub/static", "var"],
             ),
             // It records the enabled modules in app/etc/config.php.
-            migration(
+            migration_when_pending(
                 "php bin/magento setup:upgrade --keep-generated",
                 &["var", "generated", "app/etc"],
+                // Exits 2 when an upgrade is needed, 1 on an error.
+                "! php bin/magento setup:db:status",
             ),
         ],
         after_switch: &[on_every_host("php bin/magento cache:flush")],

@@ -93,7 +93,11 @@ pub fn nginx(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     } else {
         options.php_fpm.to_string()
     };
+    let window_path = layout.maintenance_window();
+    let window = utf8(&window_path, "maintenance window")?;
+    check("maintenance window", window, Placement::Quoted)?;
     let (listen, server_name) = (options.listen, options.server_name);
+    let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
     Ok(format!(
         r#"# nginx site for {root}, written by `zdeploy webserver nginx`.
 # `root` is the context symlink; $realpath_root resolves it once per request.
@@ -102,6 +106,48 @@ server {{
     server_name {server_name};
     root "{root}";
     index index.php index.html;
+
+    # Maintenance (`zdeploy maintenance on`, or a deploy's window): while
+    # {window} exists, every request gets 503 with its page and
+    # Retry-After, except from the addresses and IPv4 prefixes under its
+    # allow/ and with the cookie {cookie}=<secret under its bypass/>.
+    # zdeploy switches it by writing that folder, never by a reload.
+    error_page 503 @zdeploy_maintenance;
+    set $zdeploy_maintenance "";
+    if (-d "{window}") {{ set $zdeploy_maintenance on; }}
+    set $zdeploy_net24 "-";
+    set $zdeploy_net16 "-";
+    set $zdeploy_net8 "-";
+    if ($remote_addr ~ "^(((\d+)\.\d+)\.\d+)\.\d+$") {{
+        set $zdeploy_net24 $1;
+        set $zdeploy_net16 $2;
+        set $zdeploy_net8 $3;
+    }}
+    if (-f "{window}/allow/$remote_addr") {{ set $zdeploy_maintenance ""; }}
+    if (-f "{window}/allow/$zdeploy_net24") {{ set $zdeploy_maintenance ""; }}
+    if (-f "{window}/allow/$zdeploy_net16") {{ set $zdeploy_maintenance ""; }}
+    if (-f "{window}/allow/$zdeploy_net8") {{ set $zdeploy_maintenance ""; }}
+    set $zdeploy_bypass "-";
+    if ($cookie_{cookie} ~ "^([0-9a-f]+)$") {{ set $zdeploy_bypass $1; }}
+    if (-f "{window}/bypass/$zdeploy_bypass") {{ set $zdeploy_maintenance ""; }}
+    if ($zdeploy_maintenance) {{ return 503; }}
+
+    location @zdeploy_maintenance {{
+        # A 503 of another cause, with no window open, stays nginx's own.
+        if (!-f "{window}/page.html") {{ return 503; }}
+        root "{window}";
+        # The folder the window links to is named retry-after-<seconds>-<id>.
+        set $zdeploy_retry_after "";
+        if ($realpath_root ~ "/retry-after-(\d+)-[^/]*$") {{ set $zdeploy_retry_after $1; }}
+        add_header Retry-After $zdeploy_retry_after always;
+        add_header Cache-Control "no-store" always;
+        default_type text/html;
+        # nginx serves a file to GET and HEAD only.
+        if ($request_method !~ "^(GET|HEAD)$") {{
+            return 503 "<!doctype html><title>Down for maintenance</title><h1>Down for maintenance</h1><p>Please try again in a moment.</p>\n";
+        }}
+        rewrite ^ /page.html break;
+    }}
 
     # Dot-paths (.git, .env, .htaccess) are never served.
     location ~ /\. {{

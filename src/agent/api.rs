@@ -463,7 +463,7 @@ pub async fn deploy(
         .into_response())
 }
 
-/// Run a maintenance action now (waiting for the lock) and answer its result.
+/// Run an upkeep action (prune, keep) now (waiting for the lock) and answer its result.
 async fn act(
     agent: SharedAgent,
     app: std::sync::Arc<App>,
@@ -582,7 +582,7 @@ pub async fn keep(
     })?;
     act(agent, app, "keep", move |app, options, observer| {
         let config = app.config();
-        let kept = zdeploy_core::maintenance::keep(
+        let kept = zdeploy_core::upkeep::keep(
             &config.layout,
             &body.release,
             &body.name,
@@ -605,7 +605,7 @@ pub async fn prune(
     act(agent, app, "prune", move |app, options, observer| {
         let config = app.config();
         let pruned =
-            zdeploy_core::maintenance::prune(&config.layout, &config.policy, options, observer)?;
+            zdeploy_core::upkeep::prune(&config.layout, &config.policy, options, observer)?;
         Ok((json!({"pruned": pruned}), None))
     })
     .await

@@ -264,7 +264,15 @@ fn checked_list(
 
 /// The commands a member may run on this host for a CLI: those that look
 /// after one host, the same an ssh fleet runs on each of its hosts.
-const RUNNABLE: [&str; 6] = ["releases", "verify", "log", "prune", "keep", "doctor"];
+const RUNNABLE: [&str; 7] = [
+    "releases",
+    "verify",
+    "log",
+    "prune",
+    "keep",
+    "doctor",
+    "maintenance",
+];
 
 #[derive(Debug, Deserialize)]
 pub struct RunRequest {

@@ -142,7 +142,7 @@ pub fn show_digests(answers: &[Answer], json: bool) -> Result<()> {
     Ok(())
 }
 
-fn answer_json(a: &Answer) -> serde_json::Value {
+pub fn answer_json(a: &Answer) -> serde_json::Value {
     serde_json::json!({
         "host": a.host,
         "exit": a.code,

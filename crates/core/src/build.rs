@@ -30,6 +30,12 @@ pub struct BuildStep {
     /// Acts on state every host shares (a migration): in a fleet it runs on
     /// the builder only, once per deploy.
     pub once: bool,
+    /// Needs a maintenance window: it runs last, after everything else is
+    /// staged, with the window open until the switch.
+    pub maintenance: bool,
+    /// Run only when this command exits 0 (a framework's "anything
+    /// pending?"); skipped, with its window, otherwise.
+    pub when: Option<String>,
 }
 
 /// A command run in the new live release right after the switch.
@@ -65,6 +71,49 @@ pub fn run_command(
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
+    let (status, output) = execute(command, dir, env, user, confinement, timeout, on_line)?;
+    if !status.success() {
+        let code = status
+            .code()
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "a signal".into());
+        return Err(format!("'{command}' failed with {code}; output:\n{output}"));
+    }
+    Ok(())
+}
+
+/// Run `command` as `run_command` does and say whether it exited 0 (a
+/// `when` check); only one that cannot start, is killed by a signal or
+/// times out is an error.
+pub fn check_command(
+    command: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    user: Option<&Account>,
+    confinement: Option<&Confinement>,
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<bool, String> {
+    let (status, output) = execute(command, dir, env, user, confinement, timeout, on_line)?;
+    match status.code() {
+        Some(code) => Ok(code == 0),
+        None => Err(format!(
+            "'{command}' was killed by a signal; output:\n{output}"
+        )),
+    }
+}
+
+/// Run `command`; its exit status and the last lines of its output, or why
+/// it did not finish.
+fn execute(
+    command: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    user: Option<&Account>,
+    confinement: Option<&Confinement>,
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(std::process::ExitStatus, String), String> {
     let mut shell = Command::new("sh");
     if let Some(user) = user {
         // As root, std drops the supplementary groups when the uid is set.
@@ -140,12 +189,5 @@ pub fn run_command(
             timeout.as_secs()
         ));
     }
-    if !status.success() {
-        let code = status
-            .code()
-            .map(|c| format!("exit code {c}"))
-            .unwrap_or_else(|| "a signal".into());
-        return Err(format!("'{command}' failed with {code}; output:\n{output}"));
-    }
-    Ok(())
+    Ok((status, output))
 }

@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS once_runs (
     finished_ms INTEGER,
     outcome TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS maintenance_windows (
+    id INTEGER PRIMARY KEY,
+    deployment_id INTEGER,
+    opened_ms INTEGER NOT NULL,
+    closed_ms INTEGER,
+    closed_by TEXT
+);
 ";
 
 pub fn now_ms() -> i64 {

@@ -74,6 +74,16 @@ impl Layout {
         self.state_dir().join("apache.map")
     }
 
+    /// Where maintenance windows live (readable by the web server).
+    pub fn maintenance_dir(&self) -> PathBuf {
+        self.state_dir().join("maintenance")
+    }
+
+    /// The symlink whose presence is an open maintenance window.
+    pub fn maintenance_window(&self) -> PathBuf {
+        self.maintenance_dir().join("window")
+    }
+
     pub fn lock_path(&self) -> PathBuf {
         self.state_dir().join("lock")
     }

@@ -36,6 +36,7 @@ pub mod shared;
 pub mod source;
 pub mod steps;
 pub mod switch;
+pub mod upkeep;
 pub mod user_content;
 pub mod verify;
 

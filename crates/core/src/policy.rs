@@ -24,6 +24,8 @@ pub struct Policy {
     /// The folder of each release the web server serves (`public/`);
     /// `None` serves the release itself.
     pub public: Option<PathBuf>,
+    /// The page a maintenance window serves, a file of the release.
+    pub maintenance_page: Option<PathBuf>,
     pub shared: Vec<PathBuf>,
     /// Those of `shared` that are files (`.env`): one nobody has yet is not
     /// made a folder.
@@ -67,6 +69,7 @@ impl Default for Policy {
             settle: DEFAULT_SETTLE,
             zero_downtime: true,
             public: None,
+            maintenance_page: None,
             shared: Vec::new(),
             shared_files: Vec::new(),
             build: Vec::new(),

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::history::{Kind, Outcome};
 use crate::inventory::releases_on_disk;
 use crate::layout::Layout;
-use crate::maintenance::resolve_release_name;
 use crate::policy::Policy;
 use crate::release::ReleaseState;
 use crate::session::{Observer, RunOptions, Session, Step};
@@ -14,6 +13,7 @@ use crate::steps::after_switch::{OnFailure, after_switch};
 use crate::steps::stage::stage_existing;
 use crate::steps::switch::{switch, sync};
 use crate::switch::{Live, read_live};
+use crate::upkeep::resolve_release_name;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RollbackResult {

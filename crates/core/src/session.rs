@@ -184,6 +184,14 @@ impl<'a> Session<'a> {
 
     /// Close the record with the outcome of `result`.
     pub fn finish<T>(&self, result: &Result<T>, outcome: impl FnOnce(&T) -> Outcome) -> Result<()> {
+        // A window this run opened never outlasts it, whatever failed.
+        let closed_by = if result.is_ok() { "end" } else { "failure" };
+        if let Err(error) = crate::maintenance::close_own(self, closed_by) {
+            self.log(
+                Level::Warn,
+                &format!("could not close this run's maintenance window: {error}"),
+            );
+        }
         match result {
             Ok(value) => self
                 .history

@@ -321,6 +321,15 @@ pub fn show_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> 
     fail_if_any_failed(&answers)
 }
 
+/// Run `zdeploy ARGS` on every member at once, through their agents.
+pub fn run_everywhere(
+    app: &AppConfig,
+    membership: &Membership,
+    args: &[String],
+) -> Result<Vec<Answer>> {
+    run_on(app_name(app)?, &peers(app, membership)?, args)
+}
+
 /// `zdeploy verify` on every member, and whether they hold one digest.
 pub fn verify_everywhere(app: &AppConfig, membership: &Membership, json: bool) -> Result<()> {
     let answers = run_on(app_name(app)?, &peers(app, membership)?, &host_args())?;

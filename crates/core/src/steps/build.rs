@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
-use crate::build::{release_env, run_command};
+use crate::build::{BuildStep, check_command, release_env, run_command};
 use crate::confine::{Confinement, make_missing_folders};
 use crate::error::{Error, Result};
 use crate::fsx;
+use crate::maintenance;
 use crate::manifest::{Entry, EntryKind, Manifest, digest_file};
 use crate::once_runs::run_once;
 use crate::policy::DeployPlan;
@@ -53,7 +54,11 @@ pub(crate) fn build(
     let started_ns = now_ns();
     let env = release_env(session.layout, release_dir);
     let mut whole_release_owned = false;
-    for step in &plan.policy.build {
+    // Steps that need a maintenance window run last, so the window lasts
+    // only them and what is left until the switch.
+    let (windowed, plain): (Vec<&BuildStep>, Vec<&BuildStep>) =
+        plan.policy.build.iter().partition(|step| step.maintenance);
+    for step in plain.into_iter().chain(windowed) {
         let command = &step.run;
         if let Some(path) = step.unless_reused.as_ref().filter(|p| reused.contains(p)) {
             session.info(&format!(
@@ -72,6 +77,14 @@ pub(crate) fn build(
                 path.display()
             ));
             continue;
+        }
+        if let Some(when) = &step.when
+            && !has_work(session, plan, release_dir, &env, command, when)?
+        {
+            continue;
+        }
+        if step.maintenance {
+            open_window(session, plan, release_dir, command)?;
         }
         let confined_to = step.writes.as_deref().filter(|_| confine);
         let confinement = confined_to.map(|writes| Confinement::new(release_dir, writes));
@@ -134,6 +147,71 @@ pub(crate) fn build(
     )?;
     manifest.replace_with(&rescanned)?;
     session.history.drop_manifest(user_content.release())
+}
+
+/// Whether `step`'s `when` command says it has work (exit 0). It reads
+/// the release, writing nothing there, within the build timeout; one that
+/// cannot start or times out fails the deploy.
+fn has_work(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    release_dir: &Path,
+    env: &[(&str, String)],
+    command: &str,
+    when: &str,
+) -> Result<bool> {
+    let confinement = crate::confine::available().then(|| Confinement::new(release_dir, &[]));
+    let checked = check_command(
+        when,
+        release_dir,
+        env,
+        plan.policy.privileges.build_user.as_ref(),
+        confinement.as_ref(),
+        plan.policy.build_timeout,
+        &mut |line| session.debug(&format!("when | {line}")),
+    )
+    .map_err(|why| Error::Build(format!("the `when` of build step '{command}': {why}")))?;
+    if !checked {
+        session.info(&format!(
+            "build: skipped {command} (`{when}` says there is nothing to do)"
+        ));
+    }
+    Ok(checked)
+}
+
+/// Open this deploy's maintenance window (unless one is open by hand),
+/// serving the release's page when the app names one.
+fn open_window(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    release_dir: &Path,
+    command: &str,
+) -> Result<()> {
+    let page = match &plan.policy.maintenance_page {
+        Some(relative) => Some(maintenance::page_in_release(release_dir, relative)?),
+        None => None,
+    };
+    let opening = maintenance::Opening {
+        retry_after: maintenance::deploy_retry_after(&session.history)?,
+        allow: Vec::new(),
+        page,
+        origin: maintenance::Origin::Deploy(session.id),
+        secret: None,
+    };
+    match maintenance::current(session.layout)? {
+        Some(window) if window.deployment == Some(session.id) => {}
+        Some(_) => session.info(&format!(
+            "maintenance is on by hand; {command} runs inside that window"
+        )),
+        None => {
+            maintenance::open(session.layout, &session.history, &opening)?;
+            session.info(&format!(
+                "maintenance: on for {command} until the switch (Retry-After {}s)",
+                opening.retry_after
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Before `command` runs, make the deployed files it may write (under

@@ -50,6 +50,7 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> 
         session.info("removed an unfinished conversion to plain mode");
     }
 
+    crate::maintenance::close_abandoned(session)?;
     let live = read_live(layout)?;
     let interrupted: Vec<_> = history
         .deployments(1000)?
