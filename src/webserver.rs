@@ -214,18 +214,51 @@ pub fn apache(
         }
         None => String::new(),
     };
+    let window_path = layout.maintenance_window();
+    let window = utf8(&window_path, "maintenance window")?;
+    // The window's path also sits inside single quotes in an expression.
+    crate::webserver::check("Apache", "\"\\<>$%'", "maintenance window", window, Placement::Quoted)?;
+    let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
     let live = format!("{webroot}/${{zdeploy:{context}|{context}}}{public}");
     Ok(format!(
         r#"# Apache vhost for {webroot}/{context}, written by `zdeploy webserver apache`.
 # Apache hands PHP the path it was given, so every request is mapped to the
 # live release's real folder, named in {map_path}:
 # zdeploy rewrites that map at each switch and Apache rereads it when it
-# changes, so no reload is needed. Needs mod_rewrite and mod_proxy_fcgi, and
-# Apache listening on {address}.
+# changes, so no reload is needed. Needs mod_rewrite and mod_proxy_fcgi (and
+# mod_headers for Retry-After in maintenance), and Apache listening on
+# {address}.
 <VirtualHost {address}>
 {server_name}    DocumentRoot "{webroot}/{context}{public}"
     RewriteEngine On
     RewriteMap zdeploy "txt:{map_path}"
+    # Maintenance (`zdeploy maintenance on`, or a deploy's window): while
+    # {window} exists, every request gets 503 with its page
+    # and Retry-After, except from the addresses and IPv4 prefixes under its
+    # allow/ and with the cookie {cookie}=<secret under its bypass/>.
+    # zdeploy switches it by writing that folder, never by a reload.
+    RewriteCond "%{{REMOTE_ADDR}}" "^(((\d+)\.\d+)\.\d+)\.\d+$"
+    RewriteRule "^" "-" [E=ZDEPLOY_NET24:%1,E=ZDEPLOY_NET16:%2,E=ZDEPLOY_NET8:%3]
+    RewriteCond "%{{HTTP_COOKIE}}" "(?:^|;\s*){cookie}=([0-9a-f]+)(?:;|$)"
+    RewriteRule "^" "-" [E=ZDEPLOY_BYPASS:%1]
+    RewriteCond "%{{ENV:REDIRECT_STATUS}}" "=503"
+    RewriteCond "{window}/page.html" -f
+    RewriteRule "^/zdeploy-maintenance\.html$" "{window}/page.html" [L]
+    RewriteCond "{window}" -d
+    RewriteCond "%{{ENV:REDIRECT_STATUS}}" "^$"
+    RewriteCond "{window}/allow/%{{REMOTE_ADDR}}" !-f
+    RewriteCond "{window}/allow/%{{ENV:ZDEPLOY_NET24}}" !-f
+    RewriteCond "{window}/allow/%{{ENV:ZDEPLOY_NET16}}" !-f
+    RewriteCond "{window}/allow/%{{ENV:ZDEPLOY_NET8}}" !-f
+    RewriteCond "{window}/bypass/%{{ENV:ZDEPLOY_BYPASS}}" !-f
+    RewriteRule "^" "-" [R=503,L]
+    <If "-d '{window}'">
+        ErrorDocument 503 /zdeploy-maintenance.html
+    </If>
+    <IfModule mod_headers.c>
+        Header always set Retry-After "expr=%{{file:{window}/retry-after}}" "expr=%{{REQUEST_STATUS}} == 503 && -f '{window}/retry-after'"
+        Header always set Cache-Control "no-store" "expr=%{{REQUEST_STATUS}} == 503 && -d '{window}'"
+    </IfModule>
     RewriteRule "^/(.*)$" "{live}/$1" [E=ZDEPLOY_RELEASE:{live}]
     ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "%{{reqenv:ZDEPLOY_RELEASE}}"
     DirectoryIndex index.php index.html
@@ -280,6 +313,10 @@ pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     } else {
         options.php_fpm.to_string()
     };
+    let window_path = layout.maintenance_window();
+    let window = utf8(&window_path, "maintenance window")?;
+    check("maintenance window", window, Placement::Quoted)?;
+    let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
     Ok(format!(
         r#"# Caddy site for {root}, written by `zdeploy webserver caddy` (Caddy 2.6 or later).
 # `root` is the context symlink; resolve_root_symlink resolves it once per
@@ -287,6 +324,46 @@ pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
 # {port}: for automatic HTTPS, make the address the site's name alone.
 http://{host}:{port} {{
 {bind}	root * "{root}"
+	# Maintenance (`zdeploy maintenance on`, or a deploy's window): while
+	# {window} exists, every request gets 503 with its page
+	# and Retry-After, except from the addresses and IPv4 prefixes under its
+	# allow/ and with the cookie {cookie}=<secret under its bypass/>.
+	# zdeploy switches it by writing that folder, never by a reload.
+	map {{remote_host}} {{zdeploy_net24}} {{zdeploy_net16}} {{zdeploy_net8}} {{
+		~^(((\d+)\.\d+)\.\d+)\.\d+$ "${{1}}" "${{2}}" "${{3}}"
+		default - - -
+	}}
+	map {{http.request.cookie.{cookie}}} {{zdeploy_bypass}} {{
+		~^([0-9a-f]+)$ "${{1}}"
+		default -
+	}}
+	@zdeploy_maintenance {{
+		file {{
+			root "{window}"
+			try_files /retry-after-*
+		}}
+		not file {{
+			root "{window}/allow"
+			try_files /{{remote_host}} /{{zdeploy_net24}} /{{zdeploy_net16}} /{{zdeploy_net8}}
+		}}
+		not file {{
+			root "{window}/bypass"
+			try_files /{{zdeploy_bypass}}
+		}}
+	}}
+	handle @zdeploy_maintenance {{
+		# The file found above is retry-after-<seconds>.
+		map {{http.matchers.file.relative}} {{zdeploy_retry_after}} {{
+			~^/retry-after-([0-9]+)$ "${{1}}"
+		}}
+		header Retry-After {{zdeploy_retry_after}}
+		header Cache-Control no-store
+		root * "{window}"
+		rewrite * /page.html
+		file_server {{
+			status 503
+		}}
+	}}
 	# Dot-paths (.git, .env, .htaccess) are never served.
 	@dot_paths path */.*
 	respond @dot_paths 404
