@@ -352,12 +352,20 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
     let user_content = live
         .as_deref()
         .and_then(|name| zdeploy_core::user_content::summary_of(&app.layout, name));
+    let window = zdeploy_core::maintenance::current(&app.layout)?;
+    let old_code = zdeploy_core::holders::on_old_releases(&app.layout)?;
     if inspect.json {
+        let old_code: Vec<serde_json::Value> = old_code
+            .iter()
+            .map(|(release, holder)| serde_json::json!({ "release": release, "process": holder }))
+            .collect();
         return print_json(&serde_json::json!({
             "webroot": app.layout.webroot(),
             "context": app.layout.context(),
             "live": live,
             "live_release": live_record,
+            "maintenance": window,
+            "old_code": old_code,
             "user_content": user_content,
             "deployments": deployments,
         }));
@@ -383,6 +391,19 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
             app.layout.context(),
             app.layout.webroot().display()
         ),
+    }
+    if let Some(window) = &window {
+        out!(
+            "{}",
+            crate::maintenance::describe_window(window, history.as_ref())
+        );
+    }
+    for (release, holder) in &old_code {
+        out!(
+            "old code: process {} ({}) still runs from {release}, which is not live",
+            holder.pid,
+            holder.command
+        );
     }
     if let Some(summary) = &user_content {
         out!(
@@ -542,10 +563,14 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     })?;
     let steps = history.steps(deployment.id)?;
     let logs = history.logs(deployment.id)?;
+    let window = history.deployment_window(deployment.id)?;
     if args.json {
-        return print_json(
-            &serde_json::json!({ "deployment": deployment, "steps": steps, "log": logs }),
-        );
+        return print_json(&serde_json::json!({
+            "deployment": deployment,
+            "steps": steps,
+            "log": logs,
+            "maintenance_window": window,
+        }));
     }
     out!(
         "deployment #{} ({}, trigger {}): {}{}",
@@ -577,6 +602,15 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
             step.duration_ms,
             step.outcome
         );
+    }
+    if let Some(window) = &window {
+        match window.seconds {
+            Some(seconds) => out!(
+                "maintenance window: {seconds:.1}s (closed: {})",
+                window.closed_by.as_deref().unwrap_or("?")
+            ),
+            None => out!("maintenance window: still open"),
+        }
     }
     out!("log:");
     for line in &logs {

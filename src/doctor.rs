@@ -119,6 +119,32 @@ pub fn examine(
             layout.context_path().display()
         ),
     };
+    for (release, holder) in zdeploy_core::holders::on_old_releases(layout)? {
+        findings.push(Finding::bad(
+            Severity::Warning,
+            "old code",
+            format!(
+                "process {} ({}) still runs code from {release}, which is not live",
+                holder.pid, holder.command
+            ),
+            "restart it after each switch (an after_switch command: the presets run queue:restart, horizon:terminate, octane:reload, messenger:stop-workers); prune keeps the release while it runs",
+        ));
+    }
+    if let Some(window) = zdeploy_core::maintenance::current(layout)? {
+        let history = zdeploy_core::history::History::open(&layout.history_path()).ok();
+        let left_open = crate::maintenance::left_open(&window, history.as_ref());
+        findings.push(Finding::bad(
+            if left_open {
+                Severity::Problem
+            } else {
+                Severity::Warning
+            },
+            "maintenance",
+            crate::maintenance::describe_window(&window, history.as_ref()),
+            "zdeploy maintenance off, then run doctor again (the probe needs the site serving)",
+        ));
+        return Ok(findings);
+    }
     let base = url.trim_end_matches('/');
     let probe_name = format!(
         "zdeploy-probe-{}-{}.php",

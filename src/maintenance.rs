@@ -5,7 +5,7 @@
 use anyhow::Result;
 use zdeploy_core::history::History;
 use zdeploy_core::maintenance::{
-    self, Allowed, BYPASS_COOKIE, DEFAULT_RETRY_AFTER, Opening, Origin,
+    self, Allowed, BYPASS_COOKIE, DEFAULT_RETRY_AFTER, Opening, Origin, Window,
 };
 use zdeploy_core::switch::read_live;
 
@@ -178,4 +178,43 @@ fn on_every_host(app: &AppConfig, fleet: Fleet<'_>, args: &MaintenanceArgs) -> R
         }
     }
     remote_command::fail_if_any_failed(&answers)
+}
+
+/// One line on an open window: since when, who opened it, and whether it
+/// was left open by a deploy that is no longer running.
+pub fn describe_window(window: &Window, history: Option<&History>) -> String {
+    let since = jiff::Timestamp::from_millisecond(window.opened_ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    let allowed = match window.allow.is_empty() {
+        true => String::new(),
+        false => format!(", allowed: {}", window.allow.join(", ")),
+    };
+    let by = match window.deployment {
+        None => "by hand, until `zdeploy maintenance off`".to_string(),
+        Some(id) => match !left_open(window, history) {
+            true => format!("by deployment #{id}, until its switch"),
+            false => format!(
+                "LEFT OPEN by deployment #{id}, which is no longer running: the next deploy closes it, or `zdeploy maintenance off`"
+            ),
+        },
+    };
+    format!(
+        "maintenance: ON since {since} ({by}); requests get 503, Retry-After {}s{allowed}",
+        window.retry_after
+    )
+}
+
+/// Whether a deploy opened `window` and is no longer running (killed in
+/// it): nothing but the next run's recover, or `off`, closes it.
+pub fn left_open(window: &Window, history: Option<&History>) -> bool {
+    window.deployment.is_some_and(|id| {
+        !history
+            .and_then(|h| h.deployment(id).ok().flatten())
+            .is_some_and(|d| d.outcome == "running" && pid_alive(d.pid))
+    })
+}
+
+fn pid_alive(pid: i64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

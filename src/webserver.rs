@@ -217,7 +217,13 @@ pub fn apache(
     let window_path = layout.maintenance_window();
     let window = utf8(&window_path, "maintenance window")?;
     // The window's path also sits inside single quotes in an expression.
-    crate::webserver::check("Apache", "\"\\<>$%'", "maintenance window", window, Placement::Quoted)?;
+    crate::webserver::check(
+        "Apache",
+        "\"\\<>$%'",
+        "maintenance window",
+        window,
+        Placement::Quoted,
+    )?;
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
     let live = format!("{webroot}/${{zdeploy:{context}|{context}}}{public}");
     Ok(format!(

@@ -150,6 +150,16 @@ pub fn summary(app: &App) -> Value {
         _ => None,
     };
     let (running, pending) = app.activity();
+    let maintenance = zdeploy_core::maintenance::current(&config.layout)
+        .ok()
+        .flatten()
+        .map(|window| {
+            json!({
+                "window": window,
+                "left_open": crate::maintenance::left_open(&window, history.as_ref()),
+                "described": crate::maintenance::describe_window(&window, history.as_ref()),
+            })
+        });
     json!({
         "name": app.name,
         "webroot": config.layout.webroot(),
@@ -164,6 +174,11 @@ pub fn summary(app: &App) -> Value {
             "created_ms": live_record.as_ref().map(|r| r.created_ms),
             "message": live_deployment.as_ref().and_then(|d| d.message.clone()),
         })),
+        "maintenance": maintenance,
+        "last_maintenance_window": history
+            .as_ref()
+            .and_then(|h| h.closed_windows().ok())
+            .and_then(|w| w.into_iter().next_back()),
         "running": running.map(|id| json!({"deployment": id})),
         "pending": pending.map(|t| t.describe()),
         "poll": app.poll_status(),
@@ -621,6 +636,24 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
             Some((app.name.clone(), age))
         })
         .collect();
+    let windows: Vec<(String, super::metrics::Windows)> = agent
+        .apps()
+        .iter()
+        .map(|app| {
+            let layout = &app.config().layout;
+            let closed = open_history(app)
+                .ok()
+                .flatten()
+                .and_then(|h| h.closed_windows().ok())
+                .unwrap_or_default();
+            let windows = super::metrics::Windows {
+                open: matches!(zdeploy_core::maintenance::current(layout), Ok(Some(_))),
+                count: closed.len(),
+                seconds: closed.iter().filter_map(|w| w.seconds).sum(),
+            };
+            (app.name.clone(), windows)
+        })
+        .collect();
     let fleets: Vec<(String, super::fleet::FleetView)> = agent
         .apps()
         .iter()
@@ -648,7 +681,7 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        agent.metrics.render(&ages, &fleets, &members),
+        agent.metrics.render(&ages, &windows, &fleets, &members),
     )
         .into_response()
 }

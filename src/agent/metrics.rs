@@ -76,6 +76,7 @@ impl Metrics {
     pub fn render(
         &self,
         live_ages: &[(String, f64)],
+        windows: &[(String, Windows)],
         fleets: &[(String, super::fleet::FleetView)],
         members: &[(String, crate::fleet::etcd::member::MemberView)],
     ) -> String {
@@ -119,6 +120,39 @@ impl Metrics {
                 out,
                 "zdeploy_live_release_age_seconds{{app=\"{}\"}} {age:.0}",
                 escape(app)
+            );
+        }
+        header(
+            &mut out,
+            "zdeploy_maintenance_on",
+            "gauge",
+            "1 while a maintenance window is open (requests get 503).",
+        );
+        for (app, windows) in windows {
+            let _ = writeln!(
+                out,
+                "zdeploy_maintenance_on{{app=\"{}\"}} {}",
+                escape(app),
+                u8::from(windows.open)
+            );
+        }
+        header(
+            &mut out,
+            "zdeploy_maintenance_seconds",
+            "summary",
+            "Maintenance windows closed, by hand and by deploys, and how long they were open.",
+        );
+        for (app, windows) in windows {
+            let app = escape(app);
+            let _ = writeln!(
+                out,
+                "zdeploy_maintenance_seconds_sum{{app=\"{app}\"}} {:.3}",
+                windows.seconds
+            );
+            let _ = writeln!(
+                out,
+                "zdeploy_maintenance_seconds_count{{app=\"{app}\"}} {}",
+                windows.count
             );
         }
         header(
@@ -192,6 +226,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// An app's maintenance windows, read from its history at each scrape.
+pub struct Windows {
+    pub open: bool,
+    /// Windows closed so far, and their total length.
+    pub count: usize,
+    pub seconds: f64,
 }
 
 /// A gauge of a fleet member: its name, help and value.

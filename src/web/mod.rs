@@ -80,7 +80,9 @@ fn render_panel(data: &PanelData) -> String {
     let s = &data.summary;
     let name = esc(s["name"].as_str().unwrap_or_default());
     let mut html = String::new();
-    let (badge, badge_text) = if !s["running"].is_null() {
+    let (badge, badge_text) = if !s["maintenance"].is_null() {
+        ("warn", "maintenance".to_string())
+    } else if !s["running"].is_null() {
         ("running", "deploying".to_string())
     } else if !s["poll"]["error"].is_null() {
         ("warn", "remote unreachable".to_string())
@@ -140,6 +142,19 @@ fn render_panel(data: &PanelData) -> String {
             html,
             r#"<p class="alert">Last check of the remote failed: {}</p>"#,
             esc(error)
+        );
+    }
+    if let Some(described) = s["maintenance"]["described"].as_str() {
+        let _ = write!(
+            html,
+            r#"<p class="alert maintenance">{}</p>"#,
+            esc(described)
+        );
+    }
+    if let Some(seconds) = s["last_maintenance_window"]["seconds"].as_f64() {
+        let _ = write!(
+            html,
+            r#"<p class="meta">Last maintenance window: {seconds:.1}s</p>"#
         );
     }
     if let Some(pending) = s["pending"].as_str() {

@@ -7,8 +7,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::error::Result;
+use crate::inventory::releases_on_disk;
+use crate::layout::Layout;
+use crate::switch::read_live;
+
 /// A process using a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Holder {
     pub pid: u32,
     /// Its command line, shortened.
@@ -17,6 +22,23 @@ pub struct Holder {
 
 /// How much of a command line is shown.
 const SHOWN_COMMAND: usize = 80;
+
+/// Processes still running code from a release that is not live (a worker
+/// started before the last switch): each such release with one of them.
+pub fn on_old_releases(layout: &Layout) -> Result<Vec<(String, Holder)>> {
+    let live = read_live(layout)?;
+    let old: Vec<String> = releases_on_disk(layout)?
+        .into_iter()
+        .map(|release| release.name)
+        .filter(|name| live.record_name(layout) != Some(name.as_str()))
+        .collect();
+    let dirs: Vec<PathBuf> = old.iter().map(|name| layout.release_path(name)).collect();
+    Ok(old
+        .into_iter()
+        .zip(holders(&dirs))
+        .filter_map(|(name, holder)| holder.map(|h| (name, h)))
+        .collect())
+}
 
 /// For each of `dirs`, a process (other than this one) using something
 /// inside it, if any: one walk of `/proc` for all of them.

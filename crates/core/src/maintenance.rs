@@ -190,13 +190,8 @@ pub struct WindowRecord {
     pub opened_ms: i64,
     pub closed_ms: Option<i64>,
     pub closed_by: Option<String>,
-}
-
-impl WindowRecord {
-    pub fn seconds(&self) -> Option<f64> {
-        self.closed_ms
-            .map(|closed| (closed - self.opened_ms) as f64 / 1000.0)
-    }
+    /// How long it was open, once closed.
+    pub seconds: Option<f64>,
 }
 
 /// The window open now, if any.
@@ -352,7 +347,7 @@ pub fn deploy_retry_after(history: &History) -> Result<u32> {
         .into_iter()
         .rev()
         .find(|w| w.deployment.is_some())
-        .and_then(|w| w.seconds());
+        .and_then(|w| w.seconds);
     Ok(last.map_or(5, |seconds| (seconds.ceil() as u32).max(5)))
 }
 
@@ -530,12 +525,15 @@ impl History {
 }
 
 fn window_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
+    let opened_ms: i64 = row.get(2)?;
+    let closed_ms: Option<i64> = row.get(3)?;
     Ok(WindowRecord {
         id: row.get(0)?,
         deployment: row.get(1)?,
-        opened_ms: row.get(2)?,
-        closed_ms: row.get(3)?,
+        opened_ms,
+        closed_ms,
         closed_by: row.get(4)?,
+        seconds: closed_ms.map(|closed| (closed - opened_ms) as f64 / 1000.0),
     })
 }
 
