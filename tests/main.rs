@@ -20,6 +20,7 @@ mod git_sources;
 mod health;
 mod hostile;
 mod incremental;
+mod maintenance;
 mod mediawiki;
 mod modes;
 mod package;

@@ -62,6 +62,31 @@ impl Server {
         Server { child }
     }
 
+    /// The processes it started (a master's workers), by pid.
+    pub fn children(&self) -> Vec<u32> {
+        let parent = self.child.id();
+        let mut children: Vec<u32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // The parent is the second field after the command's ")".
+                let ppid: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == parent).then_some(pid)
+            })
+            .collect();
+        children.sort();
+        children
+    }
+
     /// SIGKILL it, as a crash would, and reap it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -151,6 +176,13 @@ fn php_fpm_binary() -> String {
 pub struct Nginx {
     pub port: u16,
     _server: Server,
+}
+
+impl Nginx {
+    /// Its worker processes: a reload would replace them.
+    pub fn workers(&self) -> Vec<u32> {
+        self._server.children()
+    }
 }
 
 impl Nginx {
@@ -257,6 +289,13 @@ pub struct Apache {
 }
 
 impl Apache {
+    /// Its child processes: a graceful reload would replace them.
+    pub fn workers(&self) -> Vec<u32> {
+        self._server.children()
+    }
+}
+
+impl Apache {
     /// Apache (mpm_event, mod_rewrite, mod_proxy_fcgi) serving `site` (a vhost) on `port`.
     pub fn start(dir: &Path, site: &str, port: u16) -> Self {
         std::fs::create_dir_all(dir).unwrap();
@@ -271,6 +310,7 @@ impl Apache {
             "mpm_event",
             "authz_core",
             "dir",
+            "headers",
             "mime",
             "proxy",
             "proxy_fcgi",
