@@ -18,8 +18,14 @@ fn stand_ins(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = r#"echo "$(basename "$0") $*" >> "$PRESET_LOG""#;
+    // Asked whether migrations are pending, they say so.
+    let php = format!(
+        "{log}\ncase \"$*\" in *migrate:status*) echo '2024_01_01_000000_orders Pending';; \
+         *setup:db:status*) exit 2;; esac"
+    );
+    let vendor_tool = format!("{log}\ncase \"$*\" in *:status*) echo 'system.site';; esac");
     let scripts = [
-        ("php", log.to_string()),
+        ("php", php),
         (
             "composer",
             format!(
@@ -28,7 +34,7 @@ fn stand_ins(dir: &Path) -> PathBuf {
             ),
         ),
         // What composer puts in vendor/bin: a framework CLI, logged by name.
-        ("vendor-tool", log.to_string()),
+        ("vendor-tool", vendor_tool),
         (
             "npm",
             format!(
@@ -105,6 +111,7 @@ fn cases() -> Vec<Case> {
                 "php artisan route:cache",
                 "php artisan view:cache",
                 "php artisan event:cache",
+                "php artisan migrate:status --no-ansi",
                 "php artisan migrate --force",
                 "php artisan queue:restart",
             ],
@@ -158,7 +165,9 @@ fn cases() -> Vec<Case> {
             writable: &[],
             commands: &[
                 COMPOSER,
+                "drush updatedb:status --format=list",
                 "drush updatedb --yes",
+                "drush config:status --format=list",
                 "drush config:import --yes",
                 "drush cache:rebuild",
                 "drush deploy:hook --yes",
@@ -184,6 +193,7 @@ fn cases() -> Vec<Case> {
                 COMPOSER,
                 "php bin/magento setup:di:compile",
                 "php bin/magento setup:static-content:deploy --force",
+                "php bin/magento setup:db:status",
                 "php bin/magento setup:upgrade --keep-generated",
                 "php bin/magento cache:flush",
             ],
