@@ -542,4 +542,14 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
     );
     assert!(!window.exists());
     assert_eq!(served.site.live_release(), live);
+
+    // Rolling back past the migration says the schema stays.
+    let rolled = served.zdeploy(&["rollback", "shop"]).success();
+    assert!(
+        rolled
+            .stderr
+            .contains("is older than the schema step 'sleep 2 && cp schema"),
+        "{}",
+        rolled.stderr
+    );
 }

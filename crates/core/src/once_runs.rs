@@ -12,6 +12,7 @@ use crate::session::Session;
 /// An earlier run of the same `once` command for the same release or commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EarlierRun {
+    pub command: String,
     pub release: String,
     pub deployment: i64,
     /// `ok`, `failed`, or `running` when its process died during it.
@@ -34,6 +35,7 @@ impl History {
                 params![command, release, commit],
                 |row| {
                     Ok(EarlierRun {
+                        command: command.to_string(),
                         release: row.get(0)?,
                         deployment: row.get(1)?,
                         outcome: row.get(2)?,
@@ -60,6 +62,31 @@ impl History {
             )
             .map_err(|e| self.fail(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// `once` steps (migrations) that ran, and ended ok, for releases
+    /// other than `release` since `since_ms`: what a rollback to `release`
+    /// (made then) does not undo.
+    pub fn once_runs_since(&self, release: &str, since_ms: i64) -> Result<Vec<EarlierRun>> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT command, release, deployment_id FROM once_runs
+                 WHERE outcome = 'ok' AND release != ?1 AND started_ms >= ?2 ORDER BY id",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map(params![release, since_ms], |row| {
+                Ok(EarlierRun {
+                    command: row.get(0)?,
+                    release: row.get(1)?,
+                    deployment: row.get(2)?,
+                    outcome: "ok".into(),
+                })
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.fail(e))
     }
 
     pub fn finish_once_run(&self, id: i64, ok: bool) -> Result<()> {

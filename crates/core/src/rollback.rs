@@ -94,6 +94,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         "rolling back {} from {current} to {target}",
         layout.context()
     ));
+    warn_of_schema_steps_since(session, &target)?;
 
     let staged = stage_existing(session, &target, &plan.policy)?;
     let synced = sync(session, &staged, &plan.policy)?;
@@ -108,6 +109,23 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
         release: target,
         previous: current,
     })
+}
+
+/// A rollback brings back code, not the database: name each schema step
+/// (a `once` step, a migration) that ran since `target` was made.
+fn warn_of_schema_steps_since(session: &Session<'_>, target: &str) -> Result<()> {
+    let Some(made_ms) = session.history.release(target)?.map(|r| r.created_ms) else {
+        return Ok(());
+    };
+    for run in session.history.once_runs_since(target, made_ms)? {
+        session.warn(&format!(
+            "{target} is older than the schema step '{}' (deployment #{}, for {}): the rollback does not undo it, \
+             so {target}'s code meets the schema it left; migrations that only add are safe, others need \
+             their own way back",
+            run.command, run.deployment, run.release
+        ));
+    }
+    Ok(())
 }
 
 /// The newest complete timestamped release older than `current` (or, when
