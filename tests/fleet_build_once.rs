@@ -213,6 +213,83 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     std::fs::remove_file(fleet.hosts[1].dir.join("fail-migration")).unwrap();
 
     deploys += 2;
+
+    // A migration that needs a maintenance window: the builder asks every
+    // host while it runs (from inside its step), and each answers 503;
+    // every host serves the new release after the switch.
+    let original = std::fs::read_to_string(&config).unwrap();
+    let asks = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "curl -s -o /dev/null -w '%{{http_code}} ' http://{}/",
+                h.address
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let windowed = original
+        .replace(
+            &format!("test ! -e {path}/fail-migration"),
+            &format!("test \\\"$({asks})\\\" = '503 503 503 '"),
+        )
+        .replace(
+            "writes = [], once = true }",
+            "writes = [], once = true, maintenance = true }",
+        );
+    assert_ne!(windowed, original);
+    std::fs::write(&config, &windowed).unwrap();
+    shop_version(&repo, &scratch, "windowed");
+    let out = fleet_deploy(&config).success();
+    deploys += 1;
+    assert_eq!(
+        log_lines(&fleet, "migrations.log"),
+        vec![0, deploys, 0],
+        "the step saw every host in maintenance: {}",
+        out.stderr
+    );
+    let page = |host: &crate::support::fleet::FleetHost| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", " %{http_code}", "--max-time", "10"])
+            .arg(format!("http://{}/", host.address))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for host in &fleet.hosts {
+        let answer = page(host);
+        assert!(
+            answer.starts_with("page=windowed") && answer.ends_with(" 200"),
+            "{answer}"
+        );
+    }
+    // By hand, on every host at once, with one cookie for the fleet.
+    let on = controller(&config)
+        .args(["maintenance", "on", "shop", "--retry-after", "30"])
+        .success();
+    assert!(
+        on.stdout.contains("maintenance on for 3 of 3 hosts"),
+        "{}",
+        on.stdout
+    );
+    assert_eq!(
+        on.stdout.matches("zdeploy_maintenance=").count(),
+        2,
+        "{}",
+        on.stdout
+    );
+    for host in &fleet.hosts {
+        assert!(page(host).ends_with(" 503"), "{}", host.address);
+    }
+    controller(&config)
+        .args(["maintenance", "off", "shop"])
+        .success();
+    for host in &fleet.hosts {
+        assert!(page(host).ends_with(" 200"), "{}", host.address);
+    }
+    std::fs::write(&config, &original).unwrap();
+
     // Built on every host, the `once` steps still run on the builder only.
     fleet.install_build_tool(0);
     fleet.install_build_tool(2);

@@ -92,6 +92,15 @@ pub struct HostResult {
     pub switched_at_ms: Option<i64>,
 }
 
+/// A report a host gives in answer to an order, which the controller must
+/// not miss while it waits for other hosts.
+fn answers_later(report: &Report) -> bool {
+    !matches!(
+        report,
+        Report::Log { .. } | Report::Step { .. } | Report::Progress { .. } | Report::WindowOpen
+    )
+}
+
 /// One host's `zdeploy fleet-host` process, over its connection.
 pub struct Remote {
     connection: Connection,
@@ -109,6 +118,8 @@ pub struct Remote {
     /// The user files its carry placed in the staged release.
     user_content: Option<UserContentSummary>,
     switched_at_ms: Option<i64>,
+    /// Told to open its maintenance window in this run.
+    window_open: bool,
 }
 
 impl Remote {
@@ -250,6 +261,7 @@ impl FleetRun<'_> {
             timeout: self.host_patience() + REPORT_TIMEOUT_MARGIN,
             busy: false,
             user_content_differs: Vec::new(),
+            held: std::collections::VecDeque::new(),
         };
         for remote in &mut run.remotes {
             let job = Job {
@@ -931,6 +943,7 @@ impl FleetRun<'_> {
             export: None,
             user_content: None,
             switched_at_ms: None,
+            window_open: false,
         })
     }
 }
@@ -944,22 +957,34 @@ struct Run<'a> {
     /// A host said another run holds its lock.
     busy: bool,
     user_content_differs: Vec<Divergence>,
+    /// What a host said while the controller waited for others (a host
+    /// staged while every other opened its window), read again next.
+    held: std::collections::VecDeque<(usize, Heard)>,
 }
 
 type Answers = Vec<(usize, Result<Report, String>)>;
 
 impl Run<'_> {
+    /// The next thing a host said: what was held first, then what arrives.
+    fn recv(&mut self) -> Result<(usize, Heard), std::sync::mpsc::RecvTimeoutError> {
+        match self.held.pop_front() {
+            Some(event) => Ok(event),
+            None => self.heard.recv_timeout(self.timeout),
+        }
+    }
+
     /// Wait until each of `hosts` gives a report `wanted` matches, fails, or
     /// goes quiet; everything else they say is printed on the way.
     fn await_reports(&mut self, hosts: &[usize], wanted: impl Fn(&Report) -> bool) -> Answers {
         let mut answers: Answers = Vec::new();
+        let mut held = Vec::new();
         while answers.len() < hosts.len() {
             let pending: Vec<usize> = hosts
                 .iter()
                 .copied()
                 .filter(|h| !answers.iter().any(|(a, _)| a == h))
                 .collect();
-            let (index, heard) = match self.heard.recv_timeout(self.timeout) {
+            let (index, heard) = match self.recv() {
                 Ok(event) => event,
                 Err(_) => {
                     for index in pending {
@@ -969,8 +994,9 @@ impl Run<'_> {
                 }
             };
             if !pending.contains(&index) {
-                if let Heard::Report(report) = &heard {
-                    self.show(index, report);
+                match &heard {
+                    Heard::Report(report) if !answers_later(report) => self.show(index, report),
+                    _ => held.push((index, heard)),
                 }
                 continue;
             }
@@ -987,7 +1013,40 @@ impl Run<'_> {
                 Heard::Closed(why) => answers.push((index, Err(self.failed(index, why)))),
             }
         }
+        // Read again, in order, before anything new.
+        for event in held.into_iter().rev() {
+            self.held.push_front(event);
+        }
         answers
+    }
+
+    /// Every host but `asking` opens its maintenance window; those not
+    /// staging now confirm before `asking` is told to go on (a host busy
+    /// staging opens its own when it next reads an order, before its switch).
+    fn open_windows(&mut self, asking: usize, staging: &[usize]) -> Result<(), String> {
+        let targets: Vec<usize> = (0..self.remotes.len())
+            .filter(|i| *i != asking && !self.remotes[*i].window_open)
+            .collect();
+        let mut confirming = Vec::new();
+        for &index in &targets {
+            self.remotes[index].window_open = true;
+            self.remotes[index]
+                .order(&Order::OpenWindow)
+                .map_err(|e| format!("{e:#}"))?;
+            if !staging.contains(&index) {
+                confirming.push(index);
+            }
+        }
+        self.remotes[asking].window_open = true;
+        let answers = self.await_reports(&confirming, |r| matches!(r, Report::WindowOpen));
+        match self.failures(&answers) {
+            Some(failed) => Err(format!(
+                "a host could not open its maintenance window: {failed}"
+            )),
+            None => self.remotes[asking]
+                .order(&Order::WindowOpened)
+                .map_err(|e| format!("{e:#}")),
+        }
     }
 
     fn note(&mut self, index: usize, report: &Report) {
@@ -1162,9 +1221,19 @@ impl Run<'_> {
                 continue;
             }
             let (index, answer) = self.await_one(&waiting, |r| {
-                matches!(r, Report::Staged { .. } | Report::Lacking { .. })
+                matches!(
+                    r,
+                    Report::Staged { .. } | Report::Lacking { .. } | Report::WindowOpening
+                )
             });
             match answer {
+                Ok(Report::WindowOpening) => {
+                    let staging: Vec<usize> =
+                        waiting.iter().copied().filter(|i| *i != index).collect();
+                    if let Err(why) = self.open_windows(index, &staging) {
+                        answers.push((index, Err(self.failed(index, why))));
+                    }
+                }
                 Ok(Report::Lacking { list, .. }) => {
                     let sent = supply(self, index, &list);
                     if let Err(e) = sent {
@@ -1187,7 +1256,7 @@ impl Run<'_> {
         wanted: impl Fn(&Report) -> bool,
     ) -> (usize, Result<Report, String>) {
         loop {
-            let (index, heard) = match self.heard.recv_timeout(self.timeout) {
+            let (index, heard) = match self.recv() {
                 Ok(event) => event,
                 Err(_) => return (hosts[0], Err("no report in time".into())),
             };

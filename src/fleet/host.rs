@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use zdeploy_core::history::{Kind, Outcome};
 use zdeploy_core::lock::LockWait;
+use zdeploy_core::maintenance;
 use zdeploy_core::policy::{DeployOutcome, DeployPlan, DeployResult};
 use zdeploy_core::release::ReleaseState;
 use zdeploy_core::release_copy::{CopySource, Lacking, export_delta, export_manifest};
@@ -57,7 +58,14 @@ impl Reports for StdoutReports {
 /// The run's steps and log lines, as reports.
 struct Reporter<'a> {
     sink: &'a dyn Reports,
+    /// Where the controller's orders arrive: a window this host opens
+    /// waits for the controller to open every other host's.
+    orders: &'a Receiver<Result<Order>>,
 }
+
+/// How long a host about to open a maintenance window waits for the
+/// controller to have opened every other host's.
+const WINDOW_WAIT: Duration = Duration::from_secs(300);
 
 impl Reporter<'_> {
     fn send(&self, report: &Report) {
@@ -97,6 +105,64 @@ impl Observer for Reporter<'_> {
             });
         }
     }
+    fn window_opening(&self) -> Result<(), String> {
+        self.send(&Report::WindowOpening);
+        match next(self.orders, WINDOW_WAIT) {
+            Next::Order(Order::WindowOpened) => Ok(()),
+            Next::Order(Order::Abort { why }) => Err(format!("the controller stopped: {why}")),
+            Next::Order(other) => Err(format!(
+                "expected the other hosts' windows open, got a {} order",
+                other.name()
+            )),
+            Next::Gone(why) => Err(why),
+        }
+    }
+}
+
+/// The next order, opening this host's maintenance window on the way when
+/// the controller says another host is about to run a step that needs one.
+fn next_order(
+    session: &Session<'_>,
+    app: &AppConfig,
+    orders: &Receiver<Result<Order>>,
+    reporter: &Reporter<'_>,
+    timeout: Duration,
+) -> Next {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match next(orders, deadline.saturating_duration_since(Instant::now())) {
+            Next::Order(Order::OpenWindow) => match open_window(session, app) {
+                Ok(()) => reporter.send(&Report::WindowOpen),
+                Err(error) => {
+                    return Next::Gone(format!("cannot open the maintenance window: {error:#}"));
+                }
+            },
+            other => return other,
+        }
+    }
+}
+
+/// This host's window for the fleet's deploy, serving the live release's
+/// page (the built-in one when it has none).
+fn open_window(session: &Session<'_>, app: &AppConfig) -> Result<()> {
+    let layout = session.layout;
+    let page = match (&app.policy.maintenance_page, read_live(layout)?.dir(layout)) {
+        (Some(relative), Some(live)) => maintenance::page_in_release(&live, relative)
+            .inspect_err(|e| session.warn(&format!("{e}; the window serves the built-in page")))
+            .ok(),
+        _ => None,
+    };
+    let opening = maintenance::Opening {
+        retry_after: maintenance::deploy_retry_after(&session.history)?,
+        allow: Vec::new(),
+        page,
+        origin: maintenance::Origin::Deploy(session.id),
+        secret: None,
+    };
+    if maintenance::open(layout, &session.history, &opening)?.is_some() {
+        session.info("maintenance: on until the switch, for a step another host runs");
+    }
+    Ok(())
 }
 
 /// Orders from stdin, read on a thread; the channel closes when the
@@ -149,7 +215,7 @@ pub fn serve() -> Result<()> {
 /// Carry out one job's orders, reporting to `sink`; a failure is reported
 /// too.
 pub fn serve_orders(orders: &Receiver<Result<Order>>, sink: &dyn Reports) -> Result<()> {
-    let reporter = Reporter { sink };
+    let reporter = Reporter { sink, orders };
     let result = serve_job(orders, &reporter);
     if let Err(error) = &result {
         let busy = error
@@ -288,7 +354,7 @@ fn run(
     };
     reporter.send(&opened);
     let timeout = Duration::from_secs(job.stage_timeout_secs);
-    let (release, content, role) = match next(orders, timeout) {
+    let (release, content, role) = match next_order(session, app, orders, reporter, timeout) {
         Next::Order(Order::Stage {
             release,
             commit,
@@ -319,7 +385,7 @@ fn run(
                 export,
                 user_content,
             });
-            return follow_along(session, orders, reporter, timeout, name);
+            return follow_along(session, app, orders, reporter, timeout, name);
         }
         Target::Staged(staged) => staged,
     };
@@ -351,7 +417,15 @@ fn run(
     });
     let discard = |why: &str| discard_staged(session, &staged, why);
     let deadline = Instant::now() + timeout;
-    let wait_staged = || next(orders, deadline.saturating_duration_since(Instant::now()));
+    let wait_staged = || {
+        next_order(
+            session,
+            app,
+            orders,
+            reporter,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+    };
     let expect = |wanted: &str, next: Next| -> Result<()> {
         match next {
             Next::Order(order) if order.name() == wanted => Ok(()),
@@ -381,6 +455,9 @@ fn run(
     reporter.send(&Report::Synced);
     expect("switch", wait_staged())?;
     let switched = switch(session, &staged, &synced, policy)?;
+    if let Err(error) = maintenance::close_own(session, "switch") {
+        session.warn(&format!("maintenance stays on for now: {error}"));
+    }
     // A failure that keeps the release live is logged as a warning (and so
     // reported to the controller), not failed: the fleet stays on one release.
     let _kept_live = after_switch(session, &switched, policy, OnFailure::SwitchBackIfChecked)?;
@@ -597,17 +674,23 @@ fn supply_lacking(
 /// the fleet moves in step, and change nothing.
 fn follow_along(
     session: &Session<'_>,
+    app: &AppConfig,
     orders: &Receiver<Result<Order>>,
     reporter: &Reporter<'_>,
     timeout: Duration,
     release: String,
 ) -> Result<DeployResult> {
     loop {
-        match next(orders, timeout) {
+        match next_order(session, app, orders, reporter, timeout) {
             Next::Order(Order::Sync) => reporter.send(&Report::Synced),
-            Next::Order(Order::Switch) => reporter.send(&Report::Switched {
-                at_ms: zdeploy_core::history::now_ms(),
-            }),
+            Next::Order(Order::Switch) => {
+                if let Err(error) = maintenance::close_own(session, "switch") {
+                    session.warn(&format!("maintenance stays on for now: {error}"));
+                }
+                reporter.send(&Report::Switched {
+                    at_ms: zdeploy_core::history::now_ms(),
+                })
+            }
             Next::Order(Order::Finish) | Next::Gone(_) => break,
             Next::Order(Order::Abort { .. }) => {
                 reporter.send(&Report::Aborted);

@@ -37,6 +37,13 @@ pub enum Order {
     /// Another host failed: remove the staged release, or switch back to
     /// the one that was live; answer `Aborted`.
     Abort { why: String },
+    /// A host is about to run a build step that needs a maintenance window:
+    /// open this host's (closed at its switch, or when the run ends);
+    /// answer `WindowOpen`.
+    OpenWindow,
+    /// To the host that asked with `WindowOpening`: every host's window is
+    /// open, run the step.
+    WindowOpened,
 }
 
 /// Everything a host needs to run its part, so it needs no config of its own.
@@ -66,6 +73,8 @@ impl Order {
             Order::Switch => "switch",
             Order::Finish => "finish",
             Order::Abort { .. } => "abort",
+            Order::OpenWindow => "open_window",
+            Order::WindowOpened => "window_opened",
         }
     }
 }
@@ -141,6 +150,11 @@ pub enum Report {
         release: Option<String>,
         outcome: zdeploy_core::policy::DeployOutcome,
     },
+    /// About to run a build step that needs a maintenance window: open
+    /// every other host's, then answer `WindowOpened`.
+    WindowOpening,
+    /// This host's window is open (`OpenWindow`).
+    WindowOpen,
     /// `busy`: another run holds the host's lock.
     Failed {
         error: String,

@@ -82,6 +82,12 @@ pub trait Observer {
     fn log(&self, _level: Level, _message: &str) {}
     /// `done` entries so far, of `total` when known.
     fn progress(&self, _step: Step, _done: u64, _total: Option<u64>) {}
+    /// A build step that needs a maintenance window is about to run, and
+    /// this host's window opens next: a fleet host has every other host
+    /// open theirs first. An error stops the deploy.
+    fn window_opening(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Who runs and why, for the lock note and the history.
@@ -138,6 +144,13 @@ impl<'a> Session<'a> {
             id,
             observer,
             _lock: lock,
+        })
+    }
+
+    /// Have the fleet open its windows before this host's (see `Observer`).
+    pub fn window_opening(&self) -> Result<()> {
+        self.observer.window_opening().map_err(|why| {
+            crate::error::Error::Invalid(format!("the fleet's maintenance window: {why}"))
         })
     }
 

@@ -851,6 +851,15 @@ impl HostRun {
             match &report {
                 _ if wanted(&report) => return Ok(report),
                 Report::Log { level, message } => (member.part.log)(level, message),
+                // Members do not open each other's windows yet: this host's
+                // opens, the others serve on until their switch.
+                Report::WindowOpening => {
+                    (member.part.log)(
+                        "warn",
+                        "a fleet in etcd opens a maintenance window on the host that runs the step only; the other members serve until their switch",
+                    );
+                    self.order(Order::WindowOpened);
+                }
                 Report::Failed { error, busy } => {
                     self.busy = *busy;
                     bail!("{error}");

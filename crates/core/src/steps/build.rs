@@ -204,6 +204,7 @@ fn open_window(
             "maintenance is on by hand; {command} runs inside that window"
         )),
         None => {
+            session.window_opening()?;
             maintenance::open(session.layout, &session.history, &opening)?;
             session.info(&format!(
                 "maintenance: on for {command} until the switch (Retry-After {}s)",
