@@ -1,7 +1,11 @@
 //! Benchmark: the same load and deploy schedule, side by side in one run,
 //! against zdeploy (nginx and Apache) and the methods users would otherwise
 //! pick: rsync into a real ROOT, deleting and replacing ROOT, and a symlink
-//! switch served with `$document_root`. Run it with `bench/zero-downtime`.
+//! switch served with `$document_root`. Then maintenance windows: a
+//! migration step of 2 s whose schema the old release cannot serve, run
+//! with a window only when pending (zdeploy), and without one (as deploy
+//! tools run migrations before their switch); and windows opened and
+//! closed by hand. Run it with `bench/zero-downtime`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -9,7 +13,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::load::{Load, Op, Sample, judge, percentile, php_app};
+use support::load::{Load, Op, Sample, judge, page_version, percentile, php_app};
 use support::servers::{Apache, Nginx, PhpFpm, free_port, request};
 use support::{Site, Zdeploy};
 
@@ -237,6 +241,206 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
+/// A maintenance case: how the schema and the migration step are set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WindowCase {
+    /// The schema never changes: the step's `when` skips it.
+    NothingPending,
+    /// Every deploy changes the schema: the step runs in a window.
+    Pending,
+    /// Every deploy changes the schema; the step runs before the switch
+    /// with no window, as deploy tools run migrations.
+    PendingWithoutWindow,
+    /// No deploys: `zdeploy maintenance on`, a second, `off`, a second.
+    ByHand,
+}
+
+impl WindowCase {
+    fn name(self) -> &'static str {
+        match self {
+            WindowCase::NothingPending => "zdeploy, nothing pending (when skips the step)",
+            WindowCase::Pending => "zdeploy, migration pending (maintenance = true)",
+            WindowCase::PendingWithoutWindow => "migration before the switch, no window",
+            WindowCase::ByHand => "zdeploy maintenance on/off by hand",
+        }
+    }
+}
+
+/// The migration step's length.
+const STEP: Duration = Duration::from_secs(2);
+const MAINTENANCE_PAGE: &str = "down for maintenance";
+
+/// The load-test app at `version`, whose page fails with 500 unless the
+/// "database" holds `schema`: code that meets a schema it was not written
+/// for, as after a column is renamed.
+fn schema_app(app: &std::path::Path, db: &std::path::Path, version: &str, schema: &str) {
+    php_app(app, version);
+    let page = std::fs::read_to_string(app.join("index.php")).unwrap();
+    std::fs::write(
+        app.join("index.php"),
+        format!(
+            "<?php $s = trim((string) @file_get_contents('{}/schema'));
+             if ($s !== '{schema}') {{ http_response_code(500); exit(\"schema $s, expected {schema}\"); }} ?>{page}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(app.join("schema"), schema).unwrap();
+    std::fs::write(
+        app.join("maintenance.html"),
+        format!("<h1>{MAINTENANCE_PAGE}</h1>"),
+    )
+    .unwrap();
+}
+
+struct WindowRow {
+    case: WindowCase,
+    deploys: usize,
+    requests: usize,
+    whole: usize,
+    unavailable: usize,
+    failed: usize,
+    /// Each deploy's window, in seconds.
+    windows: Vec<f64>,
+}
+
+fn run_windows(case: WindowCase, deploys: usize, interval: Duration) -> WindowRow {
+    let site = Site::new();
+    let app = site.path("app");
+    let db = site.path("db");
+    std::fs::create_dir(&db).unwrap();
+    std::fs::write(db.join("schema"), "s0").unwrap();
+    let step = format!(
+        "sleep {} && cp schema {}/schema",
+        STEP.as_secs(),
+        db.display()
+    );
+    let build = match case {
+        WindowCase::PendingWithoutWindow => {
+            format!("build = [{{ run = \"{step}\", once = true }}]")
+        }
+        _ => format!(
+            "build = [{{ run = \"{step}\", once = true, maintenance = true, when = \"! cmp -s schema {}/schema\" }}]",
+            db.display()
+        ),
+    };
+    let config = site.path("zdeploy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\nkeep = 2\ndrain = \"1s\"\nsettle = \"200ms\"\n\
+             maintenance_page = \"maintenance.html\"\n{build}\n",
+            site.webroot.display(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    let zdeploy = |args: &[&str]| Zdeploy::new().arg("--config").arg(&config).args(args);
+    schema_app(&app, &db, "v0", "s0");
+    zdeploy(&["deploy", "shop", "-q"]).success();
+    let fpm = PhpFpm::start(&site.path("fpm"), PHP_WORKERS);
+    let port = free_port();
+    let nginx_config = zdeploy(&["webserver", "nginx", "shop"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    let _nginx = Nginx::start(&site.path("nginx"), &nginx_config, port);
+    let load = Load::start(port, READERS, false);
+    let mut windows = Vec::new();
+    let schedule = Instant::now();
+    for i in 1..=deploys {
+        let due = schedule + interval * i as u32;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if case == WindowCase::ByHand {
+            zdeploy(&["maintenance", "on", "shop"]).success();
+            let opened = Instant::now();
+            std::thread::sleep(Duration::from_secs(1));
+            zdeploy(&["maintenance", "off", "shop"]).success();
+            windows.push(opened.elapsed().as_secs_f64());
+            continue;
+        }
+        let schema = match case {
+            WindowCase::NothingPending => "s0".to_string(),
+            _ => format!("s{i}"),
+        };
+        schema_app(&app, &db, &format!("v{i}"), &schema);
+        zdeploy(&["deploy", "shop", "-q"]).success();
+        let log = zdeploy(&["log", "shop", "--json"]).success().stdout;
+        let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+        if let Some(seconds) = log["maintenance_window"]["seconds"].as_f64() {
+            windows.push(seconds);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (samples, _, _) = load.finish();
+    let (mut whole, mut unavailable, mut failed) = (0, 0, 0);
+    for sample in &samples {
+        match &sample.outcome {
+            Ok((200, body)) if page_version(body).is_ok() => whole += 1,
+            Ok((503, body)) if body.contains(MAINTENANCE_PAGE) => unavailable += 1,
+            other => {
+                failed += 1;
+                if std::env::var_os("ZDEPLOY_BENCH_SHOW").is_some() && failed <= 3 {
+                    eprintln!("  {}: {other:?}", case.name());
+                }
+            }
+        }
+    }
+    WindowRow {
+        case,
+        deploys,
+        requests: samples.len(),
+        whole,
+        unavailable,
+        failed,
+        windows,
+    }
+}
+
+fn windows_table(deploys: usize) {
+    println!(
+        "\nMaintenance windows: {deploys} deploys (or on/off by hand) per case, one every 6 s, a migration step of {} s whose schema the old release cannot serve, under {READERS} clients on {PHP_WORKERS} PHP-FPM workers behind nginx\n",
+        STEP.as_secs()
+    );
+    println!(
+        "| case | deploys | requests | whole pages | 503 maintenance | failed (500, torn, other) | windows | longest window s | longest beyond the step s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for case in [
+        WindowCase::NothingPending,
+        WindowCase::Pending,
+        WindowCase::PendingWithoutWindow,
+        WindowCase::ByHand,
+    ] {
+        let row = run_windows(case, deploys, Duration::from_secs(6));
+        let longest = row.windows.iter().copied().fold(0.0, f64::max);
+        let beyond = match row.case {
+            WindowCase::Pending if !row.windows.is_empty() => {
+                format!("{:.2}", longest - STEP.as_secs_f64())
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {beyond} |",
+            row.case.name(),
+            row.deploys,
+            row.requests,
+            row.whole,
+            row.unavailable,
+            percent(row.unavailable, row.requests),
+            row.failed,
+            percent(row.failed, row.requests),
+            row.windows.len(),
+            if row.windows.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{longest:.2}")
+            },
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; our own arguments are method filters.
     let filters: Vec<String> = std::env::args()
@@ -260,16 +464,20 @@ fn main() {
         Method::DeleteAndReplace,
         Method::SymlinkDocumentRoot,
     ];
-    println!(
-        "{deploys} deploys per method, one every {} ms, under {READERS} clients on {PHP_WORKERS} PHP-FPM workers (page: 15 ms of PHP, 2 includes, 1 data file)\n",
-        interval.as_millis()
-    );
-    println!(
-        "| method | deploys | requests | failed | torn | stale | p50 idle ms | p50 deploying ms | p99 idle ms | p99 deploying ms |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if methods.iter().any(|m| wanted(m.name())) {
+        println!(
+            "{deploys} deploys per method, one every {} ms, under {READERS} clients on {PHP_WORKERS} PHP-FPM workers (page: 15 ms of PHP, 2 includes, 1 data file)\n",
+            interval.as_millis()
+        );
+        println!(
+            "| method | deploys | requests | failed | torn | stale | p50 idle ms | p50 deploying ms | p99 idle ms | p99 deploying ms |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+    }
     for method in methods {
-        if !filters.is_empty() && !filters.iter().any(|f| method.name().contains(f.as_str())) {
+        if !wanted(method.name()) {
             continue;
         }
         let row = run(method, deploys, interval);
@@ -289,5 +497,12 @@ fn main() {
             ms(row.idle.1),
             ms(row.during.1),
         );
+    }
+    if wanted("maintenance windows") {
+        let window_deploys = std::env::var("ZDEPLOY_BENCH_WINDOW_DEPLOYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        windows_table(window_deploys);
     }
 }
