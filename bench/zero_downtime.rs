@@ -310,10 +310,12 @@ fn run_windows(case: WindowCase, deploys: usize, interval: Duration) -> WindowRo
     let db = site.path("db");
     std::fs::create_dir(&db).unwrap();
     std::fs::write(db.join("schema"), "s0").unwrap();
+    // The schema changes first, then the migration works on: the old
+    // release fails from the moment it starts.
     let step = format!(
-        "sleep {} && cp schema {}/schema",
-        STEP.as_secs(),
-        db.display()
+        "cp schema {}/schema && sleep {}",
+        db.display(),
+        STEP.as_secs()
     );
     let build = match case {
         WindowCase::PendingWithoutWindow => {

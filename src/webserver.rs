@@ -133,8 +133,8 @@ server {{
     if ($zdeploy_maintenance) {{ return 503; }}
 
     location @zdeploy_maintenance {{
-        # A 503 of another cause, with no window open, stays nginx's own.
-        if (!-f "{window}/page.html") {{ return 503; }}
+        # A 503 of another cause stays nginx's own.
+        if ($zdeploy_maintenance = "") {{ return 503; }}
         root "{window}";
         # The folder the window links to is named retry-after-<seconds>-<id>.
         set $zdeploy_retry_after "";
@@ -142,8 +142,11 @@ server {{
         add_header Retry-After $zdeploy_retry_after always;
         add_header Cache-Control "no-store" always;
         default_type text/html;
-        # nginx serves a file to GET and HEAD only.
-        if ($request_method !~ "^(GET|HEAD)$") {{
+        # nginx serves a file to GET and HEAD only; the window may also
+        # have closed since this request found it open.
+        set $zdeploy_page "";
+        if ($request_method ~ "^(GET|HEAD)$") {{ set $zdeploy_page "{window}/page.html"; }}
+        if (!-f $zdeploy_page) {{
             return 503 "<!doctype html><title>Down for maintenance</title><h1>Down for maintenance</h1><p>Please try again in a moment.</p>\n";
         }}
         rewrite ^ /page.html break;

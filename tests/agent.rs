@@ -786,6 +786,42 @@ fn the_api_streams_a_running_deploy_log_and_rolls_back() {
         metrics.contains("zdeploy_live_release_age_seconds{app=\"demo\"}"),
         "{metrics}"
     );
+
+    // A maintenance window shows in the API, the dashboard and the metrics.
+    let maintenance = |switch: &str| {
+        Zdeploy::new()
+            .arg("--config")
+            .arg(&agent.config)
+            .args(["maintenance", switch, "demo"])
+            .success()
+    };
+    maintenance("on");
+    let app = agent.app("demo");
+    assert!(
+        app["maintenance"]["described"]
+            .as_str()
+            .is_some_and(|d| d.contains("maintenance: ON since") && d.contains("by hand")),
+        "{app}"
+    );
+    let panel = agent.get("/apps/demo/panel").body;
+    assert!(
+        panel.contains("badge warn\">maintenance") && panel.contains("maintenance: ON since"),
+        "{panel}"
+    );
+    let metrics = agent.get("/metrics").body;
+    assert!(
+        metrics.contains("zdeploy_maintenance_on{app=\"demo\"} 1"),
+        "{metrics}"
+    );
+    maintenance("off");
+    assert!(agent.app("demo")["maintenance"].is_null());
+    assert!(agent.app("demo")["last_maintenance_window"]["seconds"].is_number());
+    let metrics = agent.get("/metrics").body;
+    assert!(
+        metrics.contains("zdeploy_maintenance_on{app=\"demo\"} 0")
+            && metrics.contains("zdeploy_maintenance_seconds_count{app=\"demo\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -156,6 +156,22 @@ fn config_errors_name_the_file_line_and_fix() {
             ":4",
             "expected a command, or a table with `run`",
         ),
+        // Maintenance windows.
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nmaintenance_page = \"../../etc/passwd\"\n",
+            ":4: apps.a.maintenance_page",
+            "must be a relative path inside the release",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [{ run = \"migrate\", maintenance = \"yes\" }]\n",
+            ":4",
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [{ run = \"migrate\", when = \" \" }]\n",
+            ":4: apps.a.build",
+            "`when` of \"migrate\" is empty",
+        ),
         // Fleets in etcd.
         (
             "[apps.a]\nwebroot = \"/tmp\"\nsource = \"https://example.org/a.git\"\nfleet = true\n",

@@ -105,6 +105,16 @@ impl Served {
         zdeploy(&self.config, args)
     }
 
+    /// Change the app's config: each `(from, to)` replaced in its text.
+    fn edit_config(&self, edits: &[(&str, &str)]) {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from} is not in {text}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     /// Make `version` (with `schema`) the app's source.
     fn app(&self, version: &str, schema: &str) {
         app(&self.site.path("app"), version, schema);
@@ -447,13 +457,7 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
 
     // The migration fails inside its window: maintenance off, v2 live.
     let live = served.site.live_release();
-    std::fs::write(
-        served.config.as_path(),
-        std::fs::read_to_string(&served.config)
-            .unwrap()
-            .replace("cp schema", "false && cp schema"),
-    )
-    .unwrap();
+    served.edit_config(&[("cp schema", "false && cp schema")]);
     served.app("v3", "schema 3");
     let failed = served.zdeploy(&["deploy", "shop"]).fails_with(1);
     assert!(failed.stderr.contains("build step"), "{}", failed.stderr);
@@ -472,13 +476,7 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
 
     // Killed inside its window: the window stays until the next run's
     // recover, status and doctor name it, and v2 stays live.
-    std::fs::write(
-        served.config.as_path(),
-        std::fs::read_to_string(&served.config)
-            .unwrap()
-            .replace("sleep 2 && false && cp schema", "sleep 60 && cp schema"),
-    )
-    .unwrap();
+    served.edit_config(&[("sleep 2 && false && cp schema", "sleep 60 && cp schema")]);
     let mut deploy = served
         .zdeploy(&["deploy", "shop"])
         .command()
@@ -526,14 +524,10 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
     }
 
     // A `when` that hangs is bounded by build_timeout; no window opens.
-    std::fs::write(
-        served.config.as_path(),
-        std::fs::read_to_string(&served.config)
-            .unwrap()
-            .replace("when = \"! cmp -s", "when = \"sleep 60; ! cmp -s")
-            .replace("settle = \"0s\"", "settle = \"0s\"\nbuild_timeout = \"2s\""),
-    )
-    .unwrap();
+    served.edit_config(&[
+        ("when = \"! cmp -s", "when = \"sleep 60; ! cmp -s"),
+        ("settle = \"0s\"", "settle = \"0s\"\nbuild_timeout = \"2s\""),
+    ]);
     let hung = served.zdeploy(&["deploy", "shop"]).fails_with(1);
     assert!(
         hung.stderr.contains("the `when` of build step") && hung.stderr.contains("timed out"),

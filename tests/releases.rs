@@ -61,6 +61,15 @@ fn a_release_a_process_still_works_in_is_pruned_only_once_the_process_is_gone() 
         2,
         "only the worker's release stays besides the live one"
     );
+    // status names the worker still running old code.
+    let status = site.zdeploy("status").success().stdout;
+    assert!(
+        status.contains(&format!(
+            "old code: process {} (sleep 120) still runs from {first}, which is not live",
+            worker.id()
+        )),
+        "{status}"
+    );
     worker.kill().unwrap();
     worker.wait().unwrap();
     let out = site.zdeploy("prune").args(prune).success();
@@ -70,6 +79,8 @@ fn a_release_a_process_still_works_in_is_pruned_only_once_the_process_is_gone() 
         out.stdout
     );
     assert_eq!(site.releases(), vec![site.live_release()]);
+    let status = site.zdeploy("status").success().stdout;
+    assert!(!status.contains("old code"), "{status}");
 }
 
 #[test]

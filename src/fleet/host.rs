@@ -152,14 +152,7 @@ fn open_window(session: &Session<'_>, app: &AppConfig) -> Result<()> {
             .ok(),
         _ => None,
     };
-    let opening = maintenance::Opening {
-        retry_after: maintenance::deploy_retry_after(&session.history)?,
-        allow: Vec::new(),
-        page,
-        origin: maintenance::Origin::Deploy(session.id),
-        secret: None,
-    };
-    if maintenance::open(layout, &session.history, &opening)?.is_some() {
+    if maintenance::open_for_deploy(session, page)? {
         session.info("maintenance: on until the switch, for a step another host runs");
     }
     Ok(())

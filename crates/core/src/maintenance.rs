@@ -39,6 +39,11 @@ pub const BYPASS_COOKIE: &str = "zdeploy_maintenance";
 /// Retry-After of a window opened by hand without `--retry-after`.
 pub const DEFAULT_RETRY_AFTER: u32 = 60;
 
+/// How long a deploy waits after opening its window before the step runs:
+/// requests the web server passed to PHP just before finish on the schema
+/// they started with.
+pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The largest page a window serves.
 const PAGE_LIMIT: u64 = 1 << 20;
 
@@ -306,6 +311,22 @@ pub fn close(
         seconds: (closed_ms - window.opened_ms) as f64 / 1000.0,
         window,
     }))
+}
+
+/// Open `session`'s deploy window serving `page` (the built-in one for
+/// `None`); false when one is open already (by hand, or by this deploy).
+pub fn open_for_deploy(session: &Session<'_>, page: Option<PathBuf>) -> Result<bool> {
+    let opening = Opening {
+        retry_after: deploy_retry_after(&session.history)?,
+        allow: Vec::new(),
+        page,
+        origin: Origin::Deploy(session.id),
+        secret: None,
+    };
+    if current(session.layout)?.is_some() {
+        return Ok(false);
+    }
+    Ok(open(session.layout, &session.history, &opening)?.is_some())
 }
 
 /// Close the window `session`'s deploy opened, if it is still open, and log

@@ -180,7 +180,8 @@ fn has_work(
 }
 
 /// Open this deploy's maintenance window (unless one is open by hand),
-/// serving the release's page when the app names one.
+/// serving the release's page when the app names one; the fleet's other
+/// hosts open theirs first.
 fn open_window(
     session: &Session<'_>,
     plan: &DeployPlan,
@@ -191,13 +192,6 @@ fn open_window(
         Some(relative) => Some(maintenance::page_in_release(release_dir, relative)?),
         None => None,
     };
-    let opening = maintenance::Opening {
-        retry_after: maintenance::deploy_retry_after(&session.history)?,
-        allow: Vec::new(),
-        page,
-        origin: maintenance::Origin::Deploy(session.id),
-        secret: None,
-    };
     match maintenance::current(session.layout)? {
         Some(window) if window.deployment == Some(session.id) => {}
         Some(_) => session.info(&format!(
@@ -205,11 +199,9 @@ fn open_window(
         )),
         None => {
             session.window_opening()?;
-            maintenance::open(session.layout, &session.history, &opening)?;
-            session.info(&format!(
-                "maintenance: on for {command} until the switch (Retry-After {}s)",
-                opening.retry_after
-            ));
+            maintenance::open_for_deploy(session, page)?;
+            session.info(&format!("maintenance: on for {command} until the switch"));
+            std::thread::sleep(maintenance::IN_FLIGHT_GRACE);
         }
     }
     Ok(())
