@@ -533,6 +533,67 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
         "{}",
         &page[..page.len().min(2000)]
     );
+
+    // Maintenance by hand from a member's shell switches every member.
+    let status_of = |host: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg(format!("http://{host}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addresses: Vec<String> = cluster
+        .fleet
+        .hosts
+        .iter()
+        .map(|h| h.address.clone())
+        .collect();
+    let on = on_h2(&["maintenance", "on", APP]);
+    assert!(on.contains("maintenance on for 3 of 3 hosts"), "{on}");
+    for address in &addresses {
+        assert_eq!(status_of(address), "503", "{address}");
+    }
+    on_h2(&["maintenance", "off", APP]);
+    for address in &addresses {
+        assert_eq!(status_of(address), "200", "{address}");
+    }
+    // A migration that needs a window: the builder's step sees every
+    // member answer 503 (the copying members opened theirs first).
+    let asks = addresses
+        .iter()
+        .map(|a| format!("curl -s -o /dev/null -w '%{{http_code}} ' http://{a}/"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let windowed = format!(
+        "builder = \"h1\"\n\
+         build = [\"../../bin/build-assets\", {{ run = \"test \\\"$({asks})\\\" = '503 503 503 ' && echo $ZDEPLOY_RELEASE >> ../../once.log\", once = true, writes = [], maintenance = true }}]\n\
+         allow_root_build = true\n"
+    );
+    for i in 0..3 {
+        cluster.configure(i, &windowed);
+    }
+    restart_agents(&mut cluster, None);
+    let once_log = cluster.fleet.hosts[1].dir.join("once.log");
+    let ran = std::fs::read_to_string(&once_log).unwrap().lines().count();
+    let commit = cluster.push_to(0, Some("windowed"));
+    cluster.wait_all_on(&commit, vec![0, 1, 2], Duration::from_secs(60));
+    assert_eq!(
+        std::fs::read_to_string(&once_log).unwrap().lines().count(),
+        ran + 1,
+        "the migration ran once, with every member in maintenance"
+    );
+    for address in &addresses {
+        assert_eq!(status_of(address), "200", "{address}");
+    }
 }
 
 /// Restart every agent, each with `failpoint` (or none), one after the

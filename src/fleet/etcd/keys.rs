@@ -2,8 +2,8 @@
 //! `<prefix>/<app>/` the members (each under its host's lease), the leader
 //! (under the leader's lease), the deploy being decided, the committed
 //! release, each member's stage report and status, triggers handed to the
-//! leader, their outcomes, the committed releases in order, and the runs
-//! of the `once` steps.
+//! leader, their outcomes, the committed releases in order, the runs of
+//! the `once` steps, and the maintenance windows a deploy's members opened.
 
 /// The keys of one app's fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,26 @@ impl Keys {
     /// run: no second host starts them.
     pub fn once_running(&self, commit: &str) -> String {
         format!("{}/once-running/{commit}", self.base)
+    }
+
+    /// Written by a deploy's builder about to run a step that needs a
+    /// maintenance window: every member opens its own.
+    pub fn window(&self, deploy: u64) -> String {
+        format!("{}/windows/{deploy}/asked", self.base)
+    }
+
+    /// The members whose window is open for `deploy`.
+    pub fn windows_open(&self, deploy: u64) -> String {
+        format!("{}/windows/{deploy}/open/", self.base)
+    }
+
+    pub fn window_open(&self, deploy: u64, host: &str) -> String {
+        format!("{}{host}", self.windows_open(deploy))
+    }
+
+    /// Every deploy's window keys (the leader clears old ones).
+    pub fn all_windows(&self) -> String {
+        format!("{}/windows/", self.base)
     }
 
     /// What is left of `key` after `prefix` (a member's or host's name).

@@ -306,6 +306,7 @@ impl Leader<'_> {
         };
         let mut deletes = consumed;
         deletes.push((keys.all_stage_reports(), true));
+        deletes.push((keys.all_windows(), true));
         let written = self
             .part
             .store

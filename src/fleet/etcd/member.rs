@@ -45,6 +45,10 @@ const BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// when no change woke it.
 const BUILDER_LOOK: Duration = Duration::from_secs(1);
 
+/// How long a builder about to run a step that needs a maintenance window
+/// waits for the other members to open theirs.
+const WINDOW_WAIT: Duration = Duration::from_secs(10);
+
 /// What this host's agent knows of its fleet: for `/ready`, the API, the
 /// dashboard and metrics. Kept when etcd cannot be reached, so the host
 /// keeps answering from what it last knew.
@@ -311,13 +315,18 @@ impl Member<'_> {
             // Not for a rollback: its release's steps ran when it was new.
             Getting::Build {
                 once: !deploy.rollback,
+                windows_of: (!deploy.every_host_builds).then_some(deploy),
             }
         } else if deploy.every_host_builds {
-            Getting::Build { once: false }
+            Getting::Build {
+                once: false,
+                windows_of: None,
+            }
         } else {
             Getting::CopyFromBuilder(deploy)
         };
-        let runs_once = matches!(getting, Getting::Build { once: true }) && self.has_once_steps();
+        let runs_once =
+            matches!(getting, Getting::Build { once: true, .. }) && self.has_once_steps();
         let staged = async {
             if runs_once {
                 self.claim_once(deploy).await?;
@@ -595,13 +604,15 @@ impl Member<'_> {
         let copying_from = match getting {
             Getting::Build { .. } => None,
             _ if releases.iter().any(|r| r == release) => None,
-            Getting::CopyFromBuilder(deploy) => Some(self.builder_staged(deploy, deadline).await?),
+            Getting::CopyFromBuilder(deploy) => {
+                Some(self.builder_staged(deploy, deadline, run).await?)
+            }
             Getting::CopyFrom(peer) => Some(peer.clone()),
         };
         let app = self.app_name()?;
         let role = match &copying_from {
             None => StageRole::Build {
-                once: matches!(getting, Getting::Build { once: true }),
+                once: matches!(getting, Getting::Build { once: true, .. }),
                 export: false,
             },
             Some(peer) => {
@@ -646,9 +657,23 @@ impl Member<'_> {
         loop {
             let report = run
                 .until(self, |r| {
-                    matches!(r, Report::Staged { .. } | Report::Lacking { .. })
+                    matches!(
+                        r,
+                        Report::Staged { .. } | Report::Lacking { .. } | Report::WindowOpening
+                    )
                 })
                 .await?;
+            if let Report::WindowOpening = report {
+                if let Getting::Build {
+                    windows_of: Some(deploy),
+                    ..
+                } = getting
+                {
+                    self.open_members_windows(deploy).await?;
+                }
+                run.order(Order::WindowOpened);
+                continue;
+            }
             let Report::Lacking { files, bytes, list } = report else {
                 return Ok(());
             };
@@ -694,13 +719,33 @@ impl Member<'_> {
     /// Wait until the builder of `deploy` staged it; where to copy it from.
     /// An error if the builder failed, the deploy was decided without it,
     /// or `deadline` passed.
-    async fn builder_staged(&self, deploy: &DeployRecord, deadline: Instant) -> Result<Peer> {
+    async fn builder_staged(
+        &self,
+        deploy: &DeployRecord,
+        deadline: Instant,
+        run: &mut HostRun,
+    ) -> Result<Peer> {
         let store = self.part.store;
         let builder = deploy.builder();
         let key = store.keys.stage_report(deploy.id, builder);
-        let mut changes = Changes::of(vec![(key.clone(), false), (store.keys.deploy(), false)]);
+        let window = store.keys.window(deploy.id);
+        let mut changes = Changes::of(vec![
+            (key.clone(), false),
+            (store.keys.deploy(), false),
+            (window.clone(), false),
+        ]);
+        let mut window_open = false;
         loop {
             changes.open(store).await;
+            // The builder is about to run a step that needs a window.
+            if !window_open && store.get::<String>(&window).await?.is_some() {
+                run.order(Order::OpenWindow);
+                run.until(self, |r| matches!(r, Report::WindowOpen)).await?;
+                store
+                    .put(&store.keys.window_open(deploy.id, &store.name), &true, None)
+                    .await?;
+                window_open = true;
+            }
             match store.get::<StageReport>(&key).await?.map(|(r, _)| r) {
                 Some(StageReport::Staged) => return self.peer(builder).await,
                 Some(StageReport::Failed { error }) => {
@@ -726,6 +771,49 @@ impl Member<'_> {
                 );
             }
             // Woken by the builder's report (or the deploy's decision).
+            changes.wait(left.min(BUILDER_LOOK)).await;
+        }
+    }
+
+    /// Ask every other member of `deploy` to open its maintenance window,
+    /// and wait (at most `WINDOW_WAIT`) until they say they did; a member
+    /// that does not is named, and the step runs anyway.
+    async fn open_members_windows(&self, deploy: &DeployRecord) -> Result<()> {
+        let store = self.part.store;
+        let others: Vec<&String> = deploy
+            .members
+            .iter()
+            .filter(|m| **m != store.name)
+            .collect();
+        store
+            .put(&store.keys.window(deploy.id), &store.name, None)
+            .await?;
+        let open = store.keys.windows_open(deploy.id);
+        let mut changes = Changes::of(vec![(open.clone(), true)]);
+        let deadline = Instant::now() + WINDOW_WAIT;
+        loop {
+            changes.open(store).await;
+            let opened = store.names(&open).await?;
+            let missing: Vec<&&String> = others.iter().filter(|m| !opened.contains(m)).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                (self.part.log)(
+                    "warn",
+                    &format!(
+                        "{} did not open a maintenance window within {}s; the step runs anyway",
+                        missing
+                            .iter()
+                            .map(|m| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        WINDOW_WAIT.as_secs()
+                    ),
+                );
+                return Ok(());
+            }
             changes.wait(left.min(BUILDER_LOOK)).await;
         }
     }
@@ -782,7 +870,10 @@ impl Member<'_> {
         };
         let getting = match holder {
             Some(peer) => Getting::CopyFrom(peer),
-            None => Getting::Build { once: false },
+            None => Getting::Build {
+                once: false,
+                windows_of: None,
+            },
         };
         let mut run = self
             .stage(job, &committed.release, &committed.commit, &getting)
@@ -795,8 +886,13 @@ impl Member<'_> {
 
 /// How a member gets the release it stages (a host that has it uses it).
 enum Getting<'a> {
-    /// Build it from the source; `once`: with the steps marked `once`.
-    Build { once: bool },
+    /// Build it from the source; `once`: with the steps marked `once`;
+    /// `windows_of`: the deploy whose copying members open their
+    /// maintenance windows before a step of this host's needs one.
+    Build {
+        once: bool,
+        windows_of: Option<&'a DeployRecord>,
+    },
     /// Copy it from the deploy's builder, once the builder staged it.
     CopyFromBuilder(&'a DeployRecord),
     /// Copy it from a member that serves it.
@@ -851,12 +947,12 @@ impl HostRun {
             match &report {
                 _ if wanted(&report) => return Ok(report),
                 Report::Log { level, message } => (member.part.log)(level, message),
-                // Members do not open each other's windows yet: this host's
-                // opens, the others serve on until their switch.
+                // A step that needs a window on a host that builds for
+                // itself (every host builds, or it catches up): its own.
                 Report::WindowOpening => {
                     (member.part.log)(
                         "warn",
-                        "a fleet in etcd opens a maintenance window on the host that runs the step only; the other members serve until their switch",
+                        "this member builds for itself: its maintenance window opens here only; the other members serve until their switch",
                     );
                     self.order(Order::WindowOpened);
                 }
