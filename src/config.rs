@@ -15,6 +15,7 @@ use zdeploy_core::apache::ApacheMap;
 use zdeploy_core::build::{AfterSwitchCommand, BuildStep};
 use zdeploy_core::health::HealthCheck;
 use zdeploy_core::layout::Layout;
+use zdeploy_core::maintenance::Allowed;
 use zdeploy_core::policy::{DEFAULT_SETTLE, DeployPlan, Policy};
 use zdeploy_core::privilege::{Privileges, lookup_group, lookup_user, validate_writable_path};
 use zdeploy_core::public::validate_public_path;
@@ -119,6 +120,7 @@ struct RawApp {
     zero_downtime: Option<bool>,
     public: Option<Spanned<String>>,
     maintenance_page: Option<Spanned<String>>,
+    maintenance_allow: Option<Spanned<Vec<String>>>,
     shared: Option<Spanned<Vec<String>>>,
     shared_files: Option<Spanned<Vec<String>>>,
     build: Option<Spanned<Vec<RawBuildStep>>>,
@@ -965,6 +967,20 @@ fn resolve(
             Some(path)
         }
     };
+    let mut maintenance_allow = Vec::new();
+    if let Some((given, span)) = pick(None, &raw.maintenance_allow) {
+        for text in given {
+            let allowed = text.parse::<Allowed>().map_err(|e| {
+                origin.error(
+                    "maintenance_allow",
+                    "maintenance_allow",
+                    span.clone(),
+                    &e.to_string().replace("--allow", "maintenance_allow"),
+                )
+            })?;
+            maintenance_allow.push(allowed);
+        }
+    }
     let reuse = reuse_rules(raw, origin)?;
     let build = build_steps(raw, flags, origin, &reuse)?;
     let after_switch = after_switch_commands(raw, flags, origin)?;
@@ -1018,6 +1034,7 @@ fn resolve(
             zero_downtime,
             public,
             maintenance_page,
+            maintenance_allow,
             shared,
             shared_files,
             build,

@@ -163,6 +163,11 @@ fn config_errors_name_the_file_line_and_fix() {
             "must be a relative path inside the release",
         ),
         (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nmaintenance_allow = [\"10.0.0.1\", \"office\"]\n",
+            ":4: apps.a.maintenance_allow",
+            "maintenance_allow \"office\": not an IP address",
+        ),
+        (
             "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nbuild = [{ run = \"migrate\", maintenance = \"yes\" }]\n",
             ":4",
             "invalid type: string \"yes\", expected a boolean",

@@ -406,7 +406,7 @@ const MIGRATION: &str = "build = [{ run = \"sleep 2 && cp schema {db}/schema\", 
 
 #[test]
 fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_path() {
-    let served = Served::start(MIGRATION);
+    let served = Served::start(&format!("{MIGRATION}\nmaintenance_allow = [\"127.0.0.2\"]"));
     let db_schema = served.db.join("schema");
     assert_eq!(std::fs::read_to_string(&db_schema).unwrap(), "schema 1");
 
@@ -491,6 +491,12 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
         .status();
     for (server, port) in served.ports() {
         assert_eq!(request(port, "GET", "/").unwrap().0, 503, "{server}");
+        let allowed = fetch(port, "GET", "127.0.0.2", None);
+        assert_eq!(
+            (allowed.status, page_version(&allowed.body)),
+            (200, Ok("v2".to_string())),
+            "{server}: maintenance_allow reaches the app through a deploy's window"
+        );
     }
     let status = served.zdeploy(&["status", "shop"]).success().stdout;
     assert!(status.contains("LEFT OPEN by deployment #"), "{status}");

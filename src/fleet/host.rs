@@ -152,7 +152,7 @@ fn open_window(session: &Session<'_>, app: &AppConfig) -> Result<()> {
             .ok(),
         _ => None,
     };
-    if maintenance::open_for_deploy(session, page)? {
+    if maintenance::open_for_deploy(session, page, &app.policy.maintenance_allow)? {
         session.info("maintenance: on until the switch, for a step another host runs");
     }
     Ok(())

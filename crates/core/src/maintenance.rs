@@ -314,11 +314,15 @@ pub fn close(
 }
 
 /// Open `session`'s deploy window serving `page` (the built-in one for
-/// `None`); false when one is open already (by hand, or by this deploy).
-pub fn open_for_deploy(session: &Session<'_>, page: Option<PathBuf>) -> Result<bool> {
+/// `None`) to all but `allow`; false when one is open already (by hand, or by this deploy).
+pub fn open_for_deploy(
+    session: &Session<'_>,
+    page: Option<PathBuf>,
+    allow: &[Allowed],
+) -> Result<bool> {
     let opening = Opening {
         retry_after: deploy_retry_after(&session.history)?,
-        allow: Vec::new(),
+        allow: allow.to_vec(),
         page,
         origin: Origin::Deploy(session.id),
         secret: None,

@@ -26,6 +26,8 @@ pub struct Policy {
     pub public: Option<PathBuf>,
     /// The page a maintenance window serves, a file of the release.
     pub maintenance_page: Option<PathBuf>,
+    /// Who still reaches the app through a deploy's maintenance window.
+    pub maintenance_allow: Vec<crate::maintenance::Allowed>,
     pub shared: Vec<PathBuf>,
     /// Those of `shared` that are files (`.env`): one nobody has yet is not
     /// made a folder.
@@ -70,6 +72,7 @@ impl Default for Policy {
             zero_downtime: true,
             public: None,
             maintenance_page: None,
+            maintenance_allow: Vec::new(),
             shared: Vec::new(),
             shared_files: Vec::new(),
             build: Vec::new(),

@@ -199,7 +199,7 @@ fn open_window(
         )),
         None => {
             session.window_opening()?;
-            maintenance::open_for_deploy(session, page)?;
+            maintenance::open_for_deploy(session, page, &plan.policy.maintenance_allow)?;
             session.info(&format!("maintenance: on for {command} until the switch"));
             std::thread::sleep(maintenance::IN_FLIGHT_GRACE);
         }
