@@ -234,6 +234,9 @@ pub struct DeployArgs {
     /// Deploy even if the live release already has this commit or content
     #[arg(long)]
     pub force: bool,
+    /// Deploy exactly this commit (7 to 40 hex digits), which must be on the app's ref unless allow_any_commit
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,

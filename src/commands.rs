@@ -176,6 +176,7 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     let request = Request::Deploy {
         force: args.force,
         commit: None,
+        exact: args.commit.clone(),
     };
     let done = run_cli(&app, &request, &overrides, args.wait, console)?;
     report_done(&app, &done, args.json)

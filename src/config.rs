@@ -121,6 +121,7 @@ struct RawApp {
     public: Option<Spanned<String>>,
     maintenance_page: Option<Spanned<String>>,
     maintenance_allow: Option<Spanned<Vec<String>>>,
+    allow_any_commit: Option<bool>,
     shared: Option<Spanned<Vec<String>>>,
     shared_files: Option<Spanned<Vec<String>>>,
     build: Option<Spanned<Vec<RawBuildStep>>>,
@@ -392,9 +393,27 @@ impl AppConfig {
             source,
             reference: self.reference.clone(),
             commit: None,
+            requested: None,
             policy: self.policy.clone(),
             force,
         })
+    }
+
+    /// The deploy plan, for `exact` when a commit was asked for (git
+    /// sources only).
+    pub fn exact_plan(&self, force: bool, exact: Option<&str>) -> Result<DeployPlan, UsageError> {
+        let mut plan = self.deploy_plan(force)?;
+        if let Some(commit) = exact {
+            if plan.source.kind() != SourceKind::Git {
+                return usage(format!(
+                    "{}--commit {commit}: only a git source has commits; {} is not one",
+                    self.origin,
+                    plan.source.shown()
+                ));
+            }
+            plan.requested = Some(commit.to_string());
+        }
+        Ok(plan)
     }
 }
 
@@ -1035,6 +1054,7 @@ fn resolve(
             public,
             maintenance_page,
             maintenance_allow,
+            allow_any_commit: raw.allow_any_commit.unwrap_or(false),
             shared,
             shared_files,
             build,

@@ -18,8 +18,14 @@ use crate::fleet::etcd::records::Outcome;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Deploy the source's newest commit (`force`: even if it is live);
-    /// `commit`: the one a webhook named, for an etcd fleet's leader.
-    Deploy { force: bool, commit: Option<String> },
+    /// `commit`: the one a webhook named, for an etcd fleet's leader;
+    /// `exact`: deploy this commit and nothing else (it must be on the
+    /// app's ref unless the app allows any commit).
+    Deploy {
+        force: bool,
+        commit: Option<String>,
+        exact: Option<String>,
+    },
     /// Back to `to`, or the release before the live one.
     Rollback { to: Option<String> },
 }
@@ -71,6 +77,11 @@ pub enum Done {
 /// Do what `request` asks of `app`.
 pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done> {
     match &app.topology {
+        Topology::Etcd(_) if matches!(request, Request::Deploy { exact: Some(_), .. }) => {
+            Err(anyhow::anyhow!(
+                "a fleet in etcd deploys the head of its ref; deploying an exact commit there is not supported yet"
+            ))
+        }
         Topology::Etcd(membership) => crate::fleet::etcd::command::ask_leader(
             app,
             membership,
@@ -89,8 +100,8 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 watch: watch.fleet.unwrap_or(&Unwatched),
             };
             match request {
-                Request::Deploy { force, .. } => {
-                    let plan = app.deploy_plan(*force)?;
+                Request::Deploy { force, exact, .. } => {
+                    let plan = app.exact_plan(*force, exact.as_deref())?;
                     run.run(&Intent::Deploy(&plan))
                 }
                 Request::Rollback { to } => run.run(&Intent::Rollback(to.clone())),
@@ -98,8 +109,8 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
             .map(Done::Fleet)
         }
         Topology::OneHost | Topology::OnOrders => match request {
-            Request::Deploy { force, .. } => {
-                let plan = app.deploy_plan(*force)?;
+            Request::Deploy { force, exact, .. } => {
+                let plan = app.exact_plan(*force, exact.as_deref())?;
                 let done = zdeploy_core::deploy::deploy(
                     &app.layout,
                     &plan,

@@ -566,6 +566,19 @@ fn every_push_switches_every_host_together_under_load_and_rollbacks_go_through_t
     for address in &addresses {
         assert_eq!(status_of(address), "200", "{address}");
     }
+    // An exact commit is refused here, saying so, with nothing started.
+    let (ok, _, stderr) = cluster.fleet.zdeploy_on(
+        2,
+        &[
+            "deploy",
+            APP,
+            "--commit",
+            "deadbeefdeadbeef",
+            "--config",
+            &config_inside,
+        ],
+    );
+    assert!(!ok && stderr.contains("not supported yet"), "{stderr}");
     // A migration that needs a window: the builder's step sees every
     // member answer 503 (the copying members opened theirs first).
     let asks = addresses

@@ -290,6 +290,17 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     }
     std::fs::write(&config, &original).unwrap();
 
+    // The exact commit CI tested goes live on every host, not the newer one.
+    let tested = shop_version(&repo, &scratch, "tested");
+    shop_version(&repo, &scratch, "untested");
+    let out = fleet_deploy(&config).args(["--commit", &tested]).success();
+    deploys += 1;
+    assert!(out.stderr.contains("deploying commit"), "{}", out.stderr);
+    for host in &fleet.hosts {
+        let answer = page(host);
+        assert!(answer.starts_with("page=tested"), "{answer}");
+    }
+
     // Built on every host, the `once` steps still run on the builder only.
     fleet.install_build_tool(0);
     fleet.install_build_tool(2);

@@ -24,6 +24,7 @@ mod maintenance;
 mod mediawiki;
 mod modes;
 mod package;
+mod pipeline;
 mod presets;
 mod privilege;
 mod public;

@@ -435,6 +435,8 @@ pub async fn deployment_log(
 pub struct DeployBody {
     #[serde(default)]
     force: bool,
+    /// Deploy exactly this commit.
+    commit: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -468,8 +470,21 @@ pub async fn deploy(
     let app = find_app(&agent, &name)?;
     let body: DeployBody = parse_body(&body)?;
     refuse_if_stopping(&agent)?;
+    if let Some(commit) = &body.commit {
+        let hex = (7..=40).contains(&commit.len()) && commit.chars().all(|c| c.is_ascii_hexdigit());
+        if !hex {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "commit '{}' is not a commit id: give 7 to 40 hex digits",
+                    commit.escape_debug()
+                ),
+            ));
+        }
+    }
     let mut trigger = Trigger::new("api");
     trigger.force = body.force;
+    trigger.exact = body.commit.map(|c| c.to_ascii_lowercase());
     let id = app.trigger(trigger);
     Ok((
         StatusCode::ACCEPTED,

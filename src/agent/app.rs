@@ -24,6 +24,8 @@ pub struct Trigger {
     pub source: String,
     /// The commit the trigger named, when it named one.
     pub commit: Option<String>,
+    /// Deploy exactly this commit (the API's `commit`).
+    pub exact: Option<String>,
     pub force: bool,
     /// Further triggers folded into this one while a deploy ran.
     pub coalesced: u32,
@@ -38,6 +40,7 @@ impl Trigger {
         Trigger {
             source: source.into(),
             commit: None,
+            exact: None,
             force: false,
             coalesced: 0,
             first_id: 0,

@@ -173,6 +173,7 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
     let request = Request::Deploy {
         force: trigger.force,
         commit: trigger.commit.clone(),
+        exact: trigger.exact.clone(),
     };
     run(agent, app, &request, trigger)
 }

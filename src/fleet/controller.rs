@@ -755,9 +755,23 @@ impl FleetRun<'_> {
         };
         self.watch.line("fleet", &format!("fetching {shown}"));
         git::fetch(&mirror, url, &shown)?;
-        let commit = git::resolve(&mirror, &reference, &shown)?;
+        let mut commit = git::resolve(&mirror, &reference, &shown)?;
         self.watch
             .line("fleet", &format!("{reference} is at {}", short(&commit)));
+        if let Some(requested) = &plan.requested {
+            commit = git::pin(
+                &mirror,
+                url,
+                &shown,
+                (&reference, &commit),
+                requested,
+                plan.policy.allow_any_commit,
+            )?;
+            self.watch.line(
+                "fleet",
+                &format!("deploying commit {} as asked", short(&commit)),
+            );
+        }
         Ok(Content::Commit { commit, reference })
     }
 

@@ -24,6 +24,8 @@ pub struct Policy {
     /// The folder of each release the web server serves (`public/`);
     /// `None` serves the release itself.
     pub public: Option<PathBuf>,
+    /// A deploy may ask for a commit that is not on the app's ref.
+    pub allow_any_commit: bool,
     /// The page a maintenance window serves, a file of the release.
     pub maintenance_page: Option<PathBuf>,
     /// Who still reaches the app through a deploy's maintenance window.
@@ -71,6 +73,7 @@ impl Default for Policy {
             settle: DEFAULT_SETTLE,
             zero_downtime: true,
             public: None,
+            allow_any_commit: false,
             maintenance_page: None,
             maintenance_allow: Vec::new(),
             shared: Vec::new(),
@@ -97,6 +100,10 @@ pub struct DeployPlan {
     /// A git commit already in the mirror (a fleet's controller sent it):
     /// resolve takes it as it is and fetches nothing.
     pub commit: Option<String>,
+    /// The exact commit asked for (`deploy --commit`, the API's `commit`):
+    /// deployed instead of the ref's head, if it is on the ref (or the app
+    /// allows any commit).
+    pub requested: Option<String>,
     pub policy: Policy,
     pub force: bool,
 }

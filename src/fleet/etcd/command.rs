@@ -59,7 +59,7 @@ pub fn ask_leader(
 ) -> Result<Outcome> {
     let name = app_name(app)?;
     let (force, commit, rollback, release) = match request {
-        Request::Deploy { force, commit } => (*force, commit.clone(), false, None),
+        Request::Deploy { force, commit, .. } => (*force, commit.clone(), false, None),
         Request::Rollback { to } => (false, None, true, to.clone()),
     };
     let record = TriggerRecord {

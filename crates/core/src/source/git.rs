@@ -209,6 +209,79 @@ pub fn resolve(mirror: &Path, reference: &str, shown_url: &str) -> Result<String
     })
 }
 
+/// The exact commit a deploy was asked for (`requested`: 7 to 40 hex
+/// digits), checked to be on `reference` (reachable from its head `tip`
+/// in the fetched mirror) unless `allow_any`; a commit off every branch is
+/// then fetched by id, as far as the remote allows.
+pub fn pin(
+    mirror: &Path,
+    url: &str,
+    shown_url: &str,
+    (reference, tip): (&str, &str),
+    requested: &str,
+    allow_any: bool,
+) -> Result<String> {
+    let is_id =
+        (7..=40).contains(&requested.len()) && requested.chars().all(|c| c.is_ascii_hexdigit());
+    if !is_id {
+        return Err(Error::Invalid(format!(
+            "commit '{}' is not a commit id: give 7 to 40 hex digits",
+            requested.escape_debug()
+        )));
+    }
+    let requested = requested.to_ascii_lowercase();
+    let found = match verify(mirror, &requested) {
+        Some(found) => found,
+        None if allow_any => {
+            let mut fetch = git();
+            fetch.arg("--git-dir").arg(mirror).args([
+                "fetch",
+                "--quiet",
+                "--no-write-fetch-head",
+                "--end-of-options",
+                url,
+                &requested,
+            ]);
+            let _ = run(
+                fetch,
+                &format!("fetch commit {requested} of {shown_url}"),
+                Some((url, shown_url)),
+            );
+            verify(mirror, &requested)
+                .ok_or_else(|| Error::Source(format!("commit {requested} is not in {shown_url}")))?
+        }
+        None => {
+            return Err(Error::Invalid(format!(
+                "commit {requested} is not on {reference} of {shown_url} (no such commit there); \
+                 set allow_any_commit = true to deploy a commit off the app's ref"
+            )));
+        }
+    };
+    if !allow_any {
+        let mut ancestor = git();
+        ancestor.arg("--git-dir").arg(mirror).args([
+            "merge-base",
+            "--is-ancestor",
+            "--end-of-options",
+            &found,
+            tip,
+        ]);
+        let on_ref = ancestor
+            .output()
+            .map_err(|e| Error::Source(format!("cannot run git merge-base: {e}")))?
+            .status
+            .success();
+        if !on_ref {
+            return Err(Error::Invalid(format!(
+                "commit {found} is not on {reference} of {shown_url} (not reachable from its head {}); \
+                 set allow_any_commit = true to deploy a commit off the app's ref",
+                &tip[..tip.len().min(12)]
+            )));
+        }
+    }
+    Ok(found)
+}
+
 pub fn branches(mirror: &Path) -> Result<Vec<String>> {
     let mut list = git();
     list.arg("--git-dir").arg(mirror).args([

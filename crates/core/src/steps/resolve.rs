@@ -66,13 +66,31 @@ pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolv
             git::validate_ref(&reference)?;
             session.info(&format!("fetching {shown}"));
             git::fetch(&layout.mirror_path(), url, &shown)?;
-            let commit = git::resolve(&layout.mirror_path(), &reference, &shown)?;
+            let mut commit = git::resolve(&layout.mirror_path(), &reference, &shown)?;
+            if let Some(requested) = &plan.requested {
+                let tip = commit;
+                commit = git::pin(
+                    &layout.mirror_path(),
+                    url,
+                    &shown,
+                    (&reference, &tip),
+                    requested,
+                    plan.policy.allow_any_commit,
+                )?;
+            }
             let message = git::describe(&layout.mirror_path(), &commit);
-            session.info(&format!(
-                "{reference} is at {} {}",
-                short(&commit),
-                message.as_deref().unwrap_or("")
-            ));
+            match &plan.requested {
+                Some(_) => session.info(&format!(
+                    "deploying commit {} {} as asked",
+                    short(&commit),
+                    message.as_deref().unwrap_or("")
+                )),
+                None => session.info(&format!(
+                    "{reference} is at {} {}",
+                    short(&commit),
+                    message.as_deref().unwrap_or("")
+                )),
+            }
             Ok(Resolved {
                 commit: Some(commit),
                 message,

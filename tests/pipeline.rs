@@ -1,0 +1,152 @@
+//! zdeploy in a team's pipeline: the exact commit CI tested goes live, not
+//! a newer one that landed meanwhile, through the CLI and the agent's API;
+//! a commit off the app's ref is refused unless the app allows any.
+
+use std::time::Duration;
+
+use crate::support::agent::{Agent, demo_app};
+use crate::support::git::Repo;
+use crate::support::{Site, Zdeploy};
+
+/// A site deploying `repo` (ref `main`) as app `shop`, with `extra` keys.
+fn config(site: &Site, repo: &Repo, extra: &str) -> std::path::PathBuf {
+    let path = site.path("zdeploy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\nref = \"main\"\nsettle = \"0s\"\n{extra}\n",
+            site.webroot.display(),
+            repo.url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn zdeploy(config: &std::path::Path, args: &[&str]) -> Zdeploy {
+    Zdeploy::new().arg("--config").arg(config).args(args)
+}
+
+#[test]
+fn deploy_commit_puts_exactly_that_commit_live_and_refuses_one_off_the_ref() {
+    let site = Site::new();
+    let repo = Repo::new(site.dir.path(), "app");
+    let tested = repo
+        .write("index.php", "<?php echo 'tested';")
+        .commit("tested");
+    repo.write("index.php", "<?php echo 'newer';")
+        .commit("newer, not tested yet");
+    let config = config(&site, &repo, "");
+
+    // An abbreviated id is enough; the answer names the full commit.
+    let out = zdeploy(
+        &config,
+        &["deploy", "shop", "--commit", &tested[..10], "--json"],
+    )
+    .success();
+    let done: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(done["commit"], tested.as_str(), "{}", out.stdout);
+    assert_eq!(site.read("index.php"), "<?php echo 'tested';");
+    let out = zdeploy(&config, &["log", "shop"]).success();
+    assert!(out.stdout.contains("as asked"), "{}", out.stdout);
+    let live = site.live_release();
+
+    // A commit on another branch is not on `main`.
+    repo.checkout_new_branch("feature");
+    let off = repo
+        .write("index.php", "<?php echo 'feature';")
+        .commit("feature work");
+    let refused = zdeploy(&config, &["deploy", "shop", "--commit", &off]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("commit {off} is not on main"))
+            && refused.stderr.contains("allow_any_commit = true"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(site.live_release(), live);
+
+    // Hostile ids are refused before anything is fetched.
+    for bad in [
+        "xyz",
+        "12345",
+        "--upload-pack=touch /tmp/x",
+        "abcdefg",
+        "a b c d e f g",
+        &"a".repeat(41),
+    ] {
+        let flag = format!("--commit={bad}");
+        let refused = zdeploy(&config, &["deploy", "shop", &flag]).fails_with(2);
+        assert!(
+            refused.stderr.contains("is not a commit id"),
+            "{bad}: {}",
+            refused.stderr
+        );
+    }
+    let nowhere =
+        zdeploy(&config, &["deploy", "shop", "--commit", "deadbeefdeadbeef"]).fails_with(2);
+    assert!(
+        nowhere.stderr.contains("no such commit there"),
+        "{}",
+        nowhere.stderr
+    );
+    assert_eq!(site.live_release(), live);
+
+    // Allowed, a commit off the ref deploys.
+    let config = self::config(&site, &repo, "allow_any_commit = true");
+    let out = zdeploy(&config, &["deploy", "shop", "--commit", &off]).success();
+    assert!(
+        out.stdout.contains(&format!("commit {}", &off[..12])),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(site.read("index.php"), "<?php echo 'feature';");
+
+    // Only a git source has commits.
+    let folder = site.path("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let refused = site
+        .zdeploy("deploy")
+        .args(["--commit", &tested])
+        .arg(&folder)
+        .fails_with(2);
+    assert!(
+        refused.stderr.contains("only a git source has commits"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn the_api_deploys_the_commit_ci_names_while_a_newer_one_exists() {
+    let site = Site::new();
+    let repo = Repo::new(site.dir.path(), "app");
+    let tested = repo
+        .write("index.php", "<?php echo 'tested';")
+        .commit("tested");
+    repo.write("index.php", "<?php echo 'newer';")
+        .commit("newer, not tested yet");
+    std::fs::write(site.path("secret"), "s3cret\n").unwrap();
+    let agent = Agent::start(
+        site.dir.path(),
+        &demo_app(&site.webroot, &repo.url(), &site.path("secret"), ""),
+    );
+    for bad in [
+        r#"{"commit": "not-hex!"}"#,
+        r#"{"commit": "abc"}"#,
+        r#"{"commit": 5}"#,
+    ] {
+        let answer = agent.act("demo", "deploy", bad);
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+    }
+    let answer = agent.act("demo", "deploy", &format!(r#"{{"commit": "{tested}"}}"#));
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    agent.wait_for("the deploy", Duration::from_secs(60), || {
+        agent.app("demo")["live"]["commit"] == tested.as_str()
+    });
+    agent.wait_idle("demo");
+    assert_eq!(site.read("index.php"), "<?php echo 'tested';");
+    let deployments = agent.deployments("demo");
+    assert_eq!(deployments[0]["commit"], tested.as_str(), "{deployments:?}");
+}
