@@ -71,6 +71,13 @@ pub enum Command {
     /// (else a built-in page), except to --allow addresses and to clients
     /// with the bypass cookie printed once. No web server reload.
     Maintenance(MaintenanceArgs),
+    /// Stop automatic deploys: polls and webhooks deploy nothing (and say
+    /// so); a person's deploy or rollback needs --force.
+    ///
+    /// `zdeploy freeze [APP] [--reason TEXT] [--until TIME]`.
+    Freeze(FreezeArgs),
+    /// Lift a freeze: automatic deploys resume.
+    Unfreeze(FreezeArgs),
     /// Write a commented zdeploy.toml for an app, with the preset of the framework found.
     ///
     /// `zdeploy init [SOURCE]` reads SOURCE (a checkout; default: here).
@@ -231,7 +238,7 @@ pub struct DeployArgs {
     /// Before the switch, run this shell command inside the new release; it must exit 0
     #[arg(long, value_name = "CMD")]
     pub health_before: Option<String>,
-    /// Deploy even if the live release already has this commit or content
+    /// Deploy even if the live release already has this commit or content, or the app is frozen
     #[arg(long)]
     pub force: bool,
     /// Deploy exactly this commit (7 to 40 hex digits), which must be on the app's ref unless allow_any_commit
@@ -282,6 +289,9 @@ pub struct RollbackArgs {
     /// Command run in the release right after it goes live again (repeatable)
     #[arg(long = "after-switch", value_name = "CMD")]
     pub after_switch: Vec<String>,
+    /// Roll back even while the app is frozen
+    #[arg(long)]
+    pub force: bool,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,
@@ -346,6 +356,23 @@ pub struct PruneArgs {
     #[arg(long)]
     pub wait: bool,
     /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Why, shown in status and in every skipped deploy
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// End the freeze by itself: a time (2026-12-24T18:00:00Z) or a duration from now (2h)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use zdeploy_core::apache::ApacheMap;
-use zdeploy_core::history::History;
+use zdeploy_core::history::{History, Kind};
 use zdeploy_core::inventory;
 use zdeploy_core::layout::Layout;
 use zdeploy_core::lock::LockWait;
@@ -60,6 +60,8 @@ fn fleet_run(
         overrides,
         trigger: "cli".into(),
         watch: &console,
+        // Bringing hosts to one release is a repair: a freeze allows it.
+        force: true,
     }
     .run(intent)
 }
@@ -173,6 +175,7 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         args.positional.as_deref()
     };
     let app = select_app(config, app, &overrides)?;
+    crate::freeze::refuse_if_frozen(&app, Kind::Deploy, args.force)?;
     let request = Request::Deploy {
         force: args.force,
         commit: None,
@@ -254,8 +257,10 @@ pub fn rollback_command(
     overrides.settle = args.settle.clone();
     overrides.after_switch = args.after_switch.clone();
     let app = select_app(config, app, &overrides)?;
+    crate::freeze::refuse_if_frozen(&app, Kind::Rollback, args.force)?;
     let request = Request::Rollback {
         to: rest.first().cloned(),
+        force: args.force,
     };
     let done = run_cli(&app, &request, &overrides, args.wait, console)?;
     report_done(&app, &done, args.json)
@@ -354,6 +359,7 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
         .as_deref()
         .and_then(|name| zdeploy_core::user_content::summary_of(&app.layout, name));
     let window = zdeploy_core::maintenance::current(&app.layout)?;
+    let frozen = zdeploy_core::freeze::current(&app.layout)?;
     let old_code = zdeploy_core::holders::on_old_releases(&app.layout)?;
     if inspect.json {
         let old_code: Vec<serde_json::Value> = old_code
@@ -366,6 +372,7 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
             "live": live,
             "live_release": live_record,
             "maintenance": window,
+            "freeze": frozen,
             "old_code": old_code,
             "user_content": user_content,
             "deployments": deployments,
@@ -392,6 +399,13 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
             app.layout.context(),
             app.layout.webroot().display()
         ),
+    }
+    if let Some(freeze) = &frozen {
+        out!(
+            "{} {}",
+            app.layout.context(),
+            crate::freeze::describe(freeze)
+        );
     }
     if let Some(window) = &window {
         out!(

@@ -26,8 +26,9 @@ pub enum Request {
         commit: Option<String>,
         exact: Option<String>,
     },
-    /// Back to `to`, or the release before the live one.
-    Rollback { to: Option<String> },
+    /// Back to `to`, or the release before the live one (`force`: even
+    /// while the app is frozen).
+    Rollback { to: Option<String>, force: bool },
 }
 
 /// Who watches, and how: the one-host run's options and observer, the ssh
@@ -98,13 +99,16 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 overrides: watch.overrides.unwrap_or(&none),
                 trigger: watch.trigger.to_string(),
                 watch: watch.fleet.unwrap_or(&Unwatched),
+                force: match request {
+                    Request::Deploy { force, .. } | Request::Rollback { force, .. } => *force,
+                },
             };
             match request {
                 Request::Deploy { force, exact, .. } => {
                     let plan = app.exact_plan(*force, exact.as_deref())?;
                     run.run(&Intent::Deploy(&plan))
                 }
-                Request::Rollback { to } => run.run(&Intent::Rollback(to.clone())),
+                Request::Rollback { to, .. } => run.run(&Intent::Rollback(to.clone())),
             }
             .map(Done::Fleet)
         }
@@ -119,7 +123,7 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 )?;
                 Ok(Done::Deployed(done))
             }
-            Request::Rollback { to } => {
+            Request::Rollback { to, .. } => {
                 let plan = RollbackPlan {
                     target: to.clone(),
                     policy: app.policy.clone(),

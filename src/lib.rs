@@ -9,6 +9,7 @@ pub mod deploying;
 pub mod doctor;
 pub mod exit;
 pub mod fleet;
+pub mod freeze;
 pub mod init;
 pub mod maintenance;
 pub mod manpages;

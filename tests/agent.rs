@@ -12,7 +12,7 @@ use crate::support::http::{FileServer, Recorder};
 use crate::support::servers::free_port;
 use crate::support::{Site, Zdeploy};
 
-const SECRET: &str = "webhook-secret-for-tests";
+pub(crate) const SECRET: &str = "webhook-secret-for-tests";
 
 /// A site with a repo on `main` holding one commit, and the app's config.
 struct Setup {
@@ -49,7 +49,11 @@ impl Setup {
     }
 }
 
-fn github_push(agent: &Agent, reference: &str, delivery: &str) -> crate::support::agent::Answer {
+pub(crate) fn github_push(
+    agent: &Agent,
+    reference: &str,
+    delivery: &str,
+) -> crate::support::agent::Answer {
     let body = json!({"ref": reference, "after": "0123", "repository": {"default_branch": "main"}})
         .to_string();
     let signature = format!("sha256={}", sign(SECRET, &body));

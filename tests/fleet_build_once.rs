@@ -301,6 +301,24 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
         assert!(answer.starts_with("page=tested"), "{answer}");
     }
 
+    // Frozen, every host refuses a deploy until it is forced or unfrozen.
+    controller(&config)
+        .args(["freeze", "shop", "--reason", "sale"])
+        .success();
+    let before = fleet.live();
+    shop_version(&repo, &scratch, "during the sale");
+    let refused = fleet_deploy(&config).run();
+    assert!(
+        refused.code != Some(0)
+            && refused
+                .stderr
+                .contains("frozen (sale): a deploy needs --force"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(fleet.live(), before);
+    controller(&config).args(["unfreeze", "shop"]).success();
+
     // Built on every host, the `once` steps still run on the builder only.
     fleet.install_build_tool(0);
     fleet.install_build_tool(2);

@@ -150,3 +150,162 @@ fn the_api_deploys_the_commit_ci_names_while_a_newer_one_exists() {
     let deployments = agent.deployments("demo");
     assert_eq!(deployments[0]["commit"], tested.as_str(), "{deployments:?}");
 }
+
+#[test]
+fn a_freeze_stops_automatic_deploys_and_asks_people_to_force_theirs() {
+    let site = Site::new();
+    let repo = Repo::new(site.dir.path(), "app");
+    repo.write("index.php", "<?php echo 'v1';").commit("v1");
+    let config = config(&site, &repo, "");
+    zdeploy(&config, &["deploy", "shop"]).success();
+    let v1 = site.live_release();
+
+    // Hostile input freezes nothing.
+    for (args, says) in [
+        (&["--until", "yesterday-ish"][..], "give a time such as"),
+        (&["--until", "2001-01-01T00:00:00Z"][..], "in the past"),
+        (&["--reason", "two\nlines"][..], "one line"),
+    ] {
+        let refused = zdeploy(&config, &["freeze", "shop"])
+            .args(args)
+            .fails_with(2);
+        assert!(
+            refused.stderr.contains(says),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    assert!(
+        !zdeploy(&config, &["status", "shop"])
+            .success()
+            .stdout
+            .contains("frozen")
+    );
+
+    zdeploy(&config, &["freeze", "shop", "--reason", "Black Friday"]).success();
+    let status = zdeploy(&config, &["status", "shop"]).success().stdout;
+    assert!(
+        status.contains("is frozen (Black Friday) since"),
+        "{status}"
+    );
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    let refused = zdeploy(&config, &["deploy", "shop"]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains("frozen (Black Friday): a deploy needs --force"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(site.live_release(), v1);
+    zdeploy(&config, &["deploy", "shop", "--force"]).success();
+    assert_eq!(site.read("index.php"), "<?php echo 'v2';");
+    let refused = zdeploy(&config, &["rollback", "shop"]).fails_with(2);
+    assert!(
+        refused.stderr.contains("a rollback needs --force"),
+        "{}",
+        refused.stderr
+    );
+    zdeploy(&config, &["rollback", "shop", "--force"]).success();
+    assert_eq!(site.live_release(), v1);
+    zdeploy(&config, &["unfreeze", "shop"]).success();
+    zdeploy(&config, &["deploy", "shop"]).success();
+    assert_eq!(site.read("index.php"), "<?php echo 'v2';");
+
+    // A freeze with --until ends by itself.
+    zdeploy(&config, &["freeze", "shop", "--until", "1s"]).success();
+    assert!(
+        zdeploy(&config, &["status", "shop"])
+            .success()
+            .stdout
+            .contains("is frozen since")
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !zdeploy(&config, &["status", "shop"])
+            .success()
+            .stdout
+            .contains("frozen")
+    );
+}
+
+#[test]
+fn a_frozen_agent_skips_pushes_and_polls_says_why_and_keeps_the_freeze_across_restarts() {
+    let site = Site::new();
+    let repo = Repo::new(site.dir.path(), "app");
+    repo.write("index.php", "<?php echo 'v1';").commit("v1");
+    std::fs::write(site.path("secret"), format!("{}\n", crate::agent::SECRET)).unwrap();
+    let agent = Agent::start(
+        site.dir.path(),
+        &demo_app(
+            &site.webroot,
+            &repo.url(),
+            &site.path("secret"),
+            "interval = \"1s\"",
+        ),
+    );
+    agent.wait_for("v1 live", Duration::from_secs(60), || {
+        site.live().is_some() && site.read("index.php") == "<?php echo 'v1';"
+    });
+    agent.wait_idle("demo");
+    let config_path = agent.config.clone();
+    let cli = |args: &[&str]| {
+        Zdeploy::new()
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .success()
+    };
+    cli(&["freeze", "demo", "--reason", "incident 42"]);
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    let answer = crate::agent::github_push(&agent, "refs/heads/main", "frozen-push");
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    agent.wait_for("a skipped deploy", Duration::from_secs(30), || {
+        agent
+            .deployments("demo")
+            .iter()
+            .any(|d| d["outcome"] == "skipped" && d["error"] == "skipped: frozen (incident 42)")
+    });
+    // The poll sees v2 every second; the history says so once.
+    std::thread::sleep(Duration::from_secs(3));
+    let skipped = agent
+        .deployments("demo")
+        .iter()
+        .filter(|d| d["outcome"] == "skipped")
+        .count();
+    assert!(
+        skipped <= 2,
+        "one record per commit and reason, not per poll: {skipped}"
+    );
+    assert_eq!(site.read("index.php"), "<?php echo 'v1';");
+    let answer = agent.act("demo", "deploy", "{}");
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(answer.body.contains("incident 42"), "{}", answer.body);
+    assert!(
+        agent.app("demo")["freeze"]["described"]
+            .as_str()
+            .unwrap()
+            .contains("incident 42")
+    );
+    let panel = agent.get("/apps/demo/panel").body;
+    assert!(panel.contains("Frozen: demo"), "{panel}");
+
+    // The freeze outlives the agent.
+    let port = agent.port;
+    drop(agent);
+    let agent = Agent::start_with(&config_path, port, &[]);
+    assert!(agent.app("demo")["freeze"].is_object());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(site.read("index.php"), "<?php echo 'v1';");
+    let answer = agent.act("demo", "deploy", r#"{"force": true}"#);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    agent.wait_for("the forced deploy", Duration::from_secs(60), || {
+        site.read("index.php") == "<?php echo 'v2';"
+    });
+    agent.wait_idle("demo");
+    cli(&["unfreeze", "demo"]);
+    repo.write("index.php", "<?php echo 'v3';").commit("v3");
+    agent.wait_for("the poll to deploy v3", Duration::from_secs(60), || {
+        site.read("index.php") == "<?php echo 'v3';"
+    });
+}

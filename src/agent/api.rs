@@ -175,6 +175,10 @@ pub fn summary(app: &App) -> Value {
             "message": live_deployment.as_ref().and_then(|d| d.message.clone()),
         })),
         "maintenance": maintenance,
+        "freeze": zdeploy_core::freeze::current(&config.layout).ok().flatten().map(|f| json!({
+            "freeze": f,
+            "described": crate::freeze::describe(&f),
+        })),
         "last_maintenance_window": history
             .as_ref()
             .and_then(|h| h.closed_windows().ok())
@@ -443,6 +447,9 @@ pub struct DeployBody {
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
     release: Option<String>,
+    /// Even while the app is frozen.
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize)]
@@ -458,6 +465,26 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
     }
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+/// 409 for an action on a frozen app that does not say `"force": true`.
+fn refuse_if_frozen(app: &App, force: bool, action: &str) -> Result<(), ApiError> {
+    let config = app.config();
+    if force || !matches!(config.topology, crate::config::Topology::OneHost) {
+        return Ok(());
+    }
+    match zdeploy_core::freeze::current(&config.layout) {
+        Ok(Some(freeze)) => Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "'{}' is {}: a {action} needs {{\"force\": true}} (or zdeploy unfreeze)",
+                app.name,
+                freeze.describe()
+            ),
+        )),
+        Ok(None) => Ok(()),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 pub async fn deploy(
@@ -482,6 +509,7 @@ pub async fn deploy(
             ));
         }
     }
+    refuse_if_frozen(&app, body.force, "deploy")?;
     let mut trigger = Trigger::new("api");
     trigger.force = body.force;
     trigger.exact = body.commit.map(|c| c.to_ascii_lowercase());
@@ -557,7 +585,11 @@ pub async fn rollback(
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
     let body: RollbackBody = parse_body(&body)?;
-    let request = Request::Rollback { to: body.release };
+    refuse_if_frozen(&app, body.force, "rollback")?;
+    let request = Request::Rollback {
+        to: body.release,
+        force: body.force,
+    };
     if app.config().topology.is_fleet() {
         // A fleet rolls back as a whole: its controller's run, or a deploy
         // of the older release its leader decides.

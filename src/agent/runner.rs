@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use zdeploy_core::ErrorKind;
-use zdeploy_core::history::now_ms;
+use zdeploy_core::freeze::Freeze;
+use zdeploy_core::history::{History, Kind, now_ms};
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::policy::DeployOutcome;
 use zdeploy_core::session::{Level, Observer, RunOptions, Step};
@@ -168,8 +169,17 @@ pub fn run_streamed<T>(
     (id, result)
 }
 
-/// Deploy the app once for `trigger`.
+/// Deploy the app once for `trigger`; nothing while it is frozen (unless
+/// forced), said once in the history for each commit it skips.
 fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
+    let config = app.config();
+    if !trigger.force && matches!(config.topology, Topology::OneHost) {
+        match zdeploy_core::freeze::current(&config.layout) {
+            Ok(Some(freeze)) => return skipped(&config, trigger, &freeze),
+            Ok(None) => {}
+            Err(error) => return failed(None, format!("{error:#}")),
+        }
+    }
     let request = Request::Deploy {
         force: trigger.force,
         commit: trigger.commit.clone(),
@@ -220,6 +230,36 @@ pub fn run(agent: &Agent, app: &App, request: &Request, trigger: &Trigger) -> Fi
     }
 }
 
+/// A trigger the freeze holds back: recorded in the history as skipped
+/// (once for the same commit and reason), and finished without a deploy.
+fn skipped(config: &crate::config::AppConfig, trigger: &Trigger, freeze: &Freeze) -> Finished {
+    let why = freeze.describe();
+    let recorded = History::open(&config.layout.history_path()).and_then(|history| {
+        let last = history.deployments(1)?.into_iter().next();
+        let repeated = last.is_some_and(|d| {
+            d.outcome == "skipped"
+                && d.commit == trigger.commit
+                && d.error.as_deref() == Some(&format!("skipped: {why}"))
+        });
+        if repeated {
+            return Ok(None);
+        }
+        let id = history.record_skipped(Kind::Deploy, &trigger.describe(), &why)?;
+        history.set_deployment_target(id, None, trigger.commit.as_deref(), None, None)?;
+        Ok(Some(id))
+    });
+    match recorded {
+        Ok(id) => Finished {
+            deployment: id,
+            outcome: RunOutcome::Unchanged,
+            release: None,
+            commit: None,
+            error: Some(format!("skipped: {why}")),
+        },
+        Err(error) => failed(None, format!("{error:#}")),
+    }
+}
+
 /// The run found the lock held by another.
 pub fn busy(error: &anyhow::Error) -> bool {
     error
@@ -252,6 +292,9 @@ pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed
         error: finished.error.clone(),
     });
     match &finished.error {
+        Some(error) if finished.outcome != RunOutcome::Failed => {
+            tracing::info!(app = %app.name, kind, deployment = ?finished.deployment, %error, "{kind} not run")
+        }
         Some(error) => {
             tracing::warn!(app = %app.name, kind, deployment = ?finished.deployment, %error, "{kind} failed")
         }

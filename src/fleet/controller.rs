@@ -205,6 +205,8 @@ pub struct FleetRun<'a> {
     pub overrides: &'a Overrides,
     pub trigger: String,
     pub watch: &'a dyn FleetObserver,
+    /// Asked with --force: frozen hosts take part.
+    pub force: bool,
 }
 
 impl FleetRun<'_> {
@@ -276,6 +278,7 @@ impl FleetRun<'_> {
                 host: remote.host_name().to_string(),
                 trigger: self.trigger.clone(),
                 rollback: matches!(intent, Intent::Rollback(_)),
+                force: self.force,
             };
             remote.order(&Order::Open(Box::new(job)))?;
         }

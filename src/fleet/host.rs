@@ -246,6 +246,23 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter<'_>) -> Resul
         app.reference.as_deref(),
         reporter,
     )?;
+    let frozen = match job.force {
+        true => None,
+        false => zdeploy_core::freeze::current(&app.layout)?,
+    };
+    if let Some(freeze) = frozen {
+        let kind = if job.rollback {
+            Kind::Rollback
+        } else {
+            Kind::Deploy
+        };
+        let refused = zdeploy_core::freeze::refusal(&app.layout, &freeze, kind);
+        session.finish::<()>(
+            &Err(zdeploy_core::Error::Invalid(refused.to_string())),
+            |_| Outcome::Failed,
+        )?;
+        return Err(refused.into());
+    }
     let result = run(&session, &app, &job, orders, reporter);
     let recorded = match &result {
         Ok(done) => Ok(done.clone()),

@@ -55,6 +55,9 @@ pub struct Job {
     pub overrides: Overrides,
     /// Recorded as a rollback in the host's history.
     pub rollback: bool,
+    /// Asked with --force: a frozen host takes part anyway.
+    #[serde(default)]
+    pub force: bool,
     /// Seconds a staged release waits for its switch.
     pub stage_timeout_secs: u64,
     /// The host's name as the controller knows it.

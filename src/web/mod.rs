@@ -144,6 +144,13 @@ fn render_panel(data: &PanelData) -> String {
             esc(error)
         );
     }
+    if let Some(described) = s["freeze"]["described"].as_str() {
+        let _ = write!(
+            html,
+            r#"<p class="alert frozen">Frozen: {name} {}</p>"#,
+            esc(described)
+        );
+    }
     if let Some(described) = s["maintenance"]["described"].as_str() {
         let _ = write!(
             html,

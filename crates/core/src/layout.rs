@@ -84,6 +84,11 @@ impl Layout {
         self.maintenance_dir().join("window")
     }
 
+    /// The app's freeze, while one is in force.
+    pub fn freeze_path(&self) -> PathBuf {
+        self.state_dir().join("freeze.json")
+    }
+
     pub fn lock_path(&self) -> PathBuf {
         self.state_dir().join("lock")
     }

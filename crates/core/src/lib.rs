@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod error;
 pub mod failpoint;
 pub mod fastcgi;
+pub mod freeze;
 pub mod fsx;
 pub mod health;
 pub mod history;

@@ -60,7 +60,7 @@ pub fn ask_leader(
     let name = app_name(app)?;
     let (force, commit, rollback, release) = match request {
         Request::Deploy { force, commit, .. } => (*force, commit.clone(), false, None),
-        Request::Rollback { to } => (false, None, true, to.clone()),
+        Request::Rollback { to, .. } => (false, None, true, to.clone()),
     };
     let record = TriggerRecord {
         id: trigger_id(&membership.etcd.name),

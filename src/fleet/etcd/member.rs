@@ -286,6 +286,8 @@ impl Member<'_> {
             stage_timeout_secs: self.part.membership.stage_timeout.as_secs().max(1),
             host: self.part.store.name.clone(),
             trigger,
+            // Freezes are not kept by fleets in etcd (refused there).
+            force: true,
         }
     }
 
