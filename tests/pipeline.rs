@@ -23,12 +23,9 @@ fn config(site: &Site, repo: &Repo, extra: &str) -> std::path::PathBuf {
     path
 }
 
-fn zdeploy(config: &std::path::Path, args: &[&str]) -> Zdeploy {
-    Zdeploy::new().arg("--config").arg(config).args(args)
-}
-
-#[test]
-fn deploy_commit_puts_exactly_that_commit_live_and_refuses_one_off_the_ref() {
+/// A site and a repo whose `main` has the commit CI tested (returned) and
+/// a newer one nobody tested yet.
+fn tested_then_newer() -> (Site, Repo, String) {
     let site = Site::new();
     let repo = Repo::new(site.dir.path(), "app");
     let tested = repo
@@ -36,6 +33,16 @@ fn deploy_commit_puts_exactly_that_commit_live_and_refuses_one_off_the_ref() {
         .commit("tested");
     repo.write("index.php", "<?php echo 'newer';")
         .commit("newer, not tested yet");
+    (site, repo, tested)
+}
+
+fn zdeploy(config: &std::path::Path, args: &[&str]) -> Zdeploy {
+    Zdeploy::new().arg("--config").arg(config).args(args)
+}
+
+#[test]
+fn deploy_commit_puts_exactly_that_commit_live_and_refuses_one_off_the_ref() {
+    let (site, repo, tested) = tested_then_newer();
     let config = config(&site, &repo, "");
 
     // An abbreviated id is enough; the answer names the full commit.
@@ -120,13 +127,7 @@ fn deploy_commit_puts_exactly_that_commit_live_and_refuses_one_off_the_ref() {
 
 #[test]
 fn the_api_deploys_the_commit_ci_names_while_a_newer_one_exists() {
-    let site = Site::new();
-    let repo = Repo::new(site.dir.path(), "app");
-    let tested = repo
-        .write("index.php", "<?php echo 'tested';")
-        .commit("tested");
-    repo.write("index.php", "<?php echo 'newer';")
-        .commit("newer, not tested yet");
+    let (site, repo, tested) = tested_then_newer();
     std::fs::write(site.path("secret"), "s3cret\n").unwrap();
     let agent = Agent::start(
         site.dir.path(),
