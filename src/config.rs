@@ -122,6 +122,7 @@ struct RawApp {
     maintenance_page: Option<Spanned<String>>,
     maintenance_allow: Option<Spanned<Vec<String>>>,
     allow_any_commit: Option<bool>,
+    path: Option<Spanned<String>>,
     shared: Option<Spanned<Vec<String>>>,
     shared_files: Option<Spanned<Vec<String>>>,
     build: Option<Spanned<Vec<RawBuildStep>>>,
@@ -387,6 +388,16 @@ impl AppConfig {
                     SourceKind::Archive => "an archive",
                     _ => "a folder",
                 }
+            ));
+        }
+        if let Some(path) = &self.policy.subfolder
+            && source.kind() != SourceKind::Git
+        {
+            return usage(format!(
+                "{}path = \"{}\" only applies to git sources; {} is not one",
+                self.origin,
+                path.display(),
+                source.shown()
             ));
         }
         Ok(DeployPlan {
@@ -986,6 +997,23 @@ fn resolve(
             Some(path)
         }
     };
+    let subfolder = match pick(None, &raw.path) {
+        None => None,
+        Some((text, span)) => {
+            let path = PathBuf::from(text.trim_end_matches('/'));
+            validate_shared_path(&path).map_err(|_| {
+                origin.error(
+                    "path",
+                    "path",
+                    span,
+                    &format!(
+                        "\"{text}\" must be a folder inside the repository, such as apps/site"
+                    ),
+                )
+            })?;
+            Some(path)
+        }
+    };
     let mut maintenance_allow = Vec::new();
     if let Some((given, span)) = pick(None, &raw.maintenance_allow) {
         for text in given {
@@ -1055,6 +1083,7 @@ fn resolve(
             maintenance_page,
             maintenance_allow,
             allow_any_commit: raw.allow_any_commit.unwrap_or(false),
+            subfolder,
             shared,
             shared_files,
             build,

@@ -310,3 +310,67 @@ fn a_frozen_agent_skips_pushes_and_polls_says_why_and_keeps_the_freeze_across_re
         site.read("index.php") == "<?php echo 'v3';"
     });
 }
+
+#[test]
+fn a_monorepo_app_deploys_its_folder_and_only_when_something_under_it_changed() {
+    let site = Site::new();
+    let repo = Repo::new(site.dir.path(), "mono");
+    repo.write("apps/site/index.php", "<?php echo 'site v1';")
+        .write("apps/site/lib/a.php", "<?php // a")
+        .write("apps/admin/index.php", "<?php echo 'admin';")
+        .write("README.md", "the monorepo")
+        .commit("site v1");
+    let config = config(
+        &site,
+        &repo,
+        "path = \"apps/site/\"\nshared = [\"uploads\"]",
+    );
+    zdeploy(&config, &["deploy", "shop"]).success();
+    let first = site.live_release();
+    assert_eq!(site.read("index.php"), "<?php echo 'site v1';");
+    assert!(site.context().join("lib/a.php").is_file());
+    assert!(!site.context().join("apps").exists() && !site.context().join("README.md").exists());
+    std::fs::write(site.context().join("uploads/photo.jpg"), "a user's photo").unwrap();
+
+    // A commit elsewhere in the repository deploys nothing.
+    repo.write("apps/admin/index.php", "<?php echo 'admin v2';")
+        .commit("admin only");
+    let out = zdeploy(&config, &["deploy", "shop"]).success();
+    assert!(out.stdout.contains("unchanged"), "{}", out.stdout);
+    let log = zdeploy(&config, &["log", "shop"]).success().stdout;
+    assert!(log.contains("nothing changed under apps/site"), "{log}");
+    assert_eq!(site.live_release(), first);
+
+    // A commit under it does, sharing what did not change, keeping uploads.
+    repo.write("apps/site/index.php", "<?php echo 'site v2';")
+        .commit("site v2");
+    zdeploy(&config, &["deploy", "shop"]).success();
+    assert_ne!(site.live_release(), first);
+    assert_eq!(site.read("index.php"), "<?php echo 'site v2';");
+    assert_eq!(site.read("uploads/photo.jpg"), "a user's photo");
+    let log = zdeploy(&config, &["log", "shop"]).success().stdout;
+    assert!(log.contains("shared 1 unchanged files"), "{log}");
+    zdeploy(&config, &["verify", "shop"]).success();
+
+    // A path out of the repository, or one the commit lacks, is refused.
+    let bad = self::config(&site, &repo, "path = \"../elsewhere\"");
+    let refused = zdeploy(&bad, &["deploy", "shop"]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains("must be a folder inside the repository"),
+        "{}",
+        refused.stderr
+    );
+    let missing = self::config(&site, &repo, "path = \"apps/shop\"");
+    let refused = zdeploy(&missing, &["deploy", "shop"]).run();
+    assert!(
+        refused.code != Some(0)
+            && refused
+                .stderr
+                .contains("apps/shop is not a folder of commit"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(site.read("index.php"), "<?php echo 'site v2';");
+}

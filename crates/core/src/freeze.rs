@@ -35,7 +35,9 @@ pub fn current(layout: &Layout) -> Result<Option<Freeze>> {
     let freeze: Freeze = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| Error::Invalid(format!("{} is unreadable: {e}", path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // No state dir (nothing deployed), or no webroot folder at all: the
+        // deploy itself says what is wrong with it.
+        Err(e) if fsx::is_missing(&e) => return Ok(None),
         Err(e) => return Err(Error::io("read", path, e)),
     };
     Ok(Some(freeze).filter(|f| f.until_ms.is_none_or(|until| until > now_ms())))

@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Whether a failed open says the path is not there: it, or a folder on
+/// its way, is missing (or is a file).
+pub fn is_missing(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
 pub fn create_dir(path: &Path) -> Result<()> {
     fs::create_dir(path).map_err(|e| Error::io("create folder", path, e))
 }

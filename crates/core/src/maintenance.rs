@@ -206,7 +206,7 @@ pub fn current(layout: &Layout) -> Result<Option<Window>> {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::Invalid(format!("{} is unreadable: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if fsx::is_missing(&e) => Ok(None),
         Err(e) => Err(Error::io("read", path, e)),
     }
 }

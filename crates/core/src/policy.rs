@@ -26,6 +26,9 @@ pub struct Policy {
     pub public: Option<PathBuf>,
     /// A deploy may ask for a commit that is not on the app's ref.
     pub allow_any_commit: bool,
+    /// The folder of a git repository that is the app (a monorepo's
+    /// `apps/site`); `None`: the whole repository.
+    pub subfolder: Option<PathBuf>,
     /// The page a maintenance window serves, a file of the release.
     pub maintenance_page: Option<PathBuf>,
     /// Who still reaches the app through a deploy's maintenance window.
@@ -74,6 +77,7 @@ impl Default for Policy {
             zero_downtime: true,
             public: None,
             allow_any_commit: false,
+            subfolder: None,
             maintenance_page: None,
             maintenance_allow: Vec::new(),
             shared: Vec::new(),

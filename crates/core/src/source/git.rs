@@ -309,7 +309,46 @@ pub fn describe(mirror: &Path, commit: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Stream `git archive` of `commit` into the extractor.
+/// What a deploy writes of `commit`: the whole commit, or its folder
+/// `subfolder` (a monorepo's app) as `commit:path`, a tree.
+pub fn treeish(commit: &str, subfolder: Option<&Path>) -> String {
+    match subfolder {
+        Some(path) => format!("{commit}:{}", path.display()),
+        None => commit.to_string(),
+    }
+}
+
+/// The tree `subfolder` of `commit` is, if `commit` has that folder (not
+/// a file).
+pub fn tree_id(mirror: &Path, commit: &str, subfolder: &Path) -> Option<String> {
+    // `<commit>:<path>` takes the rest as the path: no `^{tree}` after it.
+    let object = verify_object(mirror, &format!("{commit}:{}", subfolder.display()))?;
+    let mut kind = git();
+    kind.arg("--git-dir")
+        .arg(mirror)
+        .args(["cat-file", "-t", "--end-of-options", &object]);
+    let out = kind.output().ok()?;
+    (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "tree")
+        .then_some(object)
+}
+
+fn verify_object(mirror: &Path, spec: &str) -> Option<String> {
+    let mut rev = git();
+    rev.arg("--git-dir").arg(mirror).args([
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        spec,
+    ]);
+    let out = rev.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Stream `git archive` of `commit` (a commit or a tree) into the extractor.
 pub fn archive_into(mirror: &Path, commit: &str, extractor: &mut Extractor<'_>) -> Result<()> {
     let mut archive = git();
     archive

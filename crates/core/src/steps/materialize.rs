@@ -39,15 +39,22 @@ pub(crate) fn materialize(
             let mirror = session.layout.mirror_path();
             let mut extractor =
                 Extractor::new(dest, &origin, plan.policy.limits, manifest, &mut progress);
+            let subfolder = plan.policy.subfolder.as_deref();
+            let tree = git::treeish(commit, subfolder);
+            // The live commit's folder, when it had one, to write only changes.
+            let base = base.filter(|base| {
+                subfolder.is_none_or(|path| git::tree_id(&mirror, base, path).is_some())
+            });
             let incremental = match (sharer, base) {
                 (Some(sharer), Some(base)) => {
                     extractor.share_from(sharer);
-                    git::materialize_changes(&mirror, base, commit, &mut extractor)?
+                    let base = git::treeish(base, subfolder);
+                    git::materialize_changes(&mirror, &base, &tree, &mut extractor)?
                 }
                 _ => false,
             };
             if !incremental {
-                git::archive_into(&mirror, commit, &mut extractor)?;
+                git::archive_into(&mirror, &tree, &mut extractor)?;
             }
             extractor.finish(false)?
         }

@@ -78,6 +78,15 @@ pub(crate) fn resolve(session: &Session<'_>, plan: &DeployPlan) -> Result<Resolv
                     plan.policy.allow_any_commit,
                 )?;
             }
+            if let Some(path) = &plan.policy.subfolder
+                && git::tree_id(&layout.mirror_path(), &commit, path).is_none()
+            {
+                return Err(Error::Source(format!(
+                    "{} is not a folder of commit {} ({reference} of {shown}); check the app's path",
+                    path.display(),
+                    short(&commit)
+                )));
+            }
             let message = git::describe(&layout.mirror_path(), &commit);
             match &plan.requested {
                 Some(_) => session.info(&format!(

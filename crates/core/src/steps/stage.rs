@@ -90,8 +90,32 @@ pub fn stage<'s>(
         Some(name) => session.history.release(name)?,
         None => None,
     };
-    let unchanged_commit = resolved.commit.is_some()
-        && live_record.as_ref().and_then(|r| r.commit.as_ref()) == resolved.commit.as_ref();
+    let live_commit = live_record.as_ref().and_then(|r| r.commit.as_ref());
+    let unchanged_commit = resolved.commit.is_some() && live_commit == resolved.commit.as_ref();
+    // A monorepo's app changes only when its folder does.
+    if let (Some(path), Some(old), Some(new)) = (
+        &plan.policy.subfolder,
+        live_commit,
+        resolved.commit.as_ref(),
+    ) && !unchanged_commit
+        && !plan.force
+    {
+        let mirror = layout.mirror_path();
+        let tree = crate::source::git::tree_id(&mirror, new, path);
+        if tree.is_some() && tree == crate::source::git::tree_id(&mirror, old, path) {
+            session.info(&format!(
+                "nothing changed under {} between the live commit {} and {}; nothing to do (--force deploys anyway)",
+                path.display(),
+                short(old),
+                short(new)
+            ));
+            return Ok(Staging::Done(unchanged(
+                session,
+                &live,
+                live_record.as_ref().and_then(|r| r.commit.clone()),
+            )));
+        }
+    }
     if unchanged_commit && !plan.force {
         let commit = resolved.commit.clone();
         session.info(&format!(
