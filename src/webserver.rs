@@ -368,9 +368,17 @@ http://{host}:{port} {{
 		header Retry-After {{zdeploy_retry_after}}
 		header Cache-Control no-store
 		root * "{window}"
-		rewrite * /page.html
-		file_server {{
-			status 503
+		# The window may have closed since this request found it open.
+		@zdeploy_page file /page.html
+		handle @zdeploy_page {{
+			rewrite * /page.html
+			file_server {{
+				status 503
+			}}
+		}}
+		handle {{
+			header Content-Type "text/html; charset=utf-8"
+			respond "<!doctype html><title>Down for maintenance</title><h1>Down for maintenance</h1><p>Please try again in a moment.</p>" 503
 		}}
 	}}
 	# Dot-paths (.git, .env, .htaccess) are never served.
