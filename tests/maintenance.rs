@@ -120,6 +120,19 @@ impl Served {
         app(&self.site.path("app"), version, schema);
     }
 
+    /// Every server answers a whole page of `version`.
+    #[track_caller]
+    fn assert_every_server_serves(&self, version: &str) {
+        for (server, port) in self.ports() {
+            let page = request(port, "GET", "/").unwrap();
+            assert_eq!(
+                (page.0, page_version(&page.1)),
+                (200, Ok(version.to_string())),
+                "{server}"
+            );
+        }
+    }
+
     /// One reader on each server.
     fn load(&self) -> Vec<(&'static str, Load)> {
         self.ports()
@@ -462,14 +475,7 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
     let failed = served.zdeploy(&["deploy", "shop"]).fails_with(1);
     assert!(failed.stderr.contains("build step"), "{}", failed.stderr);
     assert_eq!(served.site.live_release(), live);
-    for (server, port) in served.ports() {
-        let page = request(port, "GET", "/").unwrap();
-        assert_eq!(
-            (page.0, page_version(&page.1)),
-            (200, Ok("v2".into())),
-            "{server}"
-        );
-    }
+    served.assert_every_server_serves("v2");
     let log = served.zdeploy(&["log", "shop", "--json"]).success().stdout;
     let log: serde_json::Value = serde_json::from_str(&log).unwrap();
     assert_eq!(log["maintenance_window"]["closed_by"], "failure", "{log}");
@@ -520,14 +526,7 @@ fn a_deploy_opens_a_window_only_for_a_pending_migration_and_closes_it_on_every_p
     );
     assert!(!window.exists());
     assert_eq!(served.site.live_release(), live);
-    for (server, port) in served.ports() {
-        let page = request(port, "GET", "/").unwrap();
-        assert_eq!(
-            (page.0, page_version(&page.1)),
-            (200, Ok("v2".into())),
-            "{server}"
-        );
-    }
+    served.assert_every_server_serves("v2");
 
     // A `when` that hangs is bounded by build_timeout; no window opens.
     served.edit_config(&[

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_stream::StreamExt;
-use zdeploy_core::history::History;
+use zdeploy_core::history::{History, Kind};
 
 use super::app::{App, Event, Trigger};
 use super::runner::{Finished, failed, report, run_streamed};
@@ -181,8 +181,7 @@ pub fn summary(app: &App) -> Value {
         })),
         "last_maintenance_window": history
             .as_ref()
-            .and_then(|h| h.closed_windows().ok())
-            .and_then(|w| w.into_iter().next_back()),
+            .and_then(|h| h.last_closed_window(false).ok().flatten()),
         "running": running.map(|id| json!({"deployment": id})),
         "pending": pending.map(|t| t.describe()),
         "poll": app.poll_status(),
@@ -468,23 +467,9 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
 }
 
 /// 409 for an action on a frozen app that does not say `"force": true`.
-fn refuse_if_frozen(app: &App, force: bool, action: &str) -> Result<(), ApiError> {
-    let config = app.config();
-    if force || !matches!(config.topology, crate::config::Topology::OneHost) {
-        return Ok(());
-    }
-    match zdeploy_core::freeze::current(&config.layout) {
-        Ok(Some(freeze)) => Err(error(
-            StatusCode::CONFLICT,
-            format!(
-                "'{}' is {}: a {action} needs {{\"force\": true}} (or zdeploy unfreeze)",
-                app.name,
-                freeze.describe()
-            ),
-        )),
-        Ok(None) => Ok(()),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+fn refuse_if_frozen(app: &App, force: bool, kind: Kind) -> Result<(), ApiError> {
+    crate::freeze::refuse_if_frozen(&app.config(), kind, force)
+        .map_err(|e| error(StatusCode::CONFLICT, format!("{e:#}")))
 }
 
 pub async fn deploy(
@@ -497,22 +482,17 @@ pub async fn deploy(
     let app = find_app(&agent, &name)?;
     let body: DeployBody = parse_body(&body)?;
     refuse_if_stopping(&agent)?;
-    if let Some(commit) = &body.commit {
-        let hex = (7..=40).contains(&commit.len()) && commit.chars().all(|c| c.is_ascii_hexdigit());
-        if !hex {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "commit '{}' is not a commit id: give 7 to 40 hex digits",
-                    commit.escape_debug()
-                ),
-            ));
-        }
-    }
-    refuse_if_frozen(&app, body.force, "deploy")?;
+    let exact = match &body.commit {
+        Some(commit) => Some(
+            zdeploy_core::source::git::commit_id(commit)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?,
+        ),
+        None => None,
+    };
+    refuse_if_frozen(&app, body.force, Kind::Deploy)?;
     let mut trigger = Trigger::new("api");
     trigger.force = body.force;
-    trigger.exact = body.commit.map(|c| c.to_ascii_lowercase());
+    trigger.exact = exact;
     let id = app.trigger(trigger);
     Ok((
         StatusCode::ACCEPTED,
@@ -585,7 +565,7 @@ pub async fn rollback(
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
     let body: RollbackBody = parse_body(&body)?;
-    refuse_if_frozen(&app, body.force, "rollback")?;
+    refuse_if_frozen(&app, body.force, Kind::Rollback)?;
     let request = Request::Rollback {
         to: body.release,
         force: body.force,
@@ -688,15 +668,15 @@ pub async fn metrics(State(agent): State<SharedAgent>) -> Response {
         .iter()
         .map(|app| {
             let layout = &app.config().layout;
-            let closed = open_history(app)
+            let (count, seconds) = open_history(app)
                 .ok()
                 .flatten()
-                .and_then(|h| h.closed_windows().ok())
+                .and_then(|h| h.window_totals().ok())
                 .unwrap_or_default();
             let windows = super::metrics::Windows {
                 open: matches!(zdeploy_core::maintenance::current(layout), Ok(Some(_))),
-                count: closed.len(),
-                seconds: closed.iter().filter_map(|w| w.seconds).sum(),
+                count,
+                seconds,
             };
             (app.name.clone(), windows)
         })

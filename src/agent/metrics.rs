@@ -232,7 +232,7 @@ impl Metrics {
 pub struct Windows {
     pub open: bool,
     /// Windows closed so far, and their total length.
-    pub count: usize,
+    pub count: u64,
     pub seconds: f64,
 }
 

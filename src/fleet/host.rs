@@ -256,12 +256,10 @@ fn serve_job(orders: &Receiver<Result<Order>>, reporter: &Reporter<'_>) -> Resul
         } else {
             Kind::Deploy
         };
-        let refused = zdeploy_core::freeze::refusal(&app.layout, &freeze, kind);
-        session.finish::<()>(
-            &Err(zdeploy_core::Error::Invalid(refused.to_string())),
-            |_| Outcome::Failed,
-        )?;
-        return Err(refused.into());
+        let refused: zdeploy_core::Result<()> =
+            Err(zdeploy_core::freeze::refusal(&app.layout, &freeze, kind));
+        session.finish(&refused, |_| Outcome::Failed)?;
+        refused?;
     }
     let result = run(&session, &app, &job, orders, reporter);
     let recorded = match &result {
@@ -465,9 +463,7 @@ fn run(
     reporter.send(&Report::Synced);
     expect("switch", wait_staged())?;
     let switched = switch(session, &staged, &synced, policy)?;
-    if let Err(error) = maintenance::close_own(session, "switch") {
-        session.warn(&format!("maintenance stays on for now: {error}"));
-    }
+    maintenance::close_after_switch(session);
     // A failure that keeps the release live is logged as a warning (and so
     // reported to the controller), not failed: the fleet stays on one release.
     let _kept_live = after_switch(session, &switched, policy, OnFailure::SwitchBackIfChecked)?;
@@ -694,9 +690,7 @@ fn follow_along(
         match next_order(session, app, orders, reporter, timeout) {
             Next::Order(Order::Sync) => reporter.send(&Report::Synced),
             Next::Order(Order::Switch) => {
-                if let Err(error) = maintenance::close_own(session, "switch") {
-                    session.warn(&format!("maintenance stays on for now: {error}"));
-                }
+                maintenance::close_after_switch(session);
                 reporter.send(&Report::Switched {
                     at_ms: zdeploy_core::history::now_ms(),
                 })

@@ -60,10 +60,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
         }
     };
     let switched = switch(session, &staged, &synced, policy)?;
-    // Off right after the switch; were it to fail, the run's end retries.
-    if let Err(error) = crate::maintenance::close_own(session, "switch") {
-        session.warn(&format!("maintenance stays on for now: {error}"));
-    }
+    crate::maintenance::close_after_switch(session);
     let kept_failure = after_switch(session, &switched, policy, OnFailure::SwitchBackIfChecked)?;
     check_live(session, &switched, policy)?;
     settle_switched(session, &staged, &synced, &switched, policy);

@@ -85,7 +85,7 @@ pub fn unfreeze(layout: &Layout) -> Result<Option<Freeze>> {
 /// The refusal a person's deploy or rollback gets while `freeze` holds.
 pub fn refusal(layout: &Layout, freeze: &Freeze, kind: Kind) -> Error {
     Error::Invalid(format!(
-        "{} is {}: a {} needs --force (or `zdeploy unfreeze`)",
+        "{} is {}: a {} needs --force (\"force\": true through the API), or `zdeploy unfreeze`",
         layout.context(),
         freeze.describe(),
         kind.as_str()

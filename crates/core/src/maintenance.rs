@@ -211,14 +211,13 @@ pub fn current(layout: &Layout) -> Result<Option<Window>> {
     }
 }
 
-/// Open a window (replacing one open by hand, with the new settings). A
-/// deploy leaves a window opened by hand as it is, and gets `None`.
+/// Open a window; by hand, one open already is replaced with the new
+/// settings. A deploy leaves any open window as it is (one by hand, or its
+/// own), and gets `None`.
 pub fn open(layout: &Layout, history: &History, opening: &Opening) -> Result<Option<Opened>> {
     let _guard = MaintenanceLock::take(layout)?;
     let previous = current(layout)?;
-    if let (Origin::Deploy(_), Some(previous)) = (opening.origin, &previous)
-        && previous.origin() == Origin::Manual
-    {
+    if matches!(opening.origin, Origin::Deploy(_)) && previous.is_some() {
         return Ok(None);
     }
     let page = match &opening.page {
@@ -257,6 +256,9 @@ pub fn open(layout: &Layout, history: &History, opening: &Opening) -> Result<Opt
         }
     }
     write_file(&dir.join("bypass").join(&secret), b"")?;
+    for folder in ["allow", "bypass"] {
+        fsx::fsync_dir(&dir.join(folder))?;
+    }
     let opened_ms = now_ms();
     let deployment = match opening.origin {
         Origin::Manual => None,
@@ -274,7 +276,8 @@ pub fn open(layout: &Layout, history: &History, opening: &Opening) -> Result<Opt
         &dir.join("window.json"),
         &serde_json::to_vec_pretty(&window).expect("a window serializes"),
     )?;
-    fsx::sync_filesystem(&dir)?;
+    // Everything the link leads to is on disk before the link is.
+    fsx::fsync_dir(&dir)?;
     let link = root.join(format!(".window-{}", random_hex(4)?));
     fsx::symlink(Path::new(&dir_name), &link)?;
     fsx::rename(&link, &layout.maintenance_window())?;
@@ -294,9 +297,13 @@ pub fn close(
     closed_by: &str,
     closes: impl Fn(&Window) -> bool,
 ) -> Result<Option<Closed>> {
+    // Nothing open, the common case at every run's end: no lock taken,
+    // nothing written.
+    if current(layout)?.is_none() {
+        return Ok(None);
+    }
     let _guard = MaintenanceLock::take(layout)?;
     let Some(window) = current(layout)? else {
-        remove_unused(layout)?;
         return Ok(None);
     };
     if !closes(&window) {
@@ -314,7 +321,8 @@ pub fn close(
 }
 
 /// Open `session`'s deploy window serving `page` (the built-in one for
-/// `None`) to all but `allow`; false when one is open already (by hand, or by this deploy).
+/// `None`) to all but `allow`; false when one is open already (by hand, or
+/// by this deploy).
 pub fn open_for_deploy(
     session: &Session<'_>,
     page: Option<PathBuf>,
@@ -327,9 +335,6 @@ pub fn open_for_deploy(
         origin: Origin::Deploy(session.id),
         secret: None,
     };
-    if current(session.layout)?.is_some() {
-        return Ok(false);
-    }
     Ok(open(session.layout, &session.history, &opening)?.is_some())
 }
 
@@ -346,6 +351,14 @@ pub fn close_own(session: &Session<'_>, closed_by: &str) -> Result<Option<Closed
         ));
     }
     Ok(closed)
+}
+
+/// Close `session`'s window right after its switch; were that to fail, the
+/// run's end tries again, and the deploy goes on.
+pub fn close_after_switch(session: &Session<'_>) {
+    if let Err(error) = close_own(session, "switch") {
+        session.warn(&format!("maintenance stays on for now: {error}"));
+    }
 }
 
 /// Close a window a deploy that is no longer running left open (it was
@@ -367,12 +380,7 @@ pub fn close_abandoned(session: &Session<'_>) -> Result<()> {
 /// Retry-After of a deploy's window: how long the last one lasted, at
 /// least 5 s.
 pub fn deploy_retry_after(history: &History) -> Result<u32> {
-    let last = history
-        .closed_windows()?
-        .into_iter()
-        .rev()
-        .find(|w| w.deployment.is_some())
-        .and_then(|w| w.seconds);
+    let last = history.last_closed_window(true)?.and_then(|w| w.seconds);
     Ok(last.map_or(5, |seconds| (seconds.ceil() as u32).max(5)))
 }
 
@@ -438,7 +446,10 @@ pub fn page_in_release(release: &Path, relative: &Path) -> Result<PathBuf> {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| Error::io("write", path, e))?;
+    let mut file = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", path, e))?;
     set_mode(path, 0o644)
 }
 
@@ -532,19 +543,34 @@ impl History {
             .map_err(|e| self.fail(e))
     }
 
-    /// Every closed window, oldest first (for the metrics' totals).
-    pub fn closed_windows(&self) -> Result<Vec<WindowRecord>> {
-        let mut statement = self
-            .conn
-            .prepare(
+    /// The last window closed (of a deploy, when `of_deploys`).
+    pub fn last_closed_window(&self, of_deploys: bool) -> Result<Option<WindowRecord>> {
+        self.conn
+            .query_row(
                 "SELECT id, deployment_id, opened_ms, closed_ms, closed_by FROM maintenance_windows
-                 WHERE closed_ms IS NOT NULL ORDER BY id",
+                 WHERE closed_ms IS NOT NULL AND (?1 = 0 OR deployment_id IS NOT NULL)
+                 ORDER BY id DESC LIMIT 1",
+                params![of_deploys],
+                window_from_row,
             )
-            .map_err(|e| self.fail(e))?;
-        let rows = statement
-            .query_map([], window_from_row)
-            .map_err(|e| self.fail(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .optional()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// How many windows closed, and how many seconds they were open.
+    pub fn window_totals(&self) -> Result<(u64, f64)> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(closed_ms - opened_ms), 0) FROM maintenance_windows
+                 WHERE closed_ms IS NOT NULL",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as u64,
+                        row.get::<_, i64>(1)? as f64 / 1000.0,
+                    ))
+                },
+            )
             .map_err(|e| self.fail(e))
     }
 }

@@ -209,6 +209,18 @@ pub fn resolve(mirror: &Path, reference: &str, shown_url: &str) -> Result<String
     })
 }
 
+/// `text` as a commit id (7 to 40 hex digits, lowercased), or why not.
+pub fn commit_id(text: &str) -> Result<String> {
+    let is_id = (7..=40).contains(&text.len()) && text.chars().all(|c| c.is_ascii_hexdigit());
+    if !is_id {
+        return Err(Error::Invalid(format!(
+            "commit '{}' is not a commit id: give 7 to 40 hex digits",
+            text.escape_debug()
+        )));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
 /// The exact commit a deploy was asked for (`requested`: 7 to 40 hex
 /// digits), checked to be on `reference` (reachable from its head `tip`
 /// in the fetched mirror) unless `allow_any`; a commit off every branch is
@@ -221,15 +233,7 @@ pub fn pin(
     requested: &str,
     allow_any: bool,
 ) -> Result<String> {
-    let is_id =
-        (7..=40).contains(&requested.len()) && requested.chars().all(|c| c.is_ascii_hexdigit());
-    if !is_id {
-        return Err(Error::Invalid(format!(
-            "commit '{}' is not a commit id: give 7 to 40 hex digits",
-            requested.escape_debug()
-        )));
-    }
-    let requested = requested.to_ascii_lowercase();
+    let requested = commit_id(requested)?;
     let found = match verify(mirror, &requested) {
         Some(found) => found,
         None if allow_any => {
