@@ -244,6 +244,12 @@ pub struct DeployArgs {
     /// Deploy exactly this commit (7 to 40 hex digits), which must be on the app's ref unless allow_any_commit
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
+    /// Deploy this archive, built elsewhere (a CI's artifact), instead of the app's source: only `once` build entries run
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["commit", "source", "reference"])]
+    pub archive: Option<PathBuf>,
+    /// The archive's SHA-256: refuse to deploy bytes that differ
+    #[arg(long, value_name = "HEX", requires = "archive")]
+    pub sha256: Option<String>,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,

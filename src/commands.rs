@@ -175,14 +175,45 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         args.positional.as_deref()
     };
     let app = select_app(config, app, &overrides)?;
+    let archive = match &args.archive {
+        Some(path) => Some(checked_archive(path, args.sha256.as_deref())?),
+        None => None,
+    };
     crate::freeze::refuse_if_frozen(&app, Kind::Deploy, args.force)?;
     let request = Request::Deploy {
         force: args.force,
         commit: None,
         exact: args.commit.clone(),
+        archive,
     };
     let done = run_cli(&app, &request, &overrides, args.wait, console)?;
     report_done(&app, &done, args.json)
+}
+
+/// `--archive FILE` as an absolute path, after its `--sha256` was checked.
+fn checked_archive(path: &Path, sha256: Option<&str>) -> Result<PathBuf> {
+    let absolute = std::fs::canonicalize(path)
+        .map_err(|e| UsageError(format!("--archive {}: {e}", path.display())))?;
+    if !absolute.is_file() {
+        return Err(UsageError(format!("--archive {}: not a file", path.display())).into());
+    }
+    if let Some(expected) = sha256 {
+        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(
+                UsageError(format!("--sha256 must be 64 hex digits, got '{expected}'")).into(),
+            );
+        }
+        let (actual, _) = zdeploy_core::manifest::digest_file(&absolute)
+            .map_err(|e| UsageError(format!("--archive {}: {e}", path.display())))?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(UsageError(format!(
+                "--archive {}: its SHA-256 is {actual}, not {expected}; nothing was deployed",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(absolute)
 }
 
 /// Do what `request` asks of the app, however it is deployed, watched from

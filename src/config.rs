@@ -23,7 +23,7 @@ use zdeploy_core::retention::{DEFAULT_DRAIN, DEFAULT_KEEP};
 use zdeploy_core::reuse::Reuse;
 use zdeploy_core::shared::validate_shared_path;
 use zdeploy_core::source::extract::Limits;
-use zdeploy_core::source::{Source, SourceKind};
+use zdeploy_core::source::{ArchiveLocation, Source, SourceKind};
 
 use crate::fleet::etcd::settings::{EtcdSettings, Membership};
 use crate::fleet::settings::BuildOn;
@@ -407,7 +407,26 @@ impl AppConfig {
             requested: None,
             policy: self.policy.clone(),
             force,
+            prebuilt: false,
         })
+    }
+
+    /// The deploy plan for an archive built elsewhere (a CI's artifact):
+    /// its bytes are the release, whatever the app's own source is, and
+    /// only `once` build entries run.
+    pub fn artifact_plan(&self, force: bool, archive: &Path) -> DeployPlan {
+        DeployPlan {
+            source: Source::Archive(ArchiveLocation::Path(archive.to_path_buf())),
+            reference: None,
+            commit: None,
+            requested: None,
+            policy: Policy {
+                subfolder: None,
+                ..self.policy.clone()
+            },
+            force,
+            prebuilt: true,
+        }
     }
 
     /// The deploy plan, for `exact` when a commit was asked for (git

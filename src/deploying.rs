@@ -3,10 +3,12 @@
 //! fleet asked through etcd. The CLI, the agent's queue and its API all
 //! ask here and get one typed answer; each only shows it its own way.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use serde::Serialize;
 use zdeploy_core::lock::LockWait;
-use zdeploy_core::policy::DeployResult;
+use zdeploy_core::policy::{DeployPlan, DeployResult};
 use zdeploy_core::rollback::{RollbackPlan, RollbackResult};
 use zdeploy_core::session::{Observer, RunOptions};
 
@@ -20,11 +22,13 @@ pub enum Request {
     /// Deploy the source's newest commit (`force`: even if it is live);
     /// `commit`: the one a webhook named, for an etcd fleet's leader;
     /// `exact`: deploy this commit and nothing else (it must be on the
-    /// app's ref unless the app allows any commit).
+    /// app's ref unless the app allows any commit); `archive`: deploy this
+    /// archive, built elsewhere, instead of the app's source.
     Deploy {
         force: bool,
         commit: Option<String>,
         exact: Option<String>,
+        archive: Option<PathBuf>,
     },
     /// Back to `to`, or the release before the live one (`force`: even
     /// while the app is frozen).
@@ -83,6 +87,19 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 "a fleet in etcd deploys the head of its ref; deploying an exact commit there is not supported yet"
             ))
         }
+        Topology::Etcd(_)
+            if matches!(
+                request,
+                Request::Deploy {
+                    archive: Some(_),
+                    ..
+                }
+            ) =>
+        {
+            Err(anyhow::anyhow!(
+                "a fleet in etcd deploys the head of its ref; deploying an archive there is not supported yet"
+            ))
+        }
         Topology::Etcd(membership) => crate::fleet::etcd::command::ask_leader(
             app,
             membership,
@@ -104,20 +121,26 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
                 },
             };
             match request {
-                Request::Deploy { force, exact, .. } => {
-                    let plan = app.exact_plan(*force, exact.as_deref())?;
-                    run.run(&Intent::Deploy(&plan))
-                }
+                Request::Deploy {
+                    force,
+                    exact,
+                    archive,
+                    ..
+                } => run.run(&Intent::Deploy(&deploy_plan(app, *force, exact, archive)?)),
                 Request::Rollback { to, .. } => run.run(&Intent::Rollback(to.clone())),
             }
             .map(Done::Fleet)
         }
         Topology::OneHost | Topology::OnOrders => match request {
-            Request::Deploy { force, exact, .. } => {
-                let plan = app.exact_plan(*force, exact.as_deref())?;
+            Request::Deploy {
+                force,
+                exact,
+                archive,
+                ..
+            } => {
                 let done = zdeploy_core::deploy::deploy(
                     &app.layout,
-                    &plan,
+                    &deploy_plan(app, *force, exact, archive)?,
                     &watch.options,
                     watch.observer.unwrap_or(&Unwatched),
                 )?;
@@ -138,6 +161,20 @@ pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done
             }
         },
     }
+}
+
+/// A deploy's plan: the archive asked for, the exact commit, or the head
+/// of the app's source.
+fn deploy_plan(
+    app: &AppConfig,
+    force: bool,
+    exact: &Option<String>,
+    archive: &Option<PathBuf>,
+) -> Result<DeployPlan> {
+    Ok(match archive {
+        Some(archive) => app.artifact_plan(force, archive),
+        None => app.exact_plan(force, exact.as_deref())?,
+    })
 }
 
 /// No one watches the run.

@@ -1,12 +1,14 @@
 //! zdeploy in a team's pipeline: the exact commit CI tested goes live, not
-//! a newer one that landed meanwhile, through the CLI and the agent's API;
-//! a commit off the app's ref is refused unless the app allows any.
+//! a newer one that landed meanwhile, through the CLI and the agent's API
+//! (a commit off the app's ref is refused unless the app allows any); the
+//! archive CI built goes live as it is; freezes; monorepos.
 
 use std::time::Duration;
 
-use crate::support::agent::{Agent, demo_app};
+use crate::support::agent::{Agent, Answer, demo_app};
+use crate::support::archive::{Item, tar_gz};
 use crate::support::git::Repo;
-use crate::support::{Site, Zdeploy};
+use crate::support::{Output, Site, Zdeploy};
 
 /// A site deploying `repo` (ref `main`) as app `shop`, with `extra` keys.
 fn config(site: &Site, repo: &Repo, extra: &str) -> std::path::PathBuf {
@@ -373,4 +375,217 @@ fn a_monorepo_app_deploys_its_folder_and_only_when_something_under_it_changed() 
         refused.stderr
     );
     assert_eq!(site.read("index.php"), "<?php echo 'site v2';");
+}
+
+/// `examples/ci/zdeploy-deploy.sh`, as a CI job runs it, against `agent`.
+fn ci_deploy(agent: &Agent, token: &str, app: &str, archive: &std::path::Path) -> Output {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/zdeploy-deploy.sh");
+    let out = std::process::Command::new(script)
+        .arg(app)
+        .arg(archive)
+        .env("ZDEPLOY_URL", agent.url(""))
+        .env("ZDEPLOY_TOKEN", token)
+        .output()
+        .expect("run the example deploy script");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_digest() {
+    let site = Site::new();
+    let repo = Repo::new(site.dir.path(), "app");
+    repo.write("index.php", "<?php echo 'built on the server';")
+        .commit("git");
+    std::fs::write(site.path("secret"), "s3cret\n").unwrap();
+    std::fs::write(site.path("token"), "t0ken\n").unwrap();
+    let migrations = site.path("migrations.log");
+    let extra = format!(
+        "build = [\"touch built-here\", {{ run = \"basename $ZDEPLOY_RELEASE >> {}\", once = true }}]\nmax_archive_size = \"256KiB\"",
+        migrations.display()
+    );
+    let agent = Agent::start(
+        site.dir.path(),
+        &format!(
+            "[agent]\ntoken_file = \"{}\"\n\n{}",
+            site.path("token").display(),
+            demo_app(&site.webroot, &repo.url(), &site.path("secret"), &extra)
+        ),
+    );
+    let first = site.path("site-1.tar.gz");
+    tar_gz(
+        &first,
+        &[
+            Item::File("site/index.php", b"<?php echo 'artifact 1';"),
+            Item::File("site/vendor/autoload.php", b"<?php // built by CI"),
+        ],
+    );
+    let digest = sha256_of(&first);
+    let bytes = std::fs::read(&first).unwrap();
+    let deploy_path = "/api/apps/demo/deploy";
+    let auth = ("Authorization", "Bearer t0ken");
+
+    // Hostile: a digest that lies, one that is not hex, no token, too big.
+    let lying = "0".repeat(64);
+    let answer = post_bytes(
+        &agent,
+        deploy_path,
+        &[auth, ("X-Zdeploy-Archive-Sha256", &lying)],
+        &bytes,
+    );
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains(&digest) && answer.body.contains("nothing was deployed"),
+        "{}",
+        answer.body
+    );
+    let answer = post_bytes(
+        &agent,
+        deploy_path,
+        &[auth, ("X-Zdeploy-Archive-Sha256", "abc; rm -rf /")],
+        &bytes,
+    );
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let answer = post_bytes(
+        &agent,
+        deploy_path,
+        &[("X-Zdeploy-Archive-Sha256", &digest)],
+        &bytes,
+    );
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let big = vec![b'x'; 300 * 1024];
+    let big_digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&big))
+    };
+    let answer = post_bytes(
+        &agent,
+        deploy_path,
+        &[auth, ("X-Zdeploy-Archive-Sha256", &big_digest)],
+        &big,
+    );
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(agent.get("/api/apps/demo/triggers/1").status, 404);
+    assert!(agent.deployments("demo").is_empty(), "nothing ran");
+    assert!(site.live().is_none(), "nothing went live");
+    let uploads = site.webroot.join(".zdeploy/ROOT/uploads");
+    assert!(
+        std::fs::read_dir(&uploads).map_or(true, |d| d.count() == 0),
+        "refused uploads are not kept"
+    );
+
+    // The example pipeline's script: sends it, follows it, says it is live.
+    let out = ci_deploy(&agent, "t0ken", "demo", &first);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("demo now serves"), "{}", out.stdout);
+    assert_eq!(site.read("index.php"), "<?php echo 'artifact 1';");
+    assert_eq!(site.read("vendor/autoload.php"), "<?php // built by CI");
+    assert!(
+        !site.context().join("built-here").exists(),
+        "the build entries did not run on the server"
+    );
+    let migrated = std::fs::read_to_string(&migrations).unwrap();
+    assert_eq!(
+        migrated.lines().count(),
+        1,
+        "the once entry ran: {migrated}"
+    );
+    let deployment = &agent.deployments("demo")[0];
+    assert_eq!(deployment["outcome"], "success", "{deployment}");
+    assert!(
+        deployment["trigger"]
+            .as_str()
+            .unwrap()
+            .contains(&digest[..12]),
+        "{deployment}"
+    );
+    assert!(
+        std::fs::read_dir(&uploads).map_or(true, |d| d.count() == 0),
+        "a deployed upload is removed"
+    );
+    // The same bytes again: unchanged, and the script still succeeds.
+    let out = ci_deploy(&agent, "t0ken", "demo", &first);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("already served"), "{}", out.stdout);
+    // The trigger's answer names the release that went live.
+    let state = agent.get("/api/apps/demo/triggers/1").json();
+    assert_eq!(state["state"], "done", "{state}");
+    assert_eq!(state["outcome"], "success", "{state}");
+    assert_eq!(state["release"], site.live_release().as_str(), "{state}");
+
+    // A broken archive fails the deploy and the script says so.
+    let broken = site.path("broken.tar.gz");
+    std::fs::write(&broken, b"\x1f\x8b not really gzip").unwrap();
+    let out = ci_deploy(&agent, "t0ken", "demo", &broken);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("ended failed"), "{}", out.stderr);
+    assert_eq!(site.read("index.php"), "<?php echo 'artifact 1';");
+
+    // Frozen: refused unless forced.
+    let second = site.path("site-2.tar.gz");
+    tar_gz(
+        &second,
+        &[Item::File("index.php", b"<?php echo 'artifact 2';")],
+    );
+    zdeploy(&agent.config, &["freeze", "demo", "--reason", "sale"]).success();
+    let out = ci_deploy(&agent, "t0ken", "demo", &second);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("(409)") && out.stderr.contains("sale"),
+        "{}",
+        out.stderr
+    );
+    zdeploy(&agent.config, &["unfreeze", "demo"]).success();
+    agent.wait_idle("demo");
+    drop(agent);
+
+    // The CLI: --sha256 must match the file.
+    let config = site.path("zdeploy.toml");
+    let out = zdeploy(&config, &["deploy", "demo", "--archive"])
+        .arg(&second)
+        .args(["--sha256", &digest])
+        .fails_with(2);
+    assert!(
+        out.stderr.contains("nothing was deployed"),
+        "{}",
+        out.stderr
+    );
+    let out = zdeploy(
+        &config,
+        &["deploy", "demo", "--archive", "/nonexistent.tar.gz"],
+    )
+    .fails_with(2);
+    assert!(out.stderr.contains("/nonexistent.tar.gz"), "{}", out.stderr);
+    assert_eq!(site.read("index.php"), "<?php echo 'artifact 1';");
+    zdeploy(&config, &["deploy", "demo", "--archive"])
+        .arg(&second)
+        .args(["--sha256", &sha256_of(&second)])
+        .success();
+    assert_eq!(site.read("index.php"), "<?php echo 'artifact 2';");
+    assert!(!site.context().join("built-here").exists());
+    let migrated = std::fs::read_to_string(&migrations).unwrap();
+    assert_eq!(migrated.lines().count(), 2, "{migrated}");
+}
+
+/// POST raw bytes to the agent.
+fn post_bytes(agent: &Agent, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut request = client.post(&agent.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Answer::from(request.send(body))
 }

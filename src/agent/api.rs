@@ -20,6 +20,7 @@ use zdeploy_core::history::{History, Kind};
 
 use super::app::{App, Event, Trigger};
 use super::runner::{Finished, failed, report, run_streamed};
+use super::upload;
 use super::{Agent, SharedAgent};
 use crate::deploying::{self, Done, Request, Watch};
 
@@ -73,10 +74,15 @@ pub fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !json_body {
+    // A form cannot send the digest header either (it would need a CORS
+    // preflight, which the agent never answers).
+    if !json_body && !upload::is_archive(headers) {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send actions as JSON (Content-Type: application/json)",
+            format!(
+                "send actions as JSON (Content-Type: application/json), or an archive to deploy with its SHA-256 in {}",
+                upload::DIGEST_HEADER
+            ),
         ));
     }
     match agent.token() {
@@ -472,33 +478,100 @@ fn refuse_if_frozen(app: &App, force: bool, kind: Kind) -> Result<(), ApiError> 
         .map_err(|e| error(StatusCode::CONFLICT, format!("{e:#}")))
 }
 
+/// The largest JSON body an action takes.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// `?force=true` for an archive deploy (its body is the archive).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Queue a deploy: of the source's head, of the commit the JSON body
+/// names, or of the archive that is the body (its digest in a header).
 pub async fn deploy(
     State(agent): State<SharedAgent>,
     Path(name): Path<String>,
+    Query(query): Query<ArchiveQuery>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult {
     authorize(&agent, &headers)?;
     let app = find_app(&agent, &name)?;
-    let body: DeployBody = parse_body(&body)?;
     refuse_if_stopping(&agent)?;
-    let exact = match &body.commit {
-        Some(commit) => Some(
-            zdeploy_core::source::git::commit_id(commit)
-                .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?,
-        ),
-        None => None,
+    let trigger = if upload::is_archive(&headers) {
+        let force = query.force;
+        let config = app.config();
+        if matches!(config.topology, crate::config::Topology::Etcd(_)) {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "a fleet in etcd deploys the head of its ref; deploying an archive there is not supported yet",
+            ));
+        }
+        refuse_if_frozen(&app, force, Kind::Deploy)?;
+        let upload = upload::receive(&config, &headers, body).await?;
+        // Frozen while the archive arrived: refused all the same.
+        refuse_if_frozen(&app, force, Kind::Deploy)?;
+        let mut trigger = Trigger::new(format!("api archive sha256:{}", &upload.sha256[..12]));
+        trigger.force = force;
+        trigger.archive = Some(std::sync::Arc::new(upload));
+        trigger
+    } else {
+        let body = axum::body::to_bytes(body, MAX_JSON_BODY)
+            .await
+            .map_err(|e| {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the JSON body is too large or was cut off: {e}"),
+                )
+            })?;
+        let body: DeployBody = parse_body(&body)?;
+        let exact = match &body.commit {
+            Some(commit) => Some(
+                zdeploy_core::source::git::commit_id(commit)
+                    .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?,
+            ),
+            None => None,
+        };
+        refuse_if_frozen(&app, body.force, Kind::Deploy)?;
+        let mut trigger = Trigger::new("api");
+        trigger.force = body.force;
+        trigger.exact = exact;
+        trigger
     };
-    refuse_if_frozen(&app, body.force, Kind::Deploy)?;
-    let mut trigger = Trigger::new("api");
-    trigger.force = body.force;
-    trigger.exact = exact;
+    let sha256 = trigger.archive.as_ref().map(|upload| upload.sha256.clone());
     let id = app.trigger(trigger);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"status": "queued", "trigger": id})),
+        Json(json!({
+            "status": "queued",
+            "trigger": id,
+            "sha256": sha256,
+            "status_url": format!("/api/apps/{name}/triggers/{id}"),
+        })),
     )
         .into_response())
+}
+
+/// Where a trigger is: queued, running, or done with how its deploy ended
+/// (the release and commit that went live, or the error).
+pub async fn trigger_state(
+    State(agent): State<SharedAgent>,
+    Path((name, id)): Path<(String, u64)>,
+) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    let state = app.trigger_state(id).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no trigger {id} of '{name}' (never accepted, or ended too long ago to be remembered)"),
+        )
+    })?;
+    let mut answer = serde_json::to_value(state)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    answer["trigger"] = json!(id);
+    Ok(Json(answer).into_response())
 }
 
 /// Run an upkeep action (prune, keep) now (waiting for the lock) and answer its result.

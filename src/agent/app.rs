@@ -10,12 +10,16 @@ use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 use zdeploy_core::history::now_ms;
 
+use super::runner::Finished;
+use super::upload::Upload;
 use crate::config::AppConfig;
 
 /// Delivery ids remembered per app, to ignore a webhook delivered twice.
 const REMEMBERED_DELIVERIES: usize = 1000;
 /// Live events buffered for a slow subscriber before it misses some.
 const EVENT_BUFFER: usize = 1024;
+/// Finished deploys remembered per app, for asking how a trigger ended.
+const REMEMBERED_ENDS: usize = 1000;
 
 /// What asked for a deploy.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -26,6 +30,10 @@ pub struct Trigger {
     pub commit: Option<String>,
     /// Deploy exactly this commit (the API's `commit`).
     pub exact: Option<String>,
+    /// Deploy this archive (sent with the API's deploy); a newer trigger
+    /// that replaces this one lets it go.
+    #[serde(skip)]
+    pub archive: Option<Arc<Upload>>,
     pub force: bool,
     /// Further triggers folded into this one while a deploy ran.
     pub coalesced: u32,
@@ -41,6 +49,7 @@ impl Trigger {
             source: source.into(),
             commit: None,
             exact: None,
+            archive: None,
             force: false,
             coalesced: 0,
             first_id: 0,
@@ -122,6 +131,33 @@ struct Queue {
     pending: Option<Trigger>,
     /// The deployment running now (`Some(None)` before it has a record).
     running: Option<Option<i64>>,
+    /// The triggers the running deploy serves.
+    running_triggers: Option<(u64, u64)>,
+    /// How the last deploys ended, oldest first.
+    ended: VecDeque<Ended>,
+}
+
+/// How the deploy that served a run of triggers ended.
+#[derive(Debug, Clone)]
+struct Ended {
+    first_id: u64,
+    last_id: u64,
+    finished: Finished,
+}
+
+/// Where a trigger is, for a CI waiting on the deploy it asked for.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TriggerState {
+    Queued,
+    Running {
+        deployment: Option<i64>,
+    },
+    /// `outcome` is "success", "unchanged", "skipped" or "failed".
+    Done {
+        #[serde(flatten)]
+        finished: Finished,
+    },
 }
 
 /// What the poller last saw, for the dashboard and the API.
@@ -250,6 +286,7 @@ impl App {
         let mut queue = self.queue.lock().expect("queue lock");
         let next = queue.pending.take()?;
         queue.running = Some(None);
+        queue.running_triggers = Some((next.first_id, next.last_id));
         Some(next)
     }
 
@@ -257,8 +294,47 @@ impl App {
         self.queue.lock().expect("queue lock").running = Some(Some(id));
     }
 
-    pub fn finish_running(&self) {
-        self.queue.lock().expect("queue lock").running = None;
+    /// The running deploy ended as `finished`.
+    pub fn finish_running(&self, finished: &Finished) {
+        let mut queue = self.queue.lock().expect("queue lock");
+        queue.running = None;
+        if let Some((first_id, last_id)) = queue.running_triggers.take() {
+            if queue.ended.len() == REMEMBERED_ENDS {
+                queue.ended.pop_front();
+            }
+            queue.ended.push_back(Ended {
+                first_id,
+                last_id,
+                finished: finished.clone(),
+            });
+        }
+    }
+
+    /// Where trigger `id` is; `None` if it was never accepted or ended too
+    /// long ago to be remembered.
+    pub fn trigger_state(&self, id: u64) -> Option<TriggerState> {
+        let queue = self.queue.lock().expect("queue lock");
+        let covers = |first: u64, last: u64| (first..=last).contains(&id);
+        if queue
+            .pending
+            .as_ref()
+            .is_some_and(|t| covers(t.first_id, t.last_id))
+        {
+            return Some(TriggerState::Queued);
+        }
+        if let (Some((first, last)), Some(deployment)) = (queue.running_triggers, queue.running)
+            && covers(first, last)
+        {
+            return Some(TriggerState::Running { deployment });
+        }
+        queue
+            .ended
+            .iter()
+            .rev()
+            .find(|ended| covers(ended.first_id, ended.last_id))
+            .map(|ended| TriggerState::Done {
+                finished: ended.finished.clone(),
+            })
     }
 
     /// `(running deployment, pending trigger)`.

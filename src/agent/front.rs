@@ -1,6 +1,7 @@
 //! The agent's HTTP front door, built for hostile clients: at most
 //! `MAX_CONNECTIONS` at once, request headers within `HEADER_TIMEOUT`, a
-//! response started within `REQUEST_TIMEOUT`. A flood waits at accept and
+//! response started within `REQUEST_TIMEOUT` (an archive to deploy within
+//! `UPLOAD_TIMEOUT`, with no pause over `IDLE_TIMEOUT`). A flood waits at accept and
 //! slow clients are cut off, so the dashboard and real webhooks get through.
 
 use std::future::Future;
@@ -63,7 +64,14 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
 }
 
 async fn time_limit(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    // An archive to deploy may take long to arrive; its handler cuts off
+    // one that stalls.
+    let limit = if super::upload::is_archive(request.headers()) {
+        super::upload::UPLOAD_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
     }

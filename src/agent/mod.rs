@@ -15,6 +15,7 @@ pub mod notify;
 pub mod peer;
 pub mod poll;
 pub mod runner;
+pub mod upload;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -200,6 +201,7 @@ fn router(agent: SharedAgent) -> Router {
         )
         .route("/api/apps/{app}/events", get(api::events))
         .route("/api/apps/{app}/deploy", post(api::deploy))
+        .route("/api/apps/{app}/triggers/{id}", get(api::trigger_state))
         .route("/api/apps/{app}/rollback", post(api::rollback))
         .route("/api/apps/{app}/keep", post(api::keep))
         .route("/api/apps/{app}/prune", post(api::prune))
@@ -335,7 +337,11 @@ pub fn run(config_path: &Path, listen: Option<&str>) -> Result<()> {
         config_path: config_path.to_path_buf(),
         apps: RwLock::new(
             apps.into_iter()
-                .map(|(name, config, secret)| (name.clone(), App::new(name, config, secret)))
+                .map(|(name, config, secret)| {
+                    // No trigger survives a restart, so no upload is wanted.
+                    upload::remove_leftovers(&config);
+                    (name.clone(), App::new(name, config, secret))
+                })
                 .collect(),
         ),
         token: RwLock::new(settings.token.clone()),

@@ -23,7 +23,7 @@ pub fn message(
     let wanted = match finished.outcome {
         RunOutcome::Success => notify.on_success,
         RunOutcome::Failed => notify.on_failure,
-        RunOutcome::Unchanged => false,
+        RunOutcome::Unchanged | RunOutcome::Skipped => false,
     };
     if !wanted {
         return None;

@@ -97,6 +97,8 @@ pub struct Finished {
 pub enum RunOutcome {
     Success,
     Unchanged,
+    /// Not run: the app is frozen.
+    Skipped,
     Failed,
 }
 
@@ -105,6 +107,7 @@ impl RunOutcome {
         match self {
             RunOutcome::Success => "success",
             RunOutcome::Unchanged => "unchanged",
+            RunOutcome::Skipped => "skipped",
             RunOutcome::Failed => "failed",
         }
     }
@@ -184,6 +187,7 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
         force: trigger.force,
         commit: trigger.commit.clone(),
         exact: trigger.exact.clone(),
+        archive: trigger.archive.as_ref().map(|upload| upload.path.clone()),
     };
     run(agent, app, &request, trigger)
 }
@@ -251,7 +255,7 @@ fn skipped(config: &crate::config::AppConfig, trigger: &Trigger, freeze: &Freeze
     match recorded {
         Ok(id) => Finished {
             deployment: id,
-            outcome: RunOutcome::Unchanged,
+            outcome: RunOutcome::Skipped,
             release: None,
             commit: None,
             error: Some(format!("skipped: {why}")),
@@ -334,7 +338,7 @@ pub async fn work(agent: SharedAgent, app: Arc<App>) {
                 .unwrap_or_else(|panic| {
                     failed(None, format!("the deploy thread panicked: {panic}"))
                 });
-        app.finish_running();
+        app.finish_running(&finished);
         let commit = finished.commit.as_deref().or(asked_for.as_deref());
         app.deploy_ended(commit, finished.outcome != RunOutcome::Failed);
         report(&agent, &app, "deploy", &finished, started.elapsed());

@@ -279,6 +279,7 @@ impl FleetRun<'_> {
                 trigger: self.trigger.clone(),
                 rollback: matches!(intent, Intent::Rollback(_)),
                 force: self.force,
+                prebuilt: matches!(intent, Intent::Deploy(plan) if plan.prebuilt),
             };
             remote.order(&Order::Open(Box::new(job)))?;
         }

@@ -379,7 +379,15 @@ fn run(
     let app = &without_once_steps(session, app, &role);
     let policy = &app.policy;
     let mut supply = |lacking: &Lacking| supply_lacking(lacking, orders, reporter, timeout);
-    let target = stage_target(session, app, content, &release, &role, &mut supply)?;
+    let target = stage_target(
+        session,
+        app,
+        content,
+        job.prebuilt,
+        &release,
+        &role,
+        &mut supply,
+    )?;
     let export = |name: &str, base: Option<Base>| match role {
         StageRole::Build { export: true, .. } => export_release(session, name, base).map(Some),
         _ => Ok(None),
@@ -518,6 +526,7 @@ fn stage_target<'s>(
     session: &'s Session<'_>,
     app: &AppConfig,
     (commit, archive): (Option<String>, Option<String>),
+    prebuilt: bool,
     release: &str,
     role: &StageRole,
     supply: &mut dyn FnMut(&Lacking) -> zdeploy_core::Result<PathBuf>,
@@ -577,6 +586,7 @@ fn stage_target<'s>(
         (None, Some(archive)) => DeployPlan {
             source: Source::Archive(ArchiveLocation::Path(archive.into())),
             reference: None,
+            prebuilt,
             ..plan
         },
         _ => bail!("this host has no release {release} and was sent nothing to build it from"),

@@ -58,6 +58,10 @@ pub struct Job {
     /// Asked with --force: a frozen host takes part anyway.
     #[serde(default)]
     pub force: bool,
+    /// The archive sent to stage was built already (`deploy --archive`):
+    /// only `once` build entries run.
+    #[serde(default)]
+    pub prebuilt: bool,
     /// Seconds a staged release waits for its switch.
     pub stage_timeout_secs: u64,
     /// The host's name as the controller knows it.

@@ -120,6 +120,12 @@ impl Layout {
         self.state_dir().join("downloads")
     }
 
+    /// Archives sent to the agent to deploy, waiting for their run (a run's
+    /// recover leaves them: they belong to queued deploys).
+    pub fn upload_dir(&self) -> PathBuf {
+        self.state_dir().join("uploads")
+    }
+
     /// The user files the last carry placed in a new release (NUL-ended paths).
     pub fn user_content_list(&self) -> PathBuf {
         self.state_dir().join("user-content.list")

@@ -110,6 +110,10 @@ pub struct DeployPlan {
     pub requested: Option<String>,
     pub policy: Policy,
     pub force: bool,
+    /// The source was built already (a CI's artifact, staging's release):
+    /// build entries run only if they are `once` (migrations); nothing is
+    /// reused from the live release, so the release is the source's bytes.
+    pub prebuilt: bool,
 }
 
 /// How a deploy that did not fail ended.

@@ -288,6 +288,7 @@ impl Member<'_> {
             trigger,
             // Freezes are not kept by fleets in etcd (refused there).
             force: true,
+            prebuilt: false,
         }
     }
 

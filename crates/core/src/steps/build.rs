@@ -26,7 +26,7 @@ pub(crate) fn build(
     live: Option<&LiveTree<'_>>,
 ) -> Result<()> {
     let reused = match live {
-        Some(live) if !plan.policy.reuse.is_empty() => {
+        Some(live) if !plan.policy.reuse.is_empty() && !plan.prebuilt => {
             reuse_folders(session, &plan.policy.reuse, live, release_dir, manifest)?
         }
         _ => Vec::new(),
@@ -60,6 +60,12 @@ pub(crate) fn build(
         plan.policy.build.iter().partition(|step| step.maintenance);
     for step in plain.into_iter().chain(windowed) {
         let command = &step.run;
+        if plan.prebuilt && !step.once {
+            session.info(&format!(
+                "build: skipped {command} (the source was built already)"
+            ));
+            continue;
+        }
         if let Some(path) = step.unless_reused.as_ref().filter(|p| reused.contains(p)) {
             session.info(&format!(
                 "build: skipped {command} ({} was reused)",
