@@ -319,6 +319,42 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     assert_eq!(fleet.live(), before);
     controller(&config).args(["unfreeze", "shop"]).success();
 
+    // An artifact CI built goes to every host as it is: nobody builds it,
+    // the migration runs once, and every host serves the same bytes.
+    let artifact = fleet.root.path().join("artifact");
+    crate::support::load::php_app(&artifact, "artifact");
+    std::fs::create_dir_all(artifact.join("build")).unwrap();
+    std::fs::write(artifact.join("build/id.txt"), "built by CI").unwrap();
+    let archive = fleet.root.path().join("artifact.tar.gz");
+    crate::support::run_checked(
+        std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&artifact)
+            .arg("."),
+    );
+    fleet_deploy(&config)
+        .arg("--archive")
+        .arg(&archive)
+        .success();
+    deploys += 1;
+    for host in &fleet.hosts {
+        let answer = page(host);
+        assert!(answer.starts_with("page=artifact"), "{answer}");
+    }
+    assert_eq!(
+        fleet.build_ids(),
+        vec!["built by CI"; 3],
+        "no host built it"
+    );
+    assert_eq!(log_lines(&fleet, "migrations.log"), vec![0, deploys, 0]);
+    let out = controller(&config)
+        .args(["verify", "shop", "--json"])
+        .success();
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(verified["digest"].is_string(), "{verified}");
+
     // Built on every host, the `once` steps still run on the builder only.
     fleet.install_build_tool(0);
     fleet.install_build_tool(2);
