@@ -108,6 +108,10 @@ pub enum Command {
     /// (config text and arguments) arrives as JSON on stdin.
     #[command(hide = true)]
     FleetRun,
+    /// Print this host's live release of APP for a promotion run elsewhere
+    /// (JSON on stdout).
+    #[command(hide = true)]
+    PromotionExport { app: String },
     /// Write the man pages into DIR (the package build runs this).
     #[command(hide = true)]
     Manpages { dir: PathBuf },
@@ -247,6 +251,9 @@ pub struct DeployArgs {
     /// Deploy this archive, built elsewhere (a CI's artifact), instead of the app's source: only `once` build entries run
     #[arg(long, value_name = "FILE", conflicts_with_all = ["commit", "source", "reference"])]
     pub archive: Option<PathBuf>,
+    /// Deploy exactly what app APP serves (here, or on its ssh host): its live release's bytes, copied by digest, build not run again
+    #[arg(long = "from", value_name = "APP", conflicts_with_all = ["commit", "source", "reference", "archive"])]
+    pub from: Option<String>,
     /// The archive's SHA-256: refuse to deploy bytes that differ
     #[arg(long, value_name = "HEX", requires = "archive")]
     pub sha256: Option<String>,

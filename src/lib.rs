@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod manpages;
 pub mod output;
 pub mod preset;
+pub mod promotion;
 pub mod topology;
 pub mod units;
 pub mod web;

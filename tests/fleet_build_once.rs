@@ -353,7 +353,40 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
         .args(["verify", "shop", "--json"])
         .success();
     let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert!(verified["digest"].is_string(), "{verified}");
+    let fleet_digest = verified["digest"].as_str().expect("one digest").to_string();
+
+    // Promotion over ssh: production, on this machine, takes the fleet's
+    // bytes from its first host; its own build (`false`) never runs.
+    let production = fleet.root.path().join("production");
+    std::fs::create_dir_all(&production).unwrap();
+    let fleet_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{fleet_config}\n[apps.production]\nwebroot = \"{}\"\nsource = \"{}\"\nref = \"main\"\nsettle = \"0s\"\ndrain = \"0s\"\n\
+             build = [\"false\", {{ run = \"touch {}/production-migrated\", once = true }}]\n",
+            production.display(),
+            repo.bare.display(),
+            fleet.root.path().display()
+        ),
+    )
+    .unwrap();
+    let out = controller(&config)
+        .args(["deploy", "production", "--from", "shop"])
+        .success();
+    assert!(out.stderr.contains("promoting"), "{}", out.stderr);
+    assert!(
+        std::fs::read_to_string(production.join("ROOT/index.php"))
+            .unwrap()
+            .contains("artifact")
+    );
+    assert!(fleet.root.path().join("production-migrated").exists());
+    let out = controller(&config)
+        .args(["verify", "production", "--json"])
+        .success();
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(verified["digest"], fleet_digest.as_str());
+    std::fs::write(&config, fleet_config).unwrap();
 
     // Built on every host, the `once` steps still run on the builder only.
     fleet.install_build_tool(0);

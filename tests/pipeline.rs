@@ -589,3 +589,124 @@ fn post_bytes(agent: &Agent, path: &str, headers: &[(&str, &str)], body: &[u8]) 
     }
     Answer::from(request.send(body))
 }
+
+#[test]
+fn promotion_puts_stagings_bytes_live_in_production_without_building_again() {
+    let site = Site::new();
+    let production = site.webroot.clone();
+    let staging = site.path("staging-www");
+    std::fs::create_dir_all(&staging).unwrap();
+    let repo = Repo::new(site.dir.path(), "app");
+    repo.write("index.php", "<?php echo 'v1';")
+        .write("lib/util.php", "<?php // util")
+        .commit("v1");
+    let logs = site.path("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = |name: &str, webroot: &std::path::Path| {
+        format!(
+            "[apps.{name}]\nwebroot = \"{}\"\nsource = \"{}\"\nref = \"main\"\nsettle = \"0s\"\ndrain = \"0s\"\n\
+             shared = [\"uploads\"]\n\
+             build = [\"od -An -N8 -tx8 /dev/urandom > build-id.txt\", {{ run = \"echo migrated >> {logs}/{name}.migrations\", once = true }}]\n\
+             after_switch = [\"echo switched >> {logs}/{name}.after\"]\n",
+            webroot.display(),
+            repo.url(),
+            logs = logs.display(),
+        )
+    };
+    let config = site.path("zdeploy.toml");
+    std::fs::write(
+        &config,
+        app("production", &production) + &app("staging", &staging),
+    )
+    .unwrap();
+    zdeploy(&config, &["deploy", "staging"]).success();
+    let staged_live =
+        |file: &str| std::fs::read_to_string(staging.join("ROOT").join(file)).unwrap();
+    // What users wrote on staging stays on staging.
+    std::fs::write(staging.join("ROOT/uploads/staging-upload.jpg"), "staging's").unwrap();
+    std::fs::write(staging.join("ROOT/written-by-a-user.txt"), "staging's").unwrap();
+    // Production has its own uploads, which must stay.
+    std::fs::create_dir_all(production.join(".zdeploy/ROOT/shared/uploads")).unwrap();
+
+    // Hostile: an app that does not exist, the app itself, with --commit.
+    let out = zdeploy(&config, &["deploy", "production", "--from", "nosuch"]).fails_with(2);
+    assert!(out.stderr.contains("nosuch"), "{}", out.stderr);
+    let out = zdeploy(&config, &["deploy", "production", "--from", "production"]).fails_with(2);
+    assert!(out.stderr.contains("--from"), "{}", out.stderr);
+    zdeploy(
+        &config,
+        &[
+            "deploy",
+            "production",
+            "--from",
+            "staging",
+            "--commit",
+            "abc1234",
+        ],
+    )
+    .fails_with(2);
+    assert!(!production.join("ROOT").exists(), "nothing deployed");
+
+    let out = zdeploy(&config, &["deploy", "production", "--from", "staging"]).success();
+    assert!(out.stderr.contains("promoting"), "{}", out.stderr);
+    assert_eq!(site.read("index.php"), "<?php echo 'v1';");
+    assert_eq!(
+        site.read("build-id.txt"),
+        staged_live("build-id.txt"),
+        "production serves staging's build, not one of its own"
+    );
+    assert!(!site.context().join("written-by-a-user.txt").exists());
+    assert!(!site.context().join("uploads/staging-upload.jpg").exists());
+    std::fs::write(
+        site.context().join("uploads/production-upload.jpg"),
+        "production's",
+    )
+    .unwrap();
+    let count = |name: &str| {
+        std::fs::read_to_string(logs.join(name))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count("production.migrations"),
+        1,
+        "production's once entry ran"
+    );
+    assert_eq!(
+        count("production.after"),
+        1,
+        "production's after_switch ran"
+    );
+    let digest = |app: &str| {
+        let out = zdeploy(&config, &["verify", app, "--json"]).success();
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(digest("production"), digest("staging"));
+    let log = zdeploy(&config, &["log", "production", "--json"]).success();
+    assert!(
+        log.stdout.contains("staging-www"),
+        "the history names the source: {}",
+        log.stdout
+    );
+
+    // Nothing new on staging: unchanged. A new staging release: promoted,
+    // production's upload carried.
+    let out = zdeploy(&config, &["deploy", "production", "--from", "staging"]).success();
+    assert!(out.stdout.contains("unchanged"), "{}", out.stdout);
+    repo.write("index.php", "<?php echo 'v2';").commit("v2");
+    zdeploy(&config, &["deploy", "staging"]).success();
+    zdeploy(&config, &["deploy", "production", "--from", "staging"]).success();
+    assert_eq!(site.read("index.php"), "<?php echo 'v2';");
+    assert_eq!(site.read("build-id.txt"), staged_live("build-id.txt"));
+    assert_eq!(site.read("uploads/production-upload.jpg"), "production's");
+    assert_eq!(digest("production"), digest("staging"));
+    assert_eq!(count("production.migrations"), 2);
+    assert_eq!(
+        count("staging.migrations"),
+        2,
+        "staging ran its own, once each"
+    );
+}

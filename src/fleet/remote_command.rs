@@ -56,6 +56,19 @@ pub fn run_everywhere(
     fleet: &FleetSettings,
     args: &[String],
 ) -> Result<Vec<Answer>> {
+    on_each(&fleet.hosts, |host| {
+        let connection = Connection::open(host, fleet)?;
+        run_on(&connection, app, fleet, args)
+    })
+}
+
+/// Run `zdeploy ARGS` on the host of `connection`, with `app`'s config.
+pub fn run_on(
+    connection: &Connection,
+    app: &AppConfig,
+    fleet: &FleetSettings,
+    args: &[String],
+) -> Result<Answer> {
     let invocation = serde_json::to_string(&Invocation {
         config: app
             .file
@@ -63,25 +76,23 @@ pub fn run_everywhere(
             .map(|(p, t)| (p.display().to_string(), t.clone())),
         args: args.to_vec(),
     })?;
-    on_each(&fleet.hosts, |host| {
-        let connection = Connection::open(host, fleet)?;
-        let mut child = connection
-            .command(&fleet.remote("fleet-run"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("{}: run ssh", host.shown))?;
-        let mut stdin = child.stdin.take().expect("piped");
-        stdin.write_all(invocation.as_bytes())?;
-        drop(stdin);
-        let output = child.wait_with_output()?;
-        Ok(Answer {
-            host: host.shown.clone(),
-            code: output.status.code().unwrap_or(1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+    let shown = &connection.host.shown;
+    let mut child = connection
+        .command(&fleet.remote("fleet-run"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{shown}: run ssh"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(invocation.as_bytes())?;
+    drop(stdin);
+    let output = child.wait_with_output()?;
+    Ok(Answer {
+        host: shown.clone(),
+        code: output.status.code().unwrap_or(1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
 }
 
@@ -203,7 +214,7 @@ pub fn serve() -> Result<std::process::ExitCode> {
     let mut args = vec!["zdeploy".to_string()];
     let config_dir = match &invocation.config {
         Some((path, text)) => {
-            let dir = tempfile_dir()?;
+            let dir = TempDir::new("fleet-run")?;
             let name = std::path::Path::new(path)
                 .file_name()
                 .map(|n| n.to_os_string())
@@ -223,15 +234,18 @@ pub fn serve() -> Result<std::process::ExitCode> {
 }
 
 /// A private temporary folder, removed on drop.
-struct TempDir {
-    path: std::path::PathBuf,
+pub struct TempDir {
+    pub path: std::path::PathBuf,
 }
 
-fn tempfile_dir() -> Result<TempDir> {
-    let path = std::env::temp_dir().join(format!("zdeploy-fleet-run-{}", std::process::id()));
-    std::fs::create_dir(&path).with_context(|| format!("create {}", path.display()))?;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    Ok(TempDir { path })
+impl TempDir {
+    /// `zdeploy-PURPOSE-PID` in the system's temporary folder, mode 0700.
+    pub fn new(purpose: &str) -> Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("zdeploy-{purpose}-{}", std::process::id()));
+        std::fs::create_dir(&path).with_context(|| format!("create {}", path.display()))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        Ok(TempDir { path })
+    }
 }
 
 impl Drop for TempDir {

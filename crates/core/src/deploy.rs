@@ -6,15 +6,17 @@
 use crate::error::Result;
 use crate::history::{Kind, Outcome};
 use crate::layout::Layout;
-use crate::policy::{DeployOutcome, DeployPlan, DeployResult};
+use crate::policy::{DeployOutcome, DeployPlan, DeployResult, Policy};
+use crate::release_copy::CopySource;
 use crate::session::{Observer, RunOptions, Session, Step};
 use crate::steps::after_switch::{OnFailure, after_switch};
 use crate::steps::discard::discard_release;
 use crate::steps::prune::prune_after_switch;
 use crate::steps::recover::recover;
 use crate::steps::settle::settle_switched;
-use crate::steps::stage::{Staging, stage};
+use crate::steps::stage::{Staged, Staging, allocate_name, stage, stage_copy, unchanged};
 use crate::steps::switch::{check_live, switch, sync};
+use crate::switch::read_live;
 
 pub fn deploy(
     layout: &Layout,
@@ -46,12 +48,98 @@ pub fn deploy(
 }
 
 fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
-    let policy = &plan.policy;
-    session.step(Step::Recover, || recover(session, policy.apache.as_ref()))?;
-    let staged = match stage(session, plan, None)? {
-        Staging::Done(result) => return Ok(result),
-        Staging::Staged(staged) => staged,
+    session.step(Step::Recover, || {
+        recover(session, plan.policy.apache.as_ref())
+    })?;
+    match stage(session, plan, None)? {
+        Staging::Done(result) => Ok(result),
+        Staging::Staged(staged) => go_live(session, staged, &plan.policy),
+    }
+}
+
+/// Deploy `plan` (prebuilt) as a copy of another app's live release, by
+/// digest: staging's release promoted to production. Its `once` build
+/// entries and `after_switch` run here, with this app's shared paths.
+pub fn promote(
+    layout: &Layout,
+    plan: &DeployPlan,
+    promotion: &mut Promotion<'_>,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<DeployResult> {
+    plan.policy
+        .privileges
+        .check_commands(plan.policy.release_commands())?;
+    let session = Session::open(
+        layout,
+        Kind::Deploy,
+        options,
+        Some(&promotion.from),
+        None,
+        observer,
+    )?;
+    let result = run_promotion(&session, plan, promotion);
+    session.finish(&result, |r| match r.outcome {
+        DeployOutcome::Unchanged => Outcome::Unchanged,
+        DeployOutcome::Deployed => Outcome::Success,
+    })?;
+    let _ = std::fs::remove_dir_all(layout.download_dir());
+    result
+}
+
+fn run_promotion(
+    session: &Session<'_>,
+    plan: &DeployPlan,
+    promotion: &mut Promotion<'_>,
+) -> Result<DeployResult> {
+    let layout = session.layout;
+    session.step(Step::Recover, || {
+        recover(session, plan.policy.apache.as_ref())
+    })?;
+    let live = read_live(layout)?;
+    let live_digest = match live.record_name(layout) {
+        Some(name) => session
+            .history
+            .release(name)?
+            .and_then(|r| r.content_digest),
+        None => None,
     };
+    if live_digest.as_deref() == Some(promotion.copy.digest.as_str()) && !plan.force {
+        session.info(&format!(
+            "{} serves this content already (digest {}); nothing to do (--force deploys anyway)",
+            layout.context(),
+            crate::release::short(&promotion.copy.digest)
+        ));
+        return Ok(unchanged(session, &live, promotion.commit.clone()));
+    }
+    session.info(&format!(
+        "promoting {} (digest {})",
+        promotion.from,
+        crate::release::short(&promotion.copy.digest)
+    ));
+    let name = allocate_name(layout)?;
+    let staged = stage_copy(
+        session,
+        plan,
+        &name,
+        promotion.commit.clone(),
+        &mut promotion.copy,
+    )?;
+    go_live(session, staged, &plan.policy)
+}
+
+/// Another app's live release to promote: its files as a copy source.
+pub struct Promotion<'a> {
+    /// What is promoted, as the history records the source ("staging's
+    /// ROOT_20261207-103000").
+    pub from: String,
+    pub commit: Option<String>,
+    pub copy: CopySource<'a>,
+}
+
+/// Sync, switch, settle and prune a staged release: the part of a deploy
+/// after its stage.
+fn go_live(session: &Session<'_>, staged: Staged<'_>, policy: &Policy) -> Result<DeployResult> {
     let synced = match sync(session, &staged, policy) {
         Ok(synced) => synced,
         Err(error) => {

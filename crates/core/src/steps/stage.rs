@@ -151,7 +151,8 @@ pub fn stage<'s>(
 
 /// Stage release `name` as a copy of the one the fleet's builder built
 /// (`commit`, when from git): its files, not its build steps, so `plan`'s
-/// build steps do not run here.
+/// build steps do not run here; when `plan` is prebuilt (a promotion), its
+/// `once` entries do.
 pub fn stage_copy<'s>(
     session: &'s Session<'_>,
     plan: &DeployPlan,
@@ -173,7 +174,16 @@ pub fn stage_copy<'s>(
     };
     let plan = DeployPlan {
         policy: Policy {
-            build: Vec::new(),
+            build: match plan.prebuilt {
+                true => plan
+                    .policy
+                    .build
+                    .iter()
+                    .filter(|step| step.once)
+                    .cloned()
+                    .collect(),
+                false => Vec::new(),
+            },
             ..plan.policy.clone()
         },
         ..plan.clone()
