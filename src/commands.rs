@@ -182,9 +182,12 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     crate::freeze::refuse_if_frozen(&app, Kind::Deploy, args.force)?;
     if let Some(from) = &args.from {
         let from = select_app(config, Some(from), &config::Overrides::default())?;
-        let result =
-            crate::promotion::promote(&app, &from, args.force, &run_options(args.wait), console)?;
-        return report_done(&app, &Done::Deployed(result), args.json);
+        let told = crate::notify::Run::start(&app, "deploy", "cli --from");
+        let done =
+            crate::promotion::promote(&app, &from, args.force, &run_options(args.wait), console)
+                .map(Done::Deployed);
+        told.finish(&done);
+        return report_done(&app, &done?, args.json);
     }
     let request = Request::Deploy {
         force: args.force,

@@ -140,7 +140,7 @@ struct RawApp {
     interval: Option<Spanned<String>>,
     webhook_secret_file: Option<Spanned<String>>,
     webhook_secret_env: Option<Spanned<String>>,
-    notify: Option<Spanned<RawNotify>>,
+    notify: Option<Spanned<toml::Value>>,
     owner: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
     writable: Option<Spanned<Vec<String>>>,
@@ -236,14 +236,6 @@ pub struct RawHealth {
     pub before: Option<String>,
 }
 
-/// `notify = { url, on = ["success", "failure"] }`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNotify {
-    url: String,
-    on: Option<Vec<String>>,
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApache {
@@ -312,6 +304,8 @@ pub struct AppConfig {
     pub php_fpm_address: Option<String>,
     /// What the agent does for this app.
     pub automation: Automation,
+    /// Who is told about its deploys and rollbacks.
+    pub notify: Vec<crate::notify::Target>,
     /// How it is deployed: one host, a fleet over ssh or through etcd, or
     /// one host's part of a fleet run.
     pub topology: Topology,
@@ -327,7 +321,6 @@ pub struct Automation {
     pub interval: Option<Duration>,
     /// Where the webhook secret is read from; webhooks are refused without one.
     pub webhook_secret: Option<SecretSource>,
-    pub notify: Option<Notify>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,14 +351,6 @@ impl SecretSource {
         }
         Ok(secret)
     }
-}
-
-/// Where to tell about deploys, and which outcomes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notify {
-    pub url: String,
-    pub on_success: bool,
-    pub on_failure: bool,
 }
 
 impl AppConfig {
@@ -1119,6 +1104,7 @@ fn resolve(
         origin: origin.prefix(),
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
         automation,
+        notify: notify_targets(raw, origin)?,
         topology: match (fleet_settings(raw, flags, origin, zero_downtime)?, role) {
             (Some(_), Role::FleetHost) => Topology::OnOrders,
             (Some(fleet), Role::Operator) => Topology::Ssh(fleet),
@@ -1464,7 +1450,19 @@ fn health(
     }))
 }
 
-/// `interval`, `webhook_secret_file`/`webhook_secret_env` and `notify`.
+/// `interval` and `webhook_secret_file`/`webhook_secret_env`.
+/// `notify`: where every deploy and rollback is told about.
+fn notify_targets(
+    raw: &RawApp,
+    origin: &Origin<'_>,
+) -> Result<Vec<crate::notify::Target>, UsageError> {
+    match &raw.notify {
+        None => Ok(Vec::new()),
+        Some(value) => crate::notify::targets::parse(value.get_ref())
+            .map_err(|why| origin.error("notify", "notify", Some(value.span()), &why)),
+    }
+}
+
 fn automation(raw: &RawApp, origin: &Origin<'_>) -> Result<Automation, UsageError> {
     let interval = match &raw.interval {
         None => None,
@@ -1496,44 +1494,9 @@ fn automation(raw: &RawApp, origin: &Origin<'_>) -> Result<Automation, UsageErro
         (None, Some(env)) => Some(SecretSource::Env(env.get_ref().clone())),
         (None, None) => None,
     };
-    let notify = match &raw.notify {
-        None => None,
-        Some(table) => {
-            let span = Some(table.span());
-            let RawNotify { url, on } = table.get_ref();
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(origin.error(
-                    "notify",
-                    "notify",
-                    span,
-                    &format!("notify url must be http:// or https://, got '{url}'"),
-                ));
-            }
-            let on = on
-                .clone()
-                .unwrap_or_else(|| vec!["success".into(), "failure".into()]);
-            if let Some(bad) = on
-                .iter()
-                .find(|o| !matches!(o.as_str(), "success" | "failure"))
-            {
-                return Err(origin.error(
-                    "notify",
-                    "notify",
-                    span,
-                    &format!("notify.on takes \"success\" and \"failure\", got '{bad}'"),
-                ));
-            }
-            Some(Notify {
-                url: url.clone(),
-                on_success: on.iter().any(|o| o == "success"),
-                on_failure: on.iter().any(|o| o == "failure"),
-            })
-        }
-    };
     Ok(Automation {
         interval,
         webhook_secret,
-        notify,
     })
 }
 

@@ -79,8 +79,15 @@ pub enum Done {
     Etcd(Outcome),
 }
 
-/// Do what `request` asks of `app`.
+/// Do what `request` asks of `app`, telling the app's `notify` targets.
 pub fn run(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done> {
+    let told = crate::notify::Run::start(app, request.kind(), watch.trigger);
+    let result = run_untold(app, request, watch);
+    told.finish(&result);
+    result
+}
+
+fn run_untold(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<Done> {
     match &app.topology {
         Topology::Etcd(_) if matches!(request, Request::Deploy { exact: Some(_), .. }) => {
             Err(anyhow::anyhow!(

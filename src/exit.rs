@@ -84,14 +84,20 @@ pub fn run_as(args: impl IntoIterator<Item = String>, role: Role) -> ExitCode {
             Ok(())
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit_code(&error))
         }
-    }
+    };
+    // The run is over; its notifications get a moment more, never longer.
+    crate::notify::wait_for_deliveries(NOTIFY_GRACE);
+    code
 }
+
+/// How long a command waits at its end for notifications still being sent.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {

@@ -13,6 +13,7 @@ pub mod freeze;
 pub mod init;
 pub mod maintenance;
 pub mod manpages;
+pub mod notify;
 pub mod output;
 pub mod preset;
 pub mod promotion;

@@ -524,13 +524,12 @@ fn a_release_whose_health_url_fails_is_rolled_back_by_the_agent_and_notified() {
         .collect();
     assert!(
         messages.iter().any(
-            |m| m["outcome"] == "success" && m["text"].as_str().unwrap().contains("now serves")
+            |m| m["event"] == "succeeded" && m["text"].as_str().unwrap().contains("now serves")
         )
     );
     assert!(
-        messages
-            .iter()
-            .any(|m| m["outcome"] == "failed" && m["text"].as_str().unwrap().contains("failed"))
+        messages.iter().any(|m| m["event"] == "switched_back"
+            && m["text"].as_str().unwrap().contains("switched back"))
     );
     let log = agent.log.lock().unwrap().clone();
     assert!(

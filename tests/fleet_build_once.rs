@@ -54,6 +54,7 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
     let scratch = fleet.root.path().join("scratch");
     // The second host builds; only it has the build tool.
     fleet.install_build_tool(1);
+    let told = crate::support::http::Recorder::start(&[200]);
     let path = fleet.path.display().to_string();
     let steps = format!(
         "builder = \"{builder}\"\n\
@@ -61,8 +62,10 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
            {{ run = \"{path}/bin/build-assets\", writes = [\"build\"] }},\n\
            {{ run = \"test ! -e {path}/fail-migration && echo $ZDEPLOY_RELEASE >> {path}/migrations.log\", writes = [], once = true }},\n\
          ]\n\
-         after_switch = [{{ run = \"echo $ZDEPLOY_RELEASE >> {path}/after.log\", once = true }}, \"echo x >> {path}/every.log\"]\n",
+         after_switch = [{{ run = \"echo $ZDEPLOY_RELEASE >> {path}/after.log\", once = true }}, \"echo x >> {path}/every.log\"]\n\
+         notify = [{{ url = \"http://{told}/\", on = [\"succeeded\"] }}]\n",
         builder = fleet.hosts[1].address,
+        told = told.address,
     );
     let config = fleet.config("shop", &repo.bare, &steps);
     let mut deploys: usize = 0;
@@ -122,6 +125,12 @@ fn a_fleet_builds_once_runs_migrations_once_and_serves_the_builders_bytes_everyw
             assert!(counts.iter().all(|n| *n > 300), "received {counts:?}");
         }
     }
+    // The controller told of each deploy, naming every host.
+    let said = told.bodies.lock().unwrap().clone();
+    assert_eq!(said.len(), deploys, "{said:?}");
+    let last: serde_json::Value = serde_json::from_str(said.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "succeeded", "{last}");
+    assert_eq!(last["hosts"].as_array().unwrap().len(), 3, "{last}");
     let out = controller(&config)
         .args(["verify", "shop", "--json"])
         .success();

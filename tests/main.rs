@@ -23,6 +23,7 @@ mod incremental;
 mod maintenance;
 mod mediawiki;
 mod modes;
+mod notify;
 mod package;
 mod pipeline;
 mod presets;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::support::agent::{Agent, Answer, demo_app};
 use crate::support::archive::{Item, tar_gz};
 use crate::support::git::Repo;
+use crate::support::http::Recorder;
 use crate::support::{Output, Site, Zdeploy};
 
 /// A site deploying `repo` (ref `main`) as app `shop`, with `extra` keys.
@@ -238,13 +239,17 @@ fn a_frozen_agent_skips_pushes_and_polls_says_why_and_keeps_the_freeze_across_re
     let repo = Repo::new(site.dir.path(), "app");
     repo.write("index.php", "<?php echo 'v1';").commit("v1");
     std::fs::write(site.path("secret"), format!("{}\n", crate::agent::SECRET)).unwrap();
+    let told = Recorder::start(&[200]);
     let agent = Agent::start(
         site.dir.path(),
         &demo_app(
             &site.webroot,
             &repo.url(),
             &site.path("secret"),
-            "interval = \"1s\"",
+            &format!(
+                "interval = \"1s\"\nnotify = [{{ url = \"http://{}/\", format = \"slack\", on = [\"skipped\"] }}]",
+                told.address
+            ),
         ),
     );
     agent.wait_for("v1 live", Duration::from_secs(60), || {
@@ -279,6 +284,13 @@ fn a_frozen_agent_skips_pushes_and_polls_says_why_and_keeps_the_freeze_across_re
     assert!(
         skipped <= 2,
         "one record per commit and reason, not per poll: {skipped}"
+    );
+    let said = told.bodies.lock().unwrap().clone();
+    assert!(
+        !said.is_empty()
+            && said.len() <= skipped
+            && said[0].contains("skipped: frozen (incident 42)"),
+        "one notification per recorded skip: {said:?}"
     );
     assert_eq!(site.read("index.php"), "<?php echo 'v1';");
     let answer = agent.act("demo", "deploy", "{}");

@@ -11,7 +11,6 @@ pub mod fleet;
 mod front;
 pub mod member;
 pub mod metrics;
-pub mod notify;
 pub mod peer;
 pub mod poll;
 pub mod runner;
@@ -176,7 +175,10 @@ pub fn check(config_path: &Path, listen: Option<&str>) -> Result<String, UsageEr
             } else {
                 "off"
             },
-            if auto.notify.is_some() { "on" } else { "off" },
+            match config.notify.len() {
+                0 => "off".to_string(),
+                n => format!("{n} target(s)"),
+            },
         ));
     }
     Ok(report)

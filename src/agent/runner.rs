@@ -252,6 +252,18 @@ fn skipped(config: &crate::config::AppConfig, trigger: &Trigger, freeze: &Freeze
         history.set_deployment_target(id, None, trigger.commit.as_deref(), None, None)?;
         Ok(Some(id))
     });
+    if let Ok(Some(id)) = recorded {
+        let mut notice = crate::notify::Notice::new(
+            config,
+            crate::notify::Event::Skipped,
+            "deploy",
+            &trigger.describe(),
+        );
+        notice.deployment = Some(id);
+        notice.commit = trigger.commit.clone();
+        notice.error = Some(format!("skipped: {why}"));
+        crate::notify::announce(config, notice);
+    }
     match recorded {
         Ok(id) => Finished {
             deployment: id,
@@ -311,9 +323,6 @@ pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed
             seconds = elapsed.as_secs_f64(),
             "{kind} finished"
         ),
-    }
-    if let Some(notify) = app.config().automation.notify.clone() {
-        super::notify::send(&notify, &app.name, kind, finished);
     }
 }
 

@@ -1361,14 +1361,14 @@ impl Run<'_> {
         match on_failure {
             OnFailure::Revert => {
                 self.abort_all(&format!("another host failed {when} ({why})"));
-                bail!(
-                    "fleet run failed {when}: {why}{}",
-                    if switched.is_empty() {
-                        "; nothing switched anywhere".to_string()
-                    } else {
-                        format!("; switched back: {}", names(self, &switched))
-                    }
-                )
+                if switched.is_empty() {
+                    bail!("fleet run failed {when}: {why}; nothing switched anywhere");
+                }
+                Err(zdeploy_core::Error::SwitchedBack(format!(
+                    "fleet run failed {when}: {why}; switched back: {}",
+                    names(self, &switched)
+                ))
+                .into())
             }
             OnFailure::Stop => {
                 for &index in &switched {

@@ -82,11 +82,16 @@ impl Drop for FileServer {
     }
 }
 
-/// Records the bodies POSTed to it; answers each request with the next
-/// status of `statuses` (the last one repeats).
+/// A request's headers: lowercase name and value.
+pub type Headers = Vec<(String, String)>;
+
+/// Records the requests POSTed to it; answers each with the next status of
+/// `statuses` (the last one repeats), or, for a status of 0, never.
 pub struct Recorder {
     pub address: String,
     pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Each request's headers (names in lowercase), in the bodies' order.
+    pub headers: Arc<std::sync::Mutex<Vec<Headers>>>,
 }
 
 impl Recorder {
@@ -94,40 +99,65 @@ impl Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (sink, statuses) = (bodies.clone(), statuses.to_vec());
+        let headers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (sink, header_sink, statuses) = (bodies.clone(), headers.clone(), statuses.to_vec());
         std::thread::spawn(move || {
             for (n, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
                 let status = statuses[n.min(statuses.len() - 1)];
-                let body = read_request_body(&stream);
-                sink.lock().unwrap().push(body);
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
+                let (sink, header_sink) = (sink.clone(), header_sink.clone());
+                std::thread::spawn(move || {
+                    let (head, body) = read_request(&stream);
+                    {
+                        // One lock order for both, so the two stay aligned.
+                        let mut bodies = sink.lock().unwrap();
+                        header_sink.lock().unwrap().push(head);
+                        bodies.push(body);
+                    }
+                    if status == 0 {
+                        // Hang: hold the connection until the test ends.
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                    let mut stream = stream;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                });
             }
         });
-        Recorder { address, bodies }
+        Recorder {
+            address,
+            bodies,
+            headers,
+        }
     }
 }
 
-fn read_request_body(stream: &TcpStream) -> String {
+/// A request's headers and body.
+fn read_request(stream: &TcpStream) -> (Headers, String) {
     use std::io::Read;
     let mut reader = BufReader::new(stream);
     let mut length = 0usize;
+    let mut headers = Vec::new();
+    let mut first = true;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
+        if std::mem::take(&mut first) {
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
-    String::from_utf8_lossy(&body).into_owned()
+    (headers, String::from_utf8_lossy(&body).into_owned())
 }

@@ -33,6 +33,10 @@ pub enum Error {
     /// A health check before or after the switch failed.
     #[error("{0}")]
     Health(String),
+    /// The new release failed after its switch and the one before it went
+    /// live again (the message says why and which).
+    #[error("{0}")]
+    SwitchedBack(String),
     /// The webroot is missing, not a folder or not writable.
     #[error("{0}")]
     Webroot(String),
@@ -63,12 +67,26 @@ impl Error {
         }
     }
 
+    /// Whether `error`, or an error it wraps, is a switch back.
+    pub fn is_switch_back(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if matches!(error.downcast_ref::<Error>(), Some(Error::SwitchedBack(_))) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Source(_) => ErrorKind::Source,
             Error::Busy(_) => ErrorKind::Busy,
-            Error::Build(_) | Error::Server(_) | Error::Health(_) => ErrorKind::Failed,
+            Error::Build(_) | Error::Server(_) | Error::Health(_) | Error::SwitchedBack(_) => {
+                ErrorKind::Failed
+            }
             Error::Io { .. } | Error::Webroot(_) | Error::History { .. } => ErrorKind::Filesystem,
         }
     }

@@ -172,7 +172,7 @@ pub(crate) fn switched_back_after(
     error: &Error,
 ) -> Error {
     match switch_back(session, switched, policy, &error.to_string()) {
-        Ok(previous) => Error::Health(format!("{error}; switched back to {previous}")),
+        Ok(previous) => Error::SwitchedBack(format!("{error}; switched back to {previous}")),
         Err(e) => Error::Health(format!("{error}; {e}")),
     }
 }
