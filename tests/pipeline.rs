@@ -144,11 +144,27 @@ fn the_api_deploys_the_commit_ci_names_while_a_newer_one_exists() {
         let answer = agent.act("demo", "deploy", bad);
         assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
     }
-    let answer = agent.act("demo", "deploy", &format!(r#"{{"commit": "{tested}"}}"#));
-    assert_eq!(answer.status, 202, "{}", answer.body);
-    agent.wait_for("the deploy", Duration::from_secs(60), || {
-        agent.app("demo")["live"]["commit"] == tested.as_str()
-    });
+    // The example pipeline's call, as CI makes it.
+    let out = ci_deploy(
+        &agent,
+        "unused",
+        "demo",
+        &["--commit".as_ref(), tested.as_ref()],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("(commit {tested})")),
+        "{}",
+        out.stdout
+    );
+    let out = ci_deploy(
+        &agent,
+        "unused",
+        "demo",
+        &["--commit".as_ref(), "abc; rm".as_ref()],
+    );
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(agent.app("demo")["live"]["commit"], tested.as_str());
     agent.wait_idle("demo");
     assert_eq!(site.read("index.php"), "<?php echo 'tested';");
     let deployments = agent.deployments("demo");
@@ -389,13 +405,14 @@ fn a_monorepo_app_deploys_its_folder_and_only_when_something_under_it_changed() 
     assert_eq!(site.read("index.php"), "<?php echo 'site v2';");
 }
 
-/// `examples/ci/zdeploy-deploy.sh`, as a CI job runs it, against `agent`.
-fn ci_deploy(agent: &Agent, token: &str, app: &str, archive: &std::path::Path) -> Output {
+/// `examples/ci/zdeploy-deploy.sh APP ARGS…`, as a CI job runs it, against
+/// `agent`.
+fn ci_deploy(agent: &Agent, token: &str, app: &str, args: &[&std::ffi::OsStr]) -> Output {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/zdeploy-deploy.sh");
     let out = std::process::Command::new(script)
         .arg(app)
-        .arg(archive)
+        .args(args)
         .env("ZDEPLOY_URL", agent.url(""))
         .env("ZDEPLOY_TOKEN", token)
         .output()
@@ -496,7 +513,7 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
     );
 
     // The example pipeline's script: sends it, follows it, says it is live.
-    let out = ci_deploy(&agent, "t0ken", "demo", &first);
+    let out = ci_deploy(&agent, "t0ken", "demo", &[first.as_os_str()]);
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("demo now serves"), "{}", out.stdout);
     assert_eq!(site.read("index.php"), "<?php echo 'artifact 1';");
@@ -525,7 +542,7 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
         "a deployed upload is removed"
     );
     // The same bytes again: unchanged, and the script still succeeds.
-    let out = ci_deploy(&agent, "t0ken", "demo", &first);
+    let out = ci_deploy(&agent, "t0ken", "demo", &[first.as_os_str()]);
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("already served"), "{}", out.stdout);
     // The trigger's answer names the release that went live.
@@ -537,7 +554,7 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
     // A broken archive fails the deploy and the script says so.
     let broken = site.path("broken.tar.gz");
     std::fs::write(&broken, b"\x1f\x8b not really gzip").unwrap();
-    let out = ci_deploy(&agent, "t0ken", "demo", &broken);
+    let out = ci_deploy(&agent, "t0ken", "demo", &[broken.as_os_str()]);
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("ended failed"), "{}", out.stderr);
     assert_eq!(site.read("index.php"), "<?php echo 'artifact 1';");
@@ -549,7 +566,7 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
         &[Item::File("index.php", b"<?php echo 'artifact 2';")],
     );
     zdeploy(&agent.config, &["freeze", "demo", "--reason", "sale"]).success();
-    let out = ci_deploy(&agent, "t0ken", "demo", &second);
+    let out = ci_deploy(&agent, "t0ken", "demo", &[second.as_os_str()]);
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("(409)") && out.stderr.contains("sale"),
