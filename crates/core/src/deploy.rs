@@ -24,27 +24,52 @@ pub fn deploy(
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<DeployResult> {
-    plan.policy
-        .privileges
-        .check_commands(plan.policy.release_commands())?;
     let shown = plan.source.shown();
-    let session = Session::open(
+    let opened = Opened {
         layout,
-        Kind::Deploy,
         options,
-        Some(&shown),
-        plan.reference.as_deref(),
         observer,
-    )?;
-    let result = run(&session, plan);
-    session.finish(&result, |r| match r.outcome {
-        DeployOutcome::Unchanged => Outcome::Unchanged,
-        DeployOutcome::Deployed => Outcome::Success,
-    })?;
-    // A downloaded archive is only needed during the run (recover removes
-    // it when a run is killed).
-    let _ = std::fs::remove_dir_all(layout.download_dir());
-    result
+    };
+    opened.run(plan, &shown, |session| run(session, plan))
+}
+
+/// What a deploy's session is opened with.
+struct Opened<'a> {
+    layout: &'a Layout,
+    options: &'a RunOptions,
+    observer: &'a dyn Observer,
+}
+
+impl Opened<'_> {
+    /// Open a deploy's session (its source shown as `shown`), do `work`
+    /// in it, and record how it ended.
+    fn run(
+        &self,
+        plan: &DeployPlan,
+        shown: &str,
+        work: impl FnOnce(&Session<'_>) -> Result<DeployResult>,
+    ) -> Result<DeployResult> {
+        plan.policy
+            .privileges
+            .check_commands(plan.policy.release_commands())?;
+        let session = Session::open(
+            self.layout,
+            Kind::Deploy,
+            self.options,
+            Some(shown),
+            plan.reference.as_deref(),
+            self.observer,
+        )?;
+        let result = work(&session);
+        session.finish(&result, |r| match r.outcome {
+            DeployOutcome::Unchanged => Outcome::Unchanged,
+            DeployOutcome::Deployed => Outcome::Success,
+        })?;
+        // A downloaded archive is only needed during the run (recover
+        // removes it when a run is killed).
+        let _ = std::fs::remove_dir_all(self.layout.download_dir());
+        result
+    }
 }
 
 fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
@@ -67,24 +92,15 @@ pub fn promote(
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<DeployResult> {
-    plan.policy
-        .privileges
-        .check_commands(plan.policy.release_commands())?;
-    let session = Session::open(
+    let opened = Opened {
         layout,
-        Kind::Deploy,
         options,
-        Some(&promotion.from),
-        None,
         observer,
-    )?;
-    let result = run_promotion(&session, plan, promotion);
-    session.finish(&result, |r| match r.outcome {
-        DeployOutcome::Unchanged => Outcome::Unchanged,
-        DeployOutcome::Deployed => Outcome::Success,
-    })?;
-    let _ = std::fs::remove_dir_all(layout.download_dir());
-    result
+    };
+    let shown = promotion.from.clone();
+    opened.run(plan, &shown, |session| {
+        run_promotion(session, plan, promotion)
+    })
 }
 
 fn run_promotion(
