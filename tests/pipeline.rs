@@ -491,18 +491,19 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
         &bytes,
     );
     assert_eq!(answer.status, 401, "{}", answer.body);
-    let big = vec![b'x'; 300 * 1024];
+    // The agent answers 413 from Content-Length and may hang up before the
+    // body is sent: read its status over a bare connection.
+    let big = "x".repeat(300 * 1024);
     let big_digest = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&big))
+        hex::encode(sha2::Sha256::digest(big.as_bytes()))
     };
-    let answer = post_bytes(
-        &agent,
+    let status = agent.post_raw(
         deploy_path,
         &[auth, ("X-Zdeploy-Archive-Sha256", &big_digest)],
         &big,
     );
-    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(status, 413);
     assert_eq!(agent.get("/api/apps/demo/triggers/1").status, 404);
     assert!(agent.deployments("demo").is_empty(), "nothing ran");
     assert!(site.live().is_none(), "nothing went live");
