@@ -619,12 +619,14 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     let steps = history.steps(deployment.id)?;
     let logs = history.logs(deployment.id)?;
     let window = history.deployment_window(deployment.id)?;
+    let traffic = history.deployment_traffic(&deployment)?;
     if args.json {
         return print_json(&serde_json::json!({
             "deployment": deployment,
             "steps": steps,
             "log": logs,
             "maintenance_window": window,
+            "traffic": traffic,
         }));
     }
     out!(
@@ -666,6 +668,9 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
             ),
             None => out!("maintenance window: still open"),
         }
+    }
+    if let Some(traffic) = &traffic {
+        out!("traffic while live: {}", traffic.describe());
     }
     out!("log:");
     for line in &logs {

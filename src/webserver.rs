@@ -98,14 +98,34 @@ pub fn nginx(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     check("maintenance window", window, Placement::Quoted)?;
     let (listen, server_name) = (options.listen, options.server_name);
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
+    let socket_path = layout.traffic_socket();
+    let socket = utf8(&socket_path, "traffic socket")?;
+    check("traffic socket", socket, Placement::Quoted)?;
+    if socket.contains([',', ' ']) || socket.len() > MAX_SOCKET_PATH {
+        return Err(UsageError(format!(
+            "nginx: the traffic socket {socket} must have no comma or space and at most {MAX_SOCKET_PATH} bytes (a shorter webroot path)"
+        )));
+    }
+    // log_format lives at http level: one name per site.
+    let format_name = format!("zdeploy_traffic_{}", site_id(socket));
+    let marker = zdeploy_core::traffic::MARKER;
     Ok(format!(
         r#"# nginx site for {root}, written by `zdeploy webserver nginx`.
 # `root` is the context symlink; $realpath_root resolves it once per request.
+
+# Each request's status, duration and the release that served it go to
+# zdeploy's agent (for `watch`): a datagram to {socket}, dropped
+# when the agent is not listening, so nginx never waits on it.
+log_format {format_name} '{marker}$status $request_time $realpath_root';
+
 server {{
     listen {listen};
     server_name {server_name};
     root "{root}";
     index index.php index.html;
+    # A log at this level replaces http's: keep the usual one too.
+    access_log /var/log/nginx/access.log;
+    access_log syslog:server=unix:{socket},nohostname,tag=zdeploy {format_name};
 
     # Maintenance (`zdeploy maintenance on`, or a deploy's window): while
     # {window} exists, every request gets 503 with its page and
@@ -178,6 +198,16 @@ server {{
 }}
 "#
     ))
+}
+
+/// The longest path a unix socket may have (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A short name for a site, the same each time it is generated: the first
+/// hex digits of the SHA-256 of `text`.
+fn site_id(text: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
+    hex::encode(&digest[..6])
 }
 
 pub fn apache(

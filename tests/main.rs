@@ -33,6 +33,7 @@ mod releases;
 mod secrets;
 mod serving;
 mod shared_storage;
+mod traffic;
 mod triggers;
 mod user_content;
 mod wordpress;

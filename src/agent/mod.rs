@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod peer;
 pub mod poll;
 pub mod runner;
+pub mod traffic;
 pub mod upload;
 pub mod webhook;
 
@@ -223,6 +224,7 @@ fn router(agent: SharedAgent) -> Router {
 
 fn spawn_app_tasks(agent: &SharedAgent, app: &Arc<App>) {
     tokio::spawn(runner::work(agent.clone(), app.clone()));
+    tokio::spawn(traffic::listen(agent.clone(), app.clone()));
     if app.config().topology.etcd().is_some() {
         // The fleet's leader polls for every member.
         tokio::spawn(member::serve(agent.clone(), app.clone()));

@@ -85,6 +85,14 @@ CREATE TABLE IF NOT EXISTS maintenance_windows (
     closed_ms INTEGER,
     closed_by TEXT
 );
+CREATE TABLE IF NOT EXISTS traffic (
+    release TEXT NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    histogram TEXT NOT NULL,
+    PRIMARY KEY (release, bucket_ms)
+);
 ";
 
 pub fn now_ms() -> i64 {

@@ -120,6 +120,12 @@ impl Layout {
         self.state_dir().join("downloads")
     }
 
+    /// Where the generated web server site reports each request it served
+    /// (a datagram socket the agent listens on).
+    pub fn traffic_socket(&self) -> PathBuf {
+        self.state_dir().join("traffic.sock")
+    }
+
     /// Archives sent to the agent to deploy, waiting for their run (a run's
     /// recover leaves them: they belong to queued deploys).
     pub fn upload_dir(&self) -> PathBuf {

@@ -37,6 +37,7 @@ pub mod shared;
 pub mod source;
 pub mod steps;
 pub mod switch;
+pub mod traffic;
 pub mod upkeep;
 pub mod user_content;
 pub mod verify;

@@ -1,0 +1,122 @@
+//! The agent listens for what the app's web server served: each request's
+//! report arrives as a datagram on the app's traffic socket (the nginx site
+//! logs there through syslog). Reports are tallied per release and ten-second
+//! bucket in memory and written to the history every few seconds. The web
+//! server never waits on it: a datagram nobody reads is simply dropped.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixDatagram;
+use zdeploy_core::history::{History, now_ms};
+use zdeploy_core::traffic::{Tally, bucket_of, parse};
+
+use super::SharedAgent;
+use super::app::App;
+
+/// How often tallies are written to the history.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Tallies held at most between two flushes (releases times buckets);
+/// reports beyond are counted as dropped.
+const MAX_TALLIES: usize = 1024;
+/// How often an app never deployed is looked at again.
+const WAIT_FOR_STATE: Duration = Duration::from_secs(5);
+
+/// Listen on the app's traffic socket until the agent stops or the app is
+/// dropped.
+pub async fn listen(agent: SharedAgent, app: Arc<App>) {
+    let config = app.config();
+    if config.topology.ssh().is_some() {
+        // The controller's webroot is not where the fleet serves.
+        return;
+    }
+    let socket_path = config.layout.traffic_socket();
+    // Before the first deploy there is no state folder to listen in.
+    while !config.layout.state_dir().is_dir() {
+        if !agent.sleep(WAIT_FOR_STATE).await || app.is_removed() {
+            return;
+        }
+    }
+    let socket = match bind(&socket_path) {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::warn!(app = %app.name, socket = %socket_path.display(), %error,
+                "cannot listen for traffic reports; the watch cannot judge releases");
+            return;
+        }
+    };
+    let webroot = std::fs::canonicalize(config.layout.webroot())
+        .unwrap_or_else(|_| config.layout.webroot().to_path_buf());
+    let mut tallies: HashMap<(String, i64), Tally> = HashMap::new();
+    let mut dropped: u64 = 0;
+    let mut buffer = vec![0u8; 4096];
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            _ = agent.stopped() => break,
+            _ = flush.tick() => {
+                if app.is_removed() {
+                    break;
+                }
+                write(&app, std::mem::take(&mut tallies), &mut dropped).await;
+            }
+            received = socket.recv(&mut buffer) => {
+                let Ok(length) = received else { continue };
+                let Some(served) = std::str::from_utf8(&buffer[..length])
+                    .ok()
+                    .and_then(|report| parse(report, &webroot))
+                else {
+                    continue;
+                };
+                let key = (served.release, bucket_of(now_ms()));
+                if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&key) {
+                    dropped += 1;
+                    continue;
+                }
+                tallies.entry(key).or_default().add(served.status, served.micros);
+            }
+        }
+    }
+    write(&app, tallies, &mut dropped).await;
+    let _ = std::fs::remove_file(&socket_path);
+}
+
+/// A datagram socket at `path` every local user may write to (the web
+/// server's workers run as their own user); an old one is replaced.
+fn bind(path: &Path) -> std::io::Result<UnixDatagram> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let socket = UnixDatagram::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))?;
+    Ok(socket)
+}
+
+/// Add `tallies` to the history.
+async fn write(app: &Arc<App>, tallies: HashMap<(String, i64), Tally>, dropped: &mut u64) {
+    if *dropped > 0 {
+        tracing::warn!(app = %app.name, dropped = *dropped, "traffic reports dropped: too many releases at once");
+        *dropped = 0;
+    }
+    if tallies.is_empty() {
+        return;
+    }
+    let path = app.config().layout.history_path();
+    let written = tokio::task::spawn_blocking(move || -> zdeploy_core::Result<()> {
+        let history = History::open(&path)?;
+        for ((release, bucket), tally) in &tallies {
+            history.add_traffic(release, *bucket, tally)?;
+        }
+        Ok(())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(app = %app.name, %error, "cannot record traffic"),
+        Err(panic) => tracing::error!(app = %app.name, %panic, "the traffic writer panicked"),
+    }
+}
