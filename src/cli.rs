@@ -254,6 +254,9 @@ pub struct DeployArgs {
     /// Deploy exactly what app APP serves (here, or on its ssh host): its live release's bytes, copied by digest, build not run again
     #[arg(long = "from", value_name = "APP", conflicts_with_all = ["commit", "source", "reference", "archive"])]
     pub from: Option<String>,
+    /// After the switch, judge the release by its real traffic for DURATION and switch back on a breach (see the app's `watch`)
+    #[arg(long, value_name = "DURATION")]
+    pub watch: Option<String>,
     /// The archive's SHA-256: refuse to deploy bytes that differ
     #[arg(long, value_name = "HEX", requires = "archive")]
     pub sha256: Option<String>,

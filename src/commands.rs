@@ -153,6 +153,7 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     overrides.max_archive_size = args.max_archive_size.clone();
     overrides.max_archive_entries = args.max_archive_entries;
     overrides.max_archive_ratio = args.max_archive_ratio;
+    overrides.watch = args.watch.clone();
     overrides.health = crate::config::RawHealth {
         url: args.health_url.clone(),
         expect_status: args.health_status,
@@ -196,6 +197,22 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         archive,
     };
     let done = run_cli(&app, &request, &overrides, args.wait, console)?;
+    let watched = match (&done, &app.watch) {
+        (Done::Deployed(result), Some(policy)) if result.outcome == DeployOutcome::Deployed => {
+            crate::watch::watch(
+                &app,
+                policy,
+                result.deployment,
+                &|| None,
+                &|line| eprintln!("{line}"),
+                console,
+            )?
+        }
+        _ => None,
+    };
+    if let Some(error) = watched.as_ref().and_then(crate::watch::breach_error) {
+        return Err(error);
+    }
     report_done(&app, &done, args.json)
 }
 
@@ -620,6 +637,7 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     let logs = history.logs(deployment.id)?;
     let window = history.deployment_window(deployment.id)?;
     let traffic = history.deployment_traffic(&deployment)?;
+    let watch = history.deployment_watch(deployment.id)?;
     if args.json {
         return print_json(&serde_json::json!({
             "deployment": deployment,
@@ -627,6 +645,7 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
             "log": logs,
             "maintenance_window": window,
             "traffic": traffic,
+            "watch": watch,
         }));
     }
     out!(
@@ -671,6 +690,14 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     }
     if let Some(traffic) = &traffic {
         out!("traffic while live: {}", traffic.describe());
+    }
+    if let Some(watch) = &watch {
+        out!(
+            "watch: {} (after: {}; before: {})",
+            watch.verdict.describe(),
+            watch.after.describe(),
+            watch.before.describe()
+        );
     }
     out!("log:");
     for line in &logs {

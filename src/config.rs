@@ -141,6 +141,7 @@ struct RawApp {
     webhook_secret_file: Option<Spanned<String>>,
     webhook_secret_env: Option<Spanned<String>>,
     notify: Option<Spanned<toml::Value>>,
+    watch: Option<Spanned<toml::Value>>,
     owner: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
     writable: Option<Spanned<Vec<String>>>,
@@ -286,6 +287,9 @@ pub struct Overrides {
     pub writable: Vec<String>,
     pub build_user: Option<String>,
     pub allow_root_build: bool,
+    /// `--watch DURATION`: watch the release this long (the app's other
+    /// watch settings, or the defaults).
+    pub watch: Option<String>,
     /// `--host`: deploy to these hosts over ssh instead of here (repeatable).
     pub hosts: Vec<String>,
 }
@@ -306,6 +310,8 @@ pub struct AppConfig {
     pub automation: Automation,
     /// Who is told about its deploys and rollbacks.
     pub notify: Vec<crate::notify::Target>,
+    /// How a release is judged by its traffic after its switch.
+    pub watch: Option<zdeploy_core::watch::WatchPolicy>,
     /// How it is deployed: one host, a fleet over ssh or through etcd, or
     /// one host's part of a fleet run.
     pub topology: Topology,
@@ -1105,6 +1111,7 @@ fn resolve(
         php_fpm_address: raw.php_fpm.as_ref().and_then(|p| p.address.clone()),
         automation,
         notify: notify_targets(raw, origin)?,
+        watch: watch_policy(raw, flags, origin)?,
         topology: match (fleet_settings(raw, flags, origin, zero_downtime)?, role) {
             (Some(_), Role::FleetHost) => Topology::OnOrders,
             (Some(fleet), Role::Operator) => Topology::Ssh(fleet),
@@ -1461,6 +1468,29 @@ fn notify_targets(
         Some(value) => crate::notify::targets::parse(value.get_ref())
             .map_err(|why| origin.error("notify", "notify", Some(value.span()), &why)),
     }
+}
+
+/// `watch` (and `--watch DURATION`, which turns it on).
+fn watch_policy(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+) -> Result<Option<zdeploy_core::watch::WatchPolicy>, UsageError> {
+    let mut policy = match &raw.watch {
+        None => None,
+        Some(value) => Some(
+            crate::watch::parse(value.get_ref())
+                .map_err(|why| origin.error("watch", "watch", Some(value.span()), &why))?,
+        ),
+    };
+    if let Some(text) = &flags.watch {
+        let duration = parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| UsageError(format!("--watch takes a duration like 2m, got '{text}'")))?;
+        policy.get_or_insert_with(Default::default).duration = duration;
+    }
+    Ok(policy)
 }
 
 fn automation(raw: &RawApp, origin: &Origin<'_>) -> Result<Automation, UsageError> {

@@ -157,6 +157,7 @@ fn run_untold(app: &AppConfig, request: &Request, watch: &Watch<'_>) -> Result<D
                 let plan = RollbackPlan {
                     target: to.clone(),
                     policy: app.policy.clone(),
+                    only_from: None,
                 };
                 let done = zdeploy_core::rollback::rollback(
                     &app.layout,

@@ -19,5 +19,6 @@ pub mod preset;
 pub mod promotion;
 pub mod topology;
 pub mod units;
+pub mod watch;
 pub mod web;
 pub mod webserver;

@@ -98,9 +98,102 @@ fn nginx_reports_every_request_by_release_and_never_waits_for_the_agent() {
         text.stdout
     );
 
+    // The watch: a release that fails one checkout in five behind a green
+    // front page is switched back; a good one is kept.
+    let checkout = |fails_every: u32| {
+        std::fs::write(
+            source.join("checkout.php"),
+            format!(
+                "<?php if ({fails_every} > 0 && random_int(1, {fails_every}) === 1) {{ http_response_code(500); }} echo 'checkout';"
+            ),
+        )
+        .unwrap();
+    };
+    write_version("v3");
+    checkout(0);
+    deploy();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in ["/", "/checkout.php"] {
+                    answers.push(
+                        request(port, "GET", path)
+                            .map(|(status, _)| status)
+                            .unwrap_or(0),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let good = site.live_release();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap()
+            + "watch = { for = \"8s\", max_error_rate = \"2%\", max_p95 = \"5x\", min_requests = 20 }\n",
+    )
+    .unwrap();
+
+    write_version("v4");
+    checkout(5);
+    let zdeploy = |args: &[&str]| {
+        crate::support::Zdeploy::new()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .run()
+    };
+    let out = zdeploy(&["deploy", "shop"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("failed its watch") && out.stderr.contains("5xx"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(site.live_release(), good, "switched back");
+    let log = zdeploy(&["log", "shop", "4", "--json"]);
+    let log: serde_json::Value = serde_json::from_str(&log.stdout).unwrap();
+    assert_eq!(log["watch"]["verdict"], "breached", "{log}");
+    assert_eq!(log["deployment"]["outcome"], "failed", "{log}");
+    let releases = zdeploy(&["releases", "shop", "--json"]).stdout;
+    assert!(
+        releases.contains("\"failed\""),
+        "the bad release is marked failed: {releases}"
+    );
+    // A good release is kept.
+    write_version("v5");
+    checkout(0);
+    let out = zdeploy(&["deploy", "shop"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("watch of") && out.stderr.contains("kept"),
+        "{}",
+        out.stderr
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = load.join().unwrap();
+    assert!(
+        answers.iter().all(|s| *s == 200 || *s == 500),
+        "no request lost: {answers:?}"
+    );
+
     // Without the agent (killed: its socket is left, unread) and without
-    // the socket, nginx serves every request all the same.
+    // the socket, nginx serves every request all the same, and the watch
+    // says it could not judge.
     drop(agent);
+    write_version("v6");
+    let out = zdeploy(&["deploy", "shop", "--watch", "2s"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no request was reported"),
+        "{}",
+        out.stderr
+    );
     for _ in 0..2 {
         for _ in 0..50 {
             let (status, body) = request(port, "GET", "/").unwrap();

@@ -326,6 +326,37 @@ pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed
     }
 }
 
+/// Judge the release a deploy put live by its traffic, on a thread of its
+/// own: the queue goes on, and a newer deploy ends the watch.
+fn watch_after(agent: &SharedAgent, app: &Arc<App>, finished: &Finished) {
+    let config = app.config();
+    let (RunOutcome::Success, Some(id), Some(policy), Topology::OneHost) = (
+        finished.outcome,
+        finished.deployment,
+        config.watch,
+        &config.topology,
+    ) else {
+        return;
+    };
+    let (agent, app) = (agent.clone(), app.clone());
+    tokio::task::spawn_blocking(move || {
+        let ended = || {
+            if agent.is_stopping() {
+                Some("the agent stopped".to_string())
+            } else {
+                app.is_busy()
+                    .then(|| "a newer deploy was asked for".to_string())
+            }
+        };
+        let say = |line: &str| tracing::info!(app = %app.name, "{line}");
+        if let Err(error) =
+            crate::watch::watch(&config, &policy, id, &ended, &say, &crate::watch::Quiet)
+        {
+            tracing::warn!(app = %app.name, error = %format!("{error:#}"), "the watch failed");
+        }
+    });
+}
+
 /// The app's worker: one deploy at a time until the agent stops or the app
 /// is dropped from the config.
 pub async fn work(agent: SharedAgent, app: Arc<App>) {
@@ -351,6 +382,7 @@ pub async fn work(agent: SharedAgent, app: Arc<App>) {
         let commit = finished.commit.as_deref().or(asked_for.as_deref());
         app.deploy_ended(commit, finished.outcome != RunOutcome::Failed);
         report(&agent, &app, "deploy", &finished, started.elapsed());
+        watch_after(&agent, &app, &finished);
         agent.idle.notify_waiters();
     }
 }

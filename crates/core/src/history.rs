@@ -93,6 +93,14 @@ CREATE TABLE IF NOT EXISTS traffic (
     histogram TEXT NOT NULL,
     PRIMARY KEY (release, bucket_ms)
 );
+CREATE TABLE IF NOT EXISTS watches (
+    deployment_id INTEGER PRIMARY KEY,
+    release TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    ended_ms INTEGER NOT NULL
+);
 ";
 
 pub fn now_ms() -> i64 {

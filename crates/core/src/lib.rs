@@ -41,5 +41,6 @@ pub mod traffic;
 pub mod upkeep;
 pub mod user_content;
 pub mod verify;
+pub mod watch;
 
 pub use error::{Error, ErrorKind, Result};

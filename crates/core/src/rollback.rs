@@ -26,6 +26,9 @@ pub struct RollbackPlan {
     /// `None`: the newest release older than the live one.
     pub target: Option<String>,
     pub policy: Policy,
+    /// Roll back only if this release is still the live one (the watch
+    /// switching back the release it judged, not a newer one).
+    pub only_from: Option<String>,
 }
 
 pub fn rollback(
@@ -60,6 +63,15 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
             )));
         }
     };
+    if let Some(judged) = plan
+        .only_from
+        .as_deref()
+        .filter(|judged| *judged != current)
+    {
+        return Err(Error::Invalid(format!(
+            "{judged} is no longer live ({current} is): nothing switched back"
+        )));
+    }
     let target = match &plan.target {
         Some(given) => {
             let name = resolve_release_name(layout, given)?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::history::{DeploymentRecord, History};
@@ -140,7 +140,7 @@ impl Tally {
 }
 
 /// A release's traffic over some time, as people read it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     pub requests: u64,
     pub errors: u64,
