@@ -108,6 +108,10 @@ pub enum Command {
     /// (config text and arguments) arrives as JSON on stdin.
     #[command(hide = true)]
     FleetRun,
+    /// Apache's piped access log: send each line read on stdin to SOCKET
+    /// (the app's traffic socket), dropping what nobody reads.
+    #[command(hide = true)]
+    TrafficRelay { socket: PathBuf },
     /// Print this host's live release of APP for a promotion run elsewhere
     /// (JSON on stdout).
     #[command(hide = true)]

@@ -61,6 +61,7 @@ pub fn run_as(args: impl IntoIterator<Item = String>, role: Role) -> ExitCode {
         }
         Command::Fleet(FleetCommand::Install(args)) => commands::fleet_install(config, args),
         Command::FleetHost => crate::fleet::host::serve(),
+        Command::TrafficRelay { socket } => crate::relay::relay(socket),
         Command::PromotionExport { app } => {
             crate::cli::select_app(config, Some(app), &Default::default())
                 .and_then(|app| crate::promotion::print_export(&app))

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod output;
 pub mod preset;
 pub mod promotion;
+pub mod relay;
 pub mod topology;
 pub mod units;
 pub mod watch;

@@ -98,16 +98,12 @@ pub fn nginx(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     check("maintenance window", window, Placement::Quoted)?;
     let (listen, server_name) = (options.listen, options.server_name);
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
-    let socket_path = layout.traffic_socket();
-    let socket = utf8(&socket_path, "traffic socket")?;
-    check("traffic socket", socket, Placement::Quoted)?;
-    if socket.contains([',', ' ']) || socket.len() > MAX_SOCKET_PATH {
-        return Err(UsageError(format!(
-            "nginx: the traffic socket {socket} must have no comma or space and at most {MAX_SOCKET_PATH} bytes (a shorter webroot path)"
-        )));
-    }
+    let socket = traffic_socket(layout, "nginx")?;
+    let listening_path = layout.traffic_listening();
+    let listening = utf8(&listening_path, "traffic marker")?;
+    check("traffic marker", listening, Placement::Quoted)?;
     // log_format lives at http level: one name per site.
-    let format_name = format!("zdeploy_traffic_{}", site_id(socket));
+    let format_name = format!("zdeploy_traffic_{}", site_id(&socket));
     let marker = zdeploy_core::traffic::MARKER;
     Ok(format!(
         r#"# nginx site for {root}, written by `zdeploy webserver nginx`.
@@ -125,7 +121,11 @@ server {{
     index index.php index.html;
     # A log at this level replaces http's: keep the usual one too.
     access_log /var/log/nginx/access.log;
-    access_log syslog:server=unix:{socket},nohostname,tag=zdeploy {format_name};
+    # Only while the agent listens (it removes {listening} when it
+    # stops), so a stopped agent costs no error log line per request.
+    set $zdeploy_report "";
+    if (-f "{listening}") {{ set $zdeploy_report 1; }}
+    access_log syslog:server=unix:{socket},nohostname,tag=zdeploy {format_name} if=$zdeploy_report;
 
     # Maintenance (`zdeploy maintenance on`, or a deploy's window): while
     # {window} exists, every request gets 503 with its page and
@@ -203,6 +203,25 @@ server {{
 /// The longest path a unix socket may have (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// The app's traffic socket, as a site may name it unquoted.
+fn traffic_socket(layout: &Layout, server: &str) -> Result<String, UsageError> {
+    let path = layout.traffic_socket();
+    let socket = utf8(&path, "traffic socket")?;
+    check(
+        server,
+        "\"'$;{}\\#%<>",
+        "traffic socket",
+        socket,
+        Placement::Quoted,
+    )?;
+    if socket.contains([',', ' ']) || socket.len() > MAX_SOCKET_PATH {
+        return Err(UsageError(format!(
+            "{server}: the traffic socket {socket} must have no comma or space and at most {MAX_SOCKET_PATH} bytes (a shorter webroot path)"
+        )));
+    }
+    Ok(socket.to_string())
+}
+
 /// A short name for a site, the same each time it is generated: the first
 /// hex digits of the SHA-256 of `text`.
 fn site_id(text: &str) -> String {
@@ -259,6 +278,17 @@ pub fn apache(
     )?;
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
     let live = format!("{webroot}/${{zdeploy:{context}|{context}}}{public}");
+    let socket = traffic_socket(layout, "Apache")?;
+    let relay_path = std::env::current_exe()
+        .map_err(|e| UsageError(format!("Apache: cannot name this zdeploy binary: {e}")))?;
+    let relay = utf8(&relay_path, "zdeploy binary")?;
+    check("zdeploy binary", relay, Placement::Quoted)?;
+    if relay.contains(' ') {
+        return Err(UsageError(format!(
+            "Apache: the zdeploy binary's path {relay} has a space; Apache's piped log cannot run it"
+        )));
+    }
+    let marker = zdeploy_core::traffic::MARKER;
     Ok(format!(
         r#"# Apache vhost for {webroot}/{context}, written by `zdeploy webserver apache`.
 # Apache hands PHP the path it was given, so every request is mapped to the
@@ -301,6 +331,13 @@ pub fn apache(
     RewriteRule "^/(.*)$" "{live}/$1" [E=ZDEPLOY_RELEASE:{live}]
     ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "%{{reqenv:ZDEPLOY_RELEASE}}"
     DirectoryIndex index.php index.html
+    # Each request's status, duration and release go to
+    # zdeploy's agent (for `watch`), through a relay that drops what nobody
+    # reads, so Apache never waits on it. A log here replaces the server's
+    # for this site: keep the usual one too.
+    CustomLog /var/log/apache2/access.log combined
+    LogFormat "{marker}%>s %{{us}}Tus %{{ZDEPLOY_RELEASE}}e" zdeploy_traffic
+    CustomLog "||{relay} traffic-relay {socket}" zdeploy_traffic
     <Directory "{webroot}">
         Options FollowSymLinks
         AllowOverride All

@@ -48,6 +48,10 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
             return;
         }
     };
+    let listening = config.layout.traffic_listening();
+    if let Err(error) = std::fs::write(&listening, "") {
+        tracing::warn!(app = %app.name, file = %listening.display(), %error, "cannot say the agent listens for traffic");
+    }
     let webroot = std::fs::canonicalize(config.layout.webroot())
         .unwrap_or_else(|_| config.layout.webroot().to_path_buf());
     let mut tallies: HashMap<(String, i64), Tally> = HashMap::new();
@@ -81,6 +85,7 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
         }
     }
     write(&app, tallies, &mut dropped).await;
+    let _ = std::fs::remove_file(&listening);
     let _ = std::fs::remove_file(&socket_path);
 }
 

@@ -126,6 +126,12 @@ impl Layout {
         self.state_dir().join("traffic.sock")
     }
 
+    /// Present while the agent listens on the traffic socket (a web server
+    /// can test a plain file where it cannot test a socket).
+    pub fn traffic_listening(&self) -> PathBuf {
+        self.state_dir().join("traffic.on")
+    }
+
     /// Archives sent to the agent to deploy, waiting for their run (a run's
     /// recover leaves them: they belong to queued deploys).
     pub fn upload_dir(&self) -> PathBuf {

@@ -1,6 +1,6 @@
 //! What the web server served, per release: each request's status and
 //! duration, reported by the site `zdeploy webserver` generates (as one
-//! `zdeploy1 STATUS SECONDS PATH` line: PATH is the folder or file the
+//! `zdeploy1 STATUS SECONDS|MICROSus PATH` line: PATH is the folder or file the
 //! server resolved, so it names the release that served it), tallied in
 //! ten-second buckets with a log-scale duration histogram and kept in the
 //! history: a deploy's figures are requests, 5xx and p50/p95/p99.
@@ -41,13 +41,19 @@ pub fn parse(report: &str, webroot: &Path) -> Option<Served> {
     let rest = &report[report.find(MARKER)? + MARKER.len()..];
     let mut fields = rest.trim_end().splitn(3, ' ');
     let status: u16 = fields.next()?.parse().ok()?;
-    let seconds: f64 = fields.next()?.parse().ok()?;
+    // Seconds (nginx), or microseconds with their unit (Apache).
+    let duration = fields.next()?;
+    let seconds: f64 = match duration.strip_suffix("us") {
+        Some(micros) => micros.parse::<u64>().ok()? as f64 / 1e6,
+        None => duration.parse().ok()?,
+    };
     let path = Path::new(fields.next()?);
     if !(100..=599).contains(&status) || !seconds.is_finite() || seconds < 0.0 {
         return None;
     }
+    // Not a release: the state folder (a maintenance page), dot-paths.
     let release = match path.strip_prefix(webroot).ok()?.components().next()? {
-        Component::Normal(name) => name.to_str()?.to_string(),
+        Component::Normal(name) => name.to_str().filter(|n| !n.starts_with('.'))?.to_string(),
         _ => return None,
     };
     Some(Served {
@@ -306,6 +312,15 @@ mod tests {
         assert!(parse("zdeploy1 200 -1 /var/www/shop/R", root).is_none());
         assert!(parse("zdeploy1 200 NaN /var/www/shop/R", root).is_none());
         assert!(parse("garbage", root).is_none());
+        let apache = parse("zdeploy1 200 1500us /var/www/shop/ROOT_1/index.php\n", root).unwrap();
+        assert_eq!((apache.micros, apache.release.as_str()), (1500, "ROOT_1"));
+        assert!(
+            parse(
+                "zdeploy1 503 5us /var/www/shop/.zdeploy/ROOT/maintenance/window/page.html",
+                root
+            )
+            .is_none()
+        );
     }
 
     #[test]
