@@ -292,6 +292,8 @@ fn deployment_detail(app: &App, id: i64) -> Result<Value, ApiError> {
         .map_err(internal)?
         .ok_or_else(not_found)?;
     Ok(json!({
+        "traffic": history.deployment_traffic(&record).map_err(internal)?,
+        "watch": history.deployment_watch(id).map_err(internal)?,
         "deployment": record,
         "steps": history.steps(id).map_err(internal)?,
         "log": history.logs(id).map_err(internal)?,

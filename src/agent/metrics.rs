@@ -24,6 +24,10 @@ struct Inner {
     poll_errors: BTreeMap<String, u64>,
     webhook_rejections: BTreeMap<(String, String), u64>,
     lock_waits: BTreeMap<String, u64>,
+    /// (app, status class "2xx"…): requests the web server reported.
+    served: BTreeMap<(String, String), u64>,
+    /// (app, verdict): how watches ended.
+    watches: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Default)]
@@ -68,6 +72,20 @@ impl Metrics {
         });
     }
 
+    /// `count` requests of `status` the web server reported for `app`.
+    pub fn served(&self, app: &str, status: u16, count: u64) {
+        let class = format!("{}xx", status / 100);
+        self.with(|m| *m.served.entry((app.to_string(), class)).or_default() += count);
+    }
+
+    pub fn watched(&self, app: &str, verdict: &str) {
+        self.with(|m| {
+            *m.watches
+                .entry((app.to_string(), verdict.to_string()))
+                .or_default() += 1;
+        });
+    }
+
     pub fn lock_waited(&self, app: &str) {
         self.with(|m| *m.lock_waits.entry(app.to_string()).or_default() += 1);
     }
@@ -107,6 +125,14 @@ impl Metrics {
             header(&mut out, "zdeploy_lock_waits_total", "counter", "Agent runs that waited for another holder of the lock.");
             for (app, n) in &m.lock_waits {
                 let _ = writeln!(out, "zdeploy_lock_waits_total{{app=\"{}\"}} {n}", escape(app));
+            }
+            header(&mut out, "zdeploy_served_requests_total", "counter", "Requests the web server reported serving, by status class.");
+            for ((app, class), n) in &m.served {
+                let _ = writeln!(out, "zdeploy_served_requests_total{{app=\"{}\",status=\"{class}\"}} {n}", escape(app));
+            }
+            header(&mut out, "zdeploy_watch_verdicts_total", "counter", "Watches of a new release by how they ended (kept, unjudged, breached, ended).");
+            for ((app, verdict), n) in &m.watches {
+                let _ = writeln!(out, "zdeploy_watch_verdicts_total{{app=\"{}\",verdict=\"{}\"}} {n}", escape(app), escape(verdict));
             }
         });
         header(

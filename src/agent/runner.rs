@@ -349,10 +349,14 @@ fn watch_after(agent: &SharedAgent, app: &Arc<App>, finished: &Finished) {
             }
         };
         let say = |line: &str| tracing::info!(app = %app.name, "{line}");
-        if let Err(error) =
-            crate::watch::watch(&config, &policy, id, &ended, &say, &crate::watch::Quiet)
-        {
-            tracing::warn!(app = %app.name, error = %format!("{error:#}"), "the watch failed");
+        match crate::watch::watch(&config, &policy, id, &ended, &say, &crate::watch::Quiet) {
+            Ok(Some(watched)) => agent
+                .metrics
+                .watched(&app.name, watched.record.verdict.name()),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(app = %app.name, error = %format!("{error:#}"), "the watch failed")
+            }
         }
     });
 }

@@ -81,6 +81,7 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
                     continue;
                 }
                 tallies.entry(key).or_default().add(served.status, served.micros);
+                agent.metrics.served(&app.name, served.status, 1);
             }
         }
     }

@@ -53,6 +53,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// "kept", "unjudged", "breached" or "ended".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Kept => "kept",
+            Verdict::Unjudged { .. } => "unjudged",
+            Verdict::Breached { .. } => "breached",
+            Verdict::Ended { .. } => "ended",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Verdict::Kept => "kept: its traffic was as good as the release before".into(),
