@@ -197,6 +197,46 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
     // The first release keeps its figures.
     assert_eq!(log(&config, 1)["traffic"]["requests"], 40);
 
+    // The agent watches what it deploys (the app's `watch`, 8 s) on a
+    // thread of its own: a newer trigger ends the watch, a bad release is
+    // switched back.
+    let load = Load::start(nginx_port);
+    std::thread::sleep(Duration::from_secs(2));
+    write_version(&source, "agent-good", 0);
+    assert_eq!(agent.act("shop", "deploy", "{}").status, 202);
+    agent.wait_for("the agent's deploy", Duration::from_secs(30), || {
+        agent.deployments("shop")[0]["id"] == next
+            && agent.deployments("shop")[0]["outcome"] == "success"
+    });
+    let ended = next;
+    next += 1;
+    write_version(&source, "agent-bad", 5);
+    assert_eq!(agent.act("shop", "deploy", "{}").status, 202);
+    agent.wait_for("the first watch to end", Duration::from_secs(30), || {
+        log(&config, ended)["watch"]["verdict"] == "ended"
+    });
+    let bad = next;
+    agent.wait_for(
+        "the agent's watch to switch back",
+        Duration::from_secs(40),
+        || log(&config, bad)["watch"]["verdict"] == "breached",
+    );
+    assert_eq!(log(&config, bad)["deployment"]["outcome"], "failed");
+    assert!(
+        site.read("index.php").contains("agent-good"),
+        "the release before is live again"
+    );
+    let metrics = agent.get("/metrics").body;
+    assert!(
+        metrics.contains("zdeploy_watch_verdicts_total{app=\"shop\",verdict=\"breached\"} 1"),
+        "{metrics}"
+    );
+    let answers = load.stop();
+    assert!(
+        answers.iter().all(|s| *s == 200 || *s == 500),
+        "{answers:?}"
+    );
+
     // Without the agent (killed: its socket is left, unread), and without
     // the socket, both serve every request all the same; the watch says it
     // could not judge.
