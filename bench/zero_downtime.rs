@@ -5,10 +5,14 @@
 //! migration step of 2 s whose schema the old release cannot serve, run
 //! with a window only when pending (zdeploy), and without one (as deploy
 //! tools run migrations before their switch); and windows opened and
-//! closed by hand. Run it with `bench/zero-downtime`.
+//! closed by hand. Then the watch: a release failing one checkout in five
+//! behind a green front page, switched back by its traffic. Run it with
+//! `bench/zero-downtime`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "zero_downtime_watch.rs"]
+mod watch;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -506,5 +510,8 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10);
         windows_table(window_deploys);
+    }
+    if wanted("watch") {
+        watch::table();
     }
 }

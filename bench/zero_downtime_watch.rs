@@ -1,0 +1,131 @@
+//! The watch, measured: under load on a front page and a checkout, a
+//! release whose checkout fails one request in five while its front page
+//! stays green goes live with `--watch`; how long it serves before the
+//! watch switches back, and what share of the run's requests failed. Then
+//! a good release through the same watch: failed requests and p99 against
+//! idle.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::support::agent::Agent;
+use super::support::load::{Load, Sample, percentile, php_app};
+use super::support::servers::{Nginx, PhpFpm, free_port};
+use super::support::{Site, Zdeploy};
+use super::{PHP_WORKERS, ms, percent};
+
+/// Clients on each of the two pages.
+const READERS_PER_PAGE: usize = 3;
+/// Load before the deploy (the previous release's figures) and in all.
+const BEFORE: Duration = Duration::from_secs(20);
+const RUN: Duration = Duration::from_secs(60);
+
+/// The app: the load tests' page (15 ms of PHP) and a checkout failing one
+/// request in `fails_every` (never with 0).
+fn app(source: &Path, version: &str, fails_every: u32) {
+    php_app(source, version);
+    std::fs::write(
+        source.join("checkout.php"),
+        format!(
+            "<?php usleep(5000); if ({fails_every} > 0 && random_int(1, {fails_every}) === 1) {{ http_response_code(500); exit('failed'); }} echo 'checkout';"
+        ),
+    )
+    .unwrap();
+}
+
+struct Row {
+    case: &'static str,
+    requests: usize,
+    failed: usize,
+    /// Switch to switch back, in seconds.
+    served_for: Option<f64>,
+    p99_idle: Duration,
+    p99_after: Duration,
+}
+
+fn run(bad: bool) -> Row {
+    let site = Site::new();
+    let source = site.path("app");
+    app(&source, "v1", 0);
+    let agent = Agent::start(
+        site.dir.path(),
+        &format!(
+            "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\nkeep = 3\nsettle = \"200ms\"\ndrain = \"1s\"\n",
+            site.webroot.display(),
+            source.display()
+        ),
+    );
+    let zdeploy = |args: &[&str]| Zdeploy::new().arg("--config").arg(&agent.config).args(args);
+    zdeploy(&["deploy", "shop", "-q"]).success();
+    let fpm = PhpFpm::start(&site.path("fpm"), PHP_WORKERS);
+    let port = free_port();
+    let nginx_config = zdeploy(&["webserver", "nginx", "shop"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    let _nginx = Nginx::start(&site.path("nginx"), &nginx_config, port);
+    let started = Instant::now();
+    let front = Load::start_at(port, "/", READERS_PER_PAGE, false);
+    let checkout = Load::start_at(port, "/checkout.php", READERS_PER_PAGE, false);
+    std::thread::sleep(BEFORE);
+    app(&source, "v2", if bad { 5 } else { 0 });
+    let deployed_at = Instant::now();
+    let out = zdeploy(&["deploy", "shop", "--watch", "30s"]).run();
+    assert_eq!(out.code, Some(if bad { 1 } else { 0 }), "{}", out.stderr);
+    std::thread::sleep(RUN.saturating_sub(started.elapsed()));
+    let mut samples: Vec<Sample> = front.finish().0;
+    samples.extend(checkout.finish().0);
+    let served_for = bad.then(|| {
+        let log = |id: &str| -> serde_json::Value {
+            serde_json::from_str(&zdeploy(&["log", "shop", id, "--json"]).success().stdout).unwrap()
+        };
+        let switched = log("2")["deployment"]["finished_ms"].as_i64().unwrap();
+        let back = log("3")["deployment"]["finished_ms"].as_i64().unwrap();
+        (back - switched) as f64 / 1000.0
+    });
+    let failed = samples
+        .iter()
+        .filter(|s| !matches!(s.outcome, Ok((200, _))))
+        .count();
+    let requests = samples.len();
+    let (idle, after): (Vec<Sample>, Vec<Sample>) =
+        samples.into_iter().partition(|s| s.started < deployed_at);
+    Row {
+        case: if bad {
+            "checkout fails 1 in 5, /healthz-style front page green"
+        } else {
+            "a good release"
+        },
+        requests,
+        failed,
+        served_for,
+        p99_idle: percentile(&idle, 99.0),
+        p99_after: percentile(&after, 99.0),
+    }
+}
+
+pub fn table() {
+    println!(
+        "\nThe watch: one deploy with `--watch 30s` in a {} s run ({} s of load before it), {READERS_PER_PAGE} clients on the front page and {READERS_PER_PAGE} on the checkout, {PHP_WORKERS} PHP-FPM workers behind nginx, the agent tallying every request\n",
+        RUN.as_secs(),
+        BEFORE.as_secs()
+    );
+    println!("| release | requests | failed | switch to switch back s | p99 before ms | p99 after ms |");
+    println!("|---|---|---|---|---|---|");
+    for bad in [true, false] {
+        let row = run(bad);
+        println!(
+            "| {} | {} | {} ({}) | {} | {} | {} |",
+            row.case,
+            row.requests,
+            row.failed,
+            percent(row.failed, row.requests),
+            row.served_for
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "kept".into()),
+            ms(row.p99_idle),
+            ms(row.p99_after),
+        );
+    }
+}
