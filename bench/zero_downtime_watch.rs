@@ -111,7 +111,9 @@ pub fn table() {
         RUN.as_secs(),
         BEFORE.as_secs()
     );
-    println!("| release | requests | failed | switch to switch back s | p99 before ms | p99 after ms |");
+    println!(
+        "| release | requests | failed | switch to switch back s | p99 before ms | p99 after ms |"
+    );
     println!("|---|---|---|---|---|---|");
     for bad in [true, false] {
         let row = run(bad);
