@@ -78,6 +78,76 @@ fn the_dashboard_deploys_streams_the_log_and_rolls_back_with_its_buttons() {
             .as_u64()
             >= Some(2)
     });
+
+    // The chart: what each release served, as the web server reports it to
+    // the agent's traffic socket (here the reports are sent by hand).
+    let socket = site.webroot.join(".zdeploy/ROOT/traffic.sock");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never listened for traffic"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let live = site.webroot.join(site.live_release());
+    for n in 0..40 {
+        let status = if n % 8 == 0 { 500 } else { 200 };
+        let report = format!(
+            "<190>zdeploy: zdeploy1 {status} 0.0{n:02} {}",
+            live.display()
+        );
+        sender.send_to(report.as_bytes(), &socket).unwrap();
+    }
+    browser.wait_until("the chart to draw the reports", WAIT, |b| {
+        b.open(&agent.url("/"));
+        b.eval("const c = document.querySelector('#app-demo figure.traffic canvas'); return c && c.dataset.buckets ? Number(c.dataset.buckets) : 0")
+            .as_u64()
+            >= Some(1)
+    });
+    assert_eq!(
+        browser.eval("return document.querySelector('#app-demo figure.traffic').hidden"),
+        false
+    );
+    assert!(
+        browser
+            .eval("return Number(document.querySelector('#app-demo figure.traffic canvas').dataset.marks)")
+            .as_u64()
+            >= Some(2),
+        "both switches are marked"
+    );
+    assert!(
+        browser
+            .text("#app-demo figure.traffic figcaption")
+            .unwrap()
+            .contains(&site.live_release())
+    );
+    browser.eval("document.querySelector('#app-demo figure.traffic').scrollIntoView(); return 1");
+    browser.screenshot(&artifact("dashboard-chart.png"));
+    browser.eval("window.scrollTo(0, 0); return 1");
+    let api = agent.get("/api/apps/demo/traffic?minutes=10").json();
+    assert_eq!(
+        api["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        40,
+        "{api}"
+    );
+    assert_eq!(
+        api["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["errors"].as_u64().unwrap())
+            .sum::<u64>(),
+        5,
+        "{api}"
+    );
+
     browser.screenshot(&artifact("dashboard-desktop.png"));
 
     // Roll back with the first release's button (confirming the dialog).

@@ -278,6 +278,49 @@ pub async fn deployments(
     Ok(Json(list).into_response())
 }
 
+#[derive(Deserialize)]
+pub struct TrafficQuery {
+    minutes: Option<i64>,
+}
+
+/// What the app's releases served over the last `minutes` (60 by default,
+/// at most a day), per release and ten seconds, with the moments a release
+/// went live or was switched back.
+pub async fn traffic(
+    State(agent): State<SharedAgent>,
+    Path(name): Path<String>,
+    Query(query): Query<TrafficQuery>,
+) -> ApiResult {
+    let app = find_app(&agent, &name)?;
+    let minutes = query.minutes.unwrap_or(60).clamp(1, 24 * 60);
+    let Some(history) = open_history(&app)? else {
+        return Ok(Json(json!({"buckets": [], "marks": []})).into_response());
+    };
+    let internal = |e: zdeploy_core::Error| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let from = zdeploy_core::history::now_ms() - minutes * 60_000;
+    let buckets = history.traffic_since(from).map_err(internal)?;
+    let marks: Vec<Value> = history
+        .deployments(500)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|d| d.finished_ms.is_some_and(|at| at >= from))
+        .filter_map(|d| {
+            let kind = match (d.kind.as_str(), d.outcome.as_str()) {
+                ("deploy", "success") => "switch",
+                ("rollback", "success") => "rollback",
+                ("deploy", "failed")
+                    if d.error.as_deref().is_some_and(|e| e.contains("switched back")) =>
+                {
+                    "switch back"
+                }
+                _ => return None,
+            };
+            Some(json!({"at_ms": d.finished_ms, "kind": kind, "release": d.release, "deployment": d.id}))
+        })
+        .collect();
+    Ok(Json(json!({"buckets": buckets, "marks": marks})).into_response())
+}
+
 fn deployment_detail(app: &App, id: i64) -> Result<Value, ApiError> {
     let not_found = || {
         error(

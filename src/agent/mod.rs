@@ -203,6 +203,7 @@ fn router(agent: SharedAgent) -> Router {
             get(api::deployment_log),
         )
         .route("/api/apps/{app}/events", get(api::events))
+        .route("/api/apps/{app}/traffic", get(api::traffic))
         .route("/api/apps/{app}/deploy", post(api::deploy))
         .route("/api/apps/{app}/triggers/{id}", get(api::trigger_state))
         .route("/api/apps/{app}/rollback", post(api::rollback))

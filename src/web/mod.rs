@@ -1,6 +1,7 @@
 //! The dashboard at `/`: server-rendered HTML, one panel per app (live
 //! release, releases with rollback buttons, history, live log), with a
-//! little JavaScript for the buttons and the live feed. No external assets:
+//! little JavaScript for the buttons, the live feed and a chart of what
+//! each release served. No external assets:
 //! the agent runs on servers without internet.
 
 use std::fmt::Write;
@@ -336,6 +337,7 @@ pub async fn dashboard(State(agent): State<SharedAgent>) -> Response {
         let _ = write!(
             sections,
             r#"<section class="app" id="app-{name}" data-app="{name}"><div class="panel">{panel}</div>
+<figure class="traffic" hidden><canvas width="720" height="180"></canvas><figcaption></figcaption></figure>
 <div class="log" hidden><h3>Live log</h3><pre></pre></div></section>"#
         );
     }

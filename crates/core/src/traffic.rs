@@ -256,7 +256,45 @@ impl History {
     }
 }
 
+/// One release's ten seconds, as a chart draws it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    pub release: String,
+    pub at_ms: i64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p95_ms: Option<f64>,
+}
+
 impl History {
+    /// Every release's buckets from `from_ms` on, oldest first.
+    pub fn traffic_since(&self, from_ms: i64) -> Result<Vec<Bucket>> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT release, bucket_ms, requests, errors, histogram FROM traffic
+                 WHERE bucket_ms >= ?1 ORDER BY bucket_ms, release",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map(params![bucket_of(from_ms)], |row| {
+                let tally = Tally::decode(
+                    row.get::<_, i64>(2)? as u64,
+                    row.get::<_, i64>(3)? as u64,
+                    &row.get::<_, String>(4)?,
+                );
+                Ok(Bucket {
+                    release: row.get(0)?,
+                    at_ms: row.get(1)?,
+                    requests: tally.requests,
+                    errors: tally.errors,
+                    p95_ms: tally.percentile_ms(0.95),
+                })
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.map(|row| row.map_err(|e| self.fail(e))).collect()
+    }
+
     /// What the release `deployment` put live served while it was live:
     /// after a successful run, from its end to the next run that changed
     /// the live release (or now); a failed one's release only during the
