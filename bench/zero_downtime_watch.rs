@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::support::agent::Agent;
 use super::support::load::{Load, Sample, percentile, php_app};
-use super::support::servers::{Nginx, PhpFpm, free_port};
+use super::support::servers::{Nginx, PhpFpm, free_port, zdeploy_nginx_config};
 use super::support::{Site, Zdeploy};
 use super::{PHP_WORKERS, ms, percent};
 
@@ -59,12 +59,11 @@ fn run(bad: bool) -> Row {
     zdeploy(&["deploy", "shop", "-q"]).success();
     let fpm = PhpFpm::start(&site.path("fpm"), PHP_WORKERS);
     let port = free_port();
-    let nginx_config = zdeploy(&["webserver", "nginx", "shop"])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--php-fpm"])
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
-    let _nginx = Nginx::start(&site.path("nginx"), &nginx_config, port);
+    let _nginx = Nginx::start(
+        &site.path("nginx"),
+        &zdeploy_nginx_config(&site, &fpm, port),
+        port,
+    );
     let started = Instant::now();
     let front = Load::start_at(port, "/", READERS_PER_PAGE, false);
     let checkout = Load::start_at(port, "/checkout.php", READERS_PER_PAGE, false);

@@ -181,22 +181,38 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         None => None,
     };
     crate::freeze::refuse_if_frozen(&app, Kind::Deploy, args.force)?;
-    if let Some(from) = &args.from {
-        let from = select_app(config, Some(from), &config::Overrides::default())?;
-        let told = crate::notify::Run::start(&app, "deploy", "cli --from");
-        let done =
-            crate::promotion::promote(&app, &from, args.force, &run_options(args.wait), console)
-                .map(Done::Deployed);
-        told.finish(&done);
-        return report_done(&app, &done?, args.json);
+    if app.watch.is_some() && app.topology.is_fleet() {
+        let why = "the watch judges one host's traffic; fleets are not watched yet";
+        if args.watch.is_some() {
+            return Err(UsageError(format!("--watch: {why}")).into());
+        }
+        eprintln!("warning: watch: {why}");
     }
-    let request = Request::Deploy {
-        force: args.force,
-        commit: None,
-        exact: args.commit.clone(),
-        archive,
+    let done = match &args.from {
+        Some(from) => {
+            let from = select_app(config, Some(from), &config::Overrides::default())?;
+            let told = crate::notify::Run::start(&app, "deploy", "cli --from");
+            let done = crate::promotion::promote(
+                &app,
+                &from,
+                args.force,
+                &run_options(args.wait),
+                console,
+            )
+            .map(Done::Deployed);
+            told.finish(&done);
+            done?
+        }
+        None => {
+            let request = Request::Deploy {
+                force: args.force,
+                commit: None,
+                exact: args.commit.clone(),
+                archive,
+            };
+            run_cli(&app, &request, &overrides, args.wait, console)?
+        }
     };
-    let done = run_cli(&app, &request, &overrides, args.wait, console)?;
     let watched = match (&done, &app.watch) {
         (Done::Deployed(result), Some(policy)) if result.outcome == DeployOutcome::Deployed => {
             crate::watch::watch(

@@ -1484,10 +1484,8 @@ fn watch_policy(
         ),
     };
     if let Some(text) = &flags.watch {
-        let duration = parse_duration(text)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| UsageError(format!("--watch takes a duration like 2m, got '{text}'")))?;
+        let duration =
+            crate::watch::window(text).map_err(|e| UsageError(format!("--watch {e}")))?;
         policy.get_or_insert_with(Default::default).duration = duration;
     }
     Ok(policy)

@@ -19,7 +19,7 @@ use zdeploy_core::switch::read_live;
 use crate::config::{AppConfig, Topology, UsageError};
 use crate::fleet::remote_command::{TempDir, run_on};
 use crate::fleet::ssh::Connection;
-use crate::fleet::transfer::fetch_release_files;
+use crate::fleet::transfer::{fetch_release_files, release_files_tar};
 
 /// An app's live release, as a promotion copies it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,13 +177,14 @@ fn supply_files(origin: &Origin, dir: &Path, list: &Path, tar: &Path) -> Result<
     match origin {
         Origin::Remote(connection) => fetch_release_files(connection, dir, &names, tar),
         Origin::Here => {
-            let output = Command::new("tar")
-                .args(["--null", "--no-recursion", "--hard-dereference", "-C"])
-                .arg(dir)
-                .arg("-T")
-                .arg(list)
-                .arg("-cf")
-                .arg(tar)
+            let (dir_text, list_text, tar_text) = (
+                dir.display().to_string(),
+                list.display().to_string(),
+                tar.display().to_string(),
+            );
+            let words = release_files_tar(&dir_text, &list_text, &tar_text);
+            let output = Command::new(words[0])
+                .args(&words[1..])
                 .output()
                 .context("run tar")?;
             if !output.status.success() {

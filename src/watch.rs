@@ -39,12 +39,7 @@ pub fn parse(value: &toml::Value) -> Result<WatchPolicy, String> {
         RawWatch::deserialize(value.clone()).map_err(|e| format!("watch: {}", e.message()))?;
     let mut policy = WatchPolicy::default();
     if let Some(text) = &raw.duration {
-        policy.duration = parse_duration(text).map_err(|e| format!("watch.for: {e}"))?;
-        if policy.duration.is_zero() || policy.duration > Duration::from_secs(24 * 3600) {
-            return Err(format!(
-                "watch.for must be more than 0 and at most 24h, got '{text}'"
-            ));
-        }
+        policy.duration = window(text).map_err(|e| format!("watch.for {e}"))?;
     }
     if let Some(text) = &raw.max_error_rate {
         policy.max_error_rate = text
@@ -79,6 +74,14 @@ struct Judged {
     deployment: i64,
     previous: Option<String>,
     commit: Option<String>,
+}
+
+/// A watch's length (`for`, `--watch`): more than 0, at most a day.
+pub fn window(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(24 * 3600))
+        .ok_or_else(|| format!("must be more than 0 and at most 24h, like 2m; got '{text}'"))
 }
 
 /// What a watch ended with, for people and for JSON.

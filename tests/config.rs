@@ -163,6 +163,21 @@ fn config_errors_name_the_file_line_and_fix() {
             "must be a relative path inside the release",
         ),
         (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nwatch = { for = \"2m\", max_error_rate = \"2\" }\n",
+            ":4: apps.a.watch",
+            "watch.max_error_rate takes a percentage like \"2%\"",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nwatch = { for = \"0s\" }\n",
+            ":4: apps.a.watch",
+            "watch.for must be more than 0 and at most 24h",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nwatch = { max_p95 = \"0.5x\", colour = 1 }\n",
+            ":4: apps.a.watch",
+            "colour",
+        ),
+        (
             "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nmaintenance_allow = [\"10.0.0.1\", \"office\"]\n",
             ":4: apps.a.maintenance_allow",
             "maintenance_allow \"office\": not an IP address",
@@ -293,6 +308,8 @@ fn flags_reject_bad_values() {
         ("--source-kind", "svn", "unknown source kind"),
         ("--shared", "../up", "invalid shared path"),
         ("--shared", "/abs", "invalid shared path"),
+        ("--watch", "25h", "at most 24h"),
+        ("--watch", "soon", "--watch"),
     ] {
         let out = site.deploy(&app).args([flag, value]).fails_with(2);
         assert!(

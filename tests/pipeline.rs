@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::agent::{Agent, Answer, demo_app};
+use crate::support::agent::{Agent, demo_app};
 use crate::support::archive::{Item, tar_gz};
 use crate::support::git::Repo;
 use crate::support::http::Recorder;
@@ -465,8 +465,7 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
 
     // Hostile: a digest that lies, one that is not hex, no token, too big.
     let lying = "0".repeat(64);
-    let answer = post_bytes(
-        &agent,
+    let answer = agent.post(
         deploy_path,
         &[auth, ("X-Zdeploy-Archive-Sha256", &lying)],
         &bytes,
@@ -477,15 +476,13 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
         "{}",
         answer.body
     );
-    let answer = post_bytes(
-        &agent,
+    let answer = agent.post(
         deploy_path,
         &[auth, ("X-Zdeploy-Archive-Sha256", "abc; rm -rf /")],
         &bytes,
     );
     assert_eq!(answer.status, 400, "{}", answer.body);
-    let answer = post_bytes(
-        &agent,
+    let answer = agent.post(
         deploy_path,
         &[("X-Zdeploy-Archive-Sha256", &digest)],
         &bytes,
@@ -604,20 +601,6 @@ fn an_archive_ci_built_goes_live_through_the_api_and_the_cli_only_with_its_diges
     assert!(!site.context().join("built-here").exists());
     let migrated = std::fs::read_to_string(&migrations).unwrap();
     assert_eq!(migrated.lines().count(), 2, "{migrated}");
-}
-
-/// POST raw bytes to the agent.
-fn post_bytes(agent: &Agent, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
-    let client: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let mut request = client.post(&agent.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    Answer::from(request.send(body))
 }
 
 #[test]

@@ -55,7 +55,11 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
     let webroot = std::fs::canonicalize(config.layout.webroot())
         .unwrap_or_else(|_| config.layout.webroot().to_path_buf());
     let mut tallies: HashMap<(String, i64), Tally> = HashMap::new();
-    let mut dropped: u64 = 0;
+    let mut recorder = Recorder {
+        app: app.clone(),
+        history: None,
+        dropped: 0,
+    };
     let mut buffer = vec![0u8; 4096];
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     loop {
@@ -65,7 +69,7 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
                 if app.is_removed() {
                     break;
                 }
-                write(&app, std::mem::take(&mut tallies), &mut dropped).await;
+                recorder.write(std::mem::take(&mut tallies)).await;
             }
             received = socket.recv(&mut buffer) => {
                 let Ok(length) = received else { continue };
@@ -77,7 +81,7 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
                 };
                 let key = (served.release, bucket_of(now_ms()));
                 if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&key) {
-                    dropped += 1;
+                    recorder.dropped += 1;
                     continue;
                 }
                 tallies.entry(key).or_default().add(served.status, served.micros);
@@ -85,7 +89,7 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
             }
         }
     }
-    write(&app, tallies, &mut dropped).await;
+    recorder.write(tallies).await;
     let _ = std::fs::remove_file(&listening);
     let _ = std::fs::remove_file(&socket_path);
 }
@@ -102,27 +106,45 @@ fn bind(path: &Path) -> std::io::Result<UnixDatagram> {
     Ok(socket)
 }
 
-/// Add `tallies` to the history.
-async fn write(app: &Arc<App>, tallies: HashMap<(String, i64), Tally>, dropped: &mut u64) {
-    if *dropped > 0 {
-        tracing::warn!(app = %app.name, dropped = *dropped, "traffic reports dropped: too many releases at once");
-        *dropped = 0;
-    }
-    if tallies.is_empty() {
-        return;
-    }
-    let path = app.config().layout.history_path();
-    let written = tokio::task::spawn_blocking(move || -> zdeploy_core::Result<()> {
-        let history = History::open(&path)?;
-        for ((release, bucket), tally) in &tallies {
-            history.add_traffic(release, *bucket, tally)?;
+/// Writes tallies to the app's history, keeping it open between writes.
+struct Recorder {
+    app: Arc<App>,
+    history: Option<History>,
+    /// Reports dropped since the last write.
+    dropped: u64,
+}
+
+impl Recorder {
+    /// Add `tallies` to the history.
+    async fn write(&mut self, tallies: HashMap<(String, i64), Tally>) {
+        if self.dropped > 0 {
+            tracing::warn!(app = %self.app.name, dropped = self.dropped, "traffic reports dropped: too many releases at once");
+            self.dropped = 0;
         }
-        Ok(())
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(app = %app.name, %error, "cannot record traffic"),
-        Err(panic) => tracing::error!(app = %app.name, %panic, "the traffic writer panicked"),
+        if tallies.is_empty() {
+            return;
+        }
+        let history = self.history.take();
+        let path = self.app.config().layout.history_path();
+        let written = tokio::task::spawn_blocking(move || -> zdeploy_core::Result<History> {
+            let history = match history {
+                Some(history) => history,
+                None => History::open(&path)?,
+            };
+            history.add_traffic(
+                tallies
+                    .iter()
+                    .map(|((release, bucket), tally)| (release.as_str(), *bucket, tally)),
+            )?;
+            Ok(history)
+        })
+        .await;
+        match written {
+            Ok(Ok(history)) => self.history = Some(history),
+            Ok(Err(error)) => tracing::warn!(app = %self.app.name, %error, "cannot record traffic"),
+            Err(panic) => {
+                tracing::error!(app = %self.app.name, %panic, "the traffic writer panicked")
+            }
+        }
     }
 }

@@ -87,6 +87,10 @@ pub async fn receive(app: &AppConfig, headers: &HeaderMap, body: Body) -> Result
             format!("cannot {what} {}: {e}", path.display()),
         )
     };
+    // A webroot that is missing is the deploy's error, not made here.
+    app.layout
+        .check_webroot()
+        .map_err(|e| error(StatusCode::CONFLICT, format!("{e}; nothing was deployed")))?;
     let dir = app.layout.upload_dir();
     tokio::fs::create_dir_all(&dir)
         .await

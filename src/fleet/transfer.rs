@@ -51,6 +51,23 @@ pub fn fetch_file(connection: &Connection, remote: &str, local: &Path) -> Result
     Ok(())
 }
 
+/// `tar` writing to `out` the files `list` names (NUL-separated paths
+/// relative to `dir`), links as their content, folders without theirs.
+pub fn release_files_tar<'a>(dir: &'a str, list: &'a str, out: &'a str) -> [&'a str; 10] {
+    [
+        "tar",
+        "--null",
+        "--no-recursion",
+        "--hard-dereference",
+        "-C",
+        dir,
+        "-T",
+        list,
+        "-cf",
+        out,
+    ]
+}
+
 /// The files named in `list` (NUL-separated paths relative to
 /// `release_dir`) as one tar from the builder, written to `local`. Hard
 /// links are sent as content: the other host links by digest itself.
@@ -64,18 +81,7 @@ pub fn fetch_release_files(
         .map_err(|e| anyhow!("cannot write {}: {e}", local.display()))?;
     let dir = release_dir.display().to_string();
     let mut child = builder
-        .command(&[
-            "tar",
-            "--null",
-            "--no-recursion",
-            "--hard-dereference",
-            "-C",
-            &dir,
-            "-T",
-            "-",
-            "-cf",
-            "-",
-        ])
+        .command(&release_files_tar(&dir, "-", "-"))
         .stdin(Stdio::piped())
         .stdout(file)
         .stderr(Stdio::piped())

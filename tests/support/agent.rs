@@ -158,12 +158,12 @@ impl Agent {
     }
 
     /// POST `body` with `headers`.
-    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Answer {
         let mut request = client().post(&self.url(path));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        Answer::from(request.send(body))
+        Answer::from(request.send(body.as_ref()))
     }
 
     /// POST over a bare connection: the status code, read even when the

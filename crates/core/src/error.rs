@@ -67,18 +67,6 @@ impl Error {
         }
     }
 
-    /// Whether `error`, or an error it wraps, is a switch back.
-    pub fn is_switch_back(error: &(dyn std::error::Error + 'static)) -> bool {
-        let mut next = Some(error);
-        while let Some(error) = next {
-            if matches!(error.downcast_ref::<Error>(), Some(Error::SwitchedBack(_))) {
-                return true;
-            }
-            next = error.source();
-        }
-        false
-    }
-
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid(_) => ErrorKind::Invalid,

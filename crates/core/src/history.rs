@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS traffic (
     histogram TEXT NOT NULL,
     PRIMARY KEY (release, bucket_ms)
 );
+CREATE INDEX IF NOT EXISTS traffic_by_time ON traffic (bucket_ms);
 CREATE TABLE IF NOT EXISTS watches (
     deployment_id INTEGER PRIMARY KEY,
     release TEXT NOT NULL,

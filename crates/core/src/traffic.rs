@@ -183,47 +183,60 @@ pub fn bucket_of(at_ms: i64) -> i64 {
     at_ms - at_ms.rem_euclid(BUCKET_MS)
 }
 
+/// A row's tally, its requests, errors and histogram from column `first` on.
+fn tally_from(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Tally> {
+    Ok(Tally::decode(
+        row.get::<_, i64>(first)? as u64,
+        row.get::<_, i64>(first + 1)? as u64,
+        &row.get::<_, String>(first + 2)?,
+    ))
+}
+
 impl History {
-    /// Add `tally` to `release`'s bucket starting at `bucket_ms`, and drop
+    /// Add each tally to its release's bucket, in one transaction, and drop
     /// buckets older than `KEEP_MS`.
-    pub fn add_traffic(&self, release: &str, bucket_ms: i64, tally: &Tally) -> Result<()> {
-        let existing = self
-            .conn
-            .query_row(
-                "SELECT requests, errors, histogram FROM traffic WHERE release = ?1 AND bucket_ms = ?2",
-                params![release, bucket_ms],
-                |row| {
-                    Ok(Tally::decode(
-                        row.get::<_, i64>(0)? as u64,
-                        row.get::<_, i64>(1)? as u64,
-                        &row.get::<_, String>(2)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.fail(e))?;
-        let mut total = existing.unwrap_or_default();
-        total.merge(tally);
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO traffic (release, bucket_ms, requests, errors, histogram)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    release,
-                    bucket_ms,
-                    total.requests as i64,
-                    total.errors as i64,
-                    total.encode()
-                ],
-            )
-            .map_err(|e| self.fail(e))?;
-        self.conn
-            .execute(
-                "DELETE FROM traffic WHERE bucket_ms < ?1",
-                params![bucket_ms - KEEP_MS],
-            )
-            .map_err(|e| self.fail(e))?;
-        Ok(())
+    pub fn add_traffic<'a>(
+        &self,
+        tallies: impl IntoIterator<Item = (&'a str, i64, &'a Tally)>,
+    ) -> Result<()> {
+        let fail = |e| self.fail(e);
+        let transaction = self.conn.unchecked_transaction().map_err(fail)?;
+        let mut newest = None;
+        for (release, bucket_ms, tally) in tallies {
+            let mut total = transaction
+                .query_row(
+                    "SELECT requests, errors, histogram FROM traffic WHERE release = ?1 AND bucket_ms = ?2",
+                    params![release, bucket_ms],
+                    |row| tally_from(row, 0),
+                )
+                .optional()
+                .map_err(fail)?
+                .unwrap_or_default();
+            total.merge(tally);
+            transaction
+                .execute(
+                    "INSERT OR REPLACE INTO traffic (release, bucket_ms, requests, errors, histogram)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        release,
+                        bucket_ms,
+                        total.requests as i64,
+                        total.errors as i64,
+                        total.encode()
+                    ],
+                )
+                .map_err(fail)?;
+            newest = newest.max(Some(bucket_ms));
+        }
+        if let Some(newest) = newest {
+            transaction
+                .execute(
+                    "DELETE FROM traffic WHERE bucket_ms < ?1",
+                    params![newest - KEEP_MS],
+                )
+                .map_err(fail)?;
+        }
+        transaction.commit().map_err(fail)
     }
 
     /// What `release` served in the buckets from `from_ms` up to `to_ms`
@@ -239,13 +252,7 @@ impl History {
         let rows = statement
             .query_map(
                 params![release, bucket_of(from_ms), to_ms.unwrap_or(i64::MAX)],
-                |row| {
-                    Ok(Tally::decode(
-                        row.get::<_, i64>(0)? as u64,
-                        row.get::<_, i64>(1)? as u64,
-                        &row.get::<_, String>(2)?,
-                    ))
-                },
+                |row| tally_from(row, 0),
             )
             .map_err(|e| self.fail(e))?;
         let mut total = Tally::default();
@@ -278,11 +285,7 @@ impl History {
             .map_err(|e| self.fail(e))?;
         let rows = statement
             .query_map(params![bucket_of(from_ms)], |row| {
-                let tally = Tally::decode(
-                    row.get::<_, i64>(2)? as u64,
-                    row.get::<_, i64>(3)? as u64,
-                    &row.get::<_, String>(4)?,
-                );
+                let tally = tally_from(row, 2)?;
                 Ok(Bucket {
                     release: row.get(0)?,
                     at_ms: row.get(1)?,

@@ -130,17 +130,9 @@ pub fn default_branch(url: &str, shown_url: &str) -> Result<Option<String>> {
     }))
 }
 
+/// The commit `spec` names in the mirror, if it names one.
 fn verify(mirror: &Path, spec: &str) -> Option<String> {
-    let mut rev = git();
-    rev.arg("--git-dir")
-        .arg(mirror)
-        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
-        .arg(format!("{spec}^{{commit}}"));
-    let out = rev.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+    verify_object(mirror, &format!("{spec}^{{commit}}"))
 }
 
 /// The commit `reference` (a branch or tag; the default branch when `None`)
@@ -336,6 +328,7 @@ pub fn tree_id(mirror: &Path, commit: &str, subfolder: &Path) -> Option<String> 
         .then_some(object)
 }
 
+/// The object `spec` names in the mirror, if any.
 fn verify_object(mirror: &Path, spec: &str) -> Option<String> {
     let mut rev = git();
     rev.arg("--git-dir").arg(mirror).args([

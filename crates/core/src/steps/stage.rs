@@ -174,14 +174,9 @@ pub fn stage_copy<'s>(
     };
     let plan = DeployPlan {
         policy: Policy {
+            // A prebuilt plan's build runs its `once` entries only.
             build: match plan.prebuilt {
-                true => plan
-                    .policy
-                    .build
-                    .iter()
-                    .filter(|step| step.once)
-                    .cloned()
-                    .collect(),
+                true => plan.policy.build.clone(),
                 false => Vec::new(),
             },
             ..plan.policy.clone()
