@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build zdeploy's Debian package and a static (musl) binary:
+# Build zdeploy's static (musl) binary, and a Debian package that holds it:
 #   target/package/zdeploy_<version>_<arch>.deb
 #   target/package/zdeploy-<version>-<arch>-linux-musl.tar.gz
 # Installs what it needs (cargo-deb, musl-tools, the musl target) first.
@@ -20,9 +20,11 @@ arch=$(uname -m)
 musl="$arch-unknown-linux-musl"
 rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
 
-cargo build --release --locked
+# One build: the static (musl) binary, which needs no libc at all, goes both
+# into the .deb and into the tarball for distributions without Debian's.
+CC=musl-gcc cargo build --release --locked --target "$musl"
 built=${CARGO_TARGET_DIR:-target}
-zdeploy="$built/release/zdeploy"
+zdeploy="$built/$musl/release/zdeploy"
 # Generated files the package's assets name (Cargo.toml, package.metadata.deb).
 out=target/package
 rm -rf "$out/man" "$out/completions" "$out"/zdeploy_*.deb "$out"/zdeploy-*-linux-musl.tar.gz
@@ -31,10 +33,9 @@ mkdir -p "$out/completions"
 "$zdeploy" completions bash > "$out/completions/zdeploy.bash"
 "$zdeploy" completions zsh > "$out/completions/_zdeploy"
 "$zdeploy" completions fish > "$out/completions/zdeploy.fish"
-cargo deb --no-build --locked --output "$out/"
+# cargo deb reads target/release/zdeploy in the assets as the --target build.
+cargo deb --no-build --locked --target "$musl" --output "$out/"
 
-# The static binary: no libc needed at all, for distributions without Debian's.
-CC=musl-gcc cargo build --release --locked --target "$musl"
 version=$("$zdeploy" --version | awk '{print $2}')
 tarball="$out/zdeploy-$version-$arch-linux-musl.tar.gz"
 tar -czf "$tarball" -C "$built/$musl/release" zdeploy
