@@ -78,6 +78,12 @@ pub enum Command {
     Freeze(FreezeArgs),
     /// Lift a freeze: automatic deploys resume.
     Unfreeze(FreezeArgs),
+    /// Promote or abort the canary a `deploy --canary` started, or show it.
+    ///
+    /// `promote` switches every client to the canary's release (the usual
+    /// switch); `abort` sends every client back to the live release. Either
+    /// way, what users wrote into the other release is carried over.
+    Canary(CanaryArgs),
     /// Write a commented zdeploy.toml for an app, with the preset of the framework found.
     ///
     /// `zdeploy init [SOURCE]` reads SOURCE (a checkout; default: here).
@@ -258,9 +264,12 @@ pub struct DeployArgs {
     /// Deploy exactly what app APP serves (here, or on its ssh host): its live release's bytes, copied by digest, build not run again
     #[arg(long = "from", value_name = "APP", conflicts_with_all = ["commit", "source", "reference", "archive"])]
     pub from: Option<String>,
-    /// After the switch, judge the release by its real traffic for DURATION and switch back on a breach (see the app's `watch`)
+    /// After the switch, judge the release by its real traffic for DURATION and switch back on a breach (see the app's `watch`); with a canary, judge the canary that long, then promote or abort it
     #[arg(long, value_name = "DURATION")]
     pub watch: Option<String>,
+    /// Do not switch: the new release serves SHARE of clients (like 10%), each kept on its release by a cookie, until `zdeploy canary promote` or `abort` (see the app's `canary`)
+    #[arg(long, value_name = "SHARE", conflicts_with = "from")]
+    pub canary: Option<String>,
     /// The archive's SHA-256: refuse to deploy bytes that differ
     #[arg(long, value_name = "HEX", requires = "archive")]
     pub sha256: Option<String>,
@@ -378,6 +387,36 @@ pub struct PruneArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    pub action: CanaryAction,
+    /// APP from the config
+    pub app: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Why, kept in the history (abort: also with the failed release)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Queue behind a running deploy instead of failing
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CanaryAction {
+    /// Switch every client to the canary's release
+    Promote,
+    /// Send every client back to the live release; the canary's is marked failed
+    Abort,
+    /// Show the running canary
+    Status,
 }
 
 #[derive(Debug, Args)]

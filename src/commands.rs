@@ -154,6 +154,7 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     overrides.max_archive_entries = args.max_archive_entries;
     overrides.max_archive_ratio = args.max_archive_ratio;
     overrides.watch = args.watch.clone();
+    overrides.canary = args.canary.clone();
     overrides.health = crate::config::RawHealth {
         url: args.health_url.clone(),
         expect_status: args.health_status,
@@ -229,7 +230,35 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     if let Some(error) = watched.as_ref().and_then(crate::watch::breach_error) {
         return Err(error);
     }
-    report_done(&app, &done, args.json)
+    report_done(&app, &done, args.json)?;
+    let judging = app
+        .canary
+        .as_ref()
+        .and_then(|canary| crate::canary::judging(&app, canary));
+    if let (Done::Deployed(result), Some(policy)) = (&done, judging)
+        && result.outcome == DeployOutcome::Canary
+    {
+        let judged = crate::canary::judge(
+            &app,
+            &policy,
+            result.deployment,
+            &|line| eprintln!("{line}"),
+            console,
+        )?;
+        if let Some(error) = judged.as_ref().and_then(crate::canary::breach_error) {
+            return Err(error);
+        }
+        if let Some(ended) = judged.as_ref().and_then(|j| j.ended.as_ref()) {
+            out!(
+                "{} -> {} (canary {}, deployment #{})",
+                app.layout.context(),
+                ended.release,
+                ended.ending.as_str(),
+                ended.deployment
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `--archive FILE` as an absolute path, after its `--sha256` was checked.
@@ -293,6 +322,17 @@ fn report_done(app: &AppConfig, done: &Done, json: bool) -> Result<()> {
                 "{} unchanged: {} is already live",
                 app.layout.context(),
                 result.release.as_deref().unwrap_or("it")
+            ),
+            DeployOutcome::Canary => out!(
+                "{}: {} serves {} as a canary beside {} (deployment #{}); `zdeploy canary promote` or `abort` ends it",
+                app.layout.context(),
+                result.release.as_deref().unwrap_or("?"),
+                app.canary
+                    .as_ref()
+                    .map(|c| c.share.describe())
+                    .unwrap_or_default(),
+                result.previous.as_deref().unwrap_or("?"),
+                result.deployment,
             ),
             DeployOutcome::Deployed => out!(
                 "{} -> {} (deployment #{}{})",
@@ -433,6 +473,7 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
         .and_then(|name| zdeploy_core::user_content::summary_of(&app.layout, name));
     let window = zdeploy_core::maintenance::current(&app.layout)?;
     let frozen = zdeploy_core::freeze::current(&app.layout)?;
+    let canary = zdeploy_core::canary::current(&app.layout)?;
     let old_code = zdeploy_core::holders::on_old_releases(&app.layout)?;
     if inspect.json {
         let old_code: Vec<serde_json::Value> = old_code
@@ -446,6 +487,7 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
             "live_release": live_record,
             "maintenance": window,
             "freeze": frozen,
+            "canary": canary,
             "old_code": old_code,
             "user_content": user_content,
             "deployments": deployments,
@@ -484,6 +526,13 @@ pub fn status(config: ConfigSource<'_>, args: &StatusArgs) -> Result<()> {
         out!(
             "{}",
             crate::maintenance::describe_window(window, history.as_ref())
+        );
+    }
+    if let Some(canary) = &canary {
+        out!(
+            "{} {}",
+            app.layout.context(),
+            crate::canary::describe(canary)
         );
     }
     for (release, holder) in &old_code {

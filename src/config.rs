@@ -142,6 +142,7 @@ struct RawApp {
     webhook_secret_env: Option<Spanned<String>>,
     notify: Option<Spanned<toml::Value>>,
     watch: Option<Spanned<toml::Value>>,
+    canary: Option<Spanned<toml::Value>>,
     owner: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
     writable: Option<Spanned<Vec<String>>>,
@@ -290,6 +291,8 @@ pub struct Overrides {
     /// `--watch DURATION`: watch the release this long (the app's other
     /// watch settings, or the defaults).
     pub watch: Option<String>,
+    /// `--canary SHARE`: start a canary of this share instead of switching.
+    pub canary: Option<String>,
     /// `--host`: deploy to these hosts over ssh instead of here (repeatable).
     pub hosts: Vec<String>,
 }
@@ -312,6 +315,8 @@ pub struct AppConfig {
     pub notify: Vec<crate::notify::Target>,
     /// How a release is judged by its traffic after its switch.
     pub watch: Option<zdeploy_core::watch::WatchPolicy>,
+    /// Deploys start a canary instead of switching.
+    pub canary: Option<crate::canary::CanaryPolicy>,
     /// How it is deployed: one host, a fleet over ssh or through etcd, or
     /// one host's part of a fleet run.
     pub topology: Topology,
@@ -399,6 +404,7 @@ impl AppConfig {
             policy: self.policy.clone(),
             force,
             prebuilt: false,
+            canary: self.canary.as_ref().map(|c| c.share),
         })
     }
 
@@ -417,6 +423,7 @@ impl AppConfig {
             },
             force,
             prebuilt: true,
+            canary: self.canary.as_ref().map(|c| c.share),
         }
     }
 
@@ -1112,6 +1119,7 @@ fn resolve(
         automation,
         notify: notify_targets(raw, origin)?,
         watch: watch_policy(raw, flags, origin)?,
+        canary: canary_policy(raw, flags, origin, zero_downtime)?,
         topology: match (fleet_settings(raw, flags, origin, zero_downtime)?, role) {
             (Some(_), Role::FleetHost) => Topology::OnOrders,
             (Some(fleet), Role::Operator) => Topology::Ssh(fleet),
@@ -1487,6 +1495,61 @@ fn watch_policy(
         let duration =
             crate::watch::window(text).map_err(|e| UsageError(format!("--watch {e}")))?;
         policy.get_or_insert_with(Default::default).duration = duration;
+    }
+    Ok(policy)
+}
+
+/// `canary` (and `--canary SHARE`, which turns it on).
+fn canary_policy(
+    raw: &RawApp,
+    flags: &Overrides,
+    origin: &Origin<'_>,
+    zero_downtime: bool,
+) -> Result<Option<crate::canary::CanaryPolicy>, UsageError> {
+    let mut policy = match &raw.canary {
+        None => None,
+        Some(value) => Some(
+            crate::canary::parse(value.get_ref())
+                .map_err(|why| origin.error("canary", "canary", Some(value.span()), &why))?,
+        ),
+    };
+    if let Some(text) = &flags.canary {
+        let share = zdeploy_core::canary::Share::parse(text)
+            .map_err(|e| UsageError(format!("--canary: {e}")))?;
+        match &mut policy {
+            Some(policy) => policy.share = share,
+            None => {
+                policy = Some(crate::canary::CanaryPolicy {
+                    share,
+                    judge_for: None,
+                    limits: None,
+                })
+            }
+        }
+    }
+    // `--watch` judges the canary that long.
+    if let (Some(policy), Some(text)) = (&mut policy, &flags.watch) {
+        policy.judge_for =
+            Some(crate::watch::window(text).map_err(|e| UsageError(format!("--watch {e}")))?);
+    }
+    if policy.is_some() {
+        let why = if !zero_downtime {
+            Some("a canary needs zero_downtime: plain mode has one folder to serve")
+        } else if raw.hosts.is_some()
+            || !flags.hosts.is_empty()
+            || raw.fleet.as_ref().is_some_and(|f| *f.get_ref())
+        {
+            Some("canary releases on a fleet are not supported yet")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(match (&raw.canary, &flags.canary) {
+                (_, Some(_)) => UsageError(format!("--canary: {why}")),
+                (Some(value), None) => origin.error("canary", "canary", Some(value.span()), why),
+                (None, None) => unreachable!("a canary policy comes from one of them"),
+            });
+        }
     }
     Ok(policy)
 }

@@ -52,6 +52,7 @@ pub fn run_as(args: impl IntoIterator<Item = String>, role: Role) -> ExitCode {
         Command::Maintenance(args) => crate::maintenance::maintenance(config, args),
         Command::Freeze(args) => crate::freeze::freeze_command(config, args, true),
         Command::Unfreeze(args) => crate::freeze::freeze_command(config, args, false),
+        Command::Canary(args) => crate::canary::command(config, args, &console),
         Command::Init(args) => commands::init(config, args),
         Command::Webserver(args) => commands::webserver(config, args),
         Command::Doctor(args) => commands::doctor(config, args),

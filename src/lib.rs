@@ -2,6 +2,7 @@
 //! a library also lets the fuzz targets reach the config and webhook parsers.
 
 pub mod agent;
+pub mod canary;
 pub mod cli;
 pub mod commands;
 pub mod config;

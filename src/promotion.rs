@@ -160,6 +160,7 @@ pub fn promote(
         policy: target.policy.clone(),
         force,
         prebuilt: true,
+        canary: None,
     };
     Ok(zdeploy_core::deploy::promote(
         &target.layout,

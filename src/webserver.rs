@@ -85,6 +85,14 @@ pub fn nginx(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     let root = utf8(&served, "webroot")?;
     let check = |what, value, placement| check("nginx", "\"'$;{}\\#", what, value, placement);
     check("webroot", root, Placement::Quoted)?;
+    let canary_link = layout.canary_link();
+    let canary = utf8(&canary_link, "canary")?;
+    check("canary folder", canary, Placement::Quoted)?;
+    let canary_root =
+        zdeploy_core::public::served_dir(&canary_link.join("release"), options.public);
+    let canary_root = utf8(&canary_root, "canary")?;
+    let canary_cookie = zdeploy_core::canary::COOKIE;
+    let bucket_file = zdeploy_core::canary::BUCKET_FILE_PREFIX;
     check("listen address", options.listen, Placement::Bare)?;
     check("server name", options.server_name, Placement::Bare)?;
     check("php-fpm address", options.php_fpm, Placement::Bare)?;
@@ -117,7 +125,24 @@ log_format {format_name} '{marker}$status $request_time $realpath_root';
 server {{
     listen {listen};
     server_name {server_name};
-    root "{root}";
+    # Canary releases (`zdeploy deploy --canary 10%`): each client keeps a
+    # bucket (two hex digits) in the cookie {canary_cookie}; while
+    # {canary} exists, the buckets under its share/ are served
+    # its release, the rest the live one. A new client gets a random bucket,
+    # and the cookie only while a canary runs. zdeploy starts, promotes and
+    # aborts a canary by writing that folder, never by a reload.
+    set $zdeploy_bucket "";
+    if ($request_id ~ "^([0-9a-f]{{2}})") {{ set $zdeploy_bucket $1; }}
+    set $zdeploy_set_bucket "{canary_cookie}=$zdeploy_bucket; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly";
+    if ($cookie_{canary_cookie} ~ "^([0-9a-f]{{2}})$") {{
+        set $zdeploy_bucket $1;
+        set $zdeploy_set_bucket "";
+    }}
+    if (!-d "{canary}/share") {{ set $zdeploy_set_bucket ""; }}
+    set $zdeploy_root "{root}";
+    if (-f "{canary}/share/{bucket_file}$zdeploy_bucket") {{ set $zdeploy_root "{canary_root}"; }}
+    root $zdeploy_root;
+    add_header Set-Cookie $zdeploy_set_bucket always;
     index index.php index.html;
     # A log at this level replaces http's: keep the usual one too.
     access_log /var/log/nginx/access.log;
@@ -277,7 +302,8 @@ pub fn apache(
         Placement::Quoted,
     )?;
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
-    let live = format!("{webroot}/${{zdeploy:{context}|{context}}}{public}");
+    let canary_cookie = zdeploy_core::canary::COOKIE;
+    let bucket_key = zdeploy_core::apache::BUCKET_KEY;
     let socket = traffic_socket(layout, "Apache")?;
     let relay_path = std::env::current_exe()
         .map_err(|e| UsageError(format!("Apache: cannot name this zdeploy binary: {e}")))?;
@@ -328,7 +354,23 @@ pub fn apache(
         Header always set Retry-After "expr=%{{file:{window}/retry-after}}" "expr=%{{REQUEST_STATUS}} == 503 && -f '{window}/retry-after'"
         Header always set Cache-Control "no-store" "expr=%{{REQUEST_STATUS}} == 503 && -d '{window}'"
     </IfModule>
-    RewriteRule "^/(.*)$" "{live}/$1" [E=ZDEPLOY_RELEASE:{live}]
+    # Canary releases (`zdeploy deploy --canary 10%`): each client keeps a
+    # bucket (two hex digits) in the cookie {canary_cookie}; while one runs, the
+    # map names the canary's release for each of its buckets
+    # (`{context}@<bucket>`), the live one for the rest. A new client gets a
+    # random bucket (from the map's {bucket_key}), and the cookie.
+    RewriteMap zdeploy_bucket "rnd:{map_path}"
+    RewriteCond "%{{HTTP_COOKIE}}" "(?:^|;\s*){canary_cookie}=([0-9a-f][0-9a-f])(?:;|$)"
+    RewriteRule "^" "-" [E=ZDEPLOY_BUCKET:%1]
+    RewriteCond "%{{ENV:ZDEPLOY_BUCKET}}" "^$"
+    RewriteCond "${{zdeploy:{context}@canary|}}" "!^$"
+    RewriteCond "${{zdeploy_bucket:{bucket_key}|}}" "^([0-9a-f][0-9a-f])$"
+    RewriteRule "^" "-" [E=ZDEPLOY_BUCKET:%1,E=ZDEPLOY_NEW_BUCKET:%1]
+    <IfModule mod_headers.c>
+        Header always set Set-Cookie "{canary_cookie}=%{{ZDEPLOY_NEW_BUCKET}}e; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly" env=ZDEPLOY_NEW_BUCKET
+    </IfModule>
+    RewriteCond "${{zdeploy:{context}@%{{ENV:ZDEPLOY_BUCKET}}|${{zdeploy:{context}|{context}}}}}" "^(.+)$"
+    RewriteRule "^/(.*)$" "{webroot}/%1{public}/$1" [E=ZDEPLOY_RELEASE:{webroot}/%1{public}]
     ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "%{{reqenv:ZDEPLOY_RELEASE}}"
     DirectoryIndex index.php index.html
     # Each request's status, duration and release go to
@@ -393,6 +435,14 @@ pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     let window = utf8(&window_path, "maintenance window")?;
     check("maintenance window", window, Placement::Quoted)?;
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
+    let canary_link = layout.canary_link();
+    let canary = utf8(&canary_link, "canary")?;
+    check("canary folder", canary, Placement::Quoted)?;
+    let canary_root =
+        zdeploy_core::public::served_dir(&canary_link.join("release"), options.public);
+    let canary_root = utf8(&canary_root, "canary")?;
+    let canary_cookie = zdeploy_core::canary::COOKIE;
+    let bucket_file = zdeploy_core::canary::BUCKET_FILE_PREFIX;
     Ok(format!(
         r#"# Caddy site for {root}, written by `zdeploy webserver caddy` (Caddy 2.6 or later).
 # `root` is the context symlink; resolve_root_symlink resolves it once per
@@ -400,6 +450,30 @@ pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
 # {port}: for automatic HTTPS, make the address the site's name alone.
 http://{host}:{port} {{
 {bind}	root * "{root}"
+	# Canary releases (`zdeploy deploy --canary 10%`): each client keeps a
+	# bucket (two hex digits) in the cookie {canary_cookie}; while
+	# {canary} exists, the buckets under its share/ are served
+	# its release, the rest the live one. A new client gets a random bucket
+	# (from the request's UUID), and the cookie only while a canary runs.
+	# zdeploy starts, promotes and aborts a canary by writing that folder.
+	map "{{http.request.cookie.{canary_cookie}}}/{{http.request.uuid}}" {{zdeploy_bucket}} {{zdeploy_new_bucket}} {{
+		~^([0-9a-f][0-9a-f])/ "${{1}}" ""
+		~([0-9a-f][0-9a-f])[0-9a-f]+-[0-9a-f-]+$ "${{1}}" "${{1}}"
+		default "" ""
+	}}
+	@zdeploy_canary file {{
+		root "{canary}/share"
+		try_files /{bucket_file}{{zdeploy_bucket}}
+	}}
+	root @zdeploy_canary "{canary_root}"
+	@zdeploy_new_client {{
+		vars_regexp {{zdeploy_new_bucket}} ^[0-9a-f]
+		file {{
+			root "{canary}"
+			try_files /share/
+		}}
+	}}
+	header @zdeploy_new_client Set-Cookie "{canary_cookie}={{zdeploy_new_bucket}}; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly"
 	# Maintenance (`zdeploy maintenance on`, or a deploy's window): while
 	# {window} exists, every request gets 503 with its page
 	# and Retry-After, except from the addresses and IPv4 prefixes under its

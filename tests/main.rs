@@ -5,6 +5,7 @@ mod support;
 
 mod agent;
 mod archives;
+mod canary;
 mod carry;
 mod cli;
 mod concurrency;

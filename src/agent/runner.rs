@@ -131,7 +131,7 @@ impl Finished {
         Finished {
             deployment,
             outcome: match outcome {
-                DeployOutcome::Deployed => RunOutcome::Success,
+                DeployOutcome::Deployed | DeployOutcome::Canary => RunOutcome::Success,
                 DeployOutcome::Unchanged => RunOutcome::Unchanged,
             },
             release,

@@ -12,9 +12,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::canary::Canary;
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::layout::Layout;
+
+/// The map key whose value lists every client bucket, `|`-separated.
+pub const BUCKET_KEY: &str = "zdeploy-buckets";
 
 /// The text map an Apache vhost reads the live release from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +70,32 @@ impl ApacheMap {
     /// than the old one's even on a filesystem with coarse timestamps.
     pub fn point_at(&self, layout: &Layout, release: &str) -> Result<()> {
         self.write(&Self::text(layout, release)?)
+    }
+
+    /// Rewrite the map to name `live` for everyone and `canary`'s release
+    /// for its buckets (`<context>@<bucket>`), with `<context>@canary`
+    /// saying one runs and [`BUCKET_KEY`] the buckets a new client is
+    /// given one of at random (read through a `rnd:` map).
+    pub fn show_canary(&self, layout: &Layout, live: &str, canary: &Canary) -> Result<()> {
+        let mut text = Self::text(layout, live)?;
+        let context = layout.context();
+        let release = &canary.release;
+        Self::text(layout, release)?;
+        text.push_str(&format!(
+            "{context}@canary {release}
+"
+        ));
+        for bucket in canary.buckets() {
+            text.push_str(&format!(
+                "{context}@{bucket:02x} {release}
+"
+            ));
+        }
+        let every: Vec<String> = (0..crate::canary::BUCKETS)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        text.push_str(&format!("{BUCKET_KEY} {}\n", every.join("|")));
+        self.write(&text)
     }
 
     fn write(&self, text: &str) -> Result<()> {

@@ -16,7 +16,7 @@ use crate::steps::recover::recover;
 use crate::steps::settle::settle_switched;
 use crate::steps::stage::{Staged, Staging, allocate_name, stage, stage_copy, unchanged};
 use crate::steps::switch::{check_live, switch, sync};
-use crate::switch::read_live;
+use crate::switch::{Live, read_live};
 
 pub fn deploy(
     layout: &Layout,
@@ -63,7 +63,7 @@ impl Opened<'_> {
         let result = work(&session);
         session.finish(&result, |r| match r.outcome {
             DeployOutcome::Unchanged => Outcome::Unchanged,
-            DeployOutcome::Deployed => Outcome::Success,
+            DeployOutcome::Deployed | DeployOutcome::Canary => Outcome::Success,
         })?;
         // A downloaded archive is only needed during the run (recover
         // removes it when a run is killed).
@@ -76,9 +76,21 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     session.step(Step::Recover, || {
         recover(session, plan.policy.apache.as_ref())
     })?;
+    crate::canary::refuse_while_running(session.layout)?;
+    let mut canary = plan.canary;
+    if canary.is_some() && !matches!(read_live(session.layout)?, Live::Release(_)) {
+        session.info(&format!(
+            "no release of {} is live to share clients with: this deploy switches everyone, without a canary",
+            session.layout.context()
+        ));
+        canary = None;
+    }
     match stage(session, plan, None)? {
         Staging::Done(result) => Ok(result),
-        Staging::Staged(staged) => go_live(session, staged, &plan.policy),
+        Staging::Staged(staged) => match canary {
+            Some(share) => crate::canary::start(session, staged, &plan.policy, share),
+            None => go_live(session, staged, &plan.policy),
+        },
     }
 }
 
@@ -112,6 +124,7 @@ fn run_promotion(
     session.step(Step::Recover, || {
         recover(session, plan.policy.apache.as_ref())
     })?;
+    crate::canary::refuse_while_running(layout)?;
     let live = read_live(layout)?;
     let live_digest = match live.record_name(layout) {
         Some(name) => session

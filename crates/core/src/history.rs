@@ -94,6 +94,17 @@ CREATE TABLE IF NOT EXISTS traffic (
     PRIMARY KEY (release, bucket_ms)
 );
 CREATE INDEX IF NOT EXISTS traffic_by_time ON traffic (bucket_ms);
+CREATE TABLE IF NOT EXISTS canaries (
+    deployment_id INTEGER PRIMARY KEY,
+    release TEXT NOT NULL,
+    live TEXT NOT NULL,
+    buckets INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    ended_ms INTEGER,
+    ended_by INTEGER,
+    why TEXT
+);
 CREATE TABLE IF NOT EXISTS watches (
     deployment_id INTEGER PRIMARY KEY,
     release TEXT NOT NULL,
@@ -115,6 +126,10 @@ pub enum Kind {
     Rollback,
     Prune,
     Keep,
+    /// A canary's release switched to for everyone.
+    Promote,
+    /// A canary ended, everyone back on the live release.
+    Abort,
 }
 
 impl Kind {
@@ -124,6 +139,8 @@ impl Kind {
             Kind::Rollback => "rollback",
             Kind::Prune => "prune",
             Kind::Keep => "keep",
+            Kind::Promote => "promote",
+            Kind::Abort => "abort",
         }
     }
 }

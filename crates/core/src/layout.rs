@@ -132,6 +132,12 @@ impl Layout {
         self.state_dir().join("traffic.on")
     }
 
+    /// While a canary runs: a link to the folder naming its release and the
+    /// client buckets it serves (read by the web server per request).
+    pub fn canary_link(&self) -> PathBuf {
+        self.state_dir().join("canary")
+    }
+
     /// Archives sent to the agent to deploy, waiting for their run (a run's
     /// recover leaves them: they belong to queued deploys).
     pub fn upload_dir(&self) -> PathBuf {

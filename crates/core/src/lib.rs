@@ -4,6 +4,7 @@
 pub mod apache;
 pub mod blocks;
 pub mod build;
+pub mod canary;
 pub mod carry;
 pub mod confine;
 pub mod deploy;

@@ -114,6 +114,9 @@ pub struct DeployPlan {
     /// build entries run only if they are `once` (migrations); nothing is
     /// reused from the live release, so the release is the source's bytes.
     pub prebuilt: bool,
+    /// Instead of switching, let the new release serve this share of
+    /// clients as a canary.
+    pub canary: Option<crate::canary::Share>,
 }
 
 /// How a deploy that did not fail ended.
@@ -124,6 +127,8 @@ pub enum DeployOutcome {
     Deployed,
     /// What the source holds was live already.
     Unchanged,
+    /// The new release serves a share of clients as a canary.
+    Canary,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -48,6 +48,7 @@ fn run(session: &Session<'_>, plan: &RollbackPlan) -> Result<RollbackResult> {
     session.step(Step::Recover, || {
         crate::steps::recover::recover(session, plan.policy.apache.as_ref())
     })?;
+    crate::canary::refuse_while_running(layout)?;
     let current = match read_live(layout)? {
         Live::Release(name) => name,
         Live::Folder => {

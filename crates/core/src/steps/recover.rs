@@ -76,9 +76,11 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> 
             ));
         }
     }
+    let canary = crate::canary::current(layout)?;
     for release in history.releases()? {
         if !matches!(release.state, ReleaseState::Building | ReleaseState::Staged)
             || live == Live::Release(release.name.clone())
+            || canary.as_ref().is_some_and(|c| c.release == release.name)
         {
             continue;
         }

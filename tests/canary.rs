@@ -1,0 +1,446 @@
+//! Canary releases behind nginx, Apache and Caddy at once, on one webroot:
+//! the share of clients a canary serves, each kept on its release by the
+//! cookie the site sets (the same bucket seeing the same release through
+//! every server), promote and abort under load with no request failed or
+//! torn, what users wrote into either release kept by the one that wins,
+//! and a canary judged by its real traffic: aborted when it fails, promoted
+//! when it serves well.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::support::agent::Agent;
+use crate::support::load::{page_version, php_app};
+use crate::support::servers::{Apache, Caddy, Nginx, PhpFpm, free_port, zdeploy_nginx_config};
+use crate::support::{Output, Site, Zdeploy};
+
+const COOKIE: &str = "zdeploy_canary";
+
+/// The app of `version`: the load tests' page (three parts that must agree),
+/// a static `version.txt`, the save endpoint, and a page that fails one
+/// request in `fails_every` (never with 0).
+fn write_version(source: &Path, version: &str, fails_every: u32) {
+    php_app(source, version);
+    std::fs::write(source.join("version.txt"), version).unwrap();
+    std::fs::write(
+        source.join("flaky.php"),
+        format!(
+            "<?php if ({fails_every} > 0 && random_int(1, {fails_every}) === 1) {{ http_response_code(500); }} echo 'flaky';"
+        ),
+    )
+    .unwrap();
+}
+
+fn zdeploy(config: &Path, args: &[&str]) -> Output {
+    Zdeploy::new().arg("--config").arg(config).args(args).run()
+}
+
+/// An answer: status, the bucket a Set-Cookie gave, the body.
+struct Answer {
+    status: u16,
+    new_bucket: Option<String>,
+    body: String,
+}
+
+/// One HTTP/1.0 GET, with the bucket cookie when given.
+fn get(port: u16, path: &str, bucket: Option<&str>) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let cookie = bucket
+        .map(|b| format!("Cookie: other=1; {COOKIE}={b}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{cookie}\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let new_bucket = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.eq_ignore_ascii_case("set-cookie") {
+            return None;
+        }
+        let value = value.trim().strip_prefix(&format!("{COOKIE}="))?;
+        Some(value.split(';').next()?.to_string())
+    });
+    Answer {
+        status,
+        new_bucket,
+        body: body.to_string(),
+    }
+}
+
+/// Which version `version.txt` shows to each of the 256 buckets.
+fn versions_by_bucket(port: u16) -> BTreeMap<String, String> {
+    (0..=255u8)
+        .map(|b| {
+            let bucket = format!("{b:02x}");
+            let answer = get(port, "/version.txt", Some(&bucket));
+            assert_eq!(answer.status, 200, "bucket {bucket}: {}", answer.body);
+            assert_eq!(answer.new_bucket, None, "a client with a bucket keeps it");
+            (bucket, answer.body)
+        })
+        .collect()
+}
+
+/// What one client saw: each answer's version, or why it failed.
+type Answers = Vec<Result<String, String>>;
+
+/// Clients, each with its bucket, requesting the page through every
+/// server until stopped; per client, the versions it saw in order.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(String, std::thread::JoinHandle<Answers>)>,
+}
+
+impl Load {
+    fn start(ports: &[u16], buckets: &[String]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = buckets
+            .iter()
+            .map(|bucket| {
+                let (stop, bucket, ports) = (stop.clone(), bucket.clone(), ports.to_vec());
+                let name = bucket.clone();
+                let thread = std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        for port in &ports {
+                            let answer = get(*port, "/", Some(&bucket));
+                            seen.push(match answer.status {
+                                200 => page_version(&answer.body),
+                                status => Err(format!("{port}: {status} {}", answer.body)),
+                            });
+                        }
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                    seen
+                });
+                (name, thread)
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Every answer whole; per client, the versions it saw, each once in
+    /// the order it first saw them.
+    fn stop(self) -> BTreeMap<String, Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut seen = BTreeMap::new();
+        for (bucket, thread) in self.threads {
+            let answers = thread.join().unwrap();
+            assert!(answers.len() > 10, "the load ran");
+            let mut versions: Vec<String> = Vec::new();
+            for answer in answers {
+                let version =
+                    answer.unwrap_or_else(|e| panic!("bucket {bucket}: failed or torn: {e}"));
+                if versions.last() != Some(&version) {
+                    assert!(
+                        !versions.contains(&version),
+                        "bucket {bucket} went back to {version}: {versions:?}"
+                    );
+                    versions.push(version);
+                }
+            }
+            seen.insert(bucket, versions);
+        }
+        seen
+    }
+}
+
+/// Save `id` as the client of `bucket` would, through `port`.
+fn save(port: u16, bucket: &str, id: &str) {
+    let answer = get(port, &format!("/save.php?id={id}"), Some(bucket));
+    assert_eq!(answer.status, 200, "save {id}: {}", answer.body);
+}
+
+fn canary_status(config: &Path) -> serde_json::Value {
+    let out = zdeploy(config, &["canary", "status", "shop", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["canary"].clone()
+}
+
+#[test]
+fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_keep_every_write() {
+    let site = Site::new();
+    // Apache's children run as www-data and must reach the webroot.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = site.path("app");
+    write_version(&source, "v1", 0);
+    let agent = Agent::start(
+        site.dir.path(),
+        &format!(
+            "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\nsettle = \"0s\"\ndrain = \"0s\"\nkeep = 10\n\
+             canary = {{ share = \"25%\", max_error_rate = \"2%\", max_p95 = \"5x\", min_requests = 20 }}\n",
+            site.webroot.display(),
+            source.display()
+        ),
+    );
+    let config: PathBuf = agent.config.clone();
+    // With nothing live, the first deploy switches as usual.
+    let out = zdeploy(&config, &["deploy", "shop"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("without a canary"), "{}", out.stderr);
+    let v1 = site.live_release();
+    let fpm = PhpFpm::start(&site.path("fpm"), 6);
+    let nginx_port = free_port();
+    let nginx = Nginx::start(
+        &site.path("nginx"),
+        &zdeploy_nginx_config(&site, &fpm, nginx_port),
+        nginx_port,
+    );
+    let site_for = |server: &str, port: u16| {
+        Zdeploy::new()
+            .arg("--config")
+            .arg(&config)
+            .args(["webserver", server, "shop", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--php-fpm")
+            .arg(&fpm.socket)
+            .success()
+            .stdout
+    };
+    let apache_port = free_port();
+    let apache = Apache::start(
+        &site.path("apache"),
+        &site_for("apache", apache_port),
+        apache_port,
+    );
+    let caddy_port = free_port();
+    let caddy = Caddy::start(
+        &site.path("caddy"),
+        &site_for("caddy", caddy_port),
+        caddy_port,
+    );
+    let servers = [
+        ("nginx", nginx_port),
+        ("apache", apache_port),
+        ("caddy", caddy_port),
+    ];
+    let ports: Vec<u16> = servers.iter().map(|(_, port)| *port).collect();
+    for (server, port) in servers {
+        let answer = get(port, "/version.txt", None);
+        assert_eq!(answer.body, "v1", "{server}");
+        assert_eq!(
+            answer.new_bucket, None,
+            "{server}: no cookie without a canary"
+        );
+    }
+
+    // A canary of a quarter of clients.
+    write_version(&source, "v2", 0);
+    let out = zdeploy(&config, &["deploy", "shop", "--canary", "25%"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("as a canary beside"), "{}", out.stdout);
+    assert_eq!(site.live_release(), v1, "nothing switched");
+    let canary = canary_status(&config);
+    let v2 = canary["release"].as_str().unwrap().to_string();
+    assert_eq!(canary["share"]["buckets"], 64, "{canary}");
+    let status = zdeploy(&config, &["status", "shop"]).stdout;
+    assert!(
+        status.contains(&format!("canary: {v2} serves 25.0%")),
+        "{status}"
+    );
+    // Nothing else goes live meanwhile.
+    for args in [&["deploy", "shop"][..], &["rollback", "shop"][..]] {
+        let out = zdeploy(&config, args);
+        assert_eq!(out.code, Some(3), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("canary promote"), "{}", out.stderr);
+    }
+
+    // Each bucket sees one release, the same through every server, and a
+    // quarter of the buckets see the canary.
+    let by_bucket = versions_by_bucket(nginx_port);
+    assert_eq!(by_bucket.values().filter(|v| *v == "v2").count(), 64);
+    assert_eq!(by_bucket.values().filter(|v| *v == "v1").count(), 192);
+    for (server, port) in &servers[1..] {
+        assert_eq!(versions_by_bucket(*port), by_bucket, "{server}");
+    }
+    // New clients are given a bucket with their first answer, which that
+    // bucket's release served: over 1,200 of them, about a quarter.
+    let mut canaried = 0;
+    for (server, port) in servers {
+        for _ in 0..400 {
+            let answer = get(port, "/version.txt", None);
+            let bucket = answer
+                .new_bucket
+                .unwrap_or_else(|| panic!("{server}: a new client gets a bucket"));
+            assert_eq!(answer.body, by_bucket[&bucket], "{server}: bucket {bucket}");
+            canaried += usize::from(answer.body == "v2");
+        }
+    }
+    let share = 100.0 * canaried as f64 / 1200.0;
+    assert!((20.0..30.0).contains(&share), "{share}% of new clients");
+
+    let in_canary: Vec<String> = by_bucket
+        .iter()
+        .filter(|(_, v)| *v == "v2")
+        .map(|(b, _)| b.clone())
+        .take(3)
+        .collect();
+    let on_live: Vec<String> = by_bucket
+        .iter()
+        .filter(|(_, v)| *v == "v1")
+        .map(|(b, _)| b.clone())
+        .take(3)
+        .collect();
+    let clients: Vec<String> = in_canary.iter().chain(&on_live).cloned().collect();
+
+    // Abort under load: users' saves on either side stay.
+    let load = Load::start(&ports, &clients);
+    for (server, port) in servers {
+        save(port, &in_canary[0], &format!("canary-{server}"));
+        save(port, &on_live[0], &format!("live-{server}"));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = zdeploy(
+        &config,
+        &["canary", "abort", "shop", "--reason", "seen enough"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = load.stop();
+    for bucket in &in_canary {
+        assert_eq!(seen[bucket], ["v2", "v1"], "bucket {bucket}");
+    }
+    for bucket in &on_live {
+        assert_eq!(seen[bucket], ["v1"], "bucket {bucket}");
+    }
+    assert_eq!(site.live_release(), v1);
+    for (server, _) in servers {
+        for side in ["canary", "live"] {
+            assert_eq!(
+                site.read(&format!("saves/{side}-{server}.txt")),
+                format!("saved {side}-{server}"),
+                "after the abort"
+            );
+        }
+    }
+    assert!(!site.webroot.join(".zdeploy/ROOT/canary").exists());
+    assert_eq!(canary_status(&config), serde_json::Value::Null);
+    for port in &ports {
+        assert_eq!(get(*port, "/version.txt", None).new_bucket, None);
+    }
+    let releases = zdeploy(&config, &["releases", "shop", "--json"]).stdout;
+    let releases: serde_json::Value = serde_json::from_str(&releases).unwrap();
+    let aborted = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == v2.as_str())
+        .unwrap_or_else(|| panic!("{v2} is kept: {releases}"));
+    assert_eq!(aborted["state"], "failed", "{aborted}");
+
+    // Promote under load: the canary's release gets everyone, with what
+    // users wrote on either side.
+    write_version(&source, "v3", 0);
+    let out = zdeploy(&config, &["deploy", "shop", "--canary", "25%"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let by_bucket = versions_by_bucket(caddy_port);
+    let in_canary: Vec<String> = by_bucket
+        .iter()
+        .filter(|(_, v)| *v == "v3")
+        .map(|(b, _)| b.clone())
+        .take(3)
+        .collect();
+    let on_live: Vec<String> = by_bucket
+        .iter()
+        .filter(|(_, v)| *v == "v1")
+        .map(|(b, _)| b.clone())
+        .take(3)
+        .collect();
+    let clients: Vec<String> = in_canary.iter().chain(&on_live).cloned().collect();
+    let load = Load::start(&ports, &clients);
+    for (server, port) in servers {
+        save(port, &in_canary[0], &format!("canary2-{server}"));
+        save(port, &on_live[0], &format!("live2-{server}"));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = zdeploy(&config, &["canary", "promote", "shop"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = load.stop();
+    for bucket in &in_canary {
+        assert_eq!(seen[bucket], ["v3"], "bucket {bucket}");
+    }
+    for bucket in &on_live {
+        assert_eq!(seen[bucket], ["v1", "v3"], "bucket {bucket}");
+    }
+    assert!(site.read("index.php").contains("v3"));
+    for (server, _) in servers {
+        for id in ["canary", "live", "canary2", "live2"] {
+            assert_eq!(
+                site.read(&format!("saves/{id}-{server}.txt")),
+                format!("saved {id}-{server}"),
+                "after the promote"
+            );
+        }
+    }
+    assert!(!site.webroot.join(".zdeploy/ROOT/canary").exists());
+    let none = zdeploy(&config, &["canary", "promote", "shop"]);
+    assert_eq!(none.code, Some(2), "{}", none.stderr);
+    assert!(none.stderr.contains("no canary"), "{}", none.stderr);
+
+    // Judged by its traffic against the live release's: a canary failing
+    // one request in three is aborted, a good one promoted.
+    let clients: Vec<String> = (0..=255u8)
+        .step_by(32)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let flaky = |ports: Vec<u16>, buckets: Vec<String>| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                for bucket in &buckets {
+                    for port in &ports {
+                        let status = get(*port, "/flaky.php", Some(bucket)).status;
+                        assert!(status == 200 || status == 500, "{status}");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        (stop, thread)
+    };
+    let (stop, thread) = flaky(ports.clone(), clients.clone());
+    let v3 = site.live_release();
+    write_version(&source, "v4", 3);
+    let out = zdeploy(
+        &config,
+        &["deploy", "shop", "--canary", "50%", "--watch", "8s"],
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("canary") && out.stderr.contains("5xx"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(site.live_release(), v3);
+    write_version(&source, "v5", 0);
+    let out = zdeploy(
+        &config,
+        &["deploy", "shop", "--canary", "50%", "--watch", "3s"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("canary promoted"), "{}", out.stdout);
+    assert!(site.read("index.php").contains("v5"));
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    drop((nginx, apache, caddy, agent));
+}
