@@ -120,7 +120,7 @@ pub fn judge(
         canary.live
     ));
     let end_ms = canary.started_ms + policy.duration.as_millis() as i64;
-    let (verdict, before, after) = loop {
+    let (mut verdict, before, after) = loop {
         let before = history
             .traffic(&canary.live, canary.started_ms, None)?
             .figures();
@@ -143,16 +143,14 @@ pub fn judge(
         trigger: format!("judge of deployment #{deployment}"),
         wait: LockWait::Queue,
     };
-    let ended = match &verdict {
-        Verdict::Ended { .. } => None,
+    let (ending, why) = match &verdict {
+        Verdict::Ended { .. } => (None, String::new()),
         Verdict::Breached { why } => {
             say(&format!(
                 "the canary {} breached: {why}; aborting it",
                 canary.release
             ));
-            let ended = end(app, Ending::Aborted, why, &options, observer);
-            tell(app, Ending::Aborted, "canary judge", &ended);
-            Some(ended?)
+            (Some(Ending::Aborted), why.clone())
         }
         Verdict::Kept | Verdict::Unjudged { .. } => {
             let why = verdict.describe();
@@ -160,10 +158,24 @@ pub fn judge(
                 "the canary {}: {why}; promoting it",
                 canary.release
             ));
-            let ended = end(app, Ending::Promoted, &why, &options, observer);
-            tell(app, Ending::Promoted, "canary judge", &ended);
-            Some(ended?)
+            (Some(Ending::Promoted), why)
         }
+    };
+    let ended = match ending {
+        None => None,
+        Some(ending) => match end(app, ending, &why, &options, observer) {
+            // Someone else (a newer deploy) ended it while the lock was waited for.
+            Err(_) if zdeploy_core::canary::current(layout)?.as_ref() != Some(&canary) => {
+                verdict = Verdict::Ended {
+                    why: "the canary was promoted or aborted meanwhile".into(),
+                };
+                None
+            }
+            ended => {
+                tell(app, ending, "canary judge", &ended);
+                Some(ended?)
+            }
+        },
     };
     let record = WatchRecord {
         deployment_id: deployment,
@@ -192,6 +204,27 @@ pub fn breach_error(judged: &Judged) -> Option<anyhow::Error> {
             ))))
         }
         _ => None,
+    }
+}
+
+/// Before a newer deploy: abort the canary running, if one is (the newest
+/// deploy wins, as it ends a watch).
+pub fn end_for_newer(app: &AppConfig, trigger: &str) -> Result<Option<Ended>> {
+    if zdeploy_core::canary::current(&app.layout)?.is_none() {
+        return Ok(None);
+    }
+    let options = RunOptions {
+        trigger: trigger.to_string(),
+        wait: LockWait::Queue,
+    };
+    let why = format!("a newer deploy replaces it ({trigger})");
+    match end(app, Ending::Aborted, &why, &options, &crate::watch::Quiet) {
+        // Its judging ended it meanwhile.
+        Err(_) if zdeploy_core::canary::current(&app.layout)?.is_none() => Ok(None),
+        ended => {
+            tell(app, Ending::Aborted, trigger, &ended);
+            ended.map(Some)
+        }
     }
 }
 

@@ -444,3 +444,62 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     thread.join().unwrap();
     drop((nginx, apache, caddy, agent));
 }
+
+/// `zdeploy` on the ad hoc webroot of `site`, with no settle or drain.
+fn adhoc(site: &Site, args: &[&str], failpoint: Option<&str>) -> Output {
+    let mut command = Zdeploy::new()
+        .args(args)
+        .args(["--webroot"])
+        .arg(&site.webroot)
+        .args(["--settle", "0s"]);
+    if let Some(point) = failpoint {
+        command = command.env("ZDEPLOY_FAILPOINT", point);
+    }
+    command.run()
+}
+
+#[test]
+fn a_promote_or_abort_killed_at_its_switch_loses_no_write_and_the_next_run_finishes_it() {
+    for (action, point) in [("promote", "switch.renamed"), ("abort", "canary.published")] {
+        let site = Site::new();
+        let source = site.path("app");
+        write_version(&source, "v1", 0);
+        let app = source.to_str().unwrap();
+        assert_eq!(adhoc(&site, &["deploy", app], None).code, Some(0));
+        let live = site.live_release();
+        write_version(&source, "v2", 0);
+        let out = adhoc(&site, &["deploy", app, "--canary", "50%"], None);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let canary = std::fs::read_dir(&site.webroot)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("ROOT_") && *n != live)
+            .unwrap();
+        // Users of either side save while both serve.
+        for (release, id) in [(&live, "on-live"), (&canary, "on-canary")] {
+            std::fs::write(
+                site.webroot.join(release).join(format!("saves/{id}.txt")),
+                id,
+            )
+            .unwrap();
+        }
+        let out = adhoc(&site, &["canary", action], Some(point));
+        assert_eq!(
+            out.code, None,
+            "{action}: killed at {point}: {}",
+            out.stderr
+        );
+        // The next run recovers, and nothing anyone saved is lost.
+        write_version(&source, "v3", 0);
+        let out = adhoc(&site, &["deploy", app], None);
+        assert_eq!(out.code, Some(0), "{action}: {}", out.stderr);
+        assert!(!site.webroot.join(".zdeploy/ROOT/canary").exists());
+        let out = adhoc(&site, &["prune", "--keep", "1", "--drain", "0s"], None);
+        assert_eq!(out.code, Some(0), "{action}: {}", out.stderr);
+        assert_eq!(site.releases().len(), 1, "{action}: {:?}", site.releases());
+        for id in ["on-live", "on-canary"] {
+            assert_eq!(site.read(&format!("saves/{id}.txt")), id, "{action}");
+        }
+        assert!(site.read("index.php").contains("v3"));
+    }
+}

@@ -97,6 +97,8 @@ pub struct Finished {
 pub enum RunOutcome {
     Success,
     Unchanged,
+    /// The new release serves a share of clients as a canary.
+    Canary,
     /// Not run: the app is frozen.
     Skipped,
     Failed,
@@ -107,6 +109,7 @@ impl RunOutcome {
         match self {
             RunOutcome::Success => "success",
             RunOutcome::Unchanged => "unchanged",
+            RunOutcome::Canary => "canary",
             RunOutcome::Skipped => "skipped",
             RunOutcome::Failed => "failed",
         }
@@ -131,7 +134,8 @@ impl Finished {
         Finished {
             deployment,
             outcome: match outcome {
-                DeployOutcome::Deployed | DeployOutcome::Canary => RunOutcome::Success,
+                DeployOutcome::Deployed => RunOutcome::Success,
+                DeployOutcome::Canary => RunOutcome::Canary,
                 DeployOutcome::Unchanged => RunOutcome::Unchanged,
             },
             release,
@@ -182,6 +186,11 @@ fn deploy(agent: &Agent, app: &App, trigger: &Trigger) -> Finished {
             Ok(None) => {}
             Err(error) => return failed(None, format!("{error:#}")),
         }
+    }
+    if matches!(config.topology, Topology::OneHost)
+        && let Err(error) = crate::canary::end_for_newer(&config, &trigger.describe())
+    {
+        return failed(None, format!("{error:#}"));
     }
     let request = Request::Deploy {
         force: trigger.force,
@@ -326,10 +335,35 @@ pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed
     }
 }
 
-/// Judge the release a deploy put live by its traffic, on a thread of its
-/// own: the queue goes on, and a newer deploy ends the watch.
+/// Judge the release a deploy put live by its traffic, or the canary it
+/// started, on a thread of its own: the queue goes on, and a newer deploy
+/// ends the watch (and the canary).
 fn watch_after(agent: &SharedAgent, app: &Arc<App>, finished: &Finished) {
     let config = app.config();
+    if let (RunOutcome::Canary, Some(id), Some(policy), Topology::OneHost) = (
+        finished.outcome,
+        finished.deployment,
+        config
+            .canary
+            .as_ref()
+            .and_then(|c| crate::canary::judging(&config, c)),
+        &config.topology,
+    ) {
+        let (agent, app) = (agent.clone(), app.clone());
+        tokio::task::spawn_blocking(move || {
+            let say = |line: &str| tracing::info!(app = %app.name, "{line}");
+            match crate::canary::judge(&config, &policy, id, &say, &crate::watch::Quiet) {
+                Ok(Some(judged)) => agent
+                    .metrics
+                    .watched(&app.name, judged.record.verdict.name()),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(app = %app.name, error = %format!("{error:#}"), "judging the canary failed")
+                }
+            }
+        });
+        return;
+    }
     let (RunOutcome::Success, Some(id), Some(policy), Topology::OneHost) = (
         finished.outcome,
         finished.deployment,

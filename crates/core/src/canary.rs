@@ -170,6 +170,7 @@ fn publish(layout: &Layout, release: &str, canary: Option<&Canary>) -> Result<()
     fsx::symlink(Path::new(&folder_name), &tmp)?;
     fsx::rename(&tmp, &layout.canary_link())?;
     fsx::fsync_dir(&state)?;
+    crate::failpoint::hit("canary.published");
     remove_folders_but(layout, Some(&folder_name))
 }
 
@@ -444,6 +445,17 @@ fn abort(session: &Session<'_>, policy: &Policy, canary: &Canary, why: &str) -> 
         Live::Release(name) => name,
         _ => canary.live.clone(),
     };
+    // Failed and retired first: a run killed after the switch below
+    // leaves a release that prune carries late writes out of, never one
+    // recover removes as unfinished.
+    session
+        .history
+        .mark_retired(&canary.release, now_ms(), canary.started_ms)?;
+    session.history.set_release_state(
+        &canary.release,
+        ReleaseState::Failed,
+        Some(&format!("canary aborted: {why}")),
+    )?;
     session.step(Step::Switch, || {
         publish(layout, &live, None)?;
         if let Some(apache) = &policy.apache {
@@ -451,15 +463,6 @@ fn abort(session: &Session<'_>, policy: &Policy, canary: &Canary, why: &str) -> 
         }
         Ok(())
     })?;
-    let at_ms = now_ms();
-    session
-        .history
-        .mark_retired(&canary.release, at_ms, canary.started_ms)?;
-    session.history.set_release_state(
-        &canary.release,
-        ReleaseState::Failed,
-        Some(&format!("canary aborted: {why}")),
-    )?;
     session.info(&format!(
         "canary aborted: {live} serves everyone again; {} is marked failed and rollbacks skip it",
         canary.release
@@ -482,6 +485,54 @@ fn abort(session: &Session<'_>, policy: &Policy, canary: &Canary, why: &str) -> 
         canary: canary.release.clone(),
         pruned: Vec::new(),
     })
+}
+
+/// Step `recover`, for canaries. A promote killed after its switch left
+/// the canary naming the release now live: it is over. A canary whose
+/// release is gone would send its buckets nowhere: it ends. A canary
+/// folder left without a canary (a killed promote or abort) goes.
+pub(crate) fn recover(
+    session: &Session<'_>,
+    live: &Live,
+    apache: Option<&crate::apache::ApacheMap>,
+) -> Result<()> {
+    let layout = session.layout;
+    let ended = match current(layout)? {
+        None => {
+            let leftover = fsx::metadata_if_exists(&layout.canary_link())?.is_some();
+            unpublish(layout)?;
+            if leftover {
+                session.info("removed the canary folder a killed promote or abort left");
+            }
+            return Ok(());
+        }
+        Some(canary) if *live == Live::Release(canary.release.clone()) => Some((
+            canary,
+            Ending::Promoted,
+            "a promote was killed after its switch; recover finished it",
+        )),
+        Some(canary)
+            if fsx::metadata_if_exists(&layout.release_path(&canary.release))?.is_none() =>
+        {
+            Some((canary, Ending::Aborted, "its release is gone"))
+        }
+        Some(_) => None,
+    };
+    if let Some((canary, ending, why)) = ended {
+        if let (Some(apache), Live::Release(name)) = (apache, live) {
+            apache.point_at(layout, name)?;
+        }
+        unpublish(layout)?;
+        session
+            .history
+            .record_canary_end(canary.deployment, ending, session.id, why)?;
+        session.warn(&format!(
+            "the canary of {} is {}: {why}",
+            canary.release,
+            ending.as_str()
+        ));
+    }
+    Ok(())
 }
 
 /// A canary as the history keeps it.

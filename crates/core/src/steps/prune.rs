@@ -77,6 +77,7 @@ fn prune_chosen(
     let shared = &policy.shared;
     let layout = session.layout;
     let live = read_live(layout)?;
+    let canary = crate::canary::current(layout)?;
     let mut candidates = Vec::new();
     for release in releases_on_disk(layout)? {
         let Some(stamp) = release.stamp() else {
@@ -86,6 +87,7 @@ fn prune_chosen(
         if record
             .as_ref()
             .is_some_and(|r| matches!(r.state, ReleaseState::Building | ReleaseState::Staged))
+            || canary.as_ref().is_some_and(|c| c.release == release.name)
         {
             continue;
         }

@@ -76,6 +76,7 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> 
             ));
         }
     }
+    crate::canary::recover(session, &live, apache)?;
     let canary = crate::canary::current(layout)?;
     for release in history.releases()? {
         if !matches!(release.state, ReleaseState::Building | ReleaseState::Staged)
