@@ -286,9 +286,7 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
             LockWait::Fail
         },
     };
-    let ended = end(&app, ending, &why, &options, console);
-    tell(&app, ending, "cli", &ended);
-    let ended = ended?;
+    let ended = end_and_tell(&app, ending, &why, &options, console)?;
     if args.json {
         return print_json(&ended);
     }
@@ -308,6 +306,20 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
         ),
     }
     Ok(())
+}
+
+/// Promote or abort the running canary of `app` as `options.trigger`
+/// asks, and tell the app's `notify` targets.
+pub fn end_and_tell(
+    app: &AppConfig,
+    ending: Ending,
+    why: &str,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<Ended> {
+    let ended = end(app, ending, why, options, observer);
+    tell(app, ending, &options.trigger, &ended);
+    ended
 }
 
 /// Tell the app's `notify` targets how a promote or abort went: a

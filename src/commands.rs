@@ -868,9 +868,14 @@ pub fn webserver(config: ConfigSource<'_>, args: &WebserverArgs) -> Result<()> {
         WebServer::Nginx => crate::webserver::nginx(&app.layout, &options)?,
         WebServer::Caddy => crate::webserver::caddy(&app.layout, &options)?,
         WebServer::Apache => {
-            let map = app.policy.apache.clone().unwrap_or(ApacheMap {
-                path: app.layout.apache_map(),
-            });
+            // Made now, so kept from now on.
+            let map = ApacheMap {
+                if_present: false,
+                ..app.policy.apache.clone().unwrap_or(ApacheMap {
+                    path: app.layout.apache_map(),
+                    if_present: false,
+                })
+            };
             let text = crate::webserver::apache(&app.layout, &map, &options)?;
             // The map names the live release from now on; while nothing is
             // deployed it holds no entry, and its existence tells later

@@ -1625,14 +1625,22 @@ fn apache_map(
                 .into());
         }
         (Some("nginx" | "caddy"), None) => None,
-        (None, None) if !zero_downtime || !layout.apache_map().exists() => None,
+        (None, None) if !zero_downtime => None,
         (Some("apache") | None, Some(path)) => Some(ApacheMap {
             path: std::path::absolute(&path).unwrap_or(path),
+            if_present: false,
         }),
         // Plain mode serves the context folder itself: nothing to map.
         (Some("apache"), None) if !zero_downtime => None,
-        (Some("apache") | None, None) => Some(ApacheMap {
+        (Some("apache"), None) => Some(ApacheMap {
             path: layout.apache_map(),
+            if_present: false,
+        }),
+        // Kept once `zdeploy webserver apache` made it, even after an
+        // agent read this config.
+        (None, None) => Some(ApacheMap {
+            path: layout.apache_map(),
+            if_present: true,
         }),
         (Some(other), _) => {
             return Err(origin

@@ -101,8 +101,9 @@ fn versions_by_bucket(port: u16) -> BTreeMap<String, String> {
 /// What one client saw: each answer's version, or why it failed.
 type Answers = Vec<Result<String, String>>;
 
-/// Clients, each with its bucket, requesting the page through every
-/// server until stopped; per client, the versions it saw in order.
+/// Clients, each with its bucket, requesting the page through each server
+/// until stopped (a client per bucket and server: servers switch a few
+/// microseconds apart); per client, the versions it saw in order.
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<(String, std::thread::JoinHandle<Answers>)>,
@@ -111,36 +112,34 @@ struct Load {
 impl Load {
     fn start(ports: &[u16], buckets: &[String]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = buckets
-            .iter()
-            .map(|bucket| {
-                let (stop, bucket, ports) = (stop.clone(), bucket.clone(), ports.to_vec());
+        let mut threads = Vec::new();
+        for bucket in buckets {
+            for port in ports {
+                let (stop, bucket, port) = (stop.clone(), bucket.clone(), *port);
                 let name = bucket.clone();
                 let thread = std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        for port in &ports {
-                            let answer = get(*port, "/", Some(&bucket));
-                            seen.push(match answer.status {
-                                200 => page_version(&answer.body),
-                                status => Err(format!("{port}: {status} {}", answer.body)),
-                            });
-                        }
+                        let answer = get(port, "/", Some(&bucket));
+                        seen.push(match answer.status {
+                            200 => page_version(&answer.body).map(|v| format!("{v}@{port}")),
+                            status => Err(format!("{port}: {status} {}", answer.body)),
+                        });
                         std::thread::sleep(Duration::from_millis(30));
                     }
                     seen
                 });
-                (name, thread)
-            })
-            .collect();
+                threads.push((name, thread));
+            }
+        }
         Load { stop, threads }
     }
 
-    /// Every answer whole; per client, the versions it saw, each once in
-    /// the order it first saw them.
-    fn stop(self) -> BTreeMap<String, Vec<String>> {
+    /// Every answer whole; per bucket, through each server, the versions
+    /// it saw, each once in the order it first saw them.
+    fn stop(self) -> BTreeMap<String, Vec<Vec<String>>> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut seen = BTreeMap::new();
+        let mut seen: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
         for (bucket, thread) in self.threads {
             let answers = thread.join().unwrap();
             assert!(answers.len() > 10, "the load ran");
@@ -156,9 +155,20 @@ impl Load {
                     versions.push(version);
                 }
             }
-            seen.insert(bucket, versions);
+            seen.entry(bucket).or_default().push(versions);
         }
         seen
+    }
+}
+
+/// Every server showed the clients of `bucket` exactly `expected`, in order.
+fn assert_saw(seen: &BTreeMap<String, Vec<Vec<String>>>, bucket: &str, expected: &[&str]) {
+    for versions in &seen[bucket] {
+        let shown: Vec<&str> = versions
+            .iter()
+            .map(|v| v.split('@').next().unwrap())
+            .collect();
+        assert_eq!(shown, expected, "bucket {bucket}: {versions:?}");
     }
 }
 
@@ -256,6 +266,16 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
         status.contains(&format!("canary: {v2} serves 25.0%")),
         "{status}"
     );
+    let summary: serde_json::Value =
+        serde_json::from_str(&agent.get("/api/apps/shop").body).unwrap();
+    assert_eq!(
+        summary["canary"]["canary"]["release"],
+        v2.as_str(),
+        "{summary}"
+    );
+    assert_eq!(summary["canary"]["percent"], 25.0, "{summary}");
+    let panel = agent.get("/apps/shop/panel").body;
+    assert!(panel.contains(r#"data-action="canary/promote""#), "{panel}");
     // Nothing else goes live meanwhile.
     for args in [&["deploy", "shop"][..], &["rollback", "shop"][..]] {
         let out = zdeploy(&config, args);
@@ -316,10 +336,10 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     std::thread::sleep(Duration::from_secs(1));
     let seen = load.stop();
     for bucket in &in_canary {
-        assert_eq!(seen[bucket], ["v2", "v1"], "bucket {bucket}");
+        assert_saw(&seen, bucket, &["v2", "v1"]);
     }
     for bucket in &on_live {
-        assert_eq!(seen[bucket], ["v1"], "bucket {bucket}");
+        assert_saw(&seen, bucket, &["v1"]);
     }
     assert_eq!(site.live_release(), v1);
     for (server, _) in servers {
@@ -371,15 +391,17 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
         save(port, &on_live[0], &format!("live2-{server}"));
     }
     std::thread::sleep(Duration::from_secs(1));
-    let out = zdeploy(&config, &["canary", "promote", "shop"]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Through the agent's API this time.
+    assert_eq!(agent.act("shop", "canary/bogus", "{}").status, 404);
+    let promoted = agent.act("shop", "canary/promote", r#"{"reason": "looks good"}"#);
+    assert_eq!(promoted.status, 200, "{}", promoted.body);
     std::thread::sleep(Duration::from_secs(1));
     let seen = load.stop();
     for bucket in &in_canary {
-        assert_eq!(seen[bucket], ["v3"], "bucket {bucket}");
+        assert_saw(&seen, bucket, &["v3"]);
     }
     for bucket in &on_live {
-        assert_eq!(seen[bucket], ["v1", "v3"], "bucket {bucket}");
+        assert_saw(&seen, bucket, &["v1", "v3"]);
     }
     assert!(site.read("index.php").contains("v3"));
     for (server, _) in servers {
@@ -395,6 +417,18 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     let none = zdeploy(&config, &["canary", "promote", "shop"]);
     assert_eq!(none.code, Some(2), "{}", none.stderr);
     assert!(none.stderr.contains("no canary"), "{}", none.stderr);
+    assert_eq!(agent.act("shop", "canary/abort", "{}").status, 422);
+    let traffic: serde_json::Value =
+        serde_json::from_str(&agent.get("/api/apps/shop/traffic").body).unwrap();
+    let marks: Vec<&str> = traffic["marks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["canary", "abort", "promote"] {
+        assert!(marks.contains(&kind), "{kind}: {marks:?}");
+    }
 
     // Judged by its traffic against the live release's: a canary failing
     // one request in three is aborted, a good one promoted.

@@ -185,6 +185,11 @@ pub fn summary(app: &App) -> Value {
             "freeze": f,
             "described": crate::freeze::describe(&f),
         })),
+        "canary": zdeploy_core::canary::current(&config.layout).ok().flatten().map(|c| json!({
+            "canary": c,
+            "percent": c.share.percent(),
+            "described": crate::canary::describe(&c),
+        })),
         "last_maintenance_window": history
             .as_ref()
             .and_then(|h| h.last_closed_window(false).ok().flatten()),
@@ -285,7 +290,8 @@ pub struct TrafficQuery {
 
 /// What the app's releases served over the last `minutes` (60 by default,
 /// at most a day), per release and ten seconds, with the moments a release
-/// went live or was switched back.
+/// went live, was switched back or rolled back, or a canary began, was
+/// promoted or aborted.
 pub async fn traffic(
     State(agent): State<SharedAgent>,
     Path(name): Path<String>,
@@ -305,9 +311,13 @@ pub async fn traffic(
         .into_iter()
         .filter(|d| d.finished_ms.is_some_and(|at| at >= from))
         .filter_map(|d| {
+            let canary = history.deployment_canary(d.id).ok().flatten().is_some();
             let kind = match (d.kind.as_str(), d.outcome.as_str()) {
+                ("deploy", "success") if canary => "canary",
                 ("deploy", "success") => "switch",
                 ("rollback", "success") => "rollback",
+                ("promote", "success") => "promote",
+                ("abort", "success") => "abort",
                 ("deploy", "failed")
                     if d.error.as_deref().is_some_and(|e| e.contains("switched back")) =>
                 {
@@ -498,6 +508,15 @@ pub struct DeployBody {
 pub struct RollbackBody {
     release: Option<String>,
     /// Even while the app is frozen.
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryBody {
+    reason: Option<String>,
+    /// Promote even while the app is frozen.
     #[serde(default)]
     force: bool,
 }
@@ -722,6 +741,47 @@ pub async fn rollback(
                 "a rollback on this host answered {other:?}"
             )),
         }
+    })
+    .await
+}
+
+/// `POST /api/apps/{app}/canary/{promote|abort}`, with an optional
+/// `{"reason": …}` (and `force` to promote while frozen).
+pub async fn canary(
+    State(agent): State<SharedAgent>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    authorize(&agent, &headers)?;
+    let app = find_app(&agent, &name)?;
+    let body: CanaryBody = parse_body(&body)?;
+    let (ending, kind) = match action.as_str() {
+        "promote" => (zdeploy_core::canary::Ending::Promoted, Kind::Promote),
+        "abort" => (zdeploy_core::canary::Ending::Aborted, Kind::Abort),
+        _ => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no canary action {action:?}: promote or abort"),
+            ));
+        }
+    };
+    if !matches!(app.config().topology, crate::config::Topology::OneHost) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "canary releases on a fleet are not supported yet",
+        ));
+    }
+    if kind == Kind::Promote {
+        refuse_if_frozen(&app, body.force, kind)?;
+    }
+    let why = body
+        .reason
+        .unwrap_or_else(|| format!("{} through the API", ending.as_str()));
+    act(agent, app, kind.as_str(), move |app, options, observer| {
+        let ended = crate::canary::end_and_tell(&app.config(), ending, &why, options, observer)?;
+        let release = ended.release.clone();
+        Ok((json!(ended), Some(release)))
     })
     .await
 }

@@ -207,6 +207,7 @@ fn router(agent: SharedAgent) -> Router {
         .route("/api/apps/{app}/deploy", post(api::deploy))
         .route("/api/apps/{app}/triggers/{id}", get(api::trigger_state))
         .route("/api/apps/{app}/rollback", post(api::rollback))
+        .route("/api/apps/{app}/canary/{action}", post(api::canary))
         .route("/api/apps/{app}/keep", post(api::keep))
         .route("/api/apps/{app}/prune", post(api::prune))
         .route("/api/apps/{app}/run", post(peer::run))

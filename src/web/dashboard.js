@@ -43,6 +43,7 @@ document.addEventListener("click", async (event) => {
   const app = button.closest("section.app").dataset.app;
   const action = button.dataset.action;
   if (action === "rollback" && !confirm(`Roll ${app} back to ${button.dataset.release}?`)) return;
+  if (action.startsWith("canary/") && !confirm(`${action.slice(7)} the canary of ${app}?`)) return;
   button.disabled = true;
   try {
     await act(app, action, action === "rollback" ? { release: button.dataset.release } : {});
@@ -148,7 +149,8 @@ async function chart(section) {
   ctx.stroke();
   ctx.font = "11px sans-serif";
   for (const m of marks) {
-    ctx.strokeStyle = m.kind === "switch" ? "#2e7d32" : "#c0392b";
+    ctx.strokeStyle = ["switch", "promote"].includes(m.kind) ? "#2e7d32"
+      : m.kind === "canary" ? "#b7950b" : "#c0392b";
     ctx.beginPath();
     ctx.moveTo(x(m.at_ms), top);
     ctx.lineTo(x(m.at_ms), bottom);

@@ -152,6 +152,13 @@ fn render_panel(data: &PanelData) -> String {
             esc(described)
         );
     }
+    if let Some(described) = s["canary"]["described"].as_str() {
+        let _ = write!(
+            html,
+            r#"<p class="alert canary">{name} {} <button data-action="canary/promote">Promote</button> <button data-action="canary/abort">Abort</button></p>"#,
+            esc(described)
+        );
+    }
     if let Some(described) = s["maintenance"]["described"].as_str() {
         let _ = write!(
             html,

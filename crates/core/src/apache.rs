@@ -24,6 +24,10 @@ pub const BUCKET_KEY: &str = "zdeploy-buckets";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApacheMap {
     pub path: PathBuf,
+    /// Kept only once the map exists (`zdeploy webserver apache` makes it):
+    /// an app that never named its web server, which a long-running agent
+    /// read before the map was made.
+    pub if_present: bool,
 }
 
 impl ApacheMap {
@@ -69,7 +73,20 @@ impl ApacheMap {
     /// caches a text map by its mtime, so the new file's mtime is made later
     /// than the old one's even on a filesystem with coarse timestamps.
     pub fn point_at(&self, layout: &Layout, release: &str) -> Result<()> {
+        if self.absent()? {
+            return Ok(());
+        }
         self.write(&Self::text(layout, release)?)
+    }
+
+    /// An implied map nobody made yet: nothing to keep.
+    fn absent(&self) -> Result<bool> {
+        Ok(!self.in_use())
+    }
+
+    /// Whether Apache reads this map: it was named, or it exists.
+    pub fn in_use(&self) -> bool {
+        !self.if_present || self.path.exists()
     }
 
     /// Rewrite the map to name `live` for everyone and `canary`'s release
@@ -77,6 +94,9 @@ impl ApacheMap {
     /// saying one runs and [`BUCKET_KEY`] the buckets a new client is
     /// given one of at random (read through a `rnd:` map).
     pub fn show_canary(&self, layout: &Layout, live: &str, canary: &Canary) -> Result<()> {
+        if self.absent()? {
+            return Ok(());
+        }
         let mut text = Self::text(layout, live)?;
         let context = layout.context();
         let release = &canary.release;

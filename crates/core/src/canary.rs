@@ -204,7 +204,7 @@ fn remove_folders_but(layout: &Layout, keep: Option<&str>) -> Result<()> {
 /// Behind Apache: the map names the live release, and during a canary the
 /// canary release for each of its buckets.
 fn tell_apache(session: &Session<'_>, policy: &Policy, canary: &Canary) -> Result<()> {
-    if let Some(apache) = &policy.apache {
+    if let Some(apache) = policy.apache.as_ref().filter(|a| a.in_use()) {
         apache.show_canary(session.layout, &canary.live, canary)?;
         session.info(&format!(
             "Apache's map now names {} for the canary's buckets",

@@ -100,6 +100,7 @@ pub fn recover(session: &Session<'_>, apache: Option<&ApacheMap>) -> Result<()> 
     // Behind Apache, a run killed between the switch and the map write left
     // Apache on the old release: make it follow the symlink again.
     if let (Some(apache), Live::Release(name)) = (apache, &live)
+        && apache.in_use()
         && apache.current(layout).as_ref() != Some(name)
     {
         apache.point_at(layout, name)?;

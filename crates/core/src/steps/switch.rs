@@ -113,8 +113,10 @@ pub fn switch(
         }
         switch_to(layout, name, displaced.as_deref())?;
         match &policy.apache {
-            Some(apache) => tell_apache(session, apache, name, previous.as_deref()),
-            None => Ok(()),
+            Some(apache) if apache.in_use() => {
+                tell_apache(session, apache, name, previous.as_deref())
+            }
+            _ => Ok(()),
         }
     });
     if let Err(error) = switched {
