@@ -703,6 +703,7 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     let window = history.deployment_window(deployment.id)?;
     let traffic = history.deployment_traffic(&deployment)?;
     let watch = history.deployment_watch(deployment.id)?;
+    let canary = history.deployment_canary(deployment.id)?;
     if args.json {
         return print_json(&serde_json::json!({
             "deployment": deployment,
@@ -711,6 +712,7 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
             "maintenance_window": window,
             "traffic": traffic,
             "watch": watch,
+            "canary": canary,
         }));
     }
     out!(
@@ -755,6 +757,19 @@ pub fn log(config: ConfigSource<'_>, args: &LogArgs) -> Result<()> {
     }
     if let Some(traffic) = &traffic {
         out!("traffic while live: {}", traffic.describe());
+    }
+    if let Some(canary) = &canary {
+        out!(
+            "canary: {} served {} beside {}; {}{}",
+            canary.canary.release,
+            canary.canary.share.describe(),
+            canary.canary.live,
+            canary.outcome,
+            match (&canary.why, canary.ended_by) {
+                (Some(why), Some(by)) => format!(" by deployment #{by} ({why})"),
+                _ => String::new(),
+            }
+        );
     }
     if let Some(watch) = &watch {
         out!(

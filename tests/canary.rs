@@ -261,6 +261,11 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     let canary = canary_status(&config);
     let v2 = canary["release"].as_str().unwrap().to_string();
     assert_eq!(canary["share"]["buckets"], 64, "{canary}");
+    let releases = zdeploy(&config, &["releases", "shop", "--json"]).stdout;
+    assert!(
+        releases.contains(r#""state":"canary""#) || releases.contains(r#""state": "canary""#),
+        "{releases}"
+    );
     let status = zdeploy(&config, &["status", "shop"]).stdout;
     assert!(
         status.contains(&format!("canary: {v2} serves 25.0%")),
@@ -365,6 +370,13 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
         .find(|r| r["name"] == v2.as_str())
         .unwrap_or_else(|| panic!("{v2} is kept: {releases}"));
     assert_eq!(aborted["state"], "failed", "{aborted}");
+    let started = zdeploy(&config, &["log", "shop", "2"]).stdout;
+    assert!(
+        started.contains("canary: ")
+            && started.contains("aborted by deployment #")
+            && started.contains("(seen enough)"),
+        "{started}"
+    );
 
     // Promote under load: the canary's release gets everyone, with what
     // users wrote on either side.

@@ -177,6 +177,47 @@ fn config_errors_name_the_file_line_and_fix() {
             ":4: apps.a.watch",
             "colour",
         ),
+        // Canaries.
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ncanary = { share = \"100%\" }\n",
+            ":4: apps.a.canary",
+            "above 0 and below 100",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ncanary = { for = \"5m\" }\n",
+            ":4: apps.a.canary",
+            "canary needs share",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ncanary = { share = \"10%\", for = \"2d\" }\n",
+            ":4: apps.a.canary",
+            "canary.for must be more than 0 and at most 24h",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ncanary = { share = \"10%\", max_p95 = \"half\" }\n",
+            ":4: apps.a.canary",
+            "canary.max_p95 takes a factor",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ncanary = { share = \"10%\", colour = 1 }\n",
+            ":4: apps.a.canary",
+            "colour",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\ncanary = \"10%\"\n",
+            ":4: apps.a.canary",
+            "canary takes a table",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nzero_downtime = false\ncanary = { share = \"10%\" }\n",
+            ":5: apps.a.canary",
+            "a canary needs zero_downtime",
+        ),
+        (
+            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nhosts = [\"web1\"]\ncanary = { share = \"10%\" }\n",
+            ":5: apps.a.canary",
+            "not supported yet",
+        ),
         (
             "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nmaintenance_allow = [\"10.0.0.1\", \"office\"]\n",
             ":4: apps.a.maintenance_allow",
@@ -310,6 +351,8 @@ fn flags_reject_bad_values() {
         ("--shared", "/abs", "invalid shared path"),
         ("--watch", "25h", "at most 24h"),
         ("--watch", "soon", "--watch"),
+        ("--canary", "0%", "above 0 and below 100"),
+        ("--canary", "ten", "--canary"),
     ] {
         let out = site.deploy(&app).args([flag, value]).fails_with(2);
         assert!(

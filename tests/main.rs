@@ -4,6 +4,9 @@
 mod support;
 
 mod agent;
+// Named to start early: on a fresh machine it builds cargo-deb and a
+// Debian root, the suite's longest test.
+mod apt_package;
 mod archives;
 mod canary;
 mod carry;
@@ -25,7 +28,6 @@ mod maintenance;
 mod mediawiki;
 mod modes;
 mod notify;
-mod package;
 mod pipeline;
 mod presets;
 mod privilege;

@@ -100,6 +100,7 @@ pub struct ReleaseInfo {
 /// Every release on disk with what the history knows of it.
 pub fn list(layout: &Layout, history: Option<&History>) -> Result<Vec<ReleaseInfo>> {
     let live = read_live(layout)?;
+    let canary = crate::canary::current(layout)?;
     let mut infos = Vec::new();
     let record_of = |name: &str| -> Result<Option<ReleaseRecord>> {
         match history {
@@ -114,14 +115,19 @@ pub fn list(layout: &Layout, history: Option<&History>) -> Result<Vec<ReleaseInf
             ReleaseKind::Kept => "kept",
         };
         let is_live = live == Live::Release(release.name.clone());
-        infos.push(info(
+        let mut info = info(
             layout,
             &release.name,
             kind,
             is_live,
             record,
             release.stamp(),
-        ));
+        );
+        // A staged release serving a share of clients.
+        if canary.as_ref().is_some_and(|c| c.release == release.name) {
+            info.state = "canary".into();
+        }
+        infos.push(info);
     }
     if live == Live::Folder {
         let record = record_of(layout.context())?;
