@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::support::agent::Agent;
-use super::support::load::{Load, Sample, page_version, percentile, php_app};
+use super::support::load::{Load, Sample, percentile, php_app};
 use super::support::servers::{Nginx, PhpFpm, free_port, request, zdeploy_nginx_config};
 use super::support::{Site, Zdeploy};
 use super::{PHP_WORKERS, ms, percent};
@@ -54,13 +54,13 @@ struct Row {
 }
 
 /// The share of `NEW_CLIENTS` new clients (no cookie) the release `version`
-/// served, asked one after another.
+/// served, asked one after another for a static file only that release has
+/// (so the probe adds no PHP work to the load it measures).
 fn new_clients_share(port: u16, version: &str) -> f64 {
+    let path = format!("/data_{version}.txt");
     let served = (0..NEW_CLIENTS)
-        .filter(|_| {
-            request(port, "GET", "/")
-                .is_ok_and(|(_, body)| page_version(&body).as_deref() == Ok(version))
-        })
+        // Elsewhere the front controller answers.
+        .filter(|_| request(port, "GET", &path).is_ok_and(|(_, body)| body.trim() == version))
         .count();
     100.0 * served as f64 / NEW_CLIENTS as f64
 }

@@ -442,6 +442,34 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
         assert!(marks.contains(&kind), "{kind}: {marks:?}");
     }
 
+    // The agent deploys as the app says, as a canary; a newer trigger
+    // aborts the canary running first.
+    write_version(&source, "v3b", 0);
+    let out = zdeploy(&config, &["deploy", "shop", "--canary", "25%"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let replaced = canary_status(&config)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write_version(&source, "v3c", 0);
+    assert_eq!(agent.act("shop", "deploy", "{}").status, 202);
+    agent.wait_for("the agent's canary", Duration::from_secs(30), || {
+        canary_status(&config)["release"]
+            .as_str()
+            .is_some_and(|r| r != replaced)
+    });
+    let releases: serde_json::Value =
+        serde_json::from_str(&zdeploy(&config, &["releases", "shop", "--json"]).stdout).unwrap();
+    let old = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == replaced.as_str())
+        .unwrap();
+    assert_eq!(old["state"], "failed", "{old}");
+    let out = zdeploy(&config, &["canary", "abort", "shop"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
     // Judged by its traffic against the live release's: a canary failing
     // one request in three is aborted, a good one promoted.
     let clients: Vec<String> = (0..=255u8)
