@@ -172,7 +172,7 @@ pub fn judge(
                 None
             }
             ended => {
-                tell(app, ending, "canary judge", &ended);
+                tell(app, ending, &why, "canary judge", &ended);
                 Some(ended?)
             }
         },
@@ -222,7 +222,7 @@ pub fn end_for_newer(app: &AppConfig, trigger: &str) -> Result<Option<Ended>> {
         // Its judging ended it meanwhile.
         Err(_) if zdeploy_core::canary::current(&app.layout)?.is_none() => Ok(None),
         ended => {
-            tell(app, Ending::Aborted, trigger, &ended);
+            tell(app, Ending::Aborted, &why, trigger, &ended);
             ended.map(Some)
         }
     }
@@ -318,13 +318,13 @@ pub fn end_and_tell(
     observer: &dyn Observer,
 ) -> Result<Ended> {
     let ended = end(app, ending, why, options, observer);
-    tell(app, ending, &options.trigger, &ended);
+    tell(app, ending, why, &options.trigger, &ended);
     ended
 }
 
 /// Tell the app's `notify` targets how a promote or abort went: a
 /// promote succeeded, an abort switched back, or either failed.
-fn tell(app: &AppConfig, ending: Ending, trigger: &str, result: &Result<Ended>) {
+fn tell(app: &AppConfig, ending: Ending, why: &str, trigger: &str, result: &Result<Ended>) {
     let kind = match ending {
         Ending::Promoted => Kind::Promote.as_str(),
         Ending::Aborted => Kind::Abort.as_str(),
@@ -339,6 +339,9 @@ fn tell(app: &AppConfig, ending: Ending, trigger: &str, result: &Result<Ended>) 
             notice.deployment = Some(ended.deployment);
             notice.release = Some(ended.release.clone());
             notice.previous = Some(ended.canary.clone());
+            if ending == Ending::Aborted {
+                notice.error = Some(format!("the canary {} was aborted: {why}", ended.canary));
+            }
         }
         Err(error) => notice.error = Some(format!("{error:#}")),
     }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::support::agent::Agent;
+use crate::support::http::Recorder;
 use crate::support::load::{page_version, php_app};
 use crate::support::servers::{Apache, Caddy, Nginx, PhpFpm, free_port, zdeploy_nginx_config};
 use crate::support::{Output, Site, Zdeploy};
@@ -192,13 +193,16 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let source = site.path("app");
     write_version(&source, "v1", 0);
+    let told = Recorder::start(&[200]);
     let agent = Agent::start(
         site.dir.path(),
         &format!(
             "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\nsettle = \"0s\"\ndrain = \"0s\"\nkeep = 10\n\
-             canary = {{ share = \"25%\", max_error_rate = \"2%\", max_p95 = \"5x\", min_requests = 20 }}\n",
+             canary = {{ share = \"25%\", max_error_rate = \"2%\", max_p95 = \"5x\", min_requests = 20 }}\n\
+             notify = {{ url = \"http://{}/hook\" }}\n",
             site.webroot.display(),
-            source.display()
+            source.display(),
+            told.address
         ),
     );
     let config: PathBuf = agent.config.clone();
@@ -514,6 +518,32 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.contains("canary promoted"), "{}", out.stdout);
     assert!(site.read("index.php").contains("v5"));
+    // Told as what they were: a canary is no switch, a promote is, an
+    // abort is a switch back.
+    let events: Vec<(String, String)> = told
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let body: serde_json::Value = serde_json::from_str(b).unwrap();
+            (
+                body["kind"].as_str().unwrap().to_string(),
+                body["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (kind, event) in [
+        ("deploy", "succeeded"),
+        ("deploy", "canary"),
+        ("abort", "switched_back"),
+        ("promote", "succeeded"),
+    ] {
+        assert!(
+            events.contains(&(kind.to_string(), event.to_string())),
+            "{kind} {event}: {events:?}"
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     thread.join().unwrap();
     drop((nginx, apache, caddy, agent));

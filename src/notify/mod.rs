@@ -40,24 +40,29 @@ pub enum Event {
     RolledBack,
     /// A trigger the app's freeze held back.
     Skipped,
+    /// A new release serves a share of clients as a canary (its promote
+    /// says `succeeded`, its abort `switched_back`).
+    Canary,
 }
 
 impl Event {
-    pub const ALL: [Event; 6] = [
+    pub const ALL: [Event; 7] = [
         Event::Started,
         Event::Succeeded,
         Event::Failed,
         Event::SwitchedBack,
         Event::RolledBack,
         Event::Skipped,
+        Event::Canary,
     ];
     /// What a target without `on` hears: everything but the starts.
-    pub const DEFAULT: [Event; 5] = [
+    pub const DEFAULT: [Event; 6] = [
         Event::Succeeded,
         Event::Failed,
         Event::SwitchedBack,
         Event::RolledBack,
         Event::Skipped,
+        Event::Canary,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +73,7 @@ impl Event {
             Event::SwitchedBack => "switched_back",
             Event::RolledBack => "rolled_back",
             Event::Skipped => "skipped",
+            Event::Canary => "canary",
         }
     }
 
@@ -81,6 +87,7 @@ impl Event {
             "switched_back" => &[Event::SwitchedBack],
             "rolled_back" => &[Event::RolledBack],
             "skipped" => &[Event::Skipped],
+            "canary" => &[Event::Canary],
             "success" => &[Event::Succeeded, Event::RolledBack],
             "failure" => &[Event::Failed, Event::SwitchedBack],
             _ => return None,
@@ -203,10 +210,11 @@ impl<'a> Run<'a> {
                 notice.error = Some(format!("{error:#}"));
             }
             Ok(Done::Deployed(done)) => {
-                if done.outcome == DeployOutcome::Unchanged {
-                    return;
-                }
-                notice.event = Event::Succeeded;
+                notice.event = match done.outcome {
+                    DeployOutcome::Unchanged => return,
+                    DeployOutcome::Canary => Event::Canary,
+                    DeployOutcome::Deployed => Event::Succeeded,
+                };
                 notice.deployment = Some(done.deployment);
                 notice.release = done.release.clone();
                 notice.previous = done.previous.clone();

@@ -67,6 +67,7 @@ pub fn body(format: Format, notice: &Notice) -> Value {
                                 Event::Failed | Event::SwitchedBack => "Attention",
                                 Event::Succeeded | Event::RolledBack => "Good",
                                 Event::Started | Event::Skipped => "Default",
+                                Event::Canary => "Accent",
                             },
                             "text": text,
                         },
@@ -118,6 +119,9 @@ fn summary(notice: &Notice) -> String {
             format!("zdeploy: {app} switched back{hosts}: {error}")
         }
         Event::Skipped => format!("zdeploy: a deploy of {app} was skipped: {error}"),
+        Event::Canary => format!(
+            "zdeploy: {app} tries {release}{commit} on a share of clients as a canary{hosts}{took}"
+        ),
     };
     truncate(text)
 }
@@ -158,6 +162,7 @@ fn color(event: Event) -> u32 {
         Event::Succeeded | Event::RolledBack => 0x2e_a0_43,
         Event::Failed | Event::SwitchedBack => 0xd1_24_2f,
         Event::Started | Event::Skipped => 0x6e_77_81,
+        Event::Canary => 0xb7_95_0b,
     }
 }
 
