@@ -607,3 +607,39 @@ fn a_promote_or_abort_killed_at_its_switch_loses_no_write_and_the_next_run_finis
         assert!(site.read("index.php").contains("v3"));
     }
 }
+
+#[test]
+fn a_deploy_whose_migration_needs_a_window_switches_everyone_instead_of_starting_a_canary() {
+    let site = Site::new();
+    let source = site.path("app");
+    write_version(&source, "v1", 0);
+    let config = site.path("zdeploy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[apps.shop]\nwebroot = \"{}\"\nsource = \"{}\"\nsettle = \"0s\"\n\
+             build = [{{ run = \"echo migrated\", maintenance = true }}]\n",
+            site.webroot.display(),
+            source.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(zdeploy(&config, &["deploy", "shop"]).code, Some(0));
+    write_version(&source, "v2", 0);
+    let out = zdeploy(&config, &["deploy", "shop", "--canary", "10%"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("switching everyone instead of starting a canary"),
+        "{}",
+        out.stderr
+    );
+    assert!(site.read("index.php").contains("v2"));
+    assert!(!site.webroot.join(".zdeploy/ROOT/canary").exists());
+    assert!(
+        !site
+            .webroot
+            .join(".zdeploy/ROOT/maintenance/window")
+            .exists()
+    );
+}

@@ -88,10 +88,25 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
     match stage(session, plan, None)? {
         Staging::Done(result) => Ok(result),
         Staging::Staged(staged) => match canary {
+            // A migration that needed a window: the live release cannot
+            // serve the new schema, so nobody stays on it.
+            Some(_) if migrated_in_window(session)? => {
+                session.info(
+                    "a build step needed a maintenance window (the live release cannot serve what it changed): switching everyone instead of starting a canary",
+                );
+                go_live(session, staged, &plan.policy)
+            }
             Some(share) => crate::canary::start(session, staged, &plan.policy, share),
             None => go_live(session, staged, &plan.policy),
         },
     }
+}
+
+/// Whether this run opened a maintenance window (for a build step that
+/// changes what the live release needs).
+fn migrated_in_window(session: &Session<'_>) -> Result<bool> {
+    Ok(crate::maintenance::current(session.layout)?
+        .is_some_and(|window| window.deployment == Some(session.id)))
 }
 
 /// Deploy `plan` (prebuilt) as a copy of another app's live release, by
