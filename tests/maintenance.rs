@@ -361,12 +361,14 @@ fn maintenance_by_hand_answers_503_under_load_on_nginx_apache_and_caddy_without_
             );
         }
     }
-    // A reload replaces every worker; Apache may add children under load.
+    // A reload replaces every worker. Apache may add children under load,
+    // and retire one (or restart its piped log) when the machine is busy:
+    // one of its first children still serving shows there was no reload.
     let (nginx_workers, apache_workers) = served.workers();
     assert_eq!(nginx_workers, workers.0, "nginx was not reloaded");
     assert!(
-        workers.1.iter().all(|pid| apache_workers.contains(pid)),
-        "Apache was not reloaded: its children {:?} still serve (now {apache_workers:?})",
+        workers.1.iter().any(|pid| apache_workers.contains(pid)),
+        "Apache was reloaded: none of its children {:?} still serve (now {apache_workers:?})",
         workers.1
     );
     for (server, port) in served.ports() {
