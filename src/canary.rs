@@ -13,6 +13,7 @@ use zdeploy_core::canary::{Canary, Ended, Ending, Share};
 use zdeploy_core::history::{History, Kind, now_ms};
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::session::{Observer, RunOptions};
+use zdeploy_core::traffic::Figures;
 use zdeploy_core::watch::{Verdict, WatchPolicy, WatchRecord};
 
 use crate::cli::{CanaryAction, CanaryArgs, select_app};
@@ -135,7 +136,7 @@ pub fn judge(
             break (Verdict::Ended { why }, before, after);
         }
         if now_ms() >= end_ms {
-            break (policy.at_end(&after), before, after);
+            break (at_end(policy, &canary, &before, &after), before, after);
         }
         std::thread::sleep(LOOK_EVERY);
     };
@@ -187,6 +188,25 @@ pub fn judge(
     };
     history.record_watch(&record)?;
     Ok(Some(Judged { record, ended }))
+}
+
+/// The verdict when the window is over: the watch's, except for a canary
+/// that served nothing while the live release served ten or more times
+/// what its share should have brought it (chance: under 1 in 20,000): the
+/// site ignores canaries (written before them), so it is not promoted
+/// untried.
+fn at_end(policy: &WatchPolicy, canary: &Canary, live: &Figures, tried: &Figures) -> Verdict {
+    let share = canary.share.percent() / 100.0;
+    let expected = live.requests as f64 * share / (1.0 - share);
+    if tried.requests == 0 && expected >= 10.0 {
+        return Verdict::Breached {
+            why: format!(
+                "it served no request while {} served {}: does the site ignore canaries? Sites written before them do: write it again with `zdeploy webserver`",
+                canary.live, live.requests
+            ),
+        };
+    }
+    policy.at_end(tried)
 }
 
 /// The error a deploy whose canary was aborted by its judging fails with.

@@ -474,6 +474,35 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     let out = zdeploy(&config, &["canary", "abort", "shop"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 
+    // A canary the site never sends anyone to (a site written before
+    // canaries) is not promoted untried: here only the live release's
+    // requests are reported, by hand to the agent's socket.
+    let socket = site.webroot.join(".zdeploy/ROOT/traffic.sock");
+    let live = site.live_release();
+    let live_path = site.webroot.join(&live);
+    let reporting = Arc::new(AtomicBool::new(true));
+    let reporter = {
+        let (reporting, socket) = (reporting.clone(), socket.clone());
+        let line = format!("<190>zdeploy: zdeploy1 200 0.010 {}", live_path.display());
+        std::thread::spawn(move || {
+            let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+            while reporting.load(Ordering::Relaxed) {
+                let _ = sender.send_to(line.as_bytes(), &socket);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    write_version(&source, "untried", 0);
+    let out = zdeploy(
+        &config,
+        &["deploy", "shop", "--canary", "25%", "--watch", "3s"],
+    );
+    reporting.store(false, Ordering::Relaxed);
+    reporter.join().unwrap();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("served no request"), "{}", out.stderr);
+    assert_eq!(site.live_release(), live, "the live release stays");
+
     // Judged by its traffic against the live release's: a canary failing
     // one request in three is aborted, a good one promoted.
     let clients: Vec<String> = (0..=255u8)
