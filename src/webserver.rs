@@ -85,12 +85,7 @@ pub fn nginx(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     let root = utf8(&served, "webroot")?;
     let check = |what, value, placement| check("nginx", "\"'$;{}\\#", what, value, placement);
     check("webroot", root, Placement::Quoted)?;
-    let canary_link = layout.canary_link();
-    let canary = utf8(&canary_link, "canary")?;
-    check("canary folder", canary, Placement::Quoted)?;
-    let canary_root =
-        zdeploy_core::public::served_dir(&canary_link.join("release"), options.public);
-    let canary_root = utf8(&canary_root, "canary")?;
+    let (canary, canary_root) = canary_paths(layout, options.public, "nginx", "\"'$;{}\\#")?;
     let canary_cookie = zdeploy_core::canary::COOKIE;
     let bucket_file = zdeploy_core::canary::BUCKET_FILE_PREFIX;
     check("listen address", options.listen, Placement::Bare)?;
@@ -223,6 +218,21 @@ server {{
 }}
 "#
     ))
+}
+
+/// The canary folder a site tests per request, and the root it serves the
+/// canary's release from (through that folder), checked for `server`.
+fn canary_paths(
+    layout: &Layout,
+    public: Option<&std::path::Path>,
+    server: &str,
+    forbidden: &str,
+) -> Result<(String, String), UsageError> {
+    let folder = layout.canary_link();
+    let root = zdeploy_core::public::served_dir(&folder.join("release"), public);
+    let (folder, root) = (utf8(&folder, "canary")?, utf8(&root, "canary")?);
+    check(server, forbidden, "canary folder", root, Placement::Quoted)?;
+    Ok((folder.to_string(), root.to_string()))
 }
 
 /// The longest path a unix socket may have (`sun_path` less its NUL).
@@ -435,12 +445,7 @@ pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     let window = utf8(&window_path, "maintenance window")?;
     check("maintenance window", window, Placement::Quoted)?;
     let cookie = zdeploy_core::maintenance::BYPASS_COOKIE;
-    let canary_link = layout.canary_link();
-    let canary = utf8(&canary_link, "canary")?;
-    check("canary folder", canary, Placement::Quoted)?;
-    let canary_root =
-        zdeploy_core::public::served_dir(&canary_link.join("release"), options.public);
-    let canary_root = utf8(&canary_root, "canary")?;
+    let (canary, canary_root) = canary_paths(layout, options.public, "Caddy", "\"`\\{}#")?;
     let canary_cookie = zdeploy_core::canary::COOKIE;
     let bucket_file = zdeploy_core::canary::BUCKET_FILE_PREFIX;
     Ok(format!(

@@ -99,6 +99,16 @@ fn versions_by_bucket(port: u16) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Three buckets that see `version`.
+fn seeing(by_bucket: &BTreeMap<String, String>, version: &str) -> Vec<String> {
+    by_bucket
+        .iter()
+        .filter(|(_, v)| *v == version)
+        .map(|(b, _)| b.clone())
+        .take(3)
+        .collect()
+}
+
 /// What one client saw: each answer's version, or why it failed.
 type Answers = Vec<Result<String, String>>;
 
@@ -316,18 +326,7 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     let share = 100.0 * canaried as f64 / 1200.0;
     assert!((20.0..30.0).contains(&share), "{share}% of new clients");
 
-    let in_canary: Vec<String> = by_bucket
-        .iter()
-        .filter(|(_, v)| *v == "v2")
-        .map(|(b, _)| b.clone())
-        .take(3)
-        .collect();
-    let on_live: Vec<String> = by_bucket
-        .iter()
-        .filter(|(_, v)| *v == "v1")
-        .map(|(b, _)| b.clone())
-        .take(3)
-        .collect();
+    let (in_canary, on_live) = (seeing(&by_bucket, "v2"), seeing(&by_bucket, "v1"));
     let clients: Vec<String> = in_canary.iter().chain(&on_live).cloned().collect();
 
     // Abort under load: users' saves on either side stay.
@@ -388,18 +387,7 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     let out = zdeploy(&config, &["deploy", "shop", "--canary", "25%"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let by_bucket = versions_by_bucket(caddy_port);
-    let in_canary: Vec<String> = by_bucket
-        .iter()
-        .filter(|(_, v)| *v == "v3")
-        .map(|(b, _)| b.clone())
-        .take(3)
-        .collect();
-    let on_live: Vec<String> = by_bucket
-        .iter()
-        .filter(|(_, v)| *v == "v1")
-        .map(|(b, _)| b.clone())
-        .take(3)
-        .collect();
+    let (in_canary, on_live) = (seeing(&by_bucket, "v3"), seeing(&by_bucket, "v1"));
     let clients: Vec<String> = in_canary.iter().chain(&on_live).cloned().collect();
     let load = Load::start(&ports, &clients);
     for (server, port) in servers {
