@@ -276,8 +276,8 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
     }
     let layout = &app.layout;
     layout.check_webroot()?;
-    let running = zdeploy_core::canary::current(layout)?;
     if args.action == CanaryAction::Status {
+        let running = zdeploy_core::canary::current(layout)?;
         if args.json {
             return print_json(&serde_json::json!({ "canary": running }));
         }
@@ -289,7 +289,7 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
     }
     let ending = match args.action {
         CanaryAction::Promote => {
-            crate::freeze::refuse_if_frozen(&app, Kind::Promote, false)?;
+            crate::freeze::refuse_if_frozen(&app, Kind::Promote, args.force)?;
             Ending::Promoted
         }
         _ => Ending::Aborted,

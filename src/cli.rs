@@ -401,6 +401,9 @@ pub struct CanaryArgs {
     /// Why, kept in the history (abort: also with the failed release)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// Promote even while the app is frozen
+    #[arg(long)]
+    pub force: bool,
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,

@@ -230,35 +230,43 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     if let Some(error) = watched.as_ref().and_then(crate::watch::breach_error) {
         return Err(error);
     }
-    report_done(&app, &done, args.json)?;
     let judging = app
         .canary
         .as_ref()
         .and_then(|canary| crate::canary::judging(&app, canary));
-    if let (Done::Deployed(result), Some(policy)) = (&done, judging)
-        && result.outcome == DeployOutcome::Canary
-    {
-        let judged = crate::canary::judge(
-            &app,
-            &policy,
-            result.deployment,
-            &|line| eprintln!("{line}"),
-            console,
-        )?;
-        if let Some(error) = judged.as_ref().and_then(crate::canary::breach_error) {
-            return Err(error);
-        }
-        if let Some(ended) = judged.as_ref().and_then(|j| j.ended.as_ref()) {
-            out!(
-                "{} -> {} (canary {}, deployment #{})",
-                app.layout.context(),
-                ended.release,
-                ended.ending.as_str(),
-                ended.deployment
-            );
-        }
+    let (Done::Deployed(result), Some(policy)) = (&done, judging) else {
+        return report_done(&app, &done, args.json);
+    };
+    if result.outcome != DeployOutcome::Canary {
+        return report_done(&app, &done, args.json);
     }
-    Ok(())
+    // People hear that the canary began before it is judged; JSON gets
+    // one document with both.
+    if !args.json {
+        report_done(&app, &done, false)?;
+    }
+    let judged = crate::canary::judge(
+        &app,
+        &policy,
+        result.deployment,
+        &|line| eprintln!("{line}"),
+        console,
+    )?;
+    if args.json {
+        print_json(&serde_json::json!({ "deployed": done, "judged": judged }))?;
+    } else if let Some(ended) = judged.as_ref().and_then(|j| j.ended.as_ref()) {
+        out!(
+            "{} -> {} (canary {}, deployment #{})",
+            app.layout.context(),
+            ended.release,
+            ended.ending.as_str(),
+            ended.deployment
+        );
+    }
+    match judged.as_ref().and_then(crate::canary::breach_error) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// `--archive FILE` as an absolute path, after its `--sha256` was checked.

@@ -530,10 +530,15 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     write_version(&source, "v5", 0);
     let out = zdeploy(
         &config,
-        &["deploy", "shop", "--canary", "50%", "--watch", "3s"],
+        &[
+            "deploy", "shop", "--canary", "50%", "--watch", "3s", "--json",
+        ],
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("canary promoted"), "{}", out.stdout);
+    let answer: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("one JSON document ({e}): {}", out.stdout));
+    assert_eq!(answer["deployed"]["outcome"], "canary", "{answer}");
+    assert_eq!(answer["judged"]["ended"]["ending"], "promoted", "{answer}");
     assert!(site.read("index.php").contains("v5"));
     // Told as what they were: a canary is no switch, a promote is, an
     // abort is a switch back.
@@ -604,12 +609,20 @@ fn a_promote_or_abort_killed_at_its_switch_loses_no_write_and_the_next_run_finis
             )
             .unwrap();
         }
-        let out = adhoc(&site, &["canary", action], Some(point));
+        // Frozen: a promote needs --force, an abort does not.
+        site.zdeploy("freeze").success();
+        if action == "promote" {
+            let out = adhoc(&site, &["canary", "promote"], None);
+            assert_eq!(out.code, Some(2), "{}", out.stderr);
+            assert!(out.stderr.contains("--force"), "{}", out.stderr);
+        }
+        let out = adhoc(&site, &["canary", action, "--force"], Some(point));
         assert_eq!(
             out.code, None,
             "{action}: killed at {point}: {}",
             out.stderr
         );
+        site.zdeploy("unfreeze").success();
         // The next run recovers, and nothing anyone saved is lost.
         write_version(&source, "v3", 0);
         let out = adhoc(&site, &["deploy", app], None);

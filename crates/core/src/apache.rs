@@ -73,15 +73,10 @@ impl ApacheMap {
     /// caches a text map by its mtime, so the new file's mtime is made later
     /// than the old one's even on a filesystem with coarse timestamps.
     pub fn point_at(&self, layout: &Layout, release: &str) -> Result<()> {
-        if self.absent()? {
+        if !self.in_use() {
             return Ok(());
         }
         self.write(&Self::text(layout, release)?)
-    }
-
-    /// An implied map nobody made yet: nothing to keep.
-    fn absent(&self) -> Result<bool> {
-        Ok(!self.in_use())
     }
 
     /// Whether Apache reads this map: it was named, or it exists.
@@ -94,22 +89,17 @@ impl ApacheMap {
     /// saying one runs and [`BUCKET_KEY`] the buckets a new client is
     /// given one of at random (read through a `rnd:` map).
     pub fn show_canary(&self, layout: &Layout, live: &str, canary: &Canary) -> Result<()> {
-        if self.absent()? {
+        if !self.in_use() {
             return Ok(());
         }
         let mut text = Self::text(layout, live)?;
         let context = layout.context();
         let release = &canary.release;
+        // Checks the canary's name as it checks the live one's.
         Self::text(layout, release)?;
-        text.push_str(&format!(
-            "{context}@canary {release}
-"
-        ));
+        text.push_str(&format!("{context}@canary {release}\n"));
         for bucket in canary.buckets() {
-            text.push_str(&format!(
-                "{context}@{bucket:02x} {release}
-"
-            ));
+            text.push_str(&format!("{context}@{bucket:02x} {release}\n"));
         }
         let every: Vec<String> = (0..crate::canary::BUCKETS)
             .map(|b| format!("{b:02x}"))

@@ -175,16 +175,22 @@ fn publish(layout: &Layout, release: &str, canary: Option<&Canary>) -> Result<()
 }
 
 /// End the canary for the web servers: the link goes, then its folders.
-fn unpublish(layout: &Layout) -> Result<()> {
-    remove_link(&layout.canary_link())?;
-    fsx::fsync_dir(&layout.state_dir())?;
-    remove_folders_but(layout, None)
+/// Whether there was a link.
+fn unpublish(layout: &Layout) -> Result<bool> {
+    let removed = remove_link(&layout.canary_link())?;
+    if removed {
+        fsx::fsync_dir(&layout.state_dir())?;
+    }
+    remove_folders_but(layout, None)?;
+    Ok(removed)
 }
 
-fn remove_link(path: &Path) -> Result<()> {
+/// Remove a link if it is there; whether it was.
+fn remove_link(path: &Path) -> Result<bool> {
     match std::fs::remove_file(path) {
-        Err(e) if !fsx::is_missing(&e) => Err(Error::io("remove", path, e)),
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if fsx::is_missing(&e) => Ok(false),
+        Err(e) => Err(Error::io("remove", path, e)),
     }
 }
 
@@ -355,13 +361,24 @@ fn end_in_session(
         Some(&canary.live),
     )?;
     let ended = match ending {
-        Ending::Promoted => promote(session, policy, &canary)?,
-        Ending::Aborted => abort(session, policy, &canary, why)?,
+        Ending::Promoted => promote(session, policy, &canary),
+        Ending::Aborted => abort(session, policy, &canary, why),
     };
-    session
-        .history
-        .record_canary_end(canary.deployment, ending, session.id, why)?;
-    Ok(ended)
+    match &ended {
+        Ok(_) => session
+            .history
+            .record_canary_end(canary.deployment, ending, session.id, why)?,
+        // A promote that failed after its switch (its after_switch or
+        // health check switched back) ended the canary all the same.
+        Err(error) if current(layout)?.is_none() => session.history.record_canary_end(
+            canary.deployment,
+            Ending::Aborted,
+            session.id,
+            &format!("{} failed: {error}", ending.as_str()),
+        )?,
+        Err(_) => {}
+    }
+    ended
 }
 
 /// Carry into the canary release what the live one's users wrote since
@@ -499,9 +516,7 @@ pub(crate) fn recover(
     let layout = session.layout;
     let ended = match current(layout)? {
         None => {
-            let leftover = fsx::metadata_if_exists(&layout.canary_link())?.is_some();
-            unpublish(layout)?;
-            if leftover {
+            if unpublish(layout)? {
                 session.info("removed the canary folder a killed promote or abort left");
             }
             return Ok(());
