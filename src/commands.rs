@@ -868,6 +868,16 @@ pub fn init(config: ConfigSource<'_>, args: &InitArgs) -> Result<()> {
     Ok(())
 }
 
+/// The port the agent of this config listens on (its `[agent] listen`),
+/// or the default one without a config file (`--webroot`).
+fn agent_port(config: ConfigSource<'_>, args: &WebserverArgs) -> Result<u16> {
+    let path = match config::discover(config.path) {
+        Ok(path) if args.target.webroot.is_none() => path,
+        _ => return Ok(crate::config::DEFAULT_AGENT_PORT),
+    };
+    Ok(config::ConfigFile::load(&path)?.agent(None)?.listen.port())
+}
+
 pub fn webserver(config: ConfigSource<'_>, args: &WebserverArgs) -> Result<()> {
     if let Some(host) = args.target.hosts.first() {
         return Err(UsageError(format!(
@@ -886,6 +896,7 @@ pub fn webserver(config: ConfigSource<'_>, args: &WebserverArgs) -> Result<()> {
         server_name: &args.server_name,
         php_fpm: &php_fpm,
         public: app.policy.public.as_deref(),
+        agent_port: agent_port(config, args)?,
     };
     let text = match args.server {
         WebServer::Nginx => crate::webserver::nginx(&app.layout, &options)?,

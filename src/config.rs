@@ -522,6 +522,8 @@ pub struct ConfigFile {
     apps: BTreeMap<String, RawApp>,
 }
 
+/// The port of `DEFAULT_AGENT_LISTEN`.
+pub const DEFAULT_AGENT_PORT: u16 = 9470;
 pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:9470";
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 

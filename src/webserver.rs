@@ -27,6 +27,9 @@ pub struct SiteOptions<'a> {
     pub php_fpm: &'a str,
     /// The folder of each release that is served (`public`), if not the release.
     pub public: Option<&'a std::path::Path>,
+    /// The agent's port: Caddy sends its traffic reports there, by UDP
+    /// on the loopback address.
+    pub agent_port: u16,
 }
 
 /// The path the server's document root names: the context symlink, and
@@ -448,6 +451,8 @@ pub fn caddy(layout: &Layout, options: &SiteOptions<'_>) -> Result<String, Usage
     let (canary, canary_root) = canary_paths(layout, options.public, "Caddy", "\"`\\{}#")?;
     let canary_cookie = zdeploy_core::canary::COOKIE;
     let bucket_file = zdeploy_core::canary::BUCKET_FILE_PREFIX;
+    let reports = std::net::SocketAddr::from(([127, 0, 0, 1], options.agent_port));
+    let root_prefix = zdeploy_core::traffic::CADDY_ROOT_PREFIX;
     Ok(format!(
         r#"# Caddy site for {root}, written by `zdeploy webserver caddy` (Caddy 2.6 or later).
 # `root` is the context symlink; resolve_root_symlink resolves it once per
@@ -479,6 +484,25 @@ http://{host}:{port} {{
 		}}
 	}}
 	header @zdeploy_new_client Set-Cookie "{canary_cookie}={{zdeploy_new_bucket}}; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly"
+	# Each request's status, duration and the root it was served from go
+	# to zdeploy's agent (for `watch`) as a UDP datagram to
+	# {reports}, which is dropped when the agent is not
+	# listening, so Caddy never waits on it. The root travels as the log's
+	# user id (Caddy's log has no field for it; basicauth would replace
+	# it); the client's address, URL and headers are left out.
+	map {{http.vars.root}} {{http.auth.user.id}} {{
+		default "{root_prefix}{{http.vars.root}}"
+	}}
+	log {{
+		output net udp/{reports}
+		format filter {{
+			wrap json
+			fields {{
+				request delete
+				resp_headers delete
+			}}
+		}}
+	}}
 	# Maintenance (`zdeploy maintenance on`, or a deploy's window): while
 	# {window} exists, every request gets 503 with its page
 	# and Retry-After, except from the addresses and IPv4 prefixes under its

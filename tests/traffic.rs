@@ -1,5 +1,5 @@
 //! zdeploy sees what the web server serves: the sites `zdeploy webserver`
-//! writes for nginx and Apache report each request's status, duration and
+//! writes for nginx, Apache and Caddy report each request's status, duration and
 //! release to the agent, whose figures land in the history for each
 //! deploy. The watch switches back a release that fails real traffic
 //! behind a green front page and keeps a good one, on each server. With
@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::support::agent::Agent;
 use crate::support::load::php_app;
 use crate::support::servers::{
-    Apache, Nginx, PhpFpm, free_port, request, wait_for, zdeploy_nginx_config,
+    Apache, Caddy, Nginx, PhpFpm, free_port, request, wait_for, zdeploy_nginx_config,
 };
 use crate::support::{Output, Site, Zdeploy};
 
@@ -163,6 +163,21 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
         .success()
         .stdout;
     let apache = Apache::start(&site.path("apache"), &apache_site, apache_port);
+    let caddy_port = free_port();
+    let caddy_site = Zdeploy::new()
+        .arg("--config")
+        .arg(&config)
+        .args(["webserver", "caddy", "shop", "--listen"])
+        .arg(format!("127.0.0.1:{caddy_port}"))
+        .arg("--php-fpm")
+        .arg(&fpm.socket)
+        .success()
+        .stdout;
+    assert!(
+        caddy_site.contains(&format!("udp/127.0.0.1:{}", agent.port)),
+        "Caddy reports to the agent's port: {caddy_site}"
+    );
+    let caddy = Caddy::start(&site.path("caddy"), &caddy_site, caddy_port);
 
     // Figures per release, through each server.
     let hit = |port: u16, path: &str, count: usize| {
@@ -173,29 +188,32 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
     };
     hit(nginx_port, "/", 20);
     hit(apache_port, "/", 10);
-    hit(nginx_port, "/fail.php", 5);
-    hit(apache_port, "/fail.php", 5);
+    hit(caddy_port, "/", 10);
+    for port in [nginx_port, apache_port, caddy_port] {
+        hit(port, "/fail.php", 5);
+    }
     agent.wait_for(
         "the first release's figures",
         Duration::from_secs(20),
-        || log(&config, 1)["traffic"]["requests"] == 40,
+        || log(&config, 1)["traffic"]["requests"] == 55,
     );
     let first = &log(&config, 1)["traffic"];
-    assert_eq!(first["errors"], 10, "{first}");
+    assert_eq!(first["errors"], 15, "{first}");
     // The page sleeps 15 ms: its p50 says so, within the histogram's step.
     let p50 = first["p50_ms"].as_f64().unwrap();
     assert!((12.0..40.0).contains(&p50), "{first}");
     let text = zdeploy(&config, &["log", "shop", "1"]).stdout;
     assert!(
-        text.contains("traffic while live: 40 requests, 10 5xx (25.00%)"),
+        text.contains("traffic while live: 55 requests, 15 5xx (27.27%)"),
         "{text}"
     );
 
     let mut next = 2;
     watch_on(&site, &config, &source, nginx_port, &mut next, "nginx");
     watch_on(&site, &config, &source, apache_port, &mut next, "apache");
+    watch_on(&site, &config, &source, caddy_port, &mut next, "caddy");
     // The first release keeps its figures.
-    assert_eq!(log(&config, 1)["traffic"]["requests"], 40);
+    assert_eq!(log(&config, 1)["traffic"]["requests"], 55);
 
     // The agent watches what it deploys (the app's `watch`, 8 s) on a
     // thread of its own: a newer trigger ends the watch, a bad release is
@@ -244,6 +262,7 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
     for _ in 0..2 {
         hit(nginx_port, "/", 30);
         hit(apache_port, "/", 30);
+        hit(caddy_port, "/", 30);
         let _ = std::fs::remove_file(&socket);
     }
     write_version(&source, "unwatched", 0);
@@ -254,5 +273,5 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
         "{}",
         out.stderr
     );
-    drop((nginx, apache));
+    drop((nginx, apache, caddy));
 }

@@ -293,6 +293,7 @@ async fn serve(agent: SharedAgent, settings: AgentConfig) -> Result<()> {
     for app in agent.apps() {
         spawn_app_tasks(&agent, &app);
     }
+    tokio::spawn(traffic::relay_caddy(agent.clone()));
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};
         let agent = agent.clone();

@@ -1,18 +1,19 @@
 //! The agent listens for what the app's web server served: each request's
 //! report arrives as a datagram on the app's traffic socket (the nginx site
-//! logs there through syslog). Reports are tallied per release and ten-second
+//! logs there through syslog, Apache's through `zdeploy traffic-relay`;
+//! Caddy's come by UDP to the agent's port, and are handed on). Reports are tallied per release and ten-second
 //! bucket in memory and written to the history every few seconds. The web
 //! server never waits on it: a datagram nobody reads is simply dropped.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::UnixDatagram;
+use tokio::net::{UdpSocket, UnixDatagram};
 use zdeploy_core::history::{History, now_ms};
-use zdeploy_core::traffic::{Tally, bucket_of, parse};
+use zdeploy_core::traffic::{Tally, bucket_of, parse, parse_caddy, report_line};
 
 use super::SharedAgent;
 use super::app::App;
@@ -92,6 +93,77 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
     recorder.write(tallies).await;
     let _ = std::fs::remove_file(&listening);
     let _ = std::fs::remove_file(&socket_path);
+}
+
+/// How often the Caddy relay rereads where each app is served.
+const SITES_EVERY: Duration = Duration::from_secs(5);
+
+/// Caddy's reports: its access log sends each request as a UDP datagram to
+/// the loopback address at the agent's port (a datagram nobody reads is
+/// dropped, and Caddy starts whether or not the agent runs). The root each
+/// names is resolved now, which says the release that served it (a
+/// request in flight across a switch may be counted to the release after
+/// it), and the report is handed on to the socket of the app served there.
+pub async fn relay_caddy(agent: SharedAgent) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], agent.listen.port()));
+    let socket = match UdpSocket::bind(address).await {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::warn!(%address, %error, "cannot listen for Caddy's traffic reports; the watch cannot judge releases Caddy serves");
+            return;
+        }
+    };
+    let Ok(sender) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let _ = sender.set_nonblocking(true);
+    let mut sites = Vec::new();
+    let mut sites_read: Option<Instant> = None;
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        let length = tokio::select! {
+            _ = agent.stopped() => return,
+            received = socket.recv(&mut buffer) => match received {
+                Ok(length) => length,
+                Err(_) => continue,
+            },
+        };
+        let Some(report) = parse_caddy(&buffer[..length]) else {
+            continue;
+        };
+        if sites_read.is_none_or(|read| read.elapsed() > SITES_EVERY) {
+            sites = served_sites(&agent);
+            sites_read = Some(Instant::now());
+        }
+        let Ok(resolved) = std::fs::canonicalize(&report.root) else {
+            continue;
+        };
+        if let Some((_, traffic_socket)) = sites
+            .iter()
+            .find(|(webroot, _)| resolved.starts_with(webroot))
+        {
+            let line = report_line(report.status, report.seconds, &resolved);
+            // The app's listener is not running, or its queue is full.
+            let _ = sender.send_to(line.as_bytes(), traffic_socket);
+        }
+    }
+}
+
+/// Each app this host serves: its resolved webroot and traffic socket,
+/// the deepest webroot first.
+fn served_sites(agent: &SharedAgent) -> Vec<(PathBuf, PathBuf)> {
+    let mut sites: Vec<(PathBuf, PathBuf)> = agent
+        .apps()
+        .iter()
+        .map(|app| app.config())
+        .filter(|config| config.topology.ssh().is_none())
+        .filter_map(|config| {
+            let webroot = std::fs::canonicalize(config.layout.webroot()).ok()?;
+            Some((webroot, config.layout.traffic_socket()))
+        })
+        .collect();
+    sites.sort_by_key(|(webroot, _)| std::cmp::Reverse(webroot.components().count()));
+    sites
 }
 
 /// A datagram socket at `path` every local user may write to (the web

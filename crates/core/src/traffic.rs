@@ -17,6 +17,10 @@ use crate::history::{DeploymentRecord, History};
 /// What starts a report, after whatever the transport put before it (a
 /// syslog header).
 pub const MARKER: &str = "zdeploy1 ";
+/// What starts the `user_id` of a Caddy report. Caddy's access log has no
+/// field for the root a request was served from, so the site maps
+/// `{http.vars.root}` into that one.
+pub const CADDY_ROOT_PREFIX: &str = "zdeploy1:";
 /// Requests are counted per bucket of this many milliseconds.
 pub const BUCKET_MS: i64 = 10_000;
 /// Buckets older than this are dropped.
@@ -61,6 +65,48 @@ pub fn parse(report: &str, webroot: &Path) -> Option<Served> {
         micros: (seconds * 1e6) as u64,
         release,
     })
+}
+
+/// One request from Caddy's JSON access log, before its root is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaddyReport {
+    pub status: u16,
+    pub seconds: f64,
+    /// The root as the site names it: the context symlink, or the canary's
+    /// link to its release. Only resolving it says which release served.
+    pub root: std::path::PathBuf,
+}
+
+/// Read one datagram of Caddy's access log (`status`, `duration` in
+/// seconds, `user_id` with the root after `CADDY_ROOT_PREFIX`); `None` for
+/// anything else.
+pub fn parse_caddy(datagram: &[u8]) -> Option<CaddyReport> {
+    #[derive(Deserialize)]
+    struct Entry {
+        status: u16,
+        duration: f64,
+        user_id: String,
+    }
+    let entry: Entry = serde_json::from_slice(datagram).ok()?;
+    let root = entry.user_id.strip_prefix(CADDY_ROOT_PREFIX)?;
+    if !(100..=599).contains(&entry.status)
+        || !entry.duration.is_finite()
+        || entry.duration < 0.0
+        || !root.starts_with('/')
+    {
+        return None;
+    }
+    Some(CaddyReport {
+        status: entry.status,
+        seconds: entry.duration,
+        root: root.into(),
+    })
+}
+
+/// The report line for a request `seconds` long whose resolved root is
+/// `path`, as `parse` reads it.
+pub fn report_line(status: u16, seconds: f64, path: &Path) -> String {
+    format!("{MARKER}{status} {seconds:.6} {}", path.display())
 }
 
 /// Requests counted together: how many, how many 5xx, and their durations.
@@ -337,6 +383,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_caddy_report_gives_status_duration_and_the_root_it_names() {
+        let report = parse_caddy(
+            br#"{"level":"info","ts":1.5,"logger":"http.log.access.log0","msg":"handled request","user_id":"zdeploy1:/var/www/shop/ROOT/public","duration":0.0031,"size":3,"status":503}"#,
+        )
+        .unwrap();
+        assert_eq!(report.status, 503);
+        assert_eq!(report.seconds, 0.0031);
+        assert_eq!(report.root, Path::new("/var/www/shop/ROOT/public"));
+        for hostile in [
+            &br#"{"user_id":"alice","duration":0.1,"status":200}"#[..],
+            br#"{"user_id":"zdeploy1:relative","duration":0.1,"status":200}"#,
+            br#"{"user_id":"zdeploy1:/x","duration":-1,"status":200}"#,
+            br#"{"user_id":"zdeploy1:/x","duration":0.1,"status":99}"#,
+            br#"{"user_id":"zdeploy1:/x","duration":0.1}"#,
+            b"not json",
+        ] {
+            assert_eq!(parse_caddy(hostile), None);
+        }
+    }
+
+    #[test]
     fn a_report_names_the_release_under_the_webroot_and_nothing_else() {
         let root = Path::new("/var/www/shop");
         let served = parse(
@@ -355,6 +422,10 @@ mod tests {
         assert!(parse("garbage", root).is_none());
         let apache = parse("zdeploy1 200 1500us /var/www/shop/ROOT_1/index.php\n", root).unwrap();
         assert_eq!((apache.micros, apache.release.as_str()), (1500, "ROOT_1"));
+        let line = report_line(502, 0.0125, Path::new("/var/www/shop/ROOT_2/public"));
+        let relayed = parse(&line, root).unwrap();
+        assert_eq!((relayed.status, relayed.micros), (502, 12_500));
+        assert_eq!(relayed.release, "ROOT_2");
         assert!(
             parse(
                 "zdeploy1 503 5us /var/www/shop/.zdeploy/ROOT/maintenance/window/page.html",
