@@ -11,14 +11,16 @@ use anyhow::Result;
 use serde::Serialize;
 use zdeploy_core::canary::{Canary, Ended, Ending, Share};
 use zdeploy_core::history::{History, Kind, now_ms};
+use zdeploy_core::layout::Layout;
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::session::{Observer, RunOptions};
+use zdeploy_core::switch::read_live;
 use zdeploy_core::traffic::Figures;
 use zdeploy_core::watch::{Verdict, WatchPolicy, WatchRecord};
 
 use crate::cli::{CanaryAction, CanaryArgs, select_app};
 use crate::commands::print_json;
-use crate::config::{AppConfig, ConfigSource, Topology, UsageError};
+use crate::config::{AppConfig, ConfigSource, Role, Topology, UsageError};
 use crate::notify::{Event, Notice, announce};
 use crate::output::{Console, out};
 
@@ -271,12 +273,33 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
     let mut overrides = args.target.overrides();
     args.retention.apply(&mut overrides);
     let app = select_app(config, args.app.as_deref(), &overrides)?;
-    if !matches!(app.topology, Topology::OneHost) {
-        return Err(UsageError("canary releases on a fleet are not supported yet".into()).into());
+    let ending = match args.action {
+        CanaryAction::Status => None,
+        CanaryAction::Promote => Some(Ending::Promoted),
+        CanaryAction::Abort => Some(Ending::Aborted),
+    };
+    let why = args.reason.clone().unwrap_or_else(|| match ending {
+        Some(Ending::Promoted) => "promoted from the command line".into(),
+        _ => "aborted from the command line".into(),
+    });
+    match &app.topology {
+        Topology::OneHost | Topology::OnOrders => {}
+        Topology::Ssh(fleet) => {
+            return match ending {
+                None => crate::fleet::remote_command::show_everywhere(&app, fleet, args.json),
+                Some(ending) => crate::fleet::canary::end(&app, fleet, ending, &why, args.json),
+            };
+        }
+        Topology::Etcd(_) => {
+            return Err(UsageError(
+                "canary releases on a fleet in etcd are not supported yet".into(),
+            )
+            .into());
+        }
     }
     let layout = &app.layout;
     layout.check_webroot()?;
-    if args.action == CanaryAction::Status {
+    let Some(ending) = ending else {
         let running = zdeploy_core::canary::current(layout)?;
         if args.json {
             return print_json(&serde_json::json!({ "canary": running }));
@@ -286,18 +309,22 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
             None => out!("{}: no canary is running", layout.context()),
         }
         return Ok(());
-    }
-    let ending = match args.action {
-        CanaryAction::Promote => {
-            crate::freeze::refuse_if_frozen(&app, Kind::Promote, args.force)?;
-            Ending::Promoted
-        }
-        _ => Ending::Aborted,
     };
-    let why = args.reason.clone().unwrap_or_else(|| match ending {
-        Ending::Promoted => "promoted from the command line".into(),
-        Ending::Aborted => "aborted from the command line".into(),
-    });
+    if ending == Ending::Promoted
+        && !args.force
+        && let Some(freeze) = zdeploy_core::freeze::current(layout)?
+    {
+        return Err(zdeploy_core::freeze::refusal(layout, &freeze, Kind::Promote).into());
+    }
+    if let Some(release) = &args.release
+        && let Some(done) = already_ended(layout, release, ending)?
+    {
+        if args.json {
+            return print_json(&serde_json::json!({ "already": done }));
+        }
+        out!("{done}");
+        return Ok(());
+    }
     let options = RunOptions {
         trigger: "cli".into(),
         wait: if args.wait {
@@ -306,7 +333,11 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
             LockWait::Fail
         },
     };
-    let ended = end_and_tell(&app, ending, &why, &options, console)?;
+    // A fleet's controller tells once for every host.
+    let ended = match config.role {
+        Role::FleetHost => end(&app, ending, &why, &options, console)?,
+        Role::Operator => end_and_tell(&app, ending, &why, &options, console)?,
+    };
     if args.json {
         return print_json(&ended);
     }
@@ -326,6 +357,72 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
         ),
     }
     Ok(())
+}
+
+/// With no canary running here: what says `release` is already where
+/// `ending` leaves it (`None` while its canary runs). Anything else, a
+/// canary of another release included, is an error.
+fn already_ended(layout: &Layout, release: &str, ending: Ending) -> Result<Option<String>> {
+    let context = layout.context();
+    if let Some(canary) = zdeploy_core::canary::current(layout)? {
+        if canary.release == release {
+            return Ok(None);
+        }
+        return Err(UsageError(format!(
+            "the canary of {context} here is {}, not {release}",
+            canary.release
+        ))
+        .into());
+    }
+    let live = read_live(layout)?;
+    let is_live = live.record_name(layout) == Some(release);
+    match (ending, is_live) {
+        (Ending::Promoted, true) => Ok(Some(format!(
+            "{context}: {release} is live for everyone already (its canary was promoted)"
+        ))),
+        (Ending::Aborted, false) => Ok(Some(format!(
+            "{context}: no canary of {release} runs; it serves nobody here already"
+        ))),
+        (Ending::Promoted, false) => Err(UsageError(format!(
+            "no canary of {release} runs on {context} and it is not live: it was aborted here"
+        ))
+        .into()),
+        (Ending::Aborted, true) => Err(UsageError(format!(
+            "{release} is live for everyone on {context}: its canary was promoted here, so it cannot be aborted; `zdeploy rollback` goes back"
+        ))
+        .into()),
+    }
+}
+
+/// Tell the app's `notify` targets how a fleet's promote or abort of the
+/// canary of `release` went, once for every host.
+pub fn tell_fleet(
+    app: &AppConfig,
+    ending: Ending,
+    why: &str,
+    release: &str,
+    answers: &[crate::fleet::remote_command::Answer],
+    ended: &Result<()>,
+) {
+    let kind = match ending {
+        Ending::Promoted => Kind::Promote.as_str(),
+        Ending::Aborted => Kind::Abort.as_str(),
+    };
+    let mut notice = Notice::new(app, Event::Failed, kind, "cli");
+    notice.hosts = answers.iter().map(|a| a.host.clone()).collect();
+    match (ended, ending) {
+        (Ok(()), Ending::Promoted) => {
+            notice.event = Event::Succeeded;
+            notice.release = Some(release.to_string());
+        }
+        (Ok(()), Ending::Aborted) => {
+            notice.event = Event::SwitchedBack;
+            notice.previous = Some(release.to_string());
+            notice.error = Some(format!("the canary {release} was aborted: {why}"));
+        }
+        (Err(error), _) => notice.error = Some(format!("{error:#}")),
+    }
+    announce(app, notice);
 }
 
 /// Promote or abort the running canary of `app` as `options.trigger`

@@ -407,6 +407,11 @@ pub struct CanaryArgs {
     /// Queue behind a running deploy instead of failing
     #[arg(long)]
     pub wait: bool,
+    /// Only the canary of this release; with none running, succeed when
+    /// the release is already where the action leaves it (a fleet's
+    /// promote or abort run again)
+    #[arg(long, value_name = "RELEASE")]
+    pub release: Option<String>,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

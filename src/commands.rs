@@ -77,6 +77,16 @@ fn report_fleet(app: &config::AppConfig, result: &FleetResult, json: bool) -> Re
             result.hosts.len(),
             result.release.as_deref().unwrap_or("it")
         ),
+        FleetOutcome::Canary => out!(
+            "{}: {} serves {} as a canary on {} hosts; `zdeploy canary promote` or `abort` ends it on every host",
+            app.layout.context(),
+            result.release.as_deref().unwrap_or("?"),
+            app.canary
+                .as_ref()
+                .map(|c| c.share.describe())
+                .unwrap_or_default(),
+            result.hosts.len()
+        ),
         outcome => out!(
             "{} -> {} on {} hosts, {outcome} (switch skew {} ms{})",
             app.layout.context(),
@@ -234,6 +244,15 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         .canary
         .as_ref()
         .and_then(|canary| crate::canary::judging(&app, canary));
+    let judging = match judging {
+        Some(_) if app.topology.is_fleet() => {
+            eprintln!(
+                "warning: canary.for: a fleet's canary is not judged by its traffic yet; promote or abort it with `zdeploy canary`"
+            );
+            None
+        }
+        judging => judging,
+    };
     let (Done::Deployed(result), Some(policy)) = (&done, judging) else {
         return report_done(&app, &done, args.json);
     };

@@ -1537,11 +1537,10 @@ fn canary_policy(
     if policy.is_some() {
         let why = if !zero_downtime {
             Some("a canary needs zero_downtime: plain mode has one folder to serve")
-        } else if raw.hosts.is_some()
-            || !flags.hosts.is_empty()
-            || raw.fleet.as_ref().is_some_and(|f| *f.get_ref())
-        {
-            Some("canary releases on a fleet are not supported yet")
+        } else if raw.fleet.as_ref().is_some_and(|f| *f.get_ref()) {
+            Some(
+                "canary releases on a fleet in etcd are not supported yet (fleets over ssh have them)",
+            )
         } else {
             None
         };

@@ -4,7 +4,9 @@
 //! every server), promote and abort under load with no request failed or
 //! torn, what users wrote into either release kept by the one that wins,
 //! and a canary judged by its real traffic: aborted when it fails, promoted
-//! when it serves well.
+//! when it serves well. On a fleet of namespaced hosts behind a balancer,
+//! one cookie sees one release whichever host answers, and promote and
+//! abort end the canary on every host.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,7 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::fleet::controller;
 use crate::support::agent::Agent;
+use crate::support::fleet::Fleet;
+use crate::support::git::Repo;
 use crate::support::http::Recorder;
 use crate::support::load::{page_version, php_app};
 use crate::support::servers::{Apache, Caddy, Nginx, PhpFpm, free_port, zdeploy_nginx_config};
@@ -671,5 +676,167 @@ fn a_deploy_whose_migration_needs_a_window_switches_everyone_instead_of_starting
             .webroot
             .join(".zdeploy/ROOT/maintenance/window")
             .exists()
+    );
+}
+
+/// Whether some host's live release holds the save `id`.
+fn saved_on_fleet(fleet: &Fleet, id: &str) -> bool {
+    let live = fleet.live();
+    fleet.hosts.iter().zip(&live).any(|(host, release)| {
+        release.as_ref().is_some_and(|release| {
+            host.dir
+                .join("www")
+                .join(release)
+                .join(format!("saves/{id}.txt"))
+                .exists()
+        })
+    })
+}
+
+/// Which version each bucket sees through the balancer, asked three times:
+/// the balancer takes turns, and 256 requests a pass send each bucket to
+/// the next host each time, so each bucket is asked of every host.
+fn versions_on_every_host(port: u16) -> BTreeMap<String, String> {
+    let first = versions_by_bucket(port);
+    for _ in 0..2 {
+        assert_eq!(
+            versions_by_bucket(port),
+            first,
+            "one cookie sees one release on every host"
+        );
+    }
+    first
+}
+
+#[test]
+fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_every_host() {
+    let mut fleet = Fleet::start(3);
+    let repo = Repo::new(fleet.root.path(), "shop");
+    let scratch = fleet.root.path().join("scratch");
+    let commit = |version: &str| {
+        write_version(&scratch, version, 0);
+        repo.commit_tree_of(&scratch);
+    };
+    commit("v1");
+    let config = fleet.config("shop", &repo.bare, "");
+    let deploy = |args: &[&str]| {
+        controller(&config)
+            .args(["deploy", "shop"])
+            .args(args)
+            .run()
+    };
+    assert_eq!(deploy(&[]).code, Some(0));
+    let v1 = fleet.live()[0].clone().unwrap();
+    let port = fleet.start_balancer();
+
+    // The canary starts on every host in place of the switch.
+    commit("v2");
+    let out = deploy(&["--canary", "25%"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("as a canary on 3 hosts"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fleet.live(), vec![Some(v1.clone()); 3], "live unchanged");
+    let status = controller(&config)
+        .args(["canary", "status", "shop", "--json"])
+        .success();
+    let hosts: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let canaries: Vec<&serde_json::Value> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["output"]["canary"])
+        .collect();
+    assert_eq!(canaries.len(), 3, "{hosts}");
+    let v2 = canaries[0]["release"].as_str().unwrap().to_string();
+    for canary in &canaries {
+        assert_eq!(canary["release"], v2.as_str(), "{hosts}");
+        assert_eq!(canary["share"]["buckets"], 64, "{hosts}");
+    }
+    let out = deploy(&[]);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "busy while the canary runs: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("canary promote"), "{}", out.stderr);
+
+    let by_bucket = versions_on_every_host(port);
+    assert_eq!(by_bucket.values().filter(|v| *v == "v2").count(), 64);
+    assert_eq!(by_bucket.values().filter(|v| *v == "v1").count(), 192);
+    // A new client's bucket comes from whichever host answered first; every
+    // host then serves it that bucket's release.
+    for _ in 0..30 {
+        let first = get(port, "/version.txt", None);
+        let bucket = first.new_bucket.expect("a new client gets a bucket");
+        assert_eq!(first.body, by_bucket[&bucket], "bucket {bucket}");
+        for _ in 0..3 {
+            assert_eq!(get(port, "/version.txt", Some(&bucket)).body, first.body);
+        }
+    }
+
+    // Abort on every host: the canary's saves come back to the live release.
+    let (canary_buckets, live_buckets) = (seeing(&by_bucket, "v2"), seeing(&by_bucket, "v1"));
+    for (i, bucket) in canary_buckets.iter().chain(&live_buckets).enumerate() {
+        save(port, bucket, &format!("abort-{i}"));
+    }
+    let out = controller(&config)
+        .args(["canary", "abort", "shop", "--reason", "checkout is slow"])
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("canary {v2} aborted on 3 hosts")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fleet.live(), vec![Some(v1.clone()); 3]);
+    assert!(versions_on_every_host(port).values().all(|v| v == "v1"));
+    assert!(get(port, "/version.txt", None).new_bucket.is_none());
+    for i in 0..6 {
+        assert!(saved_on_fleet(&fleet, &format!("abort-{i}")), "abort-{i}");
+    }
+
+    // A promote cut short (done on one host only) is finished by running it
+    // again; saves on either side are in the release that wins.
+    commit("v3");
+    assert_eq!(deploy(&["--canary", "25%"]).code, Some(0));
+    let by_bucket = versions_on_every_host(port);
+    let (canary_buckets, live_buckets) = (seeing(&by_bucket, "v3"), seeing(&by_bucket, "v1"));
+    assert_eq!(canary_buckets.len(), 3, "{by_bucket:?}");
+    for (i, bucket) in canary_buckets.iter().chain(&live_buckets).enumerate() {
+        save(port, bucket, &format!("promote-{i}"));
+    }
+    let webroot = format!("{}/www", fleet.path.display());
+    let (ok, _, stderr) = fleet.zdeploy_on(0, &["canary", "promote", "--webroot", &webroot]);
+    assert!(ok, "{stderr}");
+    let v3 = fleet.live()[0].clone().unwrap();
+    assert_ne!(v3, v1);
+    assert_eq!(fleet.live()[1], Some(v1.clone()), "only host 0 promoted");
+    let out = controller(&config)
+        .args(["canary", "promote", "shop"])
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("already"), "host 0 had: {}", out.stdout);
+    assert_eq!(fleet.live(), vec![Some(v3.clone()); 3]);
+    assert!(versions_on_every_host(port).values().all(|v| v == "v3"));
+    for i in 0..6 {
+        assert!(
+            saved_on_fleet(&fleet, &format!("promote-{i}")),
+            "promote-{i}"
+        );
+    }
+    let out = controller(&config)
+        .args(["canary", "promote", "shop"])
+        .run();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no canary of ROOT is running on any host"),
+        "{}",
+        out.stderr
     );
 }

@@ -214,9 +214,9 @@ fn config_errors_name_the_file_line_and_fix() {
             "a canary needs zero_downtime",
         ),
         (
-            "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nhosts = [\"web1\"]\ncanary = { share = \"10%\" }\n",
-            ":5: apps.a.canary",
-            "not supported yet",
+            "[fleet]\netcd = [\"http://10.0.0.5:2379\"]\nname = \"web1\"\n[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nfleet = true\ncanary = { share = \"10%\" }\n",
+            ":8: apps.a.canary",
+            "on a fleet in etcd are not supported yet",
         ),
         (
             "[apps.a]\nwebroot = \"/tmp\"\nsource = \"/tmp\"\nmaintenance_allow = [\"10.0.0.1\", \"office\"]\n",

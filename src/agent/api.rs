@@ -769,7 +769,7 @@ pub async fn canary(
     if !matches!(app.config().topology, crate::config::Topology::OneHost) {
         return Err(error(
             StatusCode::CONFLICT,
-            "canary releases on a fleet are not supported yet",
+            "a fleet's canary ends on every host at once: run `zdeploy canary promote|abort` from the controller",
         ));
     }
     if kind == Kind::Promote {

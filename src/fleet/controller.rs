@@ -43,6 +43,9 @@ pub enum FleetOutcome {
     Converged,
     #[serde(rename = "unchanged")]
     Unchanged,
+    /// Every host serves the release to the canary's share of clients.
+    #[serde(rename = "canary")]
+    Canary,
 }
 
 impl FleetOutcome {
@@ -52,6 +55,7 @@ impl FleetOutcome {
             FleetOutcome::RolledBack => "rolled back",
             FleetOutcome::Converged => "converged",
             FleetOutcome::Unchanged => "unchanged",
+            FleetOutcome::Canary => "canary",
         }
     }
 }
@@ -67,6 +71,7 @@ impl From<FleetOutcome> for DeployOutcome {
     fn from(outcome: FleetOutcome) -> Self {
         match outcome {
             FleetOutcome::Unchanged => DeployOutcome::Unchanged,
+            FleetOutcome::Canary => DeployOutcome::Canary,
             _ => DeployOutcome::Deployed,
         }
     }
@@ -280,6 +285,10 @@ impl FleetRun<'_> {
                 rollback: matches!(intent, Intent::Rollback(_)),
                 force: self.force,
                 prebuilt: matches!(intent, Intent::Deploy(plan) if plan.prebuilt),
+                canary: match intent {
+                    Intent::Deploy(plan) => plan.canary,
+                    _ => None,
+                },
             };
             remote.order(&Order::Open(Box::new(job)))?;
         }
@@ -481,20 +490,33 @@ impl FleetRun<'_> {
             }
         }
         let skew = run.skew_ms();
-        self.watch.line(
-            "fleet",
-            &format!(
+        let canaries = done
+            .iter()
+            .filter(|(_, heard)| {
+                matches!(heard, Ok(Report::Done { outcome, .. }) if *outcome == DeployOutcome::Canary)
+            })
+            .count();
+        let outcome = match intent {
+            Intent::Rollback(_) => FleetOutcome::RolledBack,
+            Intent::Converge => FleetOutcome::Converged,
+            Intent::Deploy(_) if canaries > 0 => FleetOutcome::Canary,
+            Intent::Deploy(_) => FleetOutcome::Deployed,
+        };
+        let line = match (outcome, intent) {
+            (FleetOutcome::Canary, Intent::Deploy(plan)) => format!(
+                "{canaries} of {} hosts serve {} as a canary to {}; `zdeploy canary promote` or `abort` ends it on every host",
+                run.remotes.len(),
+                decision.release,
+                plan.canary.map(|s| s.describe()).unwrap_or_default()
+            ),
+            _ => format!(
                 "{} hosts now serve {}; switch skew {} ms",
                 run.remotes.len(),
                 decision.release,
                 skew.unwrap_or(0)
             ),
-        );
-        let outcome = match intent {
-            Intent::Rollback(_) => FleetOutcome::RolledBack,
-            Intent::Converge => FleetOutcome::Converged,
-            Intent::Deploy(_) => FleetOutcome::Deployed,
         };
+        self.watch.line("fleet", &line);
         Ok(run.result(outcome, Some(decision.release), decision.commit))
     }
 

@@ -27,7 +27,7 @@ use zdeploy_core::steps::prune::prune_after_switch;
 use zdeploy_core::steps::recover::recover;
 use zdeploy_core::steps::settle::settle_switched;
 use zdeploy_core::steps::stage::{Staged, Staging, stage, stage_copy, stage_existing};
-use zdeploy_core::steps::switch::{check_live, switch, switch_back, sync};
+use zdeploy_core::steps::switch::{Synced, check_live, switch, switch_back, sync};
 use zdeploy_core::switch::{Live, read_live};
 use zdeploy_core::user_content::summary_of;
 
@@ -354,6 +354,7 @@ fn run(
     let layout = session.layout;
     let policy = &app.policy;
     session.step(Step::Recover, || recover(session, policy.apache.as_ref()))?;
+    zdeploy_core::canary::refuse_while_running(layout)?;
     git::init_mirror(&layout.mirror_path())?;
     let opened = opened(session)?;
     let live_digest = match &opened {
@@ -470,6 +471,13 @@ fn run(
     };
     reporter.send(&Report::Synced);
     expect("switch", wait_staged())?;
+    if let Some(share) = job.canary
+        && canary_possible(session, &staged)?
+    {
+        return start_canary(
+            session, *staged, &synced, app, share, orders, reporter, timeout,
+        );
+    }
     let switched = switch(session, &staged, &synced, policy)?;
     maintenance::close_after_switch(session);
     // A failure that keeps the release live is logged as a warning (and so
@@ -505,6 +513,61 @@ fn run(
         commit: staged.commit,
         pruned,
     })
+}
+
+/// Whether this host can start the fleet's canary: a release is live to
+/// share clients with, and no build step needed a maintenance window (the
+/// live release could not serve what it changed). Otherwise it switches
+/// everyone, and says so.
+fn canary_possible(session: &Session<'_>, staged: &Staged<'_>) -> Result<bool> {
+    let why = if !matches!(staged.live, Live::Release(_)) {
+        "no release is live here to share clients with"
+    } else if maintenance::current(session.layout)?
+        .is_some_and(|window| window.deployment == Some(session.id))
+    {
+        "a build step needed a maintenance window (the live release cannot serve what it changed)"
+    } else {
+        return Ok(true);
+    };
+    session.info(&format!(
+        "{why}: switching everyone instead of starting a canary"
+    ));
+    Ok(false)
+}
+
+/// This host's part of a fleet's canary, in place of its switch: start
+/// it, and keep it when the controller finishes the run, or abort it
+/// (everything its users wrote carried back) when another host failed.
+#[allow(clippy::too_many_arguments)]
+fn start_canary(
+    session: &Session<'_>,
+    staged: Staged<'_>,
+    synced: &Synced,
+    app: &AppConfig,
+    share: zdeploy_core::canary::Share,
+    orders: &Receiver<Result<Order>>,
+    reporter: &Reporter<'_>,
+    timeout: Duration,
+) -> Result<DeployResult> {
+    let started = zdeploy_core::canary::start_synced(session, staged, synced, &app.policy, share)?;
+    reporter.send(&Report::Switched {
+        at_ms: zdeploy_core::history::now_ms(),
+    });
+    match next(orders, timeout) {
+        Next::Order(Order::Finish) => {}
+        Next::Order(Order::Abort { why }) => {
+            zdeploy_core::canary::abort_started(session, &app.policy, &why)?;
+            reporter.send(&Report::Aborted);
+            bail!("canary aborted: {why}");
+        }
+        Next::Order(other) => session.warn(&format!(
+            "expected a finish order, got {other:?}; the canary keeps serving"
+        )),
+        Next::Gone(why) => session.warn(&format!(
+            "{why} after the canary began; it keeps serving until `zdeploy canary promote` or `abort`"
+        )),
+    }
+    Ok(started)
 }
 
 /// Remove a release this run staged (not one that was here before), and

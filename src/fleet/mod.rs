@@ -2,6 +2,7 @@
 //! together (DESIGN.md "Fleets"). The hosts run the core's steps; this is the
 //! coordination beside it: ssh, the protocol, the controller's strategy.
 
+pub mod canary;
 pub mod console;
 pub mod controller;
 pub mod etcd;

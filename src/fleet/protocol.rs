@@ -62,6 +62,10 @@ pub struct Job {
     /// only `once` build entries run.
     #[serde(default)]
     pub prebuilt: bool,
+    /// A deploy that starts a canary of this share on each host in place
+    /// of the switch (the `switch` order starts it).
+    #[serde(default)]
+    pub canary: Option<zdeploy_core::canary::Share>,
     /// Seconds a staged release waits for its switch.
     pub stage_timeout_secs: u64,
     /// The host's name as the controller knows it.

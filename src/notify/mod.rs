@@ -231,6 +231,7 @@ impl<'a> Run<'a> {
                     FleetOutcome::Unchanged => return,
                     FleetOutcome::RolledBack => Event::RolledBack,
                     FleetOutcome::Deployed | FleetOutcome::Converged => Event::Succeeded,
+                    FleetOutcome::Canary => Event::Canary,
                 };
                 notice.release = done.release.clone();
                 notice.commit = done.commit.clone();

@@ -229,6 +229,24 @@ pub(crate) fn start(
     policy: &Policy,
     share: Share,
 ) -> Result<DeployResult> {
+    match sync(session, &staged, policy) {
+        Ok(synced) => start_synced(session, staged, &synced, policy, share),
+        Err(error) => {
+            discard_release(session, &staged.name, &error.to_string())?;
+            Err(error)
+        }
+    }
+}
+
+/// Start a canary of `staged`, whose sync is done (a fleet host syncs on
+/// the controller's order, then starts its canary on the next).
+pub fn start_synced(
+    session: &Session<'_>,
+    staged: Staged<'_>,
+    synced: &Synced,
+    policy: &Policy,
+    share: Share,
+) -> Result<DeployResult> {
     let layout = session.layout;
     let Live::Release(live) = staged.live.clone() else {
         discard_release(
@@ -248,14 +266,12 @@ pub(crate) fn start(
         started_ms: now_ms(),
         deployment: session.id,
     };
-    let started = sync(session, &staged, policy).and_then(|synced| {
-        session.step(Step::Switch, || {
-            if !staged.flushed || synced.wrote {
-                fsx::sync_filesystem(layout.webroot())?;
-            }
-            publish(layout, &canary.release, Some(&canary))?;
-            tell_apache(session, policy, &canary)
-        })
+    let started = session.step(Step::Switch, || {
+        if !staged.flushed || synced.wrote {
+            fsx::sync_filesystem(layout.webroot())?;
+        }
+        publish(layout, &canary.release, Some(&canary))?;
+        tell_apache(session, policy, &canary)
     });
     if let Err(error) = started {
         let _ = unpublish(layout);
@@ -452,6 +468,22 @@ fn promote(session: &Session<'_>, policy: &Policy, canary: &Canary) -> Result<En
         canary: canary.release.clone(),
         pruned,
     })
+}
+
+/// Abort the canary this session started (a fleet host whose fleet failed
+/// after the hosts' canaries began), as `zdeploy canary abort` would.
+pub fn abort_started(session: &Session<'_>, policy: &Policy, why: &str) -> Result<Ended> {
+    let Some(canary) = current(session.layout)? else {
+        return Err(Error::Invalid(format!(
+            "no canary of {} is running to abort",
+            session.layout.context()
+        )));
+    };
+    let ended = abort(session, policy, &canary, why)?;
+    session
+        .history
+        .record_canary_end(canary.deployment, Ending::Aborted, session.id, why)?;
+    Ok(ended)
 }
 
 /// Send everyone back to the live release, then carry into it what the

@@ -289,6 +289,8 @@ impl Member<'_> {
             // Freezes are not kept by fleets in etcd (refused there).
             force: true,
             prebuilt: false,
+            // Canaries are refused on fleets in etcd.
+            canary: None,
         }
     }
 
