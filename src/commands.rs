@@ -81,10 +81,7 @@ fn report_fleet(app: &config::AppConfig, result: &FleetResult, json: bool) -> Re
             "{}: {} serves {} as a canary on {} hosts; `zdeploy canary promote` or `abort` ends it on every host",
             app.layout.context(),
             result.release.as_deref().unwrap_or("?"),
-            app.canary
-                .as_ref()
-                .map(|c| c.share.describe())
-                .unwrap_or_default(),
+            canary_share(app),
             result.hosts.len()
         ),
         outcome => out!(
@@ -338,6 +335,14 @@ fn run_cli(
     deploying::run(app, request, &watch)
 }
 
+/// The share of clients the app's canaries serve, for people.
+fn canary_share(app: &AppConfig) -> String {
+    app.canary
+        .as_ref()
+        .map(|c| c.share.describe())
+        .unwrap_or_default()
+}
+
 /// A deploy's or rollback's outcome, for people (or as JSON).
 fn report_done(app: &AppConfig, done: &Done, json: bool) -> Result<()> {
     match done {
@@ -354,10 +359,7 @@ fn report_done(app: &AppConfig, done: &Done, json: bool) -> Result<()> {
                 "{}: {} serves {} as a canary beside {} (deployment #{}); `zdeploy canary promote` or `abort` ends it",
                 app.layout.context(),
                 result.release.as_deref().unwrap_or("?"),
-                app.canary
-                    .as_ref()
-                    .map(|c| c.share.describe())
-                    .unwrap_or_default(),
+                canary_share(app),
                 result.previous.as_deref().unwrap_or("?"),
                 result.deployment,
             ),

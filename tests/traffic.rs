@@ -152,27 +152,22 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
         &zdeploy_nginx_config(&site, &fpm, nginx_port),
         nginx_port,
     );
+    let site_for = |server: &str, port: u16| {
+        Zdeploy::new()
+            .arg("--config")
+            .arg(&config)
+            .args(["webserver", server, "shop", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--php-fpm")
+            .arg(&fpm.socket)
+            .success()
+            .stdout
+    };
     let apache_port = free_port();
-    let apache_site = Zdeploy::new()
-        .arg("--config")
-        .arg(&config)
-        .args(["webserver", "apache", "shop", "--listen"])
-        .arg(format!("127.0.0.1:{apache_port}"))
-        .arg("--php-fpm")
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let apache_site = site_for("apache", apache_port);
     let apache = Apache::start(&site.path("apache"), &apache_site, apache_port);
     let caddy_port = free_port();
-    let caddy_site = Zdeploy::new()
-        .arg("--config")
-        .arg(&config)
-        .args(["webserver", "caddy", "shop", "--listen"])
-        .arg(format!("127.0.0.1:{caddy_port}"))
-        .arg("--php-fpm")
-        .arg(&fpm.socket)
-        .success()
-        .stdout;
+    let caddy_site = site_for("caddy", caddy_port);
     assert!(
         caddy_site.contains(&format!("udp/127.0.0.1:{}", agent.port)),
         "Caddy reports to the agent's port: {caddy_site}"

@@ -522,9 +522,7 @@ fn run(
 fn canary_possible(session: &Session<'_>, staged: &Staged<'_>) -> Result<bool> {
     let why = if !matches!(staged.live, Live::Release(_)) {
         "no release is live here to share clients with"
-    } else if maintenance::current(session.layout)?
-        .is_some_and(|window| window.deployment == Some(session.id))
-    {
+    } else if zdeploy_core::deploy::migrated_in_window(session)? {
         "a build step needed a maintenance window (the live release cannot serve what it changed)"
     } else {
         return Ok(true);

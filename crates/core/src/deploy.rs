@@ -104,7 +104,7 @@ fn run(session: &Session<'_>, plan: &DeployPlan) -> Result<DeployResult> {
 
 /// Whether this run opened a maintenance window (for a build step that
 /// changes what the live release needs).
-fn migrated_in_window(session: &Session<'_>) -> Result<bool> {
+pub fn migrated_in_window(session: &Session<'_>) -> Result<bool> {
     Ok(crate::maintenance::current(session.layout)?
         .is_some_and(|window| window.deployment == Some(session.id)))
 }
