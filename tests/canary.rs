@@ -729,8 +729,28 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
     let v1 = fleet.live()[0].clone().unwrap();
     let port = fleet.start_balancer();
 
-    // The canary starts on every host in place of the switch.
+    // A host that cannot start its canary (a folder where it makes the
+    // new canary link) has every other host's canary aborted.
+    let state = |host: usize| fleet.hosts[host].dir.join("www/.zdeploy/ROOT");
+    let blocker = state(1).join("canary.zdeploy-tmp");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
     commit("v2");
+    let out = deploy(&["--canary", "25%"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("canary.zdeploy-tmp"), "{}", out.stderr);
+    assert_eq!(fleet.live(), vec![Some(v1.clone()); 3], "live unchanged");
+    for host in 0..3 {
+        let folders: Vec<String> = std::fs::read_dir(state(host))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name == "canary" || name.starts_with("canary-"))
+            .collect();
+        assert!(folders.is_empty(), "host {host}: {folders:?}");
+    }
+    assert!(versions_by_bucket(port).values().all(|v| v == "v1"));
+    std::fs::remove_dir_all(&blocker).unwrap();
+
+    // The canary starts on every host in place of the switch.
     let out = deploy(&["--canary", "25%"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
