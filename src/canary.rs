@@ -15,7 +15,7 @@ use zdeploy_core::layout::Layout;
 use zdeploy_core::lock::LockWait;
 use zdeploy_core::session::{Observer, RunOptions};
 use zdeploy_core::switch::read_live;
-use zdeploy_core::traffic::Figures;
+use zdeploy_core::traffic::{Figures, Tally};
 use zdeploy_core::watch::{Verdict, WatchPolicy, WatchRecord};
 
 use crate::cli::{CanaryAction, CanaryArgs, select_app};
@@ -197,7 +197,7 @@ pub fn judge(
 /// what its share should have brought it (chance: under 1 in 20,000): the
 /// site ignores canaries (written before them), so it is not promoted
 /// untried.
-fn at_end(policy: &WatchPolicy, canary: &Canary, live: &Figures, tried: &Figures) -> Verdict {
+pub fn at_end(policy: &WatchPolicy, canary: &Canary, live: &Figures, tried: &Figures) -> Verdict {
     let share = canary.share.percent() / 100.0;
     let expected = live.requests as f64 * share / (1.0 - share);
     if tried.requests == 0 && expected >= 10.0 {
@@ -274,7 +274,7 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
     args.retention.apply(&mut overrides);
     let app = select_app(config, args.app.as_deref(), &overrides)?;
     let ending = match args.action {
-        CanaryAction::Status => None,
+        CanaryAction::Status | CanaryAction::Traffic => None,
         CanaryAction::Promote => Some(Ending::Promoted),
         CanaryAction::Abort => Some(Ending::Aborted),
     };
@@ -299,6 +299,9 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
     }
     let layout = &app.layout;
     layout.check_webroot()?;
+    if args.action == CanaryAction::Traffic {
+        return show_traffic(layout, args);
+    }
     let Some(ending) = ending else {
         let running = zdeploy_core::canary::current(layout)?;
         if args.json {
@@ -356,6 +359,53 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
             ended.deployment
         ),
     }
+    Ok(())
+}
+
+/// The traffic of the canary running here and of the live release since
+/// it began, after collecting `--for` that long.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct CanaryTraffic {
+    pub canary: Canary,
+    /// What the canary's release served.
+    pub tried: Tally,
+    /// What the live release served meanwhile.
+    pub live: Tally,
+}
+
+/// `zdeploy canary traffic`: on a fleet host, what the controller judges
+/// the fleet's canary by.
+fn show_traffic(layout: &Layout, args: &CanaryArgs) -> Result<()> {
+    let collect_for = match &args.collect_for {
+        Some(text) => {
+            Some(crate::watch::window(text).map_err(|e| UsageError(format!("--for {e}")))?)
+        }
+        None => None,
+    };
+    let Some(canary) = zdeploy_core::canary::current(layout)? else {
+        return Err(UsageError(format!("no canary of {} is running", layout.context())).into());
+    };
+    if let Some(duration) = collect_for {
+        crate::collect::record_for(layout, duration)?;
+    }
+    let history = History::open(&layout.history_path())?;
+    let traffic = CanaryTraffic {
+        tried: history.traffic(&canary.release, canary.started_ms, None)?,
+        live: history.traffic(&canary.live, canary.started_ms, None)?,
+        canary,
+    };
+    if args.json {
+        return print_json(&traffic);
+    }
+    out!(
+        "{} {}
+  canary: {}
+  live:   {}",
+        layout.context(),
+        describe(&traffic.canary),
+        traffic.tried.figures().describe(),
+        traffic.live.figures().describe()
+    );
     Ok(())
 }
 

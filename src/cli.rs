@@ -412,6 +412,10 @@ pub struct CanaryArgs {
     /// promote or abort run again)
     #[arg(long, value_name = "RELEASE")]
     pub release: Option<String>,
+    /// traffic: collect this host's traffic reports this long first (the
+    /// agent's, if it listens; else its own)
+    #[arg(long = "for", value_name = "DURATION")]
+    pub collect_for: Option<String>,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -425,6 +429,9 @@ pub enum CanaryAction {
     Abort,
     /// Show the running canary
     Status,
+    /// Show what the canary's and the live release's clients were served
+    /// here since the canary began
+    Traffic,
 }
 
 #[derive(Debug, Args)]

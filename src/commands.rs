@@ -189,7 +189,8 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         None => None,
     };
     crate::freeze::refuse_if_frozen(&app, Kind::Deploy, args.force)?;
-    if app.watch.is_some() && app.topology.is_fleet() {
+    // On a fleet, `--watch` judges a canary only.
+    if app.watch.is_some() && app.topology.is_fleet() && app.canary.is_none() {
         let why = "the watch judges one host's traffic; fleets are not watched yet";
         if args.watch.is_some() {
             return Err(UsageError(format!("--watch: {why}")).into());
@@ -241,15 +242,12 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
         .canary
         .as_ref()
         .and_then(|canary| crate::canary::judging(&app, canary));
-    let judging = match judging {
-        Some(_) if app.topology.is_fleet() => {
-            eprintln!(
-                "warning: canary.for: a fleet's canary is not judged by its traffic yet; promote or abort it with `zdeploy canary`"
-            );
-            None
-        }
-        judging => judging,
-    };
+    if let (Done::Fleet(result), Some(policy), Topology::Ssh(fleet)) =
+        (&done, &judging, &app.topology)
+        && result.outcome == FleetOutcome::Canary
+    {
+        return judge_fleet_canary(&app, fleet, policy, &done, args.json);
+    }
     let (Done::Deployed(result), Some(policy)) = (&done, judging) else {
         return report_done(&app, &done, args.json);
     };
@@ -282,6 +280,47 @@ pub fn deploy(config: ConfigSource<'_>, args: &DeployArgs, console: &Console) ->
     match judged.as_ref().and_then(crate::canary::breach_error) {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Judge the canary a fleet deploy started by every host's traffic, then
+/// promote or abort it on every host; a breach fails the deploy.
+fn judge_fleet_canary(
+    app: &AppConfig,
+    fleet: &crate::fleet::settings::FleetSettings,
+    policy: &zdeploy_core::watch::WatchPolicy,
+    done: &Done,
+    json: bool,
+) -> Result<()> {
+    if !json {
+        report_done(app, done, false)?;
+    }
+    let judged = crate::fleet::canary::judge(app, fleet, policy, &|line| eprintln!("{line}"))?;
+    if json {
+        print_json(&serde_json::json!({ "deployed": done, "judged": judged }))?;
+    } else if let Some(ending) = judged.ending {
+        out!(
+            "{}: canary {} {} on {} hosts",
+            app.layout.context(),
+            judged.release,
+            ending.as_str(),
+            fleet.hosts.len()
+        );
+    }
+    match (&judged.verdict, judged.ending) {
+        (zdeploy_core::watch::Verdict::Breached { why }, _) => {
+            Err(zdeploy_core::Error::SwitchedBack(format!(
+                "the canary {} failed on the fleet: {why}; aborted on every host",
+                judged.release
+            ))
+            .into())
+        }
+        (verdict, None) => Err(anyhow::anyhow!(
+            "the canary {} could not be judged ({}); it keeps serving until `zdeploy canary promote` or `abort`",
+            judged.release,
+            verdict.describe()
+        )),
+        _ => Ok(()),
     }
 }
 

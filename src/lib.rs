@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod canary;
 pub mod cli;
+pub mod collect;
 pub mod commands;
 pub mod config;
 pub mod deploying;

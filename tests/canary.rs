@@ -859,4 +859,49 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
         "{}",
         out.stderr
     );
+
+    // Judged by every host's traffic (the hosts run no agent: each collects
+    // its own for the window): a canary failing one request in three is
+    // aborted on every host, a good one promoted.
+    let load = |stop: Arc<AtomicBool>| {
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            for bucket in (0..=255u8).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                statuses.push(get(port, "/flaky.php", Some(&format!("{bucket:02x}"))).status);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            statuses
+        })
+    };
+    let judged = |fails_every: u32, version: &str, code: i32| {
+        write_version(&scratch, version, fails_every);
+        repo.commit_tree_of(&scratch);
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = load(stop.clone());
+        let out = deploy(&["--canary", "50%", "--watch", "4s"]);
+        stop.store(true, Ordering::Relaxed);
+        let statuses = requests.join().unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 500),
+            "{statuses:?}"
+        );
+        assert_eq!(out.code, Some(code), "{version}: {}", out.stderr);
+        out
+    };
+    let out = judged(3, "v4", 1);
+    assert!(out.stderr.contains("failed on the fleet"), "{}", out.stderr);
+    assert!(out.stderr.contains("5xx"), "{}", out.stderr);
+    assert_eq!(
+        fleet.live(),
+        vec![Some(v3.clone()); 3],
+        "aborted everywhere"
+    );
+    let out = judged(0, "v5", 0);
+    assert!(out.stdout.contains("promoted on 3 hosts"), "{}", out.stdout);
+    let v5 = fleet.live()[0].clone().unwrap();
+    assert_ne!(v5, v3);
+    assert_eq!(fleet.live(), vec![Some(v5); 3], "promoted everywhere");
 }

@@ -338,6 +338,29 @@ fn config_errors_name_the_file_line_and_fix() {
 }
 
 #[test]
+fn canary_traffic_refuses_a_bad_window_and_a_missing_canary() {
+    let site = Site::new();
+    let run = |args: &[&str]| {
+        Zdeploy::new()
+            .args(["canary", "traffic", "--webroot"])
+            .arg(&site.webroot)
+            .args(args)
+            .fails_with(2)
+            .stderr
+    };
+    for (window, message) in [
+        ("abc", "--for"),
+        ("0s", "more than 0"),
+        ("25h", "at most 24h"),
+    ] {
+        let stderr = run(&["--for", window]);
+        assert!(stderr.contains(message), "--for {window}: {stderr}");
+    }
+    let stderr = run(&["--for", "1s"]);
+    assert!(stderr.contains("no canary of ROOT is running"), "{stderr}");
+}
+
+#[test]
 fn flags_reject_bad_values() {
     let site = Site::new();
     let app = site.path("app");

@@ -2,10 +2,17 @@
 //! canary it runs (they must agree on one release), then each promotes or
 //! aborts that release with `--release`. A host that did so already (a run
 //! cut short, then run again) says so and counts as done, so running the
-//! command again brings the whole fleet to one release.
+//! command again brings the whole fleet to one release. Judged by its
+//! traffic, a fleet's canary is judged by every host's together, at the end
+//! of its window.
 
 use anyhow::{Result, bail};
+use serde::Serialize;
 use zdeploy_core::canary::{Canary, Ending};
+use zdeploy_core::traffic::{Figures, Tally};
+use zdeploy_core::watch::{Verdict, WatchPolicy};
+
+use crate::canary::CanaryTraffic;
 
 use crate::config::AppConfig;
 use crate::fleet::remote_command::{Answer, fail_if_any_failed, host_args, run_everywhere, show};
@@ -24,10 +31,8 @@ pub fn end(
     let release = running_canary(app, fleet)?;
     let mut args = host_args();
     args.extend(["--release".to_string(), release.clone()]);
-    let answers = run_everywhere(app, fleet, &args)?;
+    let (answers, ended) = end_release(app, fleet, (ending, why), &release, &args)?;
     show(&answers, json)?;
-    let ended = fail_if_any_failed(&answers);
-    crate::canary::tell_fleet(app, ending, why, &release, &answers, &ended);
     if ended.is_ok() && !json {
         out!(
             "{}: canary {release} {} on {} hosts",
@@ -39,10 +44,154 @@ pub fn end(
     ended
 }
 
+/// End the canary of `release` on every host, as `args` (`canary promote`
+/// or `abort` with their options) asks, and tell the app's `notify`
+/// targets once: each host's answer, and whether every host did.
+fn end_release(
+    app: &AppConfig,
+    fleet: &FleetSettings,
+    (ending, why): (Ending, &str),
+    release: &str,
+    args: &[String],
+) -> Result<(Vec<Answer>, Result<()>)> {
+    let answers = run_everywhere(app, fleet, args)?;
+    let ended = fail_if_any_failed(&answers);
+    crate::canary::tell_fleet(app, ending, why, release, &answers, &ended);
+    Ok((answers, ended))
+}
+
+/// What judging a fleet's canary found, and how it ended.
+#[derive(Debug, Serialize)]
+pub struct FleetJudged {
+    pub release: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// What the canary's release served on every host.
+    pub canary: Figures,
+    /// What the live release served on every host meanwhile.
+    pub live: Figures,
+    /// `None` when the canary keeps running (a host did not answer).
+    pub ending: Option<Ending>,
+}
+
+/// Collect every host's traffic for `policy.duration`, then judge the
+/// fleet's canary by all of it: a breach aborts it on every host, the end
+/// of the window promotes it. A host that cannot say what it served leaves
+/// the canary running for people to decide.
+pub fn judge(
+    app: &AppConfig,
+    fleet: &FleetSettings,
+    policy: &WatchPolicy,
+    say: &dyn Fn(&str),
+) -> Result<FleetJudged> {
+    let release = running_canary(app, fleet)?;
+    say(&format!(
+        "judging the canary {release} on {} hosts for {}s",
+        fleet.hosts.len(),
+        policy.duration.as_secs()
+    ));
+    let mut args = canary_args(app, "traffic");
+    args.extend([
+        "--for".to_string(),
+        format!("{}s", policy.duration.as_secs().max(1)),
+        "--json".to_string(),
+    ]);
+    let answers = run_everywhere(app, fleet, &args)?;
+    let (mut tried, mut live) = (Tally::default(), Tally::default());
+    let mut canary = None;
+    let mut silent = Vec::new();
+    for answer in &answers {
+        match serde_json::from_str::<CanaryTraffic>(&answer.stdout) {
+            Ok(traffic) if answer.code == 0 && traffic.canary.release == release => {
+                tried.merge(&traffic.tried);
+                live.merge(&traffic.live);
+                canary = Some(traffic.canary);
+            }
+            _ => silent.push(answer.host.clone()),
+        }
+    }
+    let (tried, live) = (tried.figures(), live.figures());
+    let (Some(canary), []) = (canary, silent.as_slice()) else {
+        say(&format!(
+            "cannot judge the canary {release}: no figures from {}; it keeps serving until `zdeploy canary promote` or `abort`",
+            silent.join(", ")
+        ));
+        return Ok(FleetJudged {
+            release,
+            verdict: Verdict::Unjudged {
+                why: format!("no figures from {}", silent.join(", ")),
+            },
+            canary: tried,
+            live,
+            ending: None,
+        });
+    };
+    let verdict = match policy.breach(&live, &tried) {
+        Some(why) => Verdict::Breached { why },
+        None => crate::canary::at_end(policy, &canary, &live, &tried),
+    };
+    let ending = match verdict {
+        Verdict::Breached { .. } => Ending::Aborted,
+        _ => Ending::Promoted,
+    };
+    let why = verdict.describe();
+    say(&format!(
+        "the canary {release} on every host: {why} (canary: {}; live: {}); {}",
+        tried.describe(),
+        live.describe(),
+        match ending {
+            Ending::Promoted => "promoting it",
+            Ending::Aborted => "aborting it",
+        }
+    ));
+    let mut args = canary_args(app, ending_action(ending));
+    // As on one host, the window's verdict ends the canary, frozen or not.
+    args.extend([
+        "--release".into(),
+        release.clone(),
+        "--reason".into(),
+        why.clone(),
+        "--force".into(),
+    ]);
+    let (_, ended) = end_release(app, fleet, (ending, &why), &release, &args)?;
+    ended?;
+    Ok(FleetJudged {
+        release,
+        verdict,
+        canary: tried,
+        live,
+        ending: Some(ending),
+    })
+}
+
+/// `canary ACTION APP` for a host (the app by name, or by its webroot
+/// and context when it has none).
+fn canary_args(app: &AppConfig, action: &str) -> Vec<String> {
+    let mut args = vec!["canary".to_string(), action.to_string()];
+    match &app.name {
+        Some(name) => args.push(name.clone()),
+        None => args.extend([
+            "--webroot".to_string(),
+            app.layout.webroot().display().to_string(),
+            "--context".to_string(),
+            app.layout.context().to_string(),
+        ]),
+    }
+    args
+}
+
+fn ending_action(ending: Ending) -> &'static str {
+    match ending {
+        Ending::Promoted => "promote",
+        Ending::Aborted => "abort",
+    }
+}
+
 /// The release of the canary the hosts run: every host must answer, and
 /// those running one must run the same.
 fn running_canary(app: &AppConfig, fleet: &FleetSettings) -> Result<String> {
-    let args = status_args(host_args());
+    let mut args = canary_args(app, "status");
+    args.push("--json".into());
     let answers = run_everywhere(app, fleet, &args)?;
     let mut releases: Vec<String> = Vec::new();
     let mut unanswered = Vec::new();
@@ -74,22 +223,6 @@ fn running_canary(app: &AppConfig, fleet: &FleetSettings) -> Result<String> {
     }
 }
 
-/// `canary promote|abort …` as `canary status … --json`.
-fn status_args(mut args: Vec<String>) -> Vec<String> {
-    if let Some(action) = args
-        .iter()
-        .position(|a| a == "canary")
-        .map(|i| i + 1)
-        .filter(|i| *i < args.len())
-    {
-        args[action] = "status".into();
-    }
-    if !args.iter().any(|a| a == "--json") {
-        args.push("--json".into());
-    }
-    args
-}
-
 fn canary_of(answer: &Answer) -> Result<Option<Canary>, String> {
     if answer.code != 0 {
         let said = answer.stderr.lines().rfind(|l| !l.trim().is_empty());
@@ -102,22 +235,4 @@ fn canary_of(answer: &Answer) -> Result<Option<Canary>, String> {
     let status: serde_json::Value =
         serde_json::from_str(&answer.stdout).map_err(|e| format!("unreadable status: {e}"))?;
     serde_json::from_value(status["canary"].clone()).map_err(|e| format!("unreadable canary: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_status_asked_first_is_the_same_command_as_status() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            status_args(args(&["canary", "promote", "shop", "--reason", "ok"])),
-            args(&["canary", "status", "shop", "--reason", "ok", "--json"])
-        );
-        assert_eq!(
-            status_args(args(&["-q", "canary", "abort", "--json"])),
-            args(&["-q", "canary", "status", "--json"])
-        );
-    }
 }

@@ -110,7 +110,7 @@ pub fn report_line(status: u16, seconds: f64, path: &Path) -> String {
 }
 
 /// Requests counted together: how many, how many 5xx, and their durations.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub requests: u64,
     pub errors: u64,
