@@ -876,12 +876,22 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
             statuses
         })
     };
+    // The canary's own limits (a loaded machine's p95 is noisy: this judges
+    // errors), in a config beside the first so the controller's state is
+    // the same.
+    let judged_config = fleet.root.path().join("judged.toml");
+    std::fs::write(
+        &judged_config,
+        std::fs::read_to_string(&config).unwrap()
+            + "canary = { share = \"50%\", for = \"4s\", max_p95 = \"50x\" }\n",
+    )
+    .unwrap();
     let judged = |fails_every: u32, version: &str, code: i32| {
         write_version(&scratch, version, fails_every);
         repo.commit_tree_of(&scratch);
         let stop = Arc::new(AtomicBool::new(false));
         let requests = load(stop.clone());
-        let out = deploy(&["--canary", "50%", "--watch", "4s"]);
+        let out = controller(&judged_config).args(["deploy", "shop"]).run();
         stop.store(true, Ordering::Relaxed);
         let statuses = requests.join().unwrap();
         assert!(
@@ -903,5 +913,32 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
     assert!(out.stdout.contains("promoted on 3 hosts"), "{}", out.stdout);
     let v5 = fleet.live()[0].clone().unwrap();
     assert_ne!(v5, v3);
-    assert_eq!(fleet.live(), vec![Some(v5); 3], "promoted everywhere");
+    assert_eq!(
+        fleet.live(),
+        vec![Some(v5.clone()); 3],
+        "promoted everywhere"
+    );
+
+    // The agent as the fleet's controller: its deploy aborts the canary the
+    // hosts run (the newest deploy wins) instead of waiting on it.
+    write_version(&scratch, "v6", 0);
+    repo.commit_tree_of(&scratch);
+    assert_eq!(deploy(&["--canary", "25%"]).code, Some(0));
+    let dir = fleet.root.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let agent = Agent::start(&dir, &std::fs::read_to_string(&config).unwrap());
+    assert_eq!(agent.act("shop", "deploy", "{}").status, 202);
+    agent.wait_for("the agent's fleet deploy", Duration::from_secs(60), || {
+        let live = fleet.live();
+        live[0].as_ref() != Some(&v5) && live.iter().all(|l| l == &live[0])
+    });
+    agent.wait_idle("shop");
+    let status = controller(&config)
+        .args(["canary", "status", "shop", "--json"])
+        .success();
+    let hosts: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for host in hosts["hosts"].as_array().unwrap() {
+        assert!(host["output"]["canary"].is_null(), "{hosts}");
+    }
+    assert!(versions_by_bucket(port).values().all(|v| v == "v6"));
 }

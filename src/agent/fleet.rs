@@ -11,7 +11,7 @@ use zdeploy_core::history::now_ms;
 
 use super::app::{App, Event};
 use super::runner::{Finished, failed};
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Topology};
 use crate::deploying::{self, Done, Request, Watch};
 use crate::fleet::controller::{FleetObserver, FleetOutcome};
 use crate::fleet::settings::FleetSettings;
@@ -113,6 +113,15 @@ pub fn run(app: &App, config: &AppConfig, request: &Request, trigger: &str) -> F
             break result;
         }
         tries += 1;
+        // A canary the hosts run refuses deploys until it ends: a newer
+        // deploy aborts it, as on one host.
+        if let (Request::Deploy { .. }, Topology::Ssh(fleet)) = (request, &config.topology) {
+            match crate::fleet::canary::abort_for_newer(config, fleet, trigger) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => break Err(error),
+            }
+        }
         std::thread::sleep(BUSY_PAUSE);
     };
     match result {

@@ -340,13 +340,29 @@ pub fn report(agent: &Agent, app: &App, kind: &str, finished: &Finished, elapsed
 /// ends the watch (and the canary).
 fn watch_after(agent: &SharedAgent, app: &Arc<App>, finished: &Finished) {
     let config = app.config();
+    let judging = config
+        .canary
+        .as_ref()
+        .and_then(|c| crate::canary::judging(&config, c));
+    if let (RunOutcome::Canary, Some(policy), Topology::Ssh(fleet)) =
+        (finished.outcome, judging, &config.topology)
+    {
+        let (agent, app, fleet) = (agent.clone(), app.clone(), fleet.clone());
+        tokio::task::spawn_blocking(move || {
+            let say = |line: &str| tracing::info!(app = %app.name, "{line}");
+            match crate::fleet::canary::judge(&config, &fleet, &policy, &say) {
+                Ok(judged) => agent.metrics.watched(&app.name, judged.verdict.name()),
+                Err(error) => {
+                    tracing::warn!(app = %app.name, error = %format!("{error:#}"), "judging the fleet's canary failed")
+                }
+            }
+        });
+        return;
+    }
     if let (RunOutcome::Canary, Some(id), Some(policy), Topology::OneHost) = (
         finished.outcome,
         finished.deployment,
-        config
-            .canary
-            .as_ref()
-            .and_then(|c| crate::canary::judging(&config, c)),
+        judging,
         &config.topology,
     ) {
         let (agent, app) = (agent.clone(), app.clone());

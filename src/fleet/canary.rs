@@ -97,6 +97,17 @@ pub fn judge(
         "--json".to_string(),
     ]);
     let answers = run_everywhere(app, fleet, &args)?;
+    if running_canary_if_any(app, fleet)?.as_ref() != Some(&release) {
+        let why = "the canary was promoted or aborted meanwhile".to_string();
+        say(&format!("stopped judging the canary {release}: {why}"));
+        return Ok(FleetJudged {
+            release,
+            verdict: Verdict::Ended { why },
+            canary: Figures::default(),
+            live: Figures::default(),
+            ending: None,
+        });
+    }
     let (mut tried, mut live) = (Tally::default(), Tally::default());
     let mut canary = None;
     let mut silent = Vec::new();
@@ -164,6 +175,24 @@ pub fn judge(
     })
 }
 
+/// Before a newer deploy: abort the canary the fleet runs, if it runs one
+/// (the newest deploy wins, as on one host); whether there was one.
+pub fn abort_for_newer(app: &AppConfig, fleet: &FleetSettings, trigger: &str) -> Result<bool> {
+    let Some(release) = running_canary_if_any(app, fleet)? else {
+        return Ok(false);
+    };
+    let why = format!("a newer deploy replaces it ({trigger})");
+    let mut args = canary_args(app, "abort");
+    args.extend([
+        "--release".into(),
+        release.clone(),
+        "--reason".into(),
+        why.clone(),
+    ]);
+    let (_, ended) = end_release(app, fleet, (Ending::Aborted, &why), &release, &args)?;
+    ended.map(|()| true)
+}
+
 /// `canary ACTION APP` for a host (the app by name, or by its webroot
 /// and context when it has none).
 fn canary_args(app: &AppConfig, action: &str) -> Vec<String> {
@@ -190,6 +219,16 @@ fn ending_action(ending: Ending) -> &'static str {
 /// The release of the canary the hosts run: every host must answer, and
 /// those running one must run the same.
 fn running_canary(app: &AppConfig, fleet: &FleetSettings) -> Result<String> {
+    running_canary_if_any(app, fleet)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no canary of {} is running on any host of the fleet",
+            app.layout.context()
+        )
+    })
+}
+
+/// The release of the canary the hosts run, if they run one.
+fn running_canary_if_any(app: &AppConfig, fleet: &FleetSettings) -> Result<Option<String>> {
     let mut args = canary_args(app, "status");
     args.push("--json".into());
     let answers = run_everywhere(app, fleet, &args)?;
@@ -211,11 +250,8 @@ fn running_canary(app: &AppConfig, fleet: &FleetSettings) -> Result<String> {
         );
     }
     match releases.as_slice() {
-        [release] => Ok(release.clone()),
-        [] => bail!(
-            "no canary of {} is running on any host of the fleet",
-            app.layout.context()
-        ),
+        [release] => Ok(Some(release.clone())),
+        [] => Ok(None),
         _ => bail!(
             "the hosts run different canaries ({}); end each with `zdeploy canary abort --host HOST`",
             releases.join(", ")

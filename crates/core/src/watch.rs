@@ -2,8 +2,9 @@
 //! traffic, compared with what the release before it served in the same
 //! length of time before the deploy. Its error rate may pass the old one by
 //! at most `max_error_rate` (percentage points), its p95 may be at most
-//! `max_p95` times the old one. Too few requests to judge keep the release,
-//! and say so. The verdict is kept in the history with the figures.
+//! `max_p95` times the old one (or less than `P95_SLACK_MS` above it). Too
+//! few requests to judge keep the release, and say so. The verdict is kept
+//! in the history with the figures.
 
 use std::time::Duration;
 
@@ -13,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::history::History;
 use crate::traffic::Figures;
+
+/// A p95 this little above the old one is never a breach, whatever the
+/// factor: a page that took 1 ms and now takes 3 ms is timing noise (a
+/// busy moment, the histogram's steps), not a slower release.
+pub const P95_SLACK_MS: f64 = 20.0;
 
 /// How a release is judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,9 +108,10 @@ impl WatchPolicy {
         if before.requests >= self.min_requests
             && let (Some(old), Some(new)) = (before.p95_ms, now.p95_ms)
             && new > old * self.max_p95
+            && new - old >= P95_SLACK_MS
         {
             return Some(format!(
-                "its p95 is {new:.0} ms, against {old:.0} ms before (at most {}x)",
+                "its p95 is {new:.0} ms, against {old:.0} ms before (at most {}x, or {P95_SLACK_MS:.0} ms more)",
                 self.max_p95
             ));
         }
@@ -237,6 +244,16 @@ mod tests {
         assert!(errors.contains("20.0% of its 100 requests"), "{errors}");
         let slow = policy.breach(&before, &figures(100, 0, 50.0)).unwrap();
         assert!(slow.contains("p95 is 50 ms"), "{slow}");
+        // Three times a fast page's p95 is noise, not a breach.
+        assert_eq!(
+            policy.breach(&figures(1000, 0, 1.0), &figures(100, 0, 3.0)),
+            None
+        );
+        assert!(
+            policy
+                .breach(&figures(1000, 0, 1.0), &figures(100, 0, 22.0))
+                .is_some()
+        );
         // A site that always failed 10% is not blamed on the new release.
         assert_eq!(
             policy.breach(&figures(1000, 100, 20.0), &figures(100, 11, 20.0)),
