@@ -444,37 +444,6 @@ fn already_ended(layout: &Layout, release: &str, ending: Ending) -> Result<Optio
     }
 }
 
-/// Tell the app's `notify` targets how a fleet's promote or abort of the
-/// canary of `release` went, once for every host.
-pub fn tell_fleet(
-    app: &AppConfig,
-    ending: Ending,
-    why: &str,
-    release: &str,
-    answers: &[crate::fleet::remote_command::Answer],
-    ended: &Result<()>,
-) {
-    let kind = match ending {
-        Ending::Promoted => Kind::Promote.as_str(),
-        Ending::Aborted => Kind::Abort.as_str(),
-    };
-    let mut notice = Notice::new(app, Event::Failed, kind, "cli");
-    notice.hosts = answers.iter().map(|a| a.host.clone()).collect();
-    match (ended, ending) {
-        (Ok(()), Ending::Promoted) => {
-            notice.event = Event::Succeeded;
-            notice.release = Some(release.to_string());
-        }
-        (Ok(()), Ending::Aborted) => {
-            notice.event = Event::SwitchedBack;
-            notice.previous = Some(release.to_string());
-            notice.error = Some(format!("the canary {release} was aborted: {why}"));
-        }
-        (Err(error), _) => notice.error = Some(format!("{error:#}")),
-    }
-    announce(app, notice);
-}
-
 /// Promote or abort the running canary of `app` as `options.trigger`
 /// asks, and tell the app's `notify` targets.
 pub fn end_and_tell(

@@ -718,7 +718,12 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
         repo.commit_tree_of(&scratch);
     };
     commit("v1");
-    let config = fleet.config("shop", &repo.bare, "");
+    let told = Recorder::start(&[200]);
+    let config = fleet.config(
+        "shop",
+        &repo.bare,
+        &format!("notify = {{ url = \"http://{}/hook\" }}\n", told.address),
+    );
     let deploy = |args: &[&str]| {
         controller(&config)
             .args(["deploy", "shop"])
@@ -941,4 +946,31 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
         assert!(host["output"]["canary"].is_null(), "{hosts}");
     }
     assert!(versions_by_bucket(port).values().all(|v| v == "v6"));
+
+    // The controller told each start and end once, for the whole fleet:
+    // aborts by hand, by the judge and by the agent's newer deploy, and
+    // promotes by hand and by the judge.
+    let events: Vec<(String, String, usize)> = told
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let body: serde_json::Value = serde_json::from_str(b).unwrap();
+            (
+                body["kind"].as_str().unwrap().to_string(),
+                body["event"].as_str().unwrap().to_string(),
+                body["hosts"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    let count = |kind: &str, event: &str| {
+        events
+            .iter()
+            .filter(|(k, e, hosts)| k == kind && e == event && *hosts == 3)
+            .count()
+    };
+    assert_eq!(count("abort", "switched_back"), 3, "{events:?}");
+    assert_eq!(count("promote", "succeeded"), 2, "{events:?}");
+    assert!(count("deploy", "canary") >= 4, "{events:?}");
 }

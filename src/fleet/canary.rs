@@ -9,6 +9,7 @@
 use anyhow::{Result, bail};
 use serde::Serialize;
 use zdeploy_core::canary::{Canary, Ending};
+use zdeploy_core::history::Kind;
 use zdeploy_core::traffic::{Figures, Tally};
 use zdeploy_core::watch::{Verdict, WatchPolicy};
 
@@ -17,6 +18,7 @@ use crate::canary::CanaryTraffic;
 use crate::config::AppConfig;
 use crate::fleet::remote_command::{Answer, fail_if_any_failed, host_args, run_everywhere, show};
 use crate::fleet::settings::FleetSettings;
+use crate::notify::{Event, Notice, announce};
 use crate::output::out;
 
 /// `zdeploy canary promote|abort` on every host of `fleet`; `why` is told
@@ -31,7 +33,12 @@ pub fn end(
     let release = running_canary(app, fleet)?;
     let mut args = host_args();
     args.extend(["--release".to_string(), release.clone()]);
-    let (answers, ended) = end_release(app, fleet, (ending, why), &release, &args)?;
+    let end_as = EndAs {
+        ending,
+        why,
+        trigger: "cli",
+    };
+    let (answers, ended) = end_release(app, fleet, &end_as, &release, &args)?;
     show(&answers, json)?;
     if ended.is_ok() && !json {
         out!(
@@ -50,14 +57,51 @@ pub fn end(
 fn end_release(
     app: &AppConfig,
     fleet: &FleetSettings,
-    (ending, why): (Ending, &str),
+    end_as: &EndAs<'_>,
     release: &str,
     args: &[String],
 ) -> Result<(Vec<Answer>, Result<()>)> {
     let answers = run_everywhere(app, fleet, args)?;
     let ended = fail_if_any_failed(&answers);
-    crate::canary::tell_fleet(app, ending, why, release, &answers, &ended);
+    tell(app, end_as, release, &answers, &ended);
     Ok((answers, ended))
+}
+
+/// Tell the app's `notify` targets how ending the canary of `release`
+/// went, once for every host.
+fn tell(
+    app: &AppConfig,
+    end_as: &EndAs<'_>,
+    release: &str,
+    answers: &[Answer],
+    ended: &Result<()>,
+) {
+    let kind = match end_as.ending {
+        Ending::Promoted => Kind::Promote.as_str(),
+        Ending::Aborted => Kind::Abort.as_str(),
+    };
+    let mut notice = Notice::new(app, Event::Failed, kind, end_as.trigger);
+    notice.hosts = answers.iter().map(|a| a.host.clone()).collect();
+    match (ended, end_as.ending) {
+        (Ok(()), Ending::Promoted) => {
+            notice.event = Event::Succeeded;
+            notice.release = Some(release.to_string());
+        }
+        (Ok(()), Ending::Aborted) => {
+            notice.event = Event::SwitchedBack;
+            notice.previous = Some(release.to_string());
+            notice.error = Some(format!("the canary {release} was aborted: {}", end_as.why));
+        }
+        (Err(error), _) => notice.error = Some(format!("{error:#}")),
+    }
+    announce(app, notice);
+}
+
+/// How a fleet's canary ends, why, and who asked.
+struct EndAs<'a> {
+    ending: Ending,
+    why: &'a str,
+    trigger: &'a str,
 }
 
 /// What judging a fleet's canary found, and how it ended.
@@ -164,7 +208,12 @@ pub fn judge(
         why.clone(),
         "--force".into(),
     ]);
-    let (_, ended) = end_release(app, fleet, (ending, &why), &release, &args)?;
+    let end_as = EndAs {
+        ending,
+        why: &why,
+        trigger: "canary judge",
+    };
+    let (_, ended) = end_release(app, fleet, &end_as, &release, &args)?;
     ended?;
     Ok(FleetJudged {
         release,
@@ -189,7 +238,12 @@ pub fn abort_for_newer(app: &AppConfig, fleet: &FleetSettings, trigger: &str) ->
         "--reason".into(),
         why.clone(),
     ]);
-    let (_, ended) = end_release(app, fleet, (Ending::Aborted, &why), &release, &args)?;
+    let end_as = EndAs {
+        ending: Ending::Aborted,
+        why: &why,
+        trigger,
+    };
+    let (_, ended) = end_release(app, fleet, &end_as, &release, &args)?;
     ended.map(|()| true)
 }
 
