@@ -22,7 +22,9 @@ use crate::support::fleet::Fleet;
 use crate::support::git::Repo;
 use crate::support::http::Recorder;
 use crate::support::load::{page_version, php_app};
-use crate::support::servers::{Apache, Caddy, Nginx, PhpFpm, free_port, zdeploy_nginx_config};
+use crate::support::servers::{
+    Apache, Caddy, Nginx, PhpFpm, free_port, zdeploy_nginx_config, zdeploy_site,
+};
 use crate::support::{Output, Site, Zdeploy};
 
 const COOKIE: &str = "zdeploy_canary";
@@ -233,17 +235,7 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
         &zdeploy_nginx_config(&site, &fpm, nginx_port),
         nginx_port,
     );
-    let site_for = |server: &str, port: u16| {
-        Zdeploy::new()
-            .arg("--config")
-            .arg(&config)
-            .args(["webserver", server, "shop", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--php-fpm")
-            .arg(&fpm.socket)
-            .success()
-            .stdout
-    };
+    let site_for = |server: &str, port: u16| zdeploy_site(&config, server, port, &fpm);
     let apache_port = free_port();
     let apache = Apache::start(
         &site.path("apache"),
@@ -547,8 +539,27 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
     assert!(site.read("index.php").contains("v5"));
     // Told as what they were: a canary is no switch, a promote is, an
     // abort is a switch back.
-    let events: Vec<(String, String)> = told
-        .bodies
+    let events = told_events(&told);
+    for (kind, event) in [
+        ("deploy", "succeeded"),
+        ("deploy", "canary"),
+        ("abort", "switched_back"),
+        ("promote", "succeeded"),
+    ] {
+        assert!(
+            events.iter().any(|(k, e, _)| k == kind && e == event),
+            "{kind} {event}: {events:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    drop((nginx, apache, caddy, agent));
+}
+
+/// What the notify target heard: each notice's kind, event and how many
+/// hosts it names.
+fn told_events(told: &Recorder) -> Vec<(String, String, usize)> {
+    told.bodies
         .lock()
         .unwrap()
         .iter()
@@ -557,23 +568,10 @@ fn a_canary_serves_its_share_by_cookie_on_every_server_and_promote_and_abort_kee
             (
                 body["kind"].as_str().unwrap().to_string(),
                 body["event"].as_str().unwrap().to_string(),
+                body["hosts"].as_array().map_or(0, Vec::len),
             )
         })
-        .collect();
-    for (kind, event) in [
-        ("deploy", "succeeded"),
-        ("deploy", "canary"),
-        ("abort", "switched_back"),
-        ("promote", "succeeded"),
-    ] {
-        assert!(
-            events.contains(&(kind.to_string(), event.to_string())),
-            "{kind} {event}: {events:?}"
-        );
-    }
-    stop.store(true, Ordering::Relaxed);
-    thread.join().unwrap();
-    drop((nginx, apache, caddy, agent));
+        .collect()
 }
 
 /// `zdeploy` on the ad hoc webroot of `site`, with no settle or drain.
@@ -950,20 +948,7 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
     // The controller told each start and end once, for the whole fleet:
     // aborts by hand, by the judge and by the agent's newer deploy, and
     // promotes by hand and by the judge.
-    let events: Vec<(String, String, usize)> = told
-        .bodies
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            let body: serde_json::Value = serde_json::from_str(b).unwrap();
-            (
-                body["kind"].as_str().unwrap().to_string(),
-                body["event"].as_str().unwrap().to_string(),
-                body["hosts"].as_array().map_or(0, Vec::len),
-            )
-        })
-        .collect();
+    let events = told_events(&told);
     let count = |kind: &str, event: &str| {
         events
             .iter()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::support::agent::Agent;
 use crate::support::load::php_app;
 use crate::support::servers::{
-    Apache, Caddy, Nginx, PhpFpm, free_port, request, wait_for, zdeploy_nginx_config,
+    Apache, Caddy, Nginx, PhpFpm, free_port, request, wait_for, zdeploy_nginx_config, zdeploy_site,
 };
 use crate::support::{Output, Site, Zdeploy};
 
@@ -152,17 +152,7 @@ fn each_server_reports_every_request_by_release_and_the_watch_judges_releases_by
         &zdeploy_nginx_config(&site, &fpm, nginx_port),
         nginx_port,
     );
-    let site_for = |server: &str, port: u16| {
-        Zdeploy::new()
-            .arg("--config")
-            .arg(&config)
-            .args(["webserver", server, "shop", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--php-fpm")
-            .arg(&fpm.socket)
-            .success()
-            .stdout
-    };
+    let site_for = |server: &str, port: u16| zdeploy_site(&config, server, port, &fpm);
     let apache_port = free_port();
     let apache_site = site_for("apache", apache_port);
     let apache = Apache::start(&site.path("apache"), &apache_site, apache_port);

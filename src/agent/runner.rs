@@ -344,68 +344,61 @@ fn watch_after(agent: &SharedAgent, app: &Arc<App>, finished: &Finished) {
         .canary
         .as_ref()
         .and_then(|c| crate::canary::judging(&config, c));
-    if let (RunOutcome::Canary, Some(policy), Topology::Ssh(fleet)) =
-        (finished.outcome, judging, &config.topology)
-    {
-        let (agent, app, fleet) = (agent.clone(), app.clone(), fleet.clone());
-        tokio::task::spawn_blocking(move || {
-            let say = |line: &str| tracing::info!(app = %app.name, "{line}");
-            match crate::fleet::canary::judge(&config, &fleet, &policy, &say) {
-                Ok(judged) => agent.metrics.watched(&app.name, judged.verdict.name()),
-                Err(error) => {
-                    tracing::warn!(app = %app.name, error = %format!("{error:#}"), "judging the fleet's canary failed")
-                }
-            }
-        });
-        return;
+    match (finished.outcome, finished.deployment, &config.topology) {
+        (RunOutcome::Canary, _, Topology::Ssh(fleet)) => {
+            let Some(policy) = judging else { return };
+            let (config, fleet) = (config.clone(), fleet.clone());
+            judge_on_thread(agent, app, "judging the fleet's canary", move |say| {
+                let judged = crate::fleet::canary::judge(&config, &fleet, &policy, say)?;
+                Ok(Some(judged.verdict.name()))
+            });
+        }
+        (RunOutcome::Canary, Some(id), Topology::OneHost) => {
+            let Some(policy) = judging else { return };
+            let config = config.clone();
+            judge_on_thread(agent, app, "judging the canary", move |say| {
+                let judged = crate::canary::judge(&config, &policy, id, say, &crate::watch::Quiet)?;
+                Ok(judged.map(|j| j.record.verdict.name()))
+            });
+        }
+        (RunOutcome::Success, Some(id), Topology::OneHost) => {
+            let Some(policy) = config.watch else { return };
+            let (config, agent_now, app_now) = (config.clone(), agent.clone(), app.clone());
+            judge_on_thread(agent, app, "the watch", move |say| {
+                let ended = || {
+                    if agent_now.is_stopping() {
+                        Some("the agent stopped".to_string())
+                    } else {
+                        app_now
+                            .is_busy()
+                            .then(|| "a newer deploy was asked for".to_string())
+                    }
+                };
+                let watched =
+                    crate::watch::watch(&config, &policy, id, &ended, say, &crate::watch::Quiet)?;
+                Ok(watched.map(|w| w.record.verdict.name()))
+            });
+        }
+        _ => {}
     }
-    if let (RunOutcome::Canary, Some(id), Some(policy), Topology::OneHost) = (
-        finished.outcome,
-        finished.deployment,
-        judging,
-        &config.topology,
-    ) {
-        let (agent, app) = (agent.clone(), app.clone());
-        tokio::task::spawn_blocking(move || {
-            let say = |line: &str| tracing::info!(app = %app.name, "{line}");
-            match crate::canary::judge(&config, &policy, id, &say, &crate::watch::Quiet) {
-                Ok(Some(judged)) => agent
-                    .metrics
-                    .watched(&app.name, judged.record.verdict.name()),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(app = %app.name, error = %format!("{error:#}"), "judging the canary failed")
-                }
-            }
-        });
-        return;
-    }
-    let (RunOutcome::Success, Some(id), Some(policy), Topology::OneHost) = (
-        finished.outcome,
-        finished.deployment,
-        config.watch,
-        &config.topology,
-    ) else {
-        return;
-    };
+}
+
+/// Run `judge` on a thread of its own (the queue goes on); the verdict it
+/// names is counted, its failure logged as `what` failing.
+fn judge_on_thread(
+    agent: &SharedAgent,
+    app: &Arc<App>,
+    what: &'static str,
+    judge: impl FnOnce(&dyn Fn(&str)) -> anyhow::Result<Option<&'static str>> + Send + 'static,
+) {
     let (agent, app) = (agent.clone(), app.clone());
     tokio::task::spawn_blocking(move || {
-        let ended = || {
-            if agent.is_stopping() {
-                Some("the agent stopped".to_string())
-            } else {
-                app.is_busy()
-                    .then(|| "a newer deploy was asked for".to_string())
-            }
-        };
         let say = |line: &str| tracing::info!(app = %app.name, "{line}");
-        match crate::watch::watch(&config, &policy, id, &ended, &say, &crate::watch::Quiet) {
-            Ok(Some(watched)) => agent
-                .metrics
-                .watched(&app.name, watched.record.verdict.name()),
+        match judge(&say) {
+            Ok(Some(verdict)) => agent.metrics.watched(&app.name, verdict),
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(app = %app.name, error = %format!("{error:#}"), "the watch failed")
+                tracing::warn!(app = %app.name, error = %format!("{error:#}"), "{what} failed")
             }
         }
     });

@@ -391,6 +391,20 @@ impl MariaDb {
 }
 
 /// The nginx site `zdeploy webserver nginx` writes for `site`, on `port`.
+/// The site `zdeploy webserver SERVER shop` writes from `config`, on
+/// loopback `port`, handing PHP to `fpm`.
+pub fn zdeploy_site(config: &Path, server: &str, port: u16, fpm: &PhpFpm) -> String {
+    super::Zdeploy::new()
+        .arg("--config")
+        .arg(config)
+        .args(["webserver", server, "shop", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--php-fpm")
+        .arg(&fpm.socket)
+        .success()
+        .stdout
+}
+
 pub fn zdeploy_nginx_config(site: &super::Site, fpm: &PhpFpm, port: u16) -> String {
     super::Zdeploy::new()
         .args(["webserver", "nginx", "--webroot"])
