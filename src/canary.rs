@@ -287,7 +287,20 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
         Topology::Ssh(fleet) => {
             return match ending {
                 None => crate::fleet::remote_command::show_everywhere(&app, fleet, args.json),
-                Some(ending) => crate::fleet::canary::end(&app, fleet, ending, &why, args.json),
+                Some(ending) => {
+                    let end_as = crate::fleet::canary::EndAs {
+                        ending,
+                        why: &why,
+                        trigger: "cli",
+                    };
+                    crate::fleet::canary::end(
+                        &app,
+                        fleet,
+                        &end_as,
+                        args.release.as_deref(),
+                        args.json,
+                    )
+                }
             };
         }
         Topology::Etcd(_) => {
@@ -313,11 +326,8 @@ pub fn command(config: ConfigSource<'_>, args: &CanaryArgs, console: &Console) -
         }
         return Ok(());
     };
-    if ending == Ending::Promoted
-        && !args.force
-        && let Some(freeze) = zdeploy_core::freeze::current(layout)?
-    {
-        return Err(zdeploy_core::freeze::refusal(layout, &freeze, Kind::Promote).into());
+    if ending == Ending::Promoted {
+        crate::freeze::refuse_if_frozen(&app, Kind::Promote, args.force)?;
     }
     if let Some(release) = &args.release
         && let Some(done) = already_ended(layout, release, ending)?

@@ -3,15 +3,13 @@
 //! so the controller can judge its canary. Where the agent listens already,
 //! this only waits for it to have written the window's reports.
 
-use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use zdeploy_core::history::{History, now_ms};
 use zdeploy_core::layout::Layout;
-use zdeploy_core::traffic::{Tally, bucket_of, parse};
+use zdeploy_core::traffic::{Tallies, bind_socket, parse};
 
 /// How often what was collected is written to the history (as the agent).
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -28,24 +26,16 @@ pub fn record_for(layout: &Layout, duration: Duration) -> Result<()> {
         std::thread::sleep(duration + AGENT_FLUSH);
         return Ok(());
     }
-    match std::fs::remove_file(&socket_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("remove {}", socket_path.display()));
-        }
-        _ => {}
-    }
-    let socket = UnixDatagram::bind(&socket_path)
-        .with_context(|| format!("listen on {}", socket_path.display()))?;
     let listening = Listening { layout };
-    // The web server's workers run as their own user.
-    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o622))?;
+    let socket = bind_socket(&socket_path)
+        .with_context(|| format!("listen on {}", socket_path.display()))?;
     std::fs::write(layout.traffic_listening(), "")?;
     let webroot =
         std::fs::canonicalize(layout.webroot()).unwrap_or_else(|_| layout.webroot().to_path_buf());
     let history = History::open(&layout.history_path())?;
     let deadline = Instant::now() + duration;
     let mut flushed = Instant::now();
-    let mut tallies: HashMap<(String, i64), Tally> = HashMap::new();
+    let mut tallies = Tallies::default();
     let mut buffer = vec![0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -58,28 +48,15 @@ pub fn record_for(layout: &Layout, duration: Duration) -> Result<()> {
                 .ok()
                 .and_then(|report| parse(report, &webroot))
         {
-            let key = (served.release, bucket_of(now_ms()));
-            tallies
-                .entry(key)
-                .or_default()
-                .add(served.status, served.micros);
+            tallies.add(served, now_ms());
         }
         if flushed.elapsed() >= FLUSH_EVERY {
-            write(&history, std::mem::take(&mut tallies))?;
+            history.add_traffic(&std::mem::take(&mut tallies))?;
             flushed = Instant::now();
         }
     }
-    write(&history, tallies)?;
+    history.add_traffic(&tallies)?;
     drop(listening);
-    Ok(())
-}
-
-fn write(history: &History, tallies: HashMap<(String, i64), Tally>) -> Result<()> {
-    history.add_traffic(
-        tallies
-            .iter()
-            .map(|((release, bucket), tally)| (release.as_str(), *bucket, tally)),
-    )?;
     Ok(())
 }
 

@@ -522,9 +522,8 @@ pub struct ConfigFile {
     apps: BTreeMap<String, RawApp>,
 }
 
-/// The port of `DEFAULT_AGENT_LISTEN`.
+/// The agent listens on loopback at this port unless told otherwise.
 pub const DEFAULT_AGENT_PORT: u16 = 9470;
-pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:9470";
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The `[agent]` table, validated.
@@ -595,7 +594,7 @@ impl ConfigFile {
         let (text, span) = match (listen, &raw.listen) {
             (Some(flag), _) => (flag.to_string(), None),
             (None, Some(value)) => (value.get_ref().clone(), Some(value.span())),
-            (None, None) => (DEFAULT_AGENT_LISTEN.to_string(), None),
+            (None, None) => (format!("127.0.0.1:{DEFAULT_AGENT_PORT}"), None),
         };
         let listen: std::net::SocketAddr = text.parse().map_err(|_| {
             at(

@@ -86,9 +86,10 @@ fn parse_until(text: &str) -> Result<i64, UsageError> {
         })
 }
 
-/// A person's deploy or rollback of a frozen app fails unless forced.
+/// A person's deploy, rollback or promote of a frozen app fails unless
+/// forced (on this host; a fleet's hosts answer for themselves).
 pub fn refuse_if_frozen(app: &AppConfig, kind: Kind, force: bool) -> Result<()> {
-    if force || !matches!(app.topology, Topology::OneHost) {
+    if force || !matches!(app.topology, Topology::OneHost | Topology::OnOrders) {
         return Ok(());
     }
     match freeze::current(&app.layout)? {

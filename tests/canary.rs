@@ -862,6 +862,13 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
         "{}",
         out.stderr
     );
+    // Naming the release, the hosts are not asked first: each says it
+    // promoted that one already.
+    let out = controller(&config)
+        .args(["canary", "promote", "shop", "--release", &v3])
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.matches("already").count(), 3, "{}", out.stdout);
 
     // Judged by every host's traffic (the hosts run no agent: each collects
     // its own for the window): a canary failing one request in three is
@@ -947,7 +954,7 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
 
     // The controller told each start and end once, for the whole fleet:
     // aborts by hand, by the judge and by the agent's newer deploy, and
-    // promotes by hand and by the judge.
+    // promotes by hand (twice: once naming the release) and by the judge.
     let events = told_events(&told);
     let count = |kind: &str, event: &str| {
         events
@@ -956,6 +963,6 @@ fn a_canary_on_a_fleet_shows_one_cookie_one_release_on_every_host_and_ends_on_ev
             .count()
     };
     assert_eq!(count("abort", "switched_back"), 3, "{events:?}");
-    assert_eq!(count("promote", "succeeded"), 2, "{events:?}");
+    assert_eq!(count("promote", "succeeded"), 3, "{events:?}");
     assert!(count("deploy", "canary") >= 4, "{events:?}");
 }

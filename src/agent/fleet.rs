@@ -114,8 +114,11 @@ pub fn run(app: &App, config: &AppConfig, request: &Request, trigger: &str) -> F
         }
         tries += 1;
         // A canary the hosts run refuses deploys until it ends: a newer
-        // deploy aborts it, as on one host.
-        if let (Request::Deploy { .. }, Topology::Ssh(fleet)) = (request, &config.topology) {
+        // deploy aborts it, as on one host (asked once: other holders of
+        // the hosts' locks are waited for).
+        if let (1, Request::Deploy { .. }, Topology::Ssh(fleet)) =
+            (tries, request, &config.topology)
+        {
             match crate::fleet::canary::abort_for_newer(config, fleet, trigger) {
                 Ok(true) => continue,
                 Ok(false) => {}

@@ -1,28 +1,24 @@
 //! The agent listens for what the app's web server served: each request's
 //! report arrives as a datagram on the app's traffic socket (the nginx site
 //! logs there through syslog, Apache's through `zdeploy traffic-relay`;
-//! Caddy's come by UDP to the agent's port, and are handed on). Reports are tallied per release and ten-second
-//! bucket in memory and written to the history every few seconds. The web
-//! server never waits on it: a datagram nobody reads is simply dropped.
+//! Caddy's come by UDP to the agent's port, and are handed on). Reports
+//! are tallied per release and ten-second bucket in memory and written to
+//! the history every few seconds. The web server never waits on it: a
+//! datagram nobody reads is simply dropped.
 
-use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{UdpSocket, UnixDatagram};
 use zdeploy_core::history::{History, now_ms};
-use zdeploy_core::traffic::{Tally, bucket_of, parse, parse_caddy, report_line};
+use zdeploy_core::traffic::{Tallies, bind_socket, parse, parse_caddy, report_line};
 
 use super::SharedAgent;
 use super::app::App;
 
 /// How often tallies are written to the history.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
-/// Tallies held at most between two flushes (releases times buckets);
-/// reports beyond are counted as dropped.
-const MAX_TALLIES: usize = 1024;
 /// How often an app never deployed is looked at again.
 const WAIT_FOR_STATE: Duration = Duration::from_secs(5);
 
@@ -41,7 +37,11 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
             return;
         }
     }
-    let socket = match bind(&socket_path) {
+    let bound = bind_socket(&socket_path).and_then(|socket| {
+        socket.set_nonblocking(true)?;
+        UnixDatagram::from_std(socket)
+    });
+    let socket = match bound {
         Ok(socket) => socket,
         Err(error) => {
             tracing::warn!(app = %app.name, socket = %socket_path.display(), %error,
@@ -55,11 +55,10 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
     }
     let webroot = std::fs::canonicalize(config.layout.webroot())
         .unwrap_or_else(|_| config.layout.webroot().to_path_buf());
-    let mut tallies: HashMap<(String, i64), Tally> = HashMap::new();
+    let mut tallies = Tallies::default();
     let mut recorder = Recorder {
         app: app.clone(),
         history: None,
-        dropped: 0,
     };
     let mut buffer = vec![0u8; 4096];
     let mut flush = tokio::time::interval(FLUSH_EVERY);
@@ -80,13 +79,8 @@ pub async fn listen(agent: SharedAgent, app: Arc<App>) {
                 else {
                     continue;
                 };
-                let key = (served.release, bucket_of(now_ms()));
-                if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&key) {
-                    recorder.dropped += 1;
-                    continue;
-                }
-                tallies.entry(key).or_default().add(served.status, served.micros);
                 agent.metrics.served(&app.name, served.status, 1);
+                tallies.add(served, now_ms());
             }
         }
     }
@@ -166,32 +160,17 @@ fn served_sites(agent: &SharedAgent) -> Vec<(PathBuf, PathBuf)> {
     sites
 }
 
-/// A datagram socket at `path` every local user may write to (the web
-/// server's workers run as their own user); an old one is replaced.
-fn bind(path: &Path) -> std::io::Result<UnixDatagram> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let socket = UnixDatagram::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))?;
-    Ok(socket)
-}
-
 /// Writes tallies to the app's history, keeping it open between writes.
 struct Recorder {
     app: Arc<App>,
     history: Option<History>,
-    /// Reports dropped since the last write.
-    dropped: u64,
 }
 
 impl Recorder {
     /// Add `tallies` to the history.
-    async fn write(&mut self, tallies: HashMap<(String, i64), Tally>) {
-        if self.dropped > 0 {
-            tracing::warn!(app = %self.app.name, dropped = self.dropped, "traffic reports dropped: too many releases at once");
-            self.dropped = 0;
+    async fn write(&mut self, tallies: Tallies) {
+        if tallies.dropped > 0 {
+            tracing::warn!(app = %self.app.name, dropped = tallies.dropped, "traffic reports dropped: too many releases at once");
         }
         if tallies.is_empty() {
             return;
@@ -203,11 +182,7 @@ impl Recorder {
                 Some(history) => history,
                 None => History::open(&path)?,
             };
-            history.add_traffic(
-                tallies
-                    .iter()
-                    .map(|((release, bucket), tally)| (release.as_str(), *bucket, tally)),
-            )?;
+            history.add_traffic(&tallies)?;
             Ok(history)
         })
         .await;

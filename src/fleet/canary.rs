@@ -21,24 +21,28 @@ use crate::fleet::settings::FleetSettings;
 use crate::notify::{Event, Notice, announce};
 use crate::output::out;
 
-/// `zdeploy canary promote|abort` on every host of `fleet`; `why` is told
-/// to the app's `notify` targets once, for the fleet.
+/// `zdeploy canary promote|abort` on every host of `fleet`, told to the
+/// app's `notify` targets once, for the fleet. With `release` named, the
+/// hosts are not asked which canary they run first: each ends that one,
+/// or says it did already.
 pub fn end(
     app: &AppConfig,
     fleet: &FleetSettings,
-    ending: Ending,
-    why: &str,
+    end_as: &EndAs<'_>,
+    release: Option<&str>,
     json: bool,
 ) -> Result<()> {
-    let release = running_canary(app, fleet)?;
     let mut args = host_args();
-    args.extend(["--release".to_string(), release.clone()]);
-    let end_as = EndAs {
-        ending,
-        why,
-        trigger: "cli",
+    let release = match release {
+        Some(release) => release.to_string(),
+        None => {
+            let release = running_canary(app, fleet)?;
+            args.extend(["--release".to_string(), release.clone()]);
+            release
+        }
     };
-    let (answers, ended) = end_release(app, fleet, &end_as, &release, &args)?;
+    let ending = end_as.ending;
+    let (answers, ended) = end_release(app, fleet, end_as, &release, &args)?;
     show(&answers, json)?;
     if ended.is_ok() && !json {
         out!(
@@ -98,10 +102,10 @@ fn tell(
 }
 
 /// How a fleet's canary ends, why, and who asked.
-struct EndAs<'a> {
-    ending: Ending,
-    why: &'a str,
-    trigger: &'a str,
+pub struct EndAs<'a> {
+    pub ending: Ending,
+    pub why: &'a str,
+    pub trigger: &'a str,
 }
 
 /// What judging a fleet's canary found, and how it ended.

@@ -474,9 +474,7 @@ fn run(
     if let Some(share) = job.canary
         && canary_possible(session, &staged)?
     {
-        return start_canary(
-            session, *staged, &synced, app, share, orders, reporter, timeout,
-        );
+        return start_canary(session, *staged, &synced, app, share, reporter, timeout);
     }
     let switched = switch(session, &staged, &synced, policy)?;
     maintenance::close_after_switch(session);
@@ -536,14 +534,12 @@ fn canary_possible(session: &Session<'_>, staged: &Staged<'_>) -> Result<bool> {
 /// This host's part of a fleet's canary, in place of its switch: start
 /// it, and keep it when the controller finishes the run, or abort it
 /// (everything its users wrote carried back) when another host failed.
-#[allow(clippy::too_many_arguments)]
 fn start_canary(
     session: &Session<'_>,
     staged: Staged<'_>,
     synced: &Synced,
     app: &AppConfig,
     share: zdeploy_core::canary::Share,
-    orders: &Receiver<Result<Order>>,
     reporter: &Reporter<'_>,
     timeout: Duration,
 ) -> Result<DeployResult> {
@@ -551,7 +547,7 @@ fn start_canary(
     reporter.send(&Report::Switched {
         at_ms: zdeploy_core::history::now_ms(),
     });
-    match next(orders, timeout) {
+    match next(reporter.orders, timeout) {
         Next::Order(Order::Finish) => {}
         Next::Order(Order::Abort { why }) => {
             zdeploy_core::canary::abort_started(session, &app.policy, &why)?;

@@ -390,7 +390,6 @@ impl MariaDb {
     }
 }
 
-/// The nginx site `zdeploy webserver nginx` writes for `site`, on `port`.
 /// The site `zdeploy webserver SERVER shop` writes from `config`, on
 /// loopback `port`, handing PHP to `fpm`.
 pub fn zdeploy_site(config: &Path, server: &str, port: u16, fpm: &PhpFpm) -> String {
@@ -405,6 +404,7 @@ pub fn zdeploy_site(config: &Path, server: &str, port: u16, fpm: &PhpFpm) -> Str
         .stdout
 }
 
+/// The nginx site `zdeploy webserver nginx` writes for `site`, on `port`.
 pub fn zdeploy_nginx_config(site: &super::Site, fpm: &PhpFpm, port: u16) -> String {
     super::Zdeploy::new()
         .args(["webserver", "nginx", "--webroot"])

@@ -5,7 +5,7 @@
 //! ten-second buckets with a log-scale duration histogram and kept in the
 //! history: a deploy's figures are requests, 5xx and p50/p95/p99.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path};
 
 use rusqlite::{OptionalExtension, params};
@@ -107,6 +107,52 @@ pub fn parse_caddy(datagram: &[u8]) -> Option<CaddyReport> {
 /// `path`, as `parse` reads it.
 pub fn report_line(status: u16, seconds: f64, path: &Path) -> String {
     format!("{MARKER}{status} {seconds:.6} {}", path.display())
+}
+
+/// The app's traffic socket, bound so every local user may write to it
+/// (the web server's workers run as their own user); an old one is
+/// replaced.
+pub fn bind_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let socket = std::os::unix::net::UnixDatagram::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))?;
+    Ok(socket)
+}
+
+/// Tallies held at most between two writes to the history (releases times
+/// buckets); reports beyond are counted as dropped, so a flood of made-up
+/// release names cannot grow memory.
+pub const MAX_TALLIES: usize = 1024;
+
+/// Reports tallied per release and bucket until they are written.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    tallies: HashMap<(String, i64), Tally>,
+    /// Reports dropped since the last write (too many tallies at once).
+    pub dropped: u64,
+}
+
+impl Tallies {
+    /// Count `served`, reported at `at_ms`.
+    pub fn add(&mut self, served: Served, at_ms: i64) {
+        let key = (served.release, bucket_of(at_ms));
+        if self.tallies.len() >= MAX_TALLIES && !self.tallies.contains_key(&key) {
+            self.dropped += 1;
+            return;
+        }
+        self.tallies
+            .entry(key)
+            .or_default()
+            .add(served.status, served.micros);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tallies.is_empty()
+    }
 }
 
 /// Requests counted together: how many, how many 5xx, and their durations.
@@ -241,14 +287,11 @@ fn tally_from(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Tally> 
 impl History {
     /// Add each tally to its release's bucket, in one transaction, and drop
     /// buckets older than `KEEP_MS`.
-    pub fn add_traffic<'a>(
-        &self,
-        tallies: impl IntoIterator<Item = (&'a str, i64, &'a Tally)>,
-    ) -> Result<()> {
+    pub fn add_traffic(&self, tallies: &Tallies) -> Result<()> {
         let fail = |e| self.fail(e);
         let transaction = self.conn.unchecked_transaction().map_err(fail)?;
         let mut newest = None;
-        for (release, bucket_ms, tally) in tallies {
+        for ((release, bucket_ms), tally) in &tallies.tallies {
             let mut total = transaction
                 .query_row(
                     "SELECT requests, errors, histogram FROM traffic WHERE release = ?1 AND bucket_ms = ?2",
@@ -272,7 +315,7 @@ impl History {
                     ],
                 )
                 .map_err(fail)?;
-            newest = newest.max(Some(bucket_ms));
+            newest = newest.max(Some(*bucket_ms));
         }
         if let Some(newest) = newest {
             transaction
